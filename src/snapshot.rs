@@ -304,7 +304,10 @@ mod tests {
         let flags = AddrFlags(AddrFlags::SECONDARY | AddrFlags::PERMANENT);
         assert_eq!(flags.names(Family::Ipv6), vec!["temporary", "permanent"]);
         assert_eq!(flags.names(Family::Ipv4), vec!["secondary", "permanent"]);
-        assert_eq!(AddrFlags(AddrFlags::TENTATIVE).names(Family::Ipv6), vec!["tentative", "dynamic"]);
+        assert_eq!(
+            AddrFlags(AddrFlags::TENTATIVE).names(Family::Ipv6),
+            vec!["tentative", "dynamic"]
+        );
     }
 
     #[test]

@@ -1,0 +1,1049 @@
+//! Configuration: YAML with Tempo/dskit key names, validated once into typed `Settings`.
+//!
+//! The file is first read into a generic tree, then walked key by key, so that every error names the
+//! full key path (`server.grpc_listen_port`), the offending value and the fix — and so that all errors
+//! are reported at once. Nothing here binds a socket or reads the network.
+
+use crate::snapshot::Family;
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/stackring/stackring.yaml";
+pub const DEFAULT_GRPC_PORT: u16 = 9095;
+pub const DEFAULT_HTTP_PORT: u16 = 3200;
+pub const DEFAULT_GOSSIP_PORT: u16 = 7946;
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/stackring";
+pub const DEFAULT_RUNTIME_DIR: &str = "/run/stackring";
+/// sysexits.h EX_CONFIG: what systemd and operators expect from a configuration error.
+pub const EXIT_CONFIG: i32 = 78;
+
+/// One thing wrong with the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConfigError {
+    pub key: String,
+    pub value: String,
+    pub problem: String,
+    pub fix: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.value.is_empty() {
+            write!(f, "{}: {}; fix: {}", self.key, self.problem, self.fix)
+        } else {
+            write!(
+                f,
+                "{}: {} {}; fix: {}",
+                self.key, self.value, self.problem, self.fix
+            )
+        }
+    }
+}
+
+/// Every problem found in one configuration, in file order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// A listen address: `None` means "the unspecified address of the internal family".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ListenSpec {
+    pub address: Option<IpAddr>,
+    pub port: u16,
+}
+
+/// The validated configuration. Only typed values; the decision reads nothing else.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Settings {
+    pub grpc: ListenSpec,
+    pub http: ListenSpec,
+    pub gossip: ListenSpec,
+    /// `memberlist.advertise_addr`; `None` → the internal address.
+    pub gossip_advertise_addr: Option<IpAddr>,
+    /// `memberlist.advertise_port`; `None` → `bind_port`.
+    pub gossip_advertise_port: Option<u16>,
+    pub join_members: Vec<String>,
+    /// `lifecycler.address`: the advertised gRPC address (a proxy's, or the internal one).
+    pub advertise_addr: Option<IpAddr>,
+    /// `lifecycler.port`: the advertised gRPC port (a sidecar proxy's); `None` → grpc listen port.
+    pub advertise_port: Option<u16>,
+    /// `lifecycler.interface_names`: internal address candidates only from these, in this order.
+    pub interface_names: Vec<String>,
+    /// `node.use_internal_ipv6` or its alias `lifecycler.enable_inet6`.
+    pub use_internal_ipv6: bool,
+    pub id: String,
+    pub zone: String,
+    /// `node.addr`: the pinned internal address.
+    pub internal_addr: Option<IpAddr>,
+    /// `node.external_addr`: `None` → every other usable address.
+    pub external_addrs: Option<Vec<IpAddr>>,
+    pub state_dir: PathBuf,
+    pub runtime_dir: PathBuf,
+}
+
+impl Settings {
+    /// All defaults, with `id` as the node id (normally the hostname).
+    pub fn defaults(id: &str) -> Settings {
+        parse_str("", id).expect("the empty configuration is valid")
+    }
+
+    /// The family that explicit addresses in the config impose, and the key that imposes it.
+    /// `::` imposes nothing (a Linux `::` socket also accepts IPv4); `0.0.0.0` means IPv4.
+    pub fn explicit_family(&self) -> Option<(Family, &'static str, IpAddr)> {
+        self.explicit_addresses()
+            .into_iter()
+            .next()
+            .map(|(key, ip)| (Family::of(&ip), key, ip))
+    }
+
+    fn explicit_addresses(&self) -> Vec<(&'static str, IpAddr)> {
+        let candidates = [
+            ("node.addr", self.internal_addr),
+            ("lifecycler.address", self.advertise_addr),
+            ("memberlist.advertise_addr", self.gossip_advertise_addr),
+            ("server.grpc_listen_address", self.grpc.address),
+            ("server.http_listen_address", self.http.address),
+            ("memberlist.bind_addr", self.gossip.address),
+        ];
+        candidates
+            .into_iter()
+            .filter_map(|(key, ip)| ip.map(|ip| (key, ip)))
+            .filter(|(_, ip)| *ip != IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED))
+            .collect()
+    }
+}
+
+/// Reads and validates a config file. A missing file at the default path means "all defaults";
+/// a missing file named explicitly is an error.
+pub fn load(path: &Path, explicit: bool, default_id: &str) -> Result<Settings, ConfigErrors> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse_str(&text, default_id),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+            parse_str("", default_id)
+        }
+        Err(e) => Err(ConfigErrors(vec![ConfigError {
+            key: "--config".into(),
+            value: path.display().to_string(),
+            problem: format!("cannot be read ({e})"),
+            fix: "point --config at a readable YAML file".into(),
+        }])),
+    }
+}
+
+/// Parses and validates YAML text. Empty text is the default configuration.
+pub fn parse_str(text: &str, default_id: &str) -> Result<Settings, ConfigErrors> {
+    let tree: Value = if text.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_saphyr::from_str(text).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                key: "(file)".into(),
+                value: String::new(),
+                problem: format!("is not valid YAML: {e}"),
+                fix: "correct the YAML syntax at the position shown".into(),
+            }])
+        })?
+    };
+    let mut v = Validator::default();
+    let settings = v.settings(&tree, default_id);
+    if v.errors.is_empty() {
+        Ok(settings)
+    } else {
+        Err(ConfigErrors(v.errors))
+    }
+}
+
+const TOP_KEYS: &[&str] = &["server", "memberlist", "lifecycler", "node"];
+const SERVER_KEYS: &[&str] = &[
+    "grpc_listen_address",
+    "grpc_listen_port",
+    "http_listen_address",
+    "http_listen_port",
+];
+const MEMBERLIST_KEYS: &[&str] = &[
+    "bind_addr",
+    "bind_port",
+    "advertise_addr",
+    "advertise_port",
+    "join_members",
+];
+const LIFECYCLER_KEYS: &[&str] = &[
+    "address",
+    "port",
+    "interface_names",
+    "enable_inet6",
+    "id",
+    "zone",
+];
+const NODE_KEYS: &[&str] = &[
+    "addr",
+    "external_addr",
+    "use_internal_ipv6",
+    "state_dir",
+    "runtime_dir",
+];
+
+/// How an address is used decides which addresses it may be.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum AddrRole {
+    /// Something we bind to: any address, including `::` and `0.0.0.0`.
+    Listen,
+    /// Something peers dial: never unspecified, loopback, multicast or link-local.
+    Advertised,
+    /// Client-facing, possibly not bound here (an elastic IP): never unspecified or multicast.
+    External,
+}
+
+#[derive(Default)]
+struct Validator {
+    errors: Vec<ConfigError>,
+}
+
+impl Validator {
+    fn error(&mut self, key: &str, value: &Value, problem: &str, fix: &str) {
+        self.errors.push(ConfigError {
+            key: key.to_string(),
+            value: show(value),
+            problem: problem.to_string(),
+            fix: fix.to_string(),
+        });
+    }
+
+    /// The mapping at `key`, with unknown keys reported. Null (an empty section) is an empty map.
+    fn section<'a>(
+        &mut self,
+        key: &str,
+        value: Option<&'a Value>,
+        allowed: &[&str],
+    ) -> BTreeMap<&'a str, &'a Value> {
+        let mut out = BTreeMap::new();
+        match value {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(map)) => {
+                for (k, v) in map {
+                    if allowed.contains(&k.as_str()) {
+                        out.insert(k.as_str(), v);
+                    } else {
+                        let full = if key.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{key}.{k}")
+                        };
+                        self.error(
+                            &full,
+                            &Value::Null,
+                            "is not a known key",
+                            &format!("remove it, or use one of: {}", allowed.join(", ")),
+                        );
+                    }
+                }
+            }
+            Some(other) => {
+                let name = if key.is_empty() { "(file)" } else { key };
+                self.error(
+                    name,
+                    other,
+                    "is not a mapping",
+                    "write a YAML mapping of keys to values",
+                )
+            }
+        }
+        out
+    }
+
+    fn settings(&mut self, tree: &Value, default_id: &str) -> Settings {
+        let top = self.section("", Some(tree), TOP_KEYS);
+        let server = self.section("server", top.get("server").copied(), SERVER_KEYS);
+        let ml = self.section(
+            "memberlist",
+            top.get("memberlist").copied(),
+            MEMBERLIST_KEYS,
+        );
+        let lc = self.section(
+            "lifecycler",
+            top.get("lifecycler").copied(),
+            LIFECYCLER_KEYS,
+        );
+        let node = self.section("node", top.get("node").copied(), NODE_KEYS);
+
+        let grpc = ListenSpec {
+            address: self.addr(&server, "server", "grpc_listen_address", AddrRole::Listen),
+            port: self
+                .port(&server, "server", "grpc_listen_port", false)
+                .unwrap_or(DEFAULT_GRPC_PORT),
+        };
+        let http = ListenSpec {
+            address: self.addr(&server, "server", "http_listen_address", AddrRole::Listen),
+            port: self
+                .port(&server, "server", "http_listen_port", false)
+                .unwrap_or(DEFAULT_HTTP_PORT),
+        };
+        let gossip = ListenSpec {
+            address: self.bind_addr(&ml),
+            port: self
+                .port(&ml, "memberlist", "bind_port", false)
+                .unwrap_or(DEFAULT_GOSSIP_PORT),
+        };
+        let enable_inet6 = self.boolean(&lc, "lifecycler", "enable_inet6");
+        let use_internal_ipv6 = self.boolean(&node, "node", "use_internal_ipv6");
+        let external = node.get("external_addr").map(|v| {
+            self.list(v, "node.external_addr")
+                .into_iter()
+                .filter_map(|(key, item)| self.parse_addr(&key, item, AddrRole::External))
+                .collect::<Vec<_>>()
+        });
+        let interface_names = lc
+            .get("interface_names")
+            .map(|v| {
+                self.list(v, "lifecycler.interface_names")
+                    .into_iter()
+                    .filter_map(|(key, item)| self.interface_name(&key, item))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let join_members = ml
+            .get("join_members")
+            .map(|v| {
+                self.list(v, "memberlist.join_members")
+                    .into_iter()
+                    .filter_map(|(key, item)| self.join_member(&key, item))
+                    .collect()
+            })
+            .unwrap_or_default();
+
+        let settings = Settings {
+            grpc,
+            http,
+            gossip,
+            gossip_advertise_addr: self.addr(
+                &ml,
+                "memberlist",
+                "advertise_addr",
+                AddrRole::Advertised,
+            ),
+            gossip_advertise_port: self.port(&ml, "memberlist", "advertise_port", true),
+            join_members,
+            advertise_addr: self.addr(&lc, "lifecycler", "address", AddrRole::Advertised),
+            advertise_port: self.port(&lc, "lifecycler", "port", true),
+            interface_names,
+            use_internal_ipv6: use_internal_ipv6 || enable_inet6,
+            id: self.node_id(&lc).unwrap_or_else(|| default_id.to_string()),
+            zone: self.zone(&lc),
+            internal_addr: self.addr(&node, "node", "addr", AddrRole::Advertised),
+            external_addrs: external,
+            state_dir: self.dir(&node, "state_dir", DEFAULT_STATE_DIR),
+            runtime_dir: self.dir(&node, "runtime_dir", DEFAULT_RUNTIME_DIR),
+        };
+        self.cross_checks(&settings);
+        settings
+    }
+
+    /// Rules between keys: one family at a time, ports that do not collide.
+    fn cross_checks(&mut self, s: &Settings) {
+        let explicit = s.explicit_addresses();
+        if let Some((first_key, first_ip)) = explicit.first() {
+            for (key, ip) in &explicit[1..] {
+                if Family::of(ip) != Family::of(first_ip) {
+                    self.errors.push(ConfigError {
+                        key: key.to_string(),
+                        value: format!("'{ip}'"),
+                        problem: format!(
+                            "is {} but {first_key} '{first_ip}' is {}: listen, advertise and gossip \
+                             addresses must all be of the internal family",
+                            Family::of(ip),
+                            Family::of(first_ip)
+                        ),
+                        fix: format!(
+                            "use one family: change {key} or {first_key}, or leave one empty"
+                        ),
+                    });
+                }
+            }
+            if s.use_internal_ipv6 && Family::of(first_ip) == Family::Ipv4 {
+                self.errors.push(ConfigError {
+                    key: "node.use_internal_ipv6".into(),
+                    value: "true".into(),
+                    problem: format!(
+                        "asks for IPv6 internal traffic but {first_key} '{first_ip}' is IPv4"
+                    ),
+                    fix: format!(
+                        "set {first_key} to an IPv6 address, or set node.use_internal_ipv6 and \
+                         lifecycler.enable_inet6 to false"
+                    ),
+                });
+            }
+        }
+        let ports = [
+            ("server.grpc_listen_port", s.grpc.port),
+            ("server.http_listen_port", s.http.port),
+            ("memberlist.bind_port", s.gossip.port),
+        ];
+        for (i, (key_a, a)) in ports.iter().enumerate() {
+            for (key_b, b) in &ports[i + 1..] {
+                if a == b {
+                    self.errors.push(ConfigError {
+                        key: key_b.to_string(),
+                        value: a.to_string(),
+                        problem: format!("is also {key_a}: two servers cannot share a port"),
+                        fix: format!("give {key_b} a port of its own"),
+                    });
+                }
+            }
+        }
+    }
+
+    fn addr(
+        &mut self,
+        map: &BTreeMap<&str, &Value>,
+        section: &str,
+        name: &str,
+        role: AddrRole,
+    ) -> Option<IpAddr> {
+        let value = map.get(name)?;
+        self.parse_addr(&format!("{section}.{name}"), value, role)
+    }
+
+    /// dskit takes a list for `bind_addr`; gossip binds one socket, so one address.
+    fn bind_addr(&mut self, ml: &BTreeMap<&str, &Value>) -> Option<IpAddr> {
+        let value = ml.get("bind_addr")?;
+        let items = match value {
+            Value::String(_) => vec![("memberlist.bind_addr".to_string(), *value)],
+            _ => self.list(value, "memberlist.bind_addr"),
+        };
+        if items.len() > 1 {
+            self.error(
+                "memberlist.bind_addr",
+                value,
+                "lists more than one address; gossip binds a single socket",
+                "keep one address, or ['::'] to listen on all",
+            );
+            return None;
+        }
+        let (key, item) = items.into_iter().next()?;
+        self.parse_addr(&key, item, AddrRole::Listen)
+    }
+
+    fn parse_addr(&mut self, key: &str, value: &Value, role: AddrRole) -> Option<IpAddr> {
+        let Some(text) = value.as_str() else {
+            if !value.is_null() {
+                self.error(
+                    key,
+                    value,
+                    "is not an address",
+                    "write an IP address as a string, e.g. '2001:db8::5'",
+                );
+            }
+            return None;
+        };
+        let text = text.trim();
+        if text.is_empty() {
+            return None;
+        }
+        if text.contains('/') {
+            let bare = text.split('/').next().unwrap_or_default();
+            self.error(
+                key,
+                value,
+                "is a network (CIDR), not an address",
+                &format!("write a single address without the prefix length, e.g. '{bare}'"),
+            );
+            return None;
+        }
+        let ip: IpAddr = match text.parse() {
+            Ok(ip) => ip,
+            Err(_) => {
+                let fix = if text.starts_with('[')
+                    || text.contains("]:")
+                    || text.matches(':').count() == 1
+                {
+                    "write the address alone, without brackets or a port (ports have their own keys)"
+                } else {
+                    "write an IPv4 address like 192.0.2.10 or an IPv6 address like 2001:db8::10"
+                };
+                self.error(key, value, "is not an IP address", fix);
+                return None;
+            }
+        };
+        if let IpAddr::V6(v6) = ip {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                self.error(
+                    key,
+                    value,
+                    "is an IPv4-mapped IPv6 address",
+                    &format!("write the IPv4 address '{v4}' itself"),
+                );
+                return None;
+            }
+        }
+        let refusal = match role {
+            AddrRole::Listen => None,
+            AddrRole::Advertised => advertised_refusal(&ip),
+            AddrRole::External => {
+                if ip.is_unspecified() || ip.is_multicast() || ip.is_loopback() {
+                    Some("cannot be reached by clients (unspecified, loopback or multicast)")
+                } else {
+                    None
+                }
+            }
+        };
+        if let Some(why) = refusal {
+            let fix = match role {
+                AddrRole::Advertised => {
+                    "leave it empty to advertise the chosen internal address, or write a routable \
+                     unicast address of this node (or of its proxy)"
+                }
+                _ => "write a unicast address clients can reach",
+            };
+            self.error(key, value, why, fix);
+            return None;
+        }
+        Some(ip)
+    }
+
+    /// Ports are read as wide integers so `70000` or `-1` is a range error, not a type error.
+    fn port(
+        &mut self,
+        map: &BTreeMap<&str, &Value>,
+        section: &str,
+        name: &str,
+        zero_means_unset: bool,
+    ) -> Option<u16> {
+        let value = map.get(name)?;
+        let key = format!("{section}.{name}");
+        let n = match value {
+            Value::Number(n) => n.as_i64(),
+            Value::String(s) => s.trim().parse::<i64>().ok(),
+            Value::Null => return None,
+            _ => None,
+        };
+        let range = if zero_means_unset {
+            "0–65535 (0 = same as the listen port)"
+        } else {
+            "1–65535"
+        };
+        match n {
+            Some(0) if zero_means_unset => None,
+            Some(n) if (1..=65535).contains(&n) => Some(n as u16),
+            Some(_) => {
+                self.error(
+                    &key,
+                    value,
+                    "is out of range",
+                    &format!("use a port number {range}"),
+                );
+                None
+            }
+            None => {
+                self.error(
+                    &key,
+                    value,
+                    "is not a port number",
+                    &format!("use a number {range}"),
+                );
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, map: &BTreeMap<&str, &Value>, section: &str, name: &str) -> bool {
+        match map.get(name) {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => {
+                self.error(
+                    &format!("{section}.{name}"),
+                    other,
+                    "is not a boolean",
+                    "write true or false (unquoted)",
+                );
+                false
+            }
+        }
+    }
+
+    /// A list of scalars; a single scalar is accepted as a one-item list.
+    fn list<'a>(&mut self, value: &'a Value, key: &str) -> Vec<(String, &'a Value)> {
+        match value {
+            Value::Null => vec![],
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (format!("{key}[{i}]"), v))
+                .collect(),
+            Value::String(_) => vec![(key.to_string(), value)],
+            other => {
+                self.error(
+                    key,
+                    other,
+                    "is not a list",
+                    "write a YAML list, e.g. ['a', 'b']",
+                );
+                vec![]
+            }
+        }
+    }
+
+    fn interface_name(&mut self, key: &str, value: &Value) -> Option<String> {
+        let Some(name) = value.as_str() else {
+            self.error(
+                key,
+                value,
+                "is not an interface name",
+                "write the name as a string, e.g. 'eth0'",
+            );
+            return None;
+        };
+        match interface_name_problem(name) {
+            None => Some(name.to_string()),
+            Some(problem) => {
+                self.error(
+                    key,
+                    value,
+                    problem,
+                    "use a name the kernel accepts: 1–15 bytes, no '/', ':' or whitespace, not '.' or '..'",
+                );
+                None
+            }
+        }
+    }
+
+    fn join_member(&mut self, key: &str, value: &Value) -> Option<String> {
+        let Some(text) = value.as_str().map(str::trim) else {
+            self.error(
+                key,
+                value,
+                "is not a peer address",
+                "write 'host:port', '[2001:db8::5]:7946' or 'host'",
+            );
+            return None;
+        };
+        if text.is_empty() || text.contains('/') || text.contains(char::is_whitespace) {
+            self.error(
+                key,
+                value,
+                "is not a peer address",
+                "write 'host:port', '[2001:db8::5]:7946' or 'host'",
+            );
+            return None;
+        }
+        // A bare IPv6 address with a port is ambiguous (`2001:db8::5:7946`): demand brackets.
+        if text.parse::<std::net::Ipv6Addr>().is_err()
+            && text.matches(':').count() > 1
+            && !text.starts_with('[')
+        {
+            self.error(
+                key,
+                value,
+                "is ambiguous",
+                "bracket IPv6 addresses with a port: '[2001:db8::5]:7946'",
+            );
+            return None;
+        }
+        Some(text.to_string())
+    }
+
+    fn node_id(&mut self, lc: &BTreeMap<&str, &Value>) -> Option<String> {
+        let value = lc.get("id")?;
+        let id = match value {
+            Value::String(s) if !s.trim().is_empty() => s.trim(),
+            Value::Null => return None,
+            Value::String(_) => return None,
+            _ => "",
+        };
+        if id.is_empty()
+            || id.len() > 63
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            self.error(
+                "lifecycler.id",
+                value,
+                "is not a valid node id",
+                "use 1–63 characters from A–Z, a–z, 0–9, '-', '_' and '.' (or leave it out for the hostname)",
+            );
+            return None;
+        }
+        Some(id.to_string())
+    }
+
+    fn zone(&mut self, lc: &BTreeMap<&str, &Value>) -> String {
+        match lc.get("zone") {
+            None | Some(Value::Null) => String::new(),
+            Some(Value::String(s)) if s.len() <= 63 && !s.contains(char::is_control) => s.clone(),
+            Some(other) => {
+                self.error(
+                    "lifecycler.zone",
+                    other,
+                    "is not a valid zone name",
+                    "use a string of at most 63 characters",
+                );
+                String::new()
+            }
+        }
+    }
+
+    fn dir(&mut self, node: &BTreeMap<&str, &Value>, name: &str, default: &str) -> PathBuf {
+        match node.get(name) {
+            None | Some(Value::Null) => PathBuf::from(default),
+            Some(Value::String(s)) if s.starts_with('/') => PathBuf::from(s),
+            Some(other) => {
+                self.error(
+                    &format!("node.{name}"),
+                    other,
+                    "is not an absolute path",
+                    &format!("write an absolute directory path, e.g. '{default}'"),
+                );
+                PathBuf::from(default)
+            }
+        }
+    }
+}
+
+/// Why an address cannot be advertised to peers, if it cannot.
+pub fn advertised_refusal(ip: &IpAddr) -> Option<&'static str> {
+    if ip.is_unspecified() {
+        Some("is the unspecified address: peers cannot dial it")
+    } else if ip.is_loopback() {
+        Some("is a loopback address: peers would dial themselves")
+    } else if ip.is_multicast() {
+        Some("is a multicast address")
+    } else if is_link_local(ip) {
+        Some("is link-local: it needs an interface to be dialled and is not routed")
+    } else {
+        None
+    }
+}
+
+pub fn is_link_local(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+    }
+}
+
+/// The kernel's rules for an interface name (`dev_valid_name`), as an explanation when broken.
+pub fn interface_name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("is empty")
+    } else if name.len() > 15 {
+        Some("is longer than 15 bytes (IFNAMSIZ)")
+    } else if name == "." || name == ".." {
+        Some("is not allowed as an interface name")
+    } else if name.contains('/') || name.contains(':') || name.contains(char::is_whitespace) {
+        Some("contains '/', ':' or whitespace")
+    } else {
+        None
+    }
+}
+
+/// A YAML value as it appears in an error message.
+fn show(value: &Value) -> String {
+    match value {
+        Value::Null => String::new(),
+        Value::String(s) => format!("'{s}'"),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(yaml: &str) -> Vec<ConfigError> {
+        match parse_str(yaml, "node-a") {
+            Ok(s) => panic!("expected an error for {yaml:?}, got {s:?}"),
+            Err(e) => e.0,
+        }
+    }
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        let s = parse_str("", "node-a").unwrap();
+        assert_eq!(
+            s.grpc,
+            ListenSpec {
+                address: None,
+                port: 9095
+            }
+        );
+        assert_eq!(s.http.port, 3200);
+        assert_eq!(s.gossip.port, 7946);
+        assert_eq!(s.id, "node-a");
+        assert_eq!(s.state_dir, PathBuf::from("/var/lib/stackring"));
+        assert_eq!(s.runtime_dir, PathBuf::from("/run/stackring"));
+        assert!(!s.use_internal_ipv6);
+        assert_eq!(s.external_addrs, None);
+    }
+
+    #[test]
+    fn tempo_keys_are_read() {
+        let s = parse_str(
+            "server: {grpc_listen_address: '::', grpc_listen_port: 9096, http_listen_port: 3201}\n\
+             memberlist: {bind_addr: ['::'], bind_port: 7947, advertise_port: 17946, join_members: ['[2001:db8::2]:7946', 'peer-b']}\n\
+             lifecycler: {address: '2001:db8::5', port: 19095, interface_names: [eth1, eth0], enable_inet6: true, id: n1, zone: z1}\n\
+             node: {external_addr: ['203.0.113.9', '2001:db8:ff::9']}\n",
+            "h",
+        )
+        .unwrap();
+        assert_eq!(s.grpc.port, 9096);
+        assert_eq!(s.advertise_port, Some(19095));
+        assert_eq!(s.gossip_advertise_port, Some(17946));
+        assert_eq!(s.interface_names, vec!["eth1", "eth0"]);
+        assert!(s.use_internal_ipv6);
+        assert_eq!(s.id, "n1");
+        assert_eq!(s.external_addrs.as_ref().unwrap().len(), 2);
+        assert_eq!(s.join_members.len(), 2);
+    }
+
+    #[test]
+    fn port_zero_means_same_as_listen_for_advertised_ports() {
+        let s = parse_str(
+            "lifecycler: {port: 0}\nmemberlist: {advertise_port: 0}",
+            "h",
+        )
+        .unwrap();
+        assert_eq!(s.advertise_port, None);
+        assert_eq!(s.gossip_advertise_port, None);
+    }
+
+    /// Each bad input gives an error naming its key, and a fix.
+    #[test]
+    fn bad_input_table() {
+        let table: &[(&str, &str, &str)] = &[
+            (
+                "lifecycler: {address: '::'}",
+                "lifecycler.address",
+                "unspecified",
+            ),
+            (
+                "lifecycler: {address: '0.0.0.0'}",
+                "lifecycler.address",
+                "unspecified",
+            ),
+            (
+                "lifecycler: {address: '::1'}",
+                "lifecycler.address",
+                "loopback",
+            ),
+            (
+                "lifecycler: {address: '127.0.0.1'}",
+                "lifecycler.address",
+                "loopback",
+            ),
+            (
+                "lifecycler: {address: 'fe80::1'}",
+                "lifecycler.address",
+                "link-local",
+            ),
+            (
+                "lifecycler: {address: '169.254.1.1'}",
+                "lifecycler.address",
+                "link-local",
+            ),
+            (
+                "lifecycler: {address: 'ff02::1'}",
+                "lifecycler.address",
+                "multicast",
+            ),
+            (
+                "lifecycler: {address: '::ffff:192.0.2.1'}",
+                "lifecycler.address",
+                "IPv4-mapped",
+            ),
+            (
+                "memberlist: {advertise_addr: '::'}",
+                "memberlist.advertise_addr",
+                "unspecified",
+            ),
+            ("node: {addr: '2001:DB8::/32'}", "node.addr", "CIDR"),
+            (
+                "node: {addr: '[2001:db8::1]:9095'}",
+                "node.addr",
+                "not an IP address",
+            ),
+            (
+                "node: {addr: 'not-an-ip'}",
+                "node.addr",
+                "not an IP address",
+            ),
+            ("node: {addr: 5}", "node.addr", "not an address"),
+            (
+                "node: {external_addr: ['198.51.100.0/24']}",
+                "node.external_addr[0]",
+                "CIDR",
+            ),
+            (
+                "node: {external_addr: ['::']}",
+                "node.external_addr[0]",
+                "unspecified",
+            ),
+            (
+                "server: {grpc_listen_port: 70000}",
+                "server.grpc_listen_port",
+                "out of range",
+            ),
+            (
+                "server: {grpc_listen_port: -1}",
+                "server.grpc_listen_port",
+                "out of range",
+            ),
+            (
+                "server: {grpc_listen_port: 0}",
+                "server.grpc_listen_port",
+                "out of range",
+            ),
+            (
+                "server: {http_listen_port: 'http'}",
+                "server.http_listen_port",
+                "not a port",
+            ),
+            (
+                "server: {http_listen_port: [1]}",
+                "server.http_listen_port",
+                "not a port",
+            ),
+            (
+                "lifecycler: {port: 65536}",
+                "lifecycler.port",
+                "out of range",
+            ),
+            (
+                "server: {grpc_listen_port: 3200}",
+                "server.http_listen_port",
+                "share a port",
+            ),
+            (
+                "memberlist: {bind_port: 9095}",
+                "memberlist.bind_port",
+                "share a port",
+            ),
+            (
+                "lifecycler: {interface_names: ['eth0/1']}",
+                "lifecycler.interface_names[0]",
+                "'/'",
+            ),
+            (
+                "lifecycler: {interface_names: ['a-very-long-ifname']}",
+                "lifecycler.interface_names[0]",
+                "15 bytes",
+            ),
+            (
+                "lifecycler: {interface_names: ['eth 0']}",
+                "lifecycler.interface_names[0]",
+                "whitespace",
+            ),
+            (
+                "lifecycler: {interface_names: ['..']}",
+                "lifecycler.interface_names[0]",
+                "not allowed",
+            ),
+            (
+                "lifecycler: {interface_names: ['']}",
+                "lifecycler.interface_names[0]",
+                "empty",
+            ),
+            (
+                "lifecycler: {enable_inet6: 'yes'}",
+                "lifecycler.enable_inet6",
+                "not a boolean",
+            ),
+            (
+                "lifecycler: {id: 'a b'}",
+                "lifecycler.id",
+                "not a valid node id",
+            ),
+            (
+                "node: {state_dir: 'relative/dir'}",
+                "node.state_dir",
+                "absolute",
+            ),
+            ("node: {colour: blue}", "node.colour", "not a known key"),
+            ("serverr: {}", "serverr", "not a known key"),
+            ("server: 5", "server", "not a mapping"),
+            (
+                "memberlist: {bind_addr: ['::', '0.0.0.0']}",
+                "memberlist.bind_addr",
+                "more than one",
+            ),
+            (
+                "memberlist: {join_members: ['2001:db8::5:7946x']}",
+                "memberlist.join_members[0]",
+                "ambiguous",
+            ),
+            (
+                "lifecycler: {address: '192.0.2.5'}\nnode: {addr: '2001:db8::5'}",
+                "lifecycler.address",
+                "IPv4 but node.addr '2001:db8::5' is IPv6",
+            ),
+            (
+                "server: {grpc_listen_address: '0.0.0.0'}\nnode: {addr: '2001:db8::5'}",
+                "server.grpc_listen_address",
+                "is IPv4 but node.addr",
+            ),
+            (
+                "node: {addr: '192.0.2.5', use_internal_ipv6: true}",
+                "node.use_internal_ipv6",
+                "is IPv4",
+            ),
+            (
+                "lifecycler: {enable_inet6: true, address: '192.0.2.5'}",
+                "node.use_internal_ipv6",
+                "is IPv4",
+            ),
+            ("key: [unclosed", "(file)", "not valid YAML"),
+            ("server: {a: 1}\nserver: {b: 2}", "(file)", "not valid YAML"),
+        ];
+        for (yaml, key, problem) in table {
+            let errs = errors(yaml);
+            assert!(
+                errs.iter().any(|e| e.key == *key
+                    && (e.problem.contains(problem) || e.value.contains(problem))
+                    && !e.fix.is_empty()),
+                "{yaml:?}: expected {key} / {problem}, got {errs:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn all_errors_are_reported_at_once() {
+        let errs =
+            errors("server: {grpc_listen_port: 0, http_listen_port: 99999}\nnode: {addr: '::'}");
+        assert_eq!(errs.len(), 3, "{errs:#?}");
+    }
+
+    #[test]
+    fn unspecified_ipv6_listen_imposes_no_family() {
+        let s = parse_str(
+            "server: {grpc_listen_address: '::'}\nnode: {addr: '192.0.2.5'}",
+            "h",
+        )
+        .unwrap();
+        assert_eq!(s.explicit_family().map(|f| f.0), Some(Family::Ipv4));
+    }
+
+    #[test]
+    fn error_text_names_key_value_and_fix() {
+        let text = ConfigErrors(errors("lifecycler: {address: '::'}")).to_string();
+        assert!(text.contains("lifecycler.address"), "{text}");
+        assert!(text.contains("'::'"), "{text}");
+        assert!(text.contains("fix:"), "{text}");
+    }
+}
