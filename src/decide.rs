@@ -212,6 +212,17 @@ pub fn decide(
         has(Family::Ipv6),
     )?;
 
+    // An automatic choice is sticky too: an IPv6-only node that gains an IPv4 lease keeps IPv6.
+    let automatic = ctx.cluster_family.is_none()
+        && !settings.use_internal_ipv6
+        && settings.explicit_family().is_none();
+    let (family, rule) = match ctx.previous {
+        Some(p) if automatic && p.family != family && has(p.family) => {
+            (p.family, format!("{}, kept while running", p.family_reason))
+        }
+        _ => (family, rule),
+    };
+
     let internal = match settings.internal_addr {
         Some(pinned) => pinned_address(snapshot, settings, pinned)?,
         None => {
@@ -832,6 +843,24 @@ mod tests {
         assert_eq!(
             decide(&host.0, &s, ctx).unwrap().internal_addr,
             ip("2001:db8::9")
+        );
+    }
+
+    #[test]
+    fn automatic_family_is_sticky_while_running() {
+        let v6 = Host::new().link(2, "eth0", true).addr(2, "2001:db8::5", 0);
+        let s = settings("");
+        let first = decide(&v6.0, &s, Context::default()).unwrap();
+        assert_eq!(first.family, Family::Ipv6);
+        let dual = v6.addr(2, "192.0.2.5", 0);
+        let ctx = Context {
+            cluster_family: None,
+            previous: Some(&first),
+        };
+        assert_eq!(decide(&dual.0, &s, ctx).unwrap().family, Family::Ipv6);
+        assert_eq!(
+            decide(&dual.0, &s, Context::default()).unwrap().family,
+            Family::Ipv4
         );
     }
 

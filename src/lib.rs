@@ -4,6 +4,28 @@
 //! - [`snapshot`]: our own types for links, addresses and default routes; events that change them.
 //! - [`config`]: YAML (Tempo/dskit keys) → validated [`config::Settings`]; errors name key, value, fix.
 //! - [`decide`]: snapshot + settings (+ cluster family, previous identity) → [`decide::Identity`].
+//! - [`preflight`]: host readiness checks with stable codes (pure `evaluate`, I/O in `gather`).
+//! - [`render`]: identity → `identity.env` text and Tempo's network block.
+//! - [`hosts`]: `/etc/hosts` parsing and the byte-preserving fix.
+//! - [`state`]: what the daemon publishes (identity or reason, generation) and its JSON view.
+//! - [`netlink`]: rtnetlink dump and live watch (subscribe, dump, debounce, re-dump on overrun).
+//! - [`daemon`]: `serve`: phases, sd_notify, signals, identity.env, servers.
+//! - [`grpc`], [`http`], [`metrics`]: the daemon's servers (tonic + reflection, axum, Prometheus).
+//! - [`systemd`]: sd_notify and journald/stderr logging that never fail the daemon.
+//! - [`fsutil`]: atomic, durable file writes.
+//! - [`cli`]: the admin CLI.
+pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod decide;
+pub mod fsutil;
+pub mod grpc;
+pub mod hosts;
+pub mod http;
+pub mod metrics;
+pub mod netlink;
+pub mod preflight;
+pub mod render;
 pub mod snapshot;
+pub mod state;
+pub mod systemd;

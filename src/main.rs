@@ -1,1 +1,8 @@
-fn main() {}
+use clap::Parser;
+use stackring::cli::{self, Cli};
+
+fn main() {
+    let cli = Cli::parse();
+    stackring::systemd::init_logging(cli.verbose);
+    std::process::exit(cli::run(cli));
+}

@@ -1,0 +1,312 @@
+//! The admin CLI: argument parsing and the one-shot commands (`inspect`, `preflight`, `config
+//! validate`, `render`). `serve` hands over to `daemon`.
+
+use crate::config::{self, Settings, DEFAULT_CONFIG_PATH, EXIT_CONFIG};
+use crate::decide::{address_report, decide, Context};
+use crate::preflight::{self, Outcome, Severity};
+use crate::state::IdentityView;
+use crate::{daemon, netlink, render};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "stackring",
+    version,
+    about = "Network identity and membership agent of a clustered appliance"
+)]
+pub struct Cli {
+    /// Configuration file (YAML, Tempo/dskit key names).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Debug logging.
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the agent (systemd Type=notify service).
+    Serve,
+    /// Show this host's interfaces and the identity stackring decides from them.
+    Inspect {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check that the host is prepared (/etc/hosts, IPv6, addresses, ports). Exit 1 on errors.
+    Preflight {
+        /// Repair what can be repaired safely (adds localhost lines to /etc/hosts).
+        #[arg(long)]
+        fix: bool,
+        #[arg(long)]
+        json: bool,
+        /// The hosts file to check.
+        #[arg(long, value_name = "FILE", default_value = "/etc/hosts")]
+        hosts_file: PathBuf,
+    },
+    /// Configuration commands.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Print the identity as an environment file or as Tempo's network config block.
+    Render { format: RenderFormat },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Validate a configuration file: exit 0 when valid, 78 (EX_CONFIG) with every error otherwise.
+    Validate { file: PathBuf },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum RenderFormat {
+    Env,
+    Tempo,
+}
+
+/// Runs the command; returns the exit code.
+pub fn run(cli: Cli) -> i32 {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("stackring: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    let explicit = cli.config.is_some();
+    let config_path = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
+    let default_id = hostname();
+    if let Command::Config {
+        command: ConfigCommand::Validate { file },
+    } = &cli.command
+    {
+        return validate(file, &default_id);
+    }
+    if let Command::Serve = cli.command {
+        return runtime.block_on(daemon::serve(daemon::Options {
+            config_path,
+            config_explicit: explicit,
+            default_id,
+        }));
+    }
+    let settings = match config::load(&config_path, explicit, &default_id) {
+        Ok(s) => s,
+        Err(errors) => {
+            eprintln!(
+                "stackring: invalid configuration {}:\n{errors}",
+                config_path.display()
+            );
+            return EXIT_CONFIG;
+        }
+    };
+    let snapshot = match runtime.block_on(netlink::dump_once()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("stackring: cannot read the host's interfaces: {e}");
+            return 1;
+        }
+    };
+    match cli.command {
+        Command::Inspect { json } => inspect(&settings, &snapshot, json),
+        Command::Preflight {
+            fix,
+            json,
+            hosts_file,
+        } => run_preflight(&settings, snapshot, &hosts_file, fix, json),
+        Command::Render { format } => match decide(&snapshot, &settings, Context::default()) {
+            Ok(id) => {
+                let text = match format {
+                    RenderFormat::Env => render::env_file(&id),
+                    RenderFormat::Tempo => render::tempo_block(&id),
+                };
+                print!("{text}");
+                0
+            }
+            Err(why) => {
+                eprintln!("stackring: no identity yet: {why}");
+                1
+            }
+        },
+        Command::Serve | Command::Config { .. } => unreachable!("handled above"),
+    }
+}
+
+fn validate(file: &Path, default_id: &str) -> i32 {
+    match config::load(file, true, default_id) {
+        Ok(_) => {
+            println!("{}: valid", file.display());
+            0
+        }
+        Err(errors) => {
+            eprintln!("{}: invalid:", file.display());
+            for e in &errors.0 {
+                eprintln!("  {e}");
+            }
+            EXIT_CONFIG
+        }
+    }
+}
+
+#[derive(serde::Serialize)]
+struct InspectJson<'a> {
+    #[serde(flatten)]
+    identity: IdentityView,
+    links: Vec<&'a crate::snapshot::Link>,
+    addresses: Vec<crate::decide::AddressVerdict>,
+    default_routes: Vec<&'a crate::snapshot::DefaultRoute>,
+}
+
+fn inspect(settings: &Settings, snapshot: &crate::snapshot::HostSnapshot, json: bool) -> i32 {
+    let decision = decide(snapshot, settings, Context::default());
+    let (identity, reason) = match &decision {
+        Ok(id) => (Some(id), None),
+        Err(why) => (None, Some(why.to_string())),
+    };
+    let report = address_report(snapshot, settings);
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    if json {
+        let doc = InspectJson {
+            identity: IdentityView::new(identity, reason, 0),
+            links: snapshot.links.values().collect(),
+            addresses: report,
+            default_routes: snapshot.default_routes.values().collect(),
+        };
+        let _ = serde_json::to_writer_pretty(&mut out, &doc);
+        let _ = writeln!(out);
+    } else {
+        match identity {
+            Some(id) => {
+                let _ = writeln!(
+                    out,
+                    "node      {}{}",
+                    id.id,
+                    if id.zone.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (zone {})", id.zone)
+                    }
+                );
+                let _ = writeln!(out, "family    {} ({})", id.family, id.family_reason);
+                let _ = writeln!(
+                    out,
+                    "internal  {} on {}",
+                    id.internal_addr, id.internal_interface
+                );
+                let externals: Vec<String> =
+                    id.external_addrs.iter().map(|a| a.to_string()).collect();
+                let _ = writeln!(out, "external  {}", externals.join(", "));
+                for (name, ep) in [
+                    ("grpc", &id.grpc),
+                    ("http", &id.http),
+                    ("gossip", &id.gossip),
+                ] {
+                    let _ = writeln!(
+                        out,
+                        "{name:<9} listen {:<24} advertise {}",
+                        ep.listen.to_string(),
+                        ep.advertise
+                    );
+                }
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "no identity: {}",
+                    reason.as_deref().unwrap_or_default()
+                );
+            }
+        }
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "{:<16} {:<44} {:<28} USABLE",
+            "INTERFACE", "ADDRESS", "FLAGS"
+        );
+        for r in &report {
+            let addr = format!("{}/{}", r.address, r.prefix_len);
+            let usable = match &r.reason {
+                None => "yes".to_string(),
+                Some(why) => format!("no: {why}"),
+            };
+            let _ = writeln!(
+                out,
+                "{:<16} {:<44} {:<28} {usable}",
+                r.interface,
+                addr,
+                r.flags.join(",")
+            );
+        }
+    }
+    let _ = out.flush();
+    if decision.is_ok() {
+        0
+    } else {
+        1
+    }
+}
+
+fn run_preflight(
+    settings: &Settings,
+    snapshot: crate::snapshot::HostSnapshot,
+    hosts_file: &Path,
+    fix: bool,
+    json: bool,
+) -> i32 {
+    let inputs = preflight::gather(settings, snapshot, hosts_file);
+    let mut checks = preflight::evaluate(settings, &inputs);
+    if fix {
+        match preflight::fix_hosts(&inputs, &checks) {
+            Ok(fixed) => {
+                for c in checks.iter_mut().filter(|c| fixed.contains(&c.code)) {
+                    c.result = Outcome::Fixed;
+                    c.message = format!("added the missing line to {}", hosts_file.display());
+                }
+            }
+            Err(e) => eprintln!("stackring: cannot fix {}: {e}", hosts_file.display()),
+        }
+    }
+    let ok = !checks.iter().any(preflight::Check::is_error);
+    if json {
+        let doc = serde_json::json!({ "ok": ok, "checks": checks });
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    } else {
+        for c in &checks {
+            let mark = match (c.result, c.severity) {
+                (Outcome::Pass, _) => "ok",
+                (Outcome::Fixed, _) => "fixed",
+                (Outcome::Skip, _) => "skip",
+                (Outcome::Fail, Severity::Error) => "ERROR",
+                (Outcome::Fail, Severity::Warning) => "warn",
+            };
+            println!("{mark:<6} {:<22} {}", c.code, c.message);
+            if let (Outcome::Fail, Some(fix)) = (c.result, &c.fix) {
+                println!("{:<6} {:<22} fix: {fix}", "", "");
+            }
+        }
+    }
+    if ok {
+        0
+    } else {
+        1
+    }
+}
+
+/// The node id default: the kernel's hostname (of this UTS namespace).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}

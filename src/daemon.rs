@@ -1,0 +1,328 @@
+//! `stackring serve`: the daemon's phases (SPEC §5).
+//!
+//! config (no sockets) → inspect host → wait for an identity (saying why in `STATUS=`) → bind gRPC
+//! and HTTP → write `identity.env` → `READY=1`. Then follow the host: re-decide on every change,
+//! rewrite `identity.env`, re-publish; reload on SIGHUP; leave on SIGTERM.
+
+use crate::config::{self, Settings, EXIT_CONFIG};
+use crate::decide::{decide, Context, Identity};
+use crate::metrics::Metrics;
+use crate::netlink::HostWatch;
+use crate::snapshot::HostSnapshot;
+use crate::state::{Published, StateTx};
+use crate::{fsutil, grpc, http, render, systemd};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+pub struct Options {
+    pub config_path: PathBuf,
+    /// Whether `--config` was given (a missing explicit file is an error, a missing default is not).
+    pub config_explicit: bool,
+    pub default_id: String,
+}
+
+/// Runs the daemon; returns the process exit code.
+pub async fn serve(opts: Options) -> i32 {
+    let settings = match config::load(&opts.config_path, opts.config_explicit, &opts.default_id) {
+        Ok(s) => s,
+        Err(errors) => {
+            for e in &errors.0 {
+                log::error!(key = e.key.as_str(); "invalid configuration {}: {e}", opts.config_path.display());
+            }
+            systemd::status(&format!("invalid configuration: {}", errors.0[0]));
+            return EXIT_CONFIG;
+        }
+    };
+    match run(opts, settings).await {
+        Ok(()) => 0,
+        Err(e) => {
+            log::error!("{e:#}");
+            systemd::status(&format!("failed: {e:#}"));
+            1
+        }
+    }
+}
+
+struct Daemon {
+    opts: Options,
+    settings: Settings,
+    state: StateTx,
+    metrics: Arc<Metrics>,
+    /// The last decided identity; the sticky choice is made against it.
+    identity: Option<Identity>,
+    not_ready: Option<String>,
+    bound: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
+}
+
+async fn run(opts: Options, settings: Settings) -> anyhow::Result<()> {
+    systemd::status("reading network interfaces");
+    let host = HostWatch::start().await?;
+    let mut snapshots = host.snapshots.clone();
+    let (state, state_rx) = watch::channel(Arc::new(Published::default()));
+    let mut daemon = Daemon {
+        opts,
+        settings,
+        state,
+        metrics: Arc::new(Metrics::new()),
+        identity: None,
+        not_ready: None,
+        bound: None,
+    };
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut watchdog = systemd::watchdog_interval().map(tokio::time::interval);
+
+    // Wait for an identity. Signals still work: a stop while waiting is a clean exit.
+    loop {
+        let snapshot = snapshots.borrow_and_update().clone();
+        daemon.update(&snapshot);
+        if daemon.identity.is_some() && daemon.not_ready.is_none() {
+            break;
+        }
+        tokio::select! {
+            r = snapshots.changed() => r?,
+            _ = term.recv() => return Ok(daemon.stop()),
+            _ = int.recv() => return Ok(daemon.stop()),
+            _ = hup.recv() => daemon.reload(&snapshots.borrow().clone()),
+            _ = tick(&mut watchdog) => systemd::watchdog_ping(),
+        }
+    }
+
+    // Bind, then announce: READY=1 only once both ports accept connections.
+    let identity = daemon.identity.clone().expect("decided above");
+    let grpc_listener = bind("server.grpc_listen_port", identity.grpc.listen).await?;
+    let http_listener = bind("server.http_listen_port", identity.http.listen).await?;
+    daemon.bound = Some((identity.grpc.listen, identity.http.listen));
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let grpc_task = tokio::spawn(
+        grpc::router(state_rx.clone())?.serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+            shutdown_signal(shutdown_rx.clone()),
+        ),
+    );
+    let http_router = http::router(http::HttpState {
+        state: state_rx.clone(),
+        metrics: daemon.metrics.clone(),
+    });
+    let http_task = tokio::spawn(async move {
+        axum::serve(http_listener, http_router)
+            .with_graceful_shutdown(shutdown_signal(shutdown_rx))
+            .await
+    });
+    daemon.write_env();
+    log::info!(
+        stackring_family = identity.family.as_str(),
+        stackring_addr = identity.internal_addr.to_string().as_str(),
+        stackring_iface = identity.internal_interface.as_str();
+        "ready: {} ({})", identity.summary(), identity.family_reason
+    );
+    systemd::ready(&identity.summary());
+
+    loop {
+        tokio::select! {
+            r = snapshots.changed() => {
+                r?;
+                let snapshot = snapshots.borrow_and_update().clone();
+                daemon.metrics.host_snapshots.inc();
+                daemon.update(&snapshot);
+            }
+            _ = hup.recv() => daemon.reload(&snapshots.borrow().clone()),
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = tick(&mut watchdog) => systemd::watchdog_ping(),
+        }
+    }
+    daemon.stop();
+    let _ = shutdown_tx.send(true);
+    let drain = async {
+        let _ = grpc_task.await;
+        let _ = http_task.await;
+    };
+    if tokio::time::timeout(Duration::from_secs(5), drain)
+        .await
+        .is_err()
+    {
+        log::warn!("servers did not drain within 5 s; exiting anyway");
+    }
+    Ok(())
+}
+
+impl Daemon {
+    /// Re-decides from `snapshot`; publishes, logs and rewrites `identity.env` on any change.
+    fn update(&mut self, snapshot: &HostSnapshot) {
+        let ctx = Context {
+            cluster_family: None,
+            previous: self.identity.as_ref(),
+        };
+        match decide(snapshot, &self.settings, ctx) {
+            Ok(identity) => {
+                let was_ready = self.not_ready.is_none() && self.identity.is_some();
+                if was_ready && self.identity.as_ref() == Some(&identity) {
+                    return;
+                }
+                if let Some(old) = &self.identity {
+                    if old.internal_addr != identity.internal_addr {
+                        self.metrics.renumberings.inc();
+                        log::warn!(
+                            stackring_family = identity.family.as_str(),
+                            stackring_addr = identity.internal_addr.to_string().as_str(),
+                            stackring_iface = identity.internal_interface.as_str();
+                            "renumbered: internal address {} → {} on {}",
+                            old.internal_addr, identity.internal_addr, identity.internal_interface
+                        );
+                    }
+                }
+                if let Some((grpc, http)) = self.bound {
+                    if grpc != identity.grpc.listen || http != identity.http.listen {
+                        log::warn!(
+                            "listen addresses are now gRPC {} / HTTP {}; still serving on {grpc} / {http} until restart",
+                            identity.grpc.listen, identity.http.listen
+                        );
+                    }
+                }
+                self.metrics.set_identity(
+                    identity.family.as_str(),
+                    &identity.internal_addr.to_string(),
+                    &identity.internal_interface,
+                );
+                self.metrics.ready.set(1);
+                self.metrics.identity_changes.inc();
+                if self.bound.is_some() {
+                    systemd::status(&identity.summary());
+                    if self.identity.is_some() {
+                        log::info!(
+                            stackring_family = identity.family.as_str(),
+                            stackring_addr = identity.internal_addr.to_string().as_str(),
+                            stackring_iface = identity.internal_interface.as_str();
+                            "identity: {}", identity.summary()
+                        );
+                    }
+                }
+                self.identity = Some(identity);
+                self.not_ready = None;
+            }
+            Err(why) => {
+                let why = why.to_string();
+                if self.not_ready.as_deref() == Some(why.as_str()) {
+                    return;
+                }
+                self.metrics.ready.set(0);
+                if self.identity.is_some() {
+                    log::warn!("not ready: {why}");
+                    systemd::status(&format!("not ready: {why}"));
+                } else {
+                    log::info!("waiting: {why}");
+                    systemd::status(&format!("waiting: {why}"));
+                }
+                self.not_ready = Some(why);
+            }
+        }
+        self.publish();
+        if self.bound.is_some() {
+            self.write_env();
+        }
+    }
+
+    fn publish(&self) {
+        let generation = self.state.borrow().generation + 1;
+        self.state.send_replace(Arc::new(Published {
+            generation,
+            identity: self.identity.clone(),
+            not_ready: self.not_ready.clone(),
+        }));
+    }
+
+    /// `<runtime_dir>/identity.env`, atomically. While not ready it keeps the last values with
+    /// `STACKRING_READY=0` and the reason, so consumers can tell stale from current.
+    fn write_env(&self) {
+        let Some(identity) = &self.identity else {
+            return;
+        };
+        let mut text = render::env_file(identity);
+        if let Some(why) = &self.not_ready {
+            text = text.replace("STACKRING_READY=1", "STACKRING_READY=0");
+            text.push_str(&format!("STACKRING_REASON={}\n", render::quote(why)));
+        }
+        let dir = &self.settings.runtime_dir;
+        let path = dir.join("identity.env");
+        let result = std::fs::create_dir_all(dir)
+            .and_then(|()| fsutil::write_atomic(&path, text.as_bytes(), 0o644));
+        if let Err(e) = result {
+            log::error!("cannot write {}: {e}; fix: make node.runtime_dir writable (RuntimeDirectory= in the unit)", path.display());
+        }
+    }
+
+    /// SIGHUP: a new configuration applies whole, or not at all.
+    fn reload(&mut self, snapshot: &HostSnapshot) {
+        systemd::reloading();
+        let path = self.opts.config_path.clone();
+        match config::load(&path, self.opts.config_explicit, &self.opts.default_id) {
+            Ok(settings) => {
+                let listen_changed =
+                    settings.grpc != self.settings.grpc || settings.http != self.settings.http;
+                self.settings = settings;
+                self.metrics
+                    .reloads
+                    .get_or_create(&vec![("result".into(), "ok".into())])
+                    .inc();
+                log::info!("configuration reloaded from {}", path.display());
+                if listen_changed && self.bound.is_some() {
+                    log::warn!("server listen settings changed; they apply at the next restart");
+                }
+                // Re-decide from scratch against the new settings, keeping the sticky address.
+                self.not_ready = Some("reloading".into());
+                self.update(snapshot);
+            }
+            Err(errors) => {
+                self.metrics
+                    .reloads
+                    .get_or_create(&vec![("result".into(), "invalid".into())])
+                    .inc();
+                for e in &errors.0 {
+                    log::error!(key = e.key.as_str(); "reload refused, keeping the running configuration: {e}");
+                }
+            }
+        }
+        let status = match (&self.identity, &self.not_ready) {
+            (Some(id), None) => id.summary(),
+            (_, Some(why)) => format!("waiting: {why}"),
+            (None, None) => "waiting".into(),
+        };
+        systemd::ready(&status);
+    }
+
+    fn stop(&self) {
+        systemd::stopping("stopping");
+        log::info!("stopping");
+    }
+}
+
+async fn bind(key: &str, addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot listen on {addr} ({key}): {e}; fix: free the port (`ss -ltnp` shows who holds it) or change {key}"
+        )
+    })
+}
+
+async fn shutdown_signal(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// The next watchdog tick, or never when the watchdog is off.
+fn tick(interval: &mut Option<tokio::time::Interval>) -> impl Future<Output = ()> + '_ {
+    async move {
+        match interval {
+            Some(i) => {
+                i.tick().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! gRPC (tonic): the Identity service, with server reflection.
+
+use crate::state::{Published, StateRx};
+use futures::Stream;
+use std::pin::Pin;
+use tokio_stream::wrappers::WatchStream;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status};
+
+/// Generated from `proto/stackring.proto` by build.rs.
+pub mod pb {
+    tonic::include_proto!("stackring.v1");
+}
+
+/// The encoded descriptor set of our protos, for reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/stackring_descriptor.bin"));
+
+pub struct IdentityService {
+    state: StateRx,
+}
+
+impl IdentityService {
+    pub fn new(state: StateRx) -> IdentityService {
+        IdentityService { state }
+    }
+}
+
+pub fn reply(published: &Published) -> pb::IdentityReply {
+    let endpoint = |e: &crate::decide::Endpoint| pb::Endpoint {
+        listen: e.listen.to_string(),
+        advertise: e.advertise.to_string(),
+    };
+    let mut reply = pb::IdentityReply {
+        ready: published.ready(),
+        reason: published.not_ready.clone().unwrap_or_default(),
+        generation: published.generation,
+        ..Default::default()
+    };
+    if let Some(id) = &published.identity {
+        reply.id = id.id.clone();
+        reply.zone = id.zone.clone();
+        reply.family = id.family.as_str().to_string();
+        reply.family_reason = id.family_reason.clone();
+        reply.internal_addr = id.internal_addr.to_string();
+        reply.internal_interface = id.internal_interface.clone();
+        reply.external_addrs = id.external_addrs.iter().map(|a| a.to_string()).collect();
+        reply.grpc = Some(endpoint(&id.grpc));
+        reply.http = Some(endpoint(&id.http));
+        reply.gossip = Some(endpoint(&id.gossip));
+    }
+    reply
+}
+
+type ReplyStream = Pin<Box<dyn Stream<Item = Result<pb::IdentityReply, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::identity_server::Identity for IdentityService {
+    async fn get(
+        &self,
+        _: Request<pb::GetIdentityRequest>,
+    ) -> Result<Response<pb::IdentityReply>, Status> {
+        Ok(Response::new(reply(&self.state.borrow())))
+    }
+
+    type WatchStream = ReplyStream;
+
+    async fn watch(
+        &self,
+        _: Request<pb::WatchIdentityRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let stream = WatchStream::new(self.state.clone()).map(|p| Ok(reply(&p)));
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// The tonic router with Identity and reflection (v1).
+pub fn router(
+    state: StateRx,
+) -> Result<tonic::transport::server::Router, tonic_reflection::server::Error> {
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    Ok(tonic::transport::Server::builder()
+        .add_service(reflection)
+        .add_service(pb::identity_server::IdentityServer::new(
+            IdentityService::new(state),
+        )))
+}

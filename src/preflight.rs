@@ -1,0 +1,432 @@
+//! Preflight: is the host prepared for the identity stackring would decide? (SPEC §4)
+//!
+//! `gather` reads the host (hosts file, sysctl, sockets); `evaluate` is pure and turns what was
+//! read into checks with stable codes, so scripts and the unit's `ExecStartPre=` can rely on them.
+
+use crate::config::Settings;
+use crate::decide::{decide, usability, Context, Identity, NotReady, Unusable};
+use crate::hosts;
+use crate::snapshot::{Family, HostSnapshot};
+use serde::Serialize;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Pass,
+    Fail,
+    /// Failed, then repaired by `--fix`.
+    Fixed,
+    /// Does not apply to this configuration.
+    Skip,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    pub code: &'static str,
+    pub severity: Severity,
+    pub result: Outcome,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+impl Check {
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error && self.result == Outcome::Fail
+    }
+}
+
+/// Everything preflight looks at, read from the host by `gather`.
+#[derive(Debug, Clone)]
+pub struct Inputs {
+    pub hosts_path: String,
+    /// `None` when the file cannot be read.
+    pub hosts_text: Option<String>,
+    /// `net.ipv6.conf.all.disable_ipv6`, or IPv6 absent from the kernel.
+    pub ipv6_disabled: bool,
+    pub snapshot: HostSnapshot,
+    /// Listen sockets that could not be bound because the port is taken.
+    pub ports_in_use: Vec<(&'static str, SocketAddr)>,
+}
+
+/// The family preflight judges against: the decided one, else what the config asks for.
+fn wanted_family(settings: &Settings, decision: &Result<Identity, NotReady>) -> Option<Family> {
+    match decision {
+        Ok(id) => Some(id.family),
+        Err(_) if settings.use_internal_ipv6 => Some(Family::Ipv6),
+        Err(_) => settings.explicit_family().map(|f| f.0),
+    }
+}
+
+pub fn evaluate(settings: &Settings, inputs: &Inputs) -> Vec<Check> {
+    let decision = decide(&inputs.snapshot, settings, Context::default());
+    let family = wanted_family(settings, &decision);
+    let mut checks = Vec::new();
+
+    let hosts = inputs.hosts_text.as_deref();
+    for (code, ip, line, error_when) in [
+        (
+            "hosts.ipv6_localhost",
+            IpAddr::V6(Ipv6Addr::LOCALHOST),
+            hosts::IPV6_LOCALHOST_LINE,
+            Some(Family::Ipv6),
+        ),
+        (
+            "hosts.ipv4_localhost",
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            hosts::IPV4_LOCALHOST_LINE,
+            None,
+        ),
+    ] {
+        let severity = if error_when.is_some() && error_when == family {
+            Severity::Error
+        } else {
+            Severity::Warning
+        };
+        let ok = hosts.is_some_and(|text| hosts::maps(text, ip, "localhost"));
+        checks.push(Check {
+            code,
+            severity,
+            result: if ok { Outcome::Pass } else { Outcome::Fail },
+            message: if ok {
+                format!("{} maps {ip} to localhost", inputs.hosts_path)
+            } else if hosts.is_none() {
+                format!("{} cannot be read", inputs.hosts_path)
+            } else {
+                format!("{} does not map {ip} to localhost: services resolving 'localhost' may not reach {ip}", inputs.hosts_path)
+            },
+            fix: (!ok).then(|| format!("run `stackring preflight --fix`, or add the line '{}'", line.replace('\t', " "))),
+        });
+    }
+
+    let ipv6_wanted = family == Some(Family::Ipv6);
+    checks.push(Check {
+        code: "ipv6.disabled",
+        severity: if ipv6_wanted { Severity::Error } else { Severity::Warning },
+        result: if inputs.ipv6_disabled { Outcome::Fail } else { Outcome::Pass },
+        message: if inputs.ipv6_disabled {
+            "IPv6 is disabled in the kernel (net.ipv6.conf.all.disable_ipv6=1 or ipv6.disable=1)".into()
+        } else {
+            "IPv6 is enabled in the kernel".into()
+        },
+        fix: inputs.ipv6_disabled.then(|| "set net.ipv6.conf.all.disable_ipv6=0 (sysctl) and remove ipv6.disable=1 from the kernel command line".into()),
+    });
+
+    checks.push(match settings.internal_addr {
+        None => Check {
+            code: "addr.not_bound",
+            severity: Severity::Error,
+            result: Outcome::Skip,
+            message: "no internal address is pinned (node.addr): it is chosen from the host".into(),
+            fix: None,
+        },
+        Some(pinned) => {
+            let found: Vec<_> = inputs
+                .snapshot
+                .addresses
+                .values()
+                .filter(|a| a.ip == pinned)
+                .collect();
+            let bound = found.iter().any(|a| {
+                matches!(
+                    usability(&inputs.snapshot, a),
+                    Ok(()) | Err(Unusable::Tentative)
+                )
+            });
+            Check {
+                code: "addr.not_bound",
+                severity: Severity::Error,
+                result: if bound { Outcome::Pass } else { Outcome::Fail },
+                message: if bound {
+                    format!("node.addr {pinned} is bound to an active interface")
+                } else if found.is_empty() {
+                    format!("node.addr {pinned} is not bound to any interface of this host")
+                } else {
+                    format!("node.addr {pinned} is bound, but its interface is not active")
+                },
+                fix: (!bound).then(|| {
+                    format!("add {pinned} to an interface that is up, or change node.addr")
+                }),
+            }
+        }
+    });
+
+    let tentative: Vec<String> = inputs
+        .snapshot
+        .addresses
+        .values()
+        .filter(|a| {
+            a.tentative() && !a.dad_failed() && Some(a.family()) == family.or(Some(Family::Ipv6))
+        })
+        .map(|a| a.ip.to_string())
+        .collect();
+    checks.push(Check {
+        code: "addr.tentative",
+        severity: Severity::Warning,
+        result: if tentative.is_empty() {
+            Outcome::Pass
+        } else {
+            Outcome::Fail
+        },
+        message: if tentative.is_empty() {
+            "no address is waiting for duplicate address detection".into()
+        } else {
+            format!(
+                "duplicate address detection has not finished for {} (the daemon waits for it)",
+                tentative.join(", ")
+            )
+        },
+        fix: (!tentative.is_empty())
+            .then(|| "wait a few seconds; DAD takes about dad_transmits × retrans_time".into()),
+    });
+
+    let dad_failed: Vec<String> = inputs
+        .snapshot
+        .addresses
+        .values()
+        .filter(|a| a.dad_failed())
+        .map(|a| a.ip.to_string())
+        .collect();
+    let pinned_failed = settings
+        .internal_addr
+        .is_some_and(|p| dad_failed.contains(&p.to_string()));
+    checks.push(Check {
+        code: "addr.dadfailed",
+        severity: if pinned_failed {
+            Severity::Error
+        } else {
+            Severity::Warning
+        },
+        result: if dad_failed.is_empty() {
+            Outcome::Pass
+        } else {
+            Outcome::Fail
+        },
+        message: if dad_failed.is_empty() {
+            "no address failed duplicate address detection".into()
+        } else {
+            format!(
+                "another host on the link already uses {} (duplicate address detection failed)",
+                dad_failed.join(", ")
+            )
+        },
+        fix: (!dad_failed.is_empty()).then(|| {
+            "give this host another address, then remove the failed one (ip addr del)".into()
+        }),
+    });
+
+    checks.push(Check {
+        code: "port.in_use",
+        severity: Severity::Error,
+        result: if inputs.ports_in_use.is_empty() { Outcome::Pass } else { Outcome::Fail },
+        message: if inputs.ports_in_use.is_empty() {
+            "the gRPC, HTTP and gossip ports are free".into()
+        } else {
+            let taken: Vec<String> = inputs.ports_in_use.iter().map(|(k, a)| format!("{k} {a}")).collect();
+            format!("already taken: {}", taken.join(", "))
+        },
+        fix: (!inputs.ports_in_use.is_empty())
+            .then(|| "stop what holds the port (ss -ltnup shows it; a running stackring holds its own), or change the port in the config".into()),
+    });
+
+    checks.push(match &decision {
+        Ok(id) => Check {
+            code: "identity.undecided",
+            severity: Severity::Warning,
+            result: Outcome::Pass,
+            message: id.summary(),
+            fix: None,
+        },
+        Err(why) => Check {
+            code: "identity.undecided",
+            severity: Severity::Warning,
+            result: Outcome::Fail,
+            message: why.to_string(),
+            fix: Some("bring up an interface with a global address of the wanted family; the daemon waits for one".into()),
+        },
+    });
+    checks
+}
+
+/// Reads the host for preflight. Ports are probed by binding them briefly.
+pub fn gather(settings: &Settings, snapshot: HostSnapshot, hosts_path: &Path) -> Inputs {
+    let ipv6_disabled = match std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/disable_ipv6") {
+        Ok(v) => v.trim() == "1",
+        Err(_) => true, // no /proc/sys/net/ipv6: the kernel runs without IPv6
+    };
+    let decision = decide(&snapshot, settings, Context::default());
+    let family = match &decision {
+        Ok(id) => id.family,
+        Err(_) => wanted_family(settings, &decision).unwrap_or(Family::Ipv6),
+    };
+    let listen = |addr: Option<IpAddr>, port: u16| {
+        SocketAddr::new(addr.unwrap_or(family.unspecified()), port)
+    };
+    let mut ports_in_use = Vec::new();
+    for (name, addr, udp_too) in [
+        (
+            "grpc",
+            listen(settings.grpc.address, settings.grpc.port),
+            false,
+        ),
+        (
+            "http",
+            listen(settings.http.address, settings.http.port),
+            false,
+        ),
+        (
+            "gossip",
+            listen(settings.gossip.address, settings.gossip.port),
+            true,
+        ),
+    ] {
+        let taken = |e: std::io::Error| e.kind() == std::io::ErrorKind::AddrInUse;
+        let tcp = std::net::TcpListener::bind(addr).err().is_some_and(taken);
+        let udp = udp_too && std::net::UdpSocket::bind(addr).err().is_some_and(taken);
+        if tcp || udp {
+            ports_in_use.push((name, addr));
+        }
+    }
+    Inputs {
+        hosts_path: hosts_path.display().to_string(),
+        hosts_text: std::fs::read_to_string(hosts_path).ok(),
+        ipv6_disabled,
+        snapshot,
+        ports_in_use,
+    }
+}
+
+/// `--fix`: adds the missing localhost lines to the hosts file. Returns the codes it fixed.
+pub fn fix_hosts(inputs: &Inputs, checks: &[Check]) -> std::io::Result<Vec<&'static str>> {
+    let Some(original) = inputs.hosts_text.as_deref() else {
+        return Ok(vec![]);
+    };
+    let mut fixed = original.to_string();
+    let mut codes = Vec::new();
+    for (code, line) in [
+        ("hosts.ipv4_localhost", hosts::IPV4_LOCALHOST_LINE),
+        ("hosts.ipv6_localhost", hosts::IPV6_LOCALHOST_LINE),
+    ] {
+        if checks
+            .iter()
+            .any(|c| c.code == code && c.result == Outcome::Fail)
+        {
+            fixed = hosts::with_line(&fixed, line);
+            codes.push(code);
+        }
+    }
+    if !codes.is_empty() {
+        hosts::write_fixed(Path::new(&inputs.hosts_path), original, &fixed)?;
+    }
+    Ok(codes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_str;
+    use crate::snapshot::{AddrFlags, Address, HostEvent, Link, OperState, Scope};
+
+    fn host(addrs: &[(&str, u32)]) -> HostSnapshot {
+        let mut s = HostSnapshot::default();
+        s.apply(HostEvent::LinkChanged(Link {
+            index: 2,
+            name: "eth0".into(),
+            kind: None,
+            admin_up: true,
+            oper: OperState::Up,
+            loopback: false,
+        }));
+        for (ip, flags) in addrs {
+            let ip: IpAddr = ip.parse().unwrap();
+            s.apply(HostEvent::AddressChanged(Address {
+                link_index: 2,
+                ip,
+                prefix_len: 64,
+                scope: Scope::Global,
+                flags: AddrFlags(*flags),
+            }));
+        }
+        s
+    }
+
+    fn inputs(hosts_text: &str, snapshot: HostSnapshot) -> Inputs {
+        Inputs {
+            hosts_path: "/etc/hosts".into(),
+            hosts_text: Some(hosts_text.into()),
+            ipv6_disabled: false,
+            snapshot,
+            ports_in_use: vec![],
+        }
+    }
+
+    fn check<'a>(checks: &'a [Check], code: &str) -> &'a Check {
+        checks.iter().find(|c| c.code == code).unwrap()
+    }
+
+    #[test]
+    fn missing_ipv6_localhost_is_an_error_only_for_ipv6() {
+        let s = parse_str("", "n").unwrap();
+        let v6 = evaluate(
+            &s,
+            &inputs("127.0.0.1 localhost\n", host(&[("2001:db8::5", 0)])),
+        );
+        let c = check(&v6, "hosts.ipv6_localhost");
+        assert!(c.is_error(), "{c:?}");
+        assert!(c.fix.as_deref().unwrap().contains("--fix"));
+
+        let v4 = evaluate(
+            &s,
+            &inputs("127.0.0.1 localhost\n", host(&[("192.0.2.5", 0)])),
+        );
+        let c = check(&v4, "hosts.ipv6_localhost");
+        assert_eq!((c.severity, c.result), (Severity::Warning, Outcome::Fail));
+        assert!(!v4.iter().any(Check::is_error), "{v4:#?}");
+    }
+
+    #[test]
+    fn each_code_reports() {
+        let s = parse_str("node: {addr: '2001:db8::77'}", "n").unwrap();
+        let mut i = inputs(
+            "::1 localhost\n127.0.0.1 localhost\n",
+            host(&[
+                ("2001:db8::5", AddrFlags::TENTATIVE),
+                ("2001:db8::6", AddrFlags::DADFAILED | AddrFlags::TENTATIVE),
+            ]),
+        );
+        i.ipv6_disabled = true;
+        i.ports_in_use = vec![("grpc", "[::]:9095".parse().unwrap())];
+        let checks = evaluate(&s, &i);
+        let codes: Vec<(&str, Outcome)> = checks.iter().map(|c| (c.code, c.result)).collect();
+        assert_eq!(
+            codes,
+            vec![
+                ("hosts.ipv6_localhost", Outcome::Pass),
+                ("hosts.ipv4_localhost", Outcome::Pass),
+                ("ipv6.disabled", Outcome::Fail),
+                ("addr.not_bound", Outcome::Fail),
+                ("addr.tentative", Outcome::Fail),
+                ("addr.dadfailed", Outcome::Fail),
+                ("port.in_use", Outcome::Fail),
+                ("identity.undecided", Outcome::Fail),
+            ]
+        );
+        assert!(check(&checks, "ipv6.disabled").is_error());
+        assert!(check(&checks, "port.in_use").message.contains("[::]:9095"));
+        assert!(check(&checks, "addr.tentative")
+            .message
+            .contains("2001:db8::5"));
+        assert!(!check(&checks, "addr.tentative")
+            .message
+            .contains("2001:db8::6"));
+    }
+}

@@ -1,0 +1,80 @@
+//! What the daemon publishes to its servers (HTTP, gRPC) and writes to `identity.env`: the current
+//! identity or the reason there is none, with a generation that increases on every change.
+
+use crate::decide::{Endpoint, Identity};
+use crate::snapshot::Family;
+use serde::Serialize;
+use std::net::IpAddr;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Published {
+    pub generation: u64,
+    /// The last decided identity; kept while not ready so consumers still see the old values.
+    pub identity: Option<Identity>,
+    /// Why the node is not ready; `None` when ready.
+    pub not_ready: Option<String>,
+}
+
+impl Published {
+    pub fn ready(&self) -> bool {
+        self.identity.is_some() && self.not_ready.is_none()
+    }
+
+    pub fn view(&self) -> IdentityView {
+        IdentityView::new(
+            self.identity.as_ref(),
+            self.not_ready.clone(),
+            self.generation,
+        )
+    }
+}
+
+pub type StateTx = watch::Sender<Arc<Published>>;
+pub type StateRx = watch::Receiver<Arc<Published>>;
+
+/// The JSON shape of an identity, shared by `inspect --json` and `GET /v1/identity`.
+#[derive(Debug, Clone, Serialize)]
+pub struct IdentityView {
+    pub ready: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub generation: u64,
+    pub id: Option<String>,
+    pub zone: Option<String>,
+    pub family: Option<Family>,
+    pub family_reason: Option<String>,
+    pub internal_addr: Option<IpAddr>,
+    pub internal_interface: Option<String>,
+    pub external_addrs: Vec<IpAddr>,
+    pub grpc: Option<Endpoint>,
+    pub http: Option<Endpoint>,
+    pub gossip: Option<Endpoint>,
+}
+
+impl IdentityView {
+    pub fn new(
+        identity: Option<&Identity>,
+        reason: Option<String>,
+        generation: u64,
+    ) -> IdentityView {
+        IdentityView {
+            ready: identity.is_some() && reason.is_none(),
+            reason,
+            generation,
+            id: identity.map(|i| i.id.clone()),
+            zone: identity.map(|i| i.zone.clone()),
+            family: identity.map(|i| i.family),
+            family_reason: identity.map(|i| i.family_reason.clone()),
+            internal_addr: identity.map(|i| i.internal_addr),
+            internal_interface: identity.map(|i| i.internal_interface.clone()),
+            external_addrs: identity
+                .map(|i| i.external_addrs.clone())
+                .unwrap_or_default(),
+            grpc: identity.map(|i| i.grpc),
+            http: identity.map(|i| i.http),
+            gossip: identity.map(|i| i.gossip),
+        }
+    }
+}

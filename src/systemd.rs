@@ -1,0 +1,109 @@
+//! systemd glue that never fails the daemon: notifications are no-ops without `NOTIFY_SOCKET`,
+//! logs go to journald when it is there and to stderr otherwise.
+
+use sd_notify::NotifyState;
+use std::io::Write;
+use std::time::Duration;
+
+/// Sends notification states; a failure to notify is logged, never fatal.
+pub fn notify(states: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        log::warn!("sd_notify failed: {e}");
+    }
+}
+
+pub fn ready(status: &str) {
+    notify(&[NotifyState::Ready, NotifyState::Status(status)]);
+}
+
+pub fn status(status: &str) {
+    notify(&[NotifyState::Status(status)]);
+}
+
+/// `RELOADING=1` with the `MONOTONIC_USEC` systemd ≥ 253 requires for `Type=notify-reload`.
+pub fn reloading() {
+    match NotifyState::monotonic_usec_now() {
+        Ok(now) => notify(&[NotifyState::Reloading, now]),
+        Err(_) => notify(&[NotifyState::Reloading]),
+    }
+}
+
+pub fn stopping(status: &str) {
+    notify(&[NotifyState::Stopping, NotifyState::Status(status)]);
+}
+
+pub fn watchdog_ping() {
+    notify(&[NotifyState::Watchdog]);
+}
+
+/// How often to ping the watchdog: half of `WATCHDOG_USEC`, as sd_watchdog_enabled(3) advises.
+pub fn watchdog_interval() -> Option<Duration> {
+    sd_notify::watchdog_enabled().map(|d| d / 2)
+}
+
+/// Installs the logger: journald (with structured fields) when stderr is connected to the journal
+/// or `STACKRING_LOG=journal`, plain stderr otherwise.
+pub fn init_logging(verbose: bool) {
+    let level = if verbose {
+        log::LevelFilter::Debug
+    } else {
+        log::LevelFilter::Info
+    };
+    let want_journal = match std::env::var("STACKRING_LOG").as_deref() {
+        Ok("journal") => true,
+        Ok("stderr") => false,
+        _ => systemd_journal_logger::connected_to_journal(),
+    };
+    if want_journal {
+        if let Ok(logger) = systemd_journal_logger::JournalLog::new() {
+            let logger = logger.with_syslog_identifier("stackring".to_string());
+            if logger.install().is_ok() {
+                log::set_max_level(level);
+                return;
+            }
+        }
+    }
+    if log::set_boxed_logger(Box::new(StderrLog)).is_ok() {
+        log::set_max_level(level);
+    }
+}
+
+/// `LEVEL message key=value …` on stderr; the key-values are what journald would get as fields.
+struct StderrLog;
+
+impl log::Log for StderrLog {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record) {
+        // Library chatter (hyper, h2, tonic) only at debug level and above of their own.
+        let target = record.target();
+        if !target.starts_with("stackring") && record.level() > log::Level::Warn {
+            return;
+        }
+        struct Fields(String);
+        impl<'kvs> log::kv::VisitSource<'kvs> for Fields {
+            fn visit_pair(
+                &mut self,
+                k: log::kv::Key<'kvs>,
+                v: log::kv::Value<'kvs>,
+            ) -> Result<(), log::kv::Error> {
+                self.0
+                    .push_str(&format!(" {}={}", k.as_str().to_ascii_uppercase(), v));
+                Ok(())
+            }
+        }
+        let mut fields = Fields(String::new());
+        let _ = record.key_values().visit(&mut fields);
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "{:<5} {}{}",
+            record.level(),
+            record.args(),
+            fields.0
+        );
+    }
+
+    fn flush(&self) {}
+}
