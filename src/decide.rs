@@ -210,7 +210,15 @@ pub fn decide(
         ctx.cluster_family,
         has(Family::Ipv4),
         has(Family::Ipv6),
-    )?;
+    )
+    .map_err(|e| match e {
+        NotReady::NoUsableAddress { family, rule, .. } => NotReady::NoUsableAddress {
+            pending: pending(snapshot, settings, family),
+            family,
+            rule,
+        },
+        other => other,
+    })?;
 
     // An automatic choice is sticky too: an IPv6-only node that gains an IPv4 lease keeps IPv6.
     let automatic = ctx.cluster_family.is_none()
@@ -236,7 +244,7 @@ pub fn decide(
                     NotReady::NoUsableAddress {
                         family: Some(family),
                         rule: rule.clone(),
-                        pending: pending(snapshot, settings, family),
+                        pending: pending(snapshot, settings, Some(family)),
                     }
                 })?,
             }
@@ -418,11 +426,13 @@ fn link_name(snapshot: &HostSnapshot, addr: &Address) -> String {
 }
 
 /// Addresses of `family` that could become usable by themselves, for the waiting message.
-fn pending(snapshot: &HostSnapshot, settings: &Settings, family: Family) -> Vec<String> {
+fn pending(snapshot: &HostSnapshot, settings: &Settings, family: Option<Family>) -> Vec<String> {
     snapshot
         .addresses
         .values()
-        .filter(|a| a.family() == family && interface_allowed(snapshot, settings, a))
+        .filter(|a| {
+            family.is_none_or(|f| a.family() == f) && interface_allowed(snapshot, settings, a)
+        })
         .filter_map(|a| match usability(snapshot, a) {
             Err(why) if why.is_transient() => {
                 Some(format!("{} on {}: {why}", a.ip, link_name(snapshot, a)))

@@ -1,0 +1,165 @@
+//! Test hosts made of network namespaces: an RAII guard per namespace, veth "NICs", and ways to run
+//! stackring (or any code) inside one. Needs root, as CI runs it.
+#![allow(dead_code)]
+
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub const STACKRING: &str = env!("CARGO_BIN_EXE_stackring");
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A network namespace that exists for the life of the value (and its `/etc/netns/NAME` folder).
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Netns {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let name = format!("sr{}-{}-{tag}", std::process::id() % 100000, n);
+        assert!(name.len() < 32, "netns name too long: {name}");
+        sh(&format!("ip netns add {name}"));
+        let ns = Netns { name };
+        ns.ip("link set lo up");
+        ns
+    }
+
+    /// `ip -n NAME <args>`, panicking with its stderr on failure.
+    pub fn ip(&self, args: &str) {
+        sh(&format!("ip -n {} {args}", self.name));
+    }
+
+    pub fn sysctl(&self, setting: &str) {
+        sh(&format!("ip netns exec {} sysctl -qw {setting}", self.name));
+    }
+
+    /// A veth pair inside this namespace, both ends up: `name` is the test NIC, `name`p its peer.
+    pub fn nic(&self, name: &str) -> &Netns {
+        self.ip(&format!("link add {name} type veth peer name {name}p"));
+        self.ip(&format!("link set {name}p up"));
+        self.ip(&format!("link set {name} up"));
+        self
+    }
+
+    /// Adds an address without DAD (so it is usable at once).
+    pub fn addr(&self, cidr: &str, dev: &str) -> &Netns {
+        self.ip(&format!("addr add {cidr} dev {dev} nodad"));
+        self
+    }
+
+    /// A command run inside the namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+
+    /// `stackring <args>` inside the namespace, with a config (YAML text) in a temp file.
+    pub fn stackring(&self, config: &str, args: &[&str]) -> Output {
+        let cfg = self.write_config(config);
+        let mut c = self.command(STACKRING);
+        c.arg("--config").arg(&cfg).args(args);
+        c.env("STACKRING_LOG", "stderr");
+        c.output().expect("run stackring")
+    }
+
+    /// `inspect --json` parsed, with the exit code.
+    pub fn inspect(&self, config: &str) -> (i32, serde_json::Value) {
+        let out = self.stackring(config, &["inspect", "--json"]);
+        let doc = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "inspect output is not JSON ({e}): {}\n{}",
+                text(&out.stdout),
+                text(&out.stderr)
+            )
+        });
+        (out.status.code().unwrap_or(-1), doc)
+    }
+
+    pub fn dir(&self) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("stackring-test-{}", self.name));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    pub fn write_config(&self, yaml: &str) -> PathBuf {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let path = self.dir().join(format!("config-{n}.yaml"));
+        std::fs::write(&path, yaml).unwrap();
+        path
+    }
+
+    /// The hosts file `ip netns exec` shows this namespace as `/etc/hosts`.
+    pub fn hosts_path(&self) -> PathBuf {
+        PathBuf::from(format!("/etc/netns/{}/hosts", self.name))
+    }
+
+    pub fn set_hosts(&self, text: &str) {
+        let path = self.hosts_path();
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    /// Runs `f` on a thread that has entered this namespace (setns affects only the calling thread).
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/var/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).expect("open netns");
+            // SAFETY: setns on a valid namespace fd; affects only this thread.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .expect("thread in namespace panicked")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+        let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.name));
+        let _ = std::fs::remove_dir_all(
+            std::env::temp_dir().join(format!("stackring-test-{}", self.name)),
+        );
+    }
+}
+
+pub fn sh(cmd: &str) {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Polls `f` until it returns `Some`, or panics with `what` after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
