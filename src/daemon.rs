@@ -11,7 +11,6 @@ use crate::netlink::HostWatch;
 use crate::snapshot::HostSnapshot;
 use crate::state::{Published, StateTx};
 use crate::{fsutil, grpc, http, render, systemd};
-use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,8 +86,14 @@ async fn run(opts: Options, settings: Settings) -> anyhow::Result<()> {
         }
         tokio::select! {
             r = snapshots.changed() => r?,
-            _ = term.recv() => return Ok(daemon.stop()),
-            _ = int.recv() => return Ok(daemon.stop()),
+            _ = term.recv() => {
+                daemon.stop();
+                return Ok(());
+            }
+            _ = int.recv() => {
+                daemon.stop();
+                return Ok(());
+            }
             _ = hup.recv() => daemon.reload(&snapshots.borrow().clone()),
             _ = tick(&mut watchdog) => systemd::watchdog_ping(),
         }
@@ -316,13 +321,11 @@ async fn shutdown_signal(mut rx: watch::Receiver<bool>) {
 }
 
 /// The next watchdog tick, or never when the watchdog is off.
-fn tick(interval: &mut Option<tokio::time::Interval>) -> impl Future<Output = ()> + '_ {
-    async move {
-        match interval {
-            Some(i) => {
-                i.tick().await;
-            }
-            None => std::future::pending().await,
+async fn tick(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(i) => {
+            i.tick().await;
         }
+        None => std::future::pending().await,
     }
 }

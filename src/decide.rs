@@ -573,7 +573,8 @@ mod tests {
                 .addr(2, "2001:db8::5", 0)
         };
         let dual = || v6only().addr(2, "192.0.2.5", 0);
-        let table: Vec<(&str, Host, &str, Result<(Family, &str), &str>)> = vec![
+        type Want = Result<(Family, &'static str), &'static str>;
+        let table: Vec<(&str, Host, &str, Want)> = vec![
             (
                 "IPv6-only host → IPv6",
                 v6only(),

@@ -106,6 +106,14 @@ impl Netns {
 
     /// Runs `f` on a thread that has entered this namespace (setns affects only the calling thread).
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        self.spawn(f).join().expect("thread in namespace panicked")
+    }
+
+    /// Like `run`, without waiting for the thread.
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
         let path = format!("/var/run/netns/{}", self.name);
         std::thread::spawn(move || {
             let file = std::fs::File::open(&path).expect("open netns");
@@ -114,8 +122,6 @@ impl Netns {
             assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
             f()
         })
-        .join()
-        .expect("thread in namespace panicked")
     }
 }
 

@@ -1,0 +1,427 @@
+//! `stackring serve` in a namespace, driven like systemd drives it: the test owns the
+//! `NOTIFY_SOCKET` datagram socket and reads the sd_notify protocol itself.
+
+mod common;
+use common::*;
+use serde_json::Value;
+use stackring::grpc::pb;
+use std::os::unix::net::UnixDatagram;
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A running daemon and the notifications it has sent.
+struct Daemon {
+    child: Child,
+    notes: mpsc::Receiver<(Instant, String)>,
+    seen: Vec<String>,
+    runtime_dir: std::path::PathBuf,
+    config: std::path::PathBuf,
+}
+
+impl Daemon {
+    fn start(ns: &Netns, yaml: &str, env: &[(&str, &str)]) -> Daemon {
+        let runtime_dir = ns.dir().join("run");
+        let yaml = format!(
+            "{yaml}\nnode: {{runtime_dir: '{}'}}\n",
+            runtime_dir.display()
+        );
+        let config = ns.write_config(&yaml);
+        let socket_path = ns.dir().join(format!("notify-{}.sock", rand_suffix()));
+        let socket = UnixDatagram::bind(&socket_path).unwrap();
+        let (tx, notes) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 4096];
+            while let Ok(n) = socket.recv(&mut buf) {
+                if tx.send((Instant::now(), text(&buf[..n]))).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut cmd = ns.command(STACKRING);
+        cmd.arg("--config").arg(&config).arg("serve");
+        cmd.env("NOTIFY_SOCKET", &socket_path)
+            .env("STACKRING_LOG", "stderr");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        Daemon {
+            child,
+            notes,
+            seen: vec![],
+            runtime_dir,
+            config,
+        }
+    }
+
+    /// Waits for a notification containing `needle`; returns it.
+    fn expect(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.notes.recv_timeout(left) {
+                Ok((_, msg)) => {
+                    self.seen.push(msg.clone());
+                    if msg.lines().any(|l| l == needle || l.starts_with(needle)) {
+                        return msg;
+                    }
+                }
+                Err(_) => panic!(
+                    "no notification {needle:?} within {timeout:?}; seen: {:#?}",
+                    self.seen
+                ),
+            }
+        }
+    }
+
+    /// Asserts nothing containing `needle` arrives within `window`.
+    fn expect_none(&mut self, needle: &str, window: Duration) {
+        let deadline = Instant::now() + window;
+        while let Ok((_, msg)) = self
+            .notes
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            assert!(
+                !msg.lines().any(|l| l.starts_with(needle)),
+                "unexpected {needle:?}: {msg:?}"
+            );
+            self.seen.push(msg);
+        }
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, sig) }, 0);
+    }
+
+    fn env_file(&self) -> String {
+        std::fs::read_to_string(self.runtime_dir.join("identity.env")).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        % 1_000_000_007
+}
+
+/// `GET path` on the daemon's HTTP port, from inside the namespace.
+fn http_get(ns: &Netns, path: &str) -> (u16, String) {
+    http_get_at(ns, "[::1]", path)
+}
+
+fn http_get_at(ns: &Netns, host: &str, path: &str) -> (u16, String) {
+    let out = ns
+        .command("curl")
+        .args([
+            "-s",
+            "-g",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            &format!("http://{host}:3200{path}"),
+        ])
+        .output()
+        .unwrap();
+    let body = text(&out.stdout);
+    let (body, code) = body.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+fn identity(ns: &Netns) -> Value {
+    identity_at(ns, "[::1]")
+}
+
+fn identity_at(ns: &Netns, host: &str) -> Value {
+    let (code, body) = http_get_at(ns, host, "/v1/identity");
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[test]
+fn ready_is_sent_only_after_the_ports_accept_connections() {
+    let ns = Netns::new("ready");
+    ns.nic("eth0").addr("2001:db8:100::5/64", "eth0");
+    let mut d = Daemon::start(&ns, "", &[]);
+    let ready = d.expect("READY=1", Duration::from_secs(10));
+    // At the moment READY=1 arrives, both ports must already accept.
+    let connected = ns.run(|| {
+        ["[::1]:9095", "[::1]:3200"]
+            .iter()
+            .map(|a| {
+                std::net::TcpStream::connect(a)
+                    .map(|_| ())
+                    .map_err(|e| format!("{a}: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+    });
+    connected.unwrap();
+    assert!(
+        ready.contains("STATUS=advertising IPv6 2001:db8:100::5 on eth0"),
+        "{ready}"
+    );
+    let env = d.env_file();
+    assert!(
+        env.contains("STACKRING_READY=1\n")
+            && env.contains("STACKRING_INTERNAL_ADDR=2001:db8:100::5\n"),
+        "{env}"
+    );
+    assert_eq!(http_get(&ns, "/ready").0, 200);
+    let (_, metrics) = http_get(&ns, "/metrics");
+    assert!(metrics.contains("stackring_ready 1"), "{metrics}");
+}
+
+#[test]
+fn waits_with_a_reason_until_an_address_appears() {
+    let ns = Netns::new("waits");
+    ns.nic("eth0");
+    let mut d = Daemon::start(&ns, "", &[]);
+    let status = d.expect("STATUS=waiting", Duration::from_secs(10));
+    assert!(
+        status.contains("no IPv4 or IPv6 address is usable"),
+        "{status}"
+    );
+    d.expect_none("READY=1", Duration::from_millis(500));
+    // Nothing is bound while waiting.
+    assert!(ns.run(|| std::net::TcpStream::connect("[::1]:9095").is_err()));
+
+    // A tentative address: the status names DAD; READY comes when DAD completes.
+    ns.sysctl("net.ipv6.conf.eth0.dad_transmits=2");
+    ns.sysctl("net.ipv6.neigh.eth0.retrans_time_ms=700");
+    ns.ip("addr add 2001:db8:101::5/64 dev eth0");
+    let status = d.expect("STATUS=waiting", Duration::from_secs(5));
+    assert!(status.contains("duplicate address detection"), "{status}");
+    let ready = d.expect("READY=1", Duration::from_secs(10));
+    assert!(ready.contains("2001:db8:101::5"), "{ready}");
+}
+
+#[test]
+fn live_renumbering_rewrites_identity_env_and_streams_over_grpc() {
+    let ns = Netns::new("renum");
+    ns.nic("eth0").addr("2001:db8:110::5/64", "eth0");
+    let mut d = Daemon::start(&ns, "", &[]);
+    d.expect("READY=1", Duration::from_secs(10));
+
+    // A gRPC Watch stream, opened from inside the namespace, collects what it is sent.
+    let (tx, replies) = mpsc::channel::<pb::IdentityReply>();
+    let _watcher = ns.spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let mut client = pb::identity_client::IdentityClient::connect("http://[::1]:9095")
+                .await
+                .unwrap();
+            let got = client
+                .get(pb::GetIdentityRequest {})
+                .await
+                .unwrap()
+                .into_inner();
+            tx.send(got).unwrap();
+            let mut stream = client
+                .watch(pb::WatchIdentityRequest {})
+                .await
+                .unwrap()
+                .into_inner();
+            while let Ok(Some(reply)) = stream.message().await {
+                if tx.send(reply).is_err() {
+                    return;
+                }
+            }
+        })
+    });
+    let first = replies.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(
+        (
+            first.ready,
+            first.family.as_str(),
+            first.internal_addr.as_str()
+        ),
+        (true, "ipv6", "2001:db8:110::5")
+    );
+    assert_eq!(first.grpc.unwrap().advertise, "[2001:db8:110::5]:9095");
+
+    // Renumber: a new address arrives, the old one goes.
+    ns.addr("2001:db8:110::9/64", "eth0");
+    ns.ip("addr del 2001:db8:110::5/64 dev eth0");
+    let renumbered = wait_for(
+        "the Watch stream to show the new address",
+        Duration::from_secs(5),
+        || {
+            replies
+                .recv_timeout(Duration::from_millis(100))
+                .ok()
+                .filter(|r| r.internal_addr == "2001:db8:110::9")
+        },
+    );
+    assert!(renumbered.ready);
+    assert!(renumbered.generation > first.generation);
+    let env = d.env_file();
+    assert!(
+        env.contains("STACKRING_INTERNAL_ADDR=2001:db8:110::9\n"),
+        "{env}"
+    );
+    assert!(
+        env.contains("STACKRING_GRPC_ADVERTISE=[2001:db8:110::9]:9095\n"),
+        "{env}"
+    );
+    let status = d.expect(
+        "STATUS=advertising IPv6 2001:db8:110::9",
+        Duration::from_secs(5),
+    );
+    assert!(status.contains("eth0"));
+    assert_eq!(identity(&ns)["internal_addr"], "2001:db8:110::9");
+
+    // The last address goes: not ready, with the reason, old values kept and marked stale.
+    ns.ip("addr del 2001:db8:110::9/64 dev eth0");
+    d.expect("STATUS=not ready", Duration::from_secs(5));
+    let (code, body) = http_get(&ns, "/ready");
+    assert_eq!(code, 503, "{body}");
+    let env = wait_for(
+        "identity.env marked not ready",
+        Duration::from_secs(5),
+        || {
+            let env = d.env_file();
+            env.contains("STACKRING_READY=0\n").then_some(env)
+        },
+    );
+    assert!(env.contains("STACKRING_REASON="), "{env}");
+}
+
+#[test]
+fn watchdog_reload_and_stop_follow_the_protocol() {
+    let ns = Netns::new("proto");
+    ns.nic("eth0").addr("192.0.2.50/24", "eth0");
+    let mut d = Daemon::start(&ns, "", &[("WATCHDOG_USEC", "200000")]);
+    d.expect("READY=1", Duration::from_secs(10));
+    // Pings at half the interval: several within a second.
+    let start = Instant::now();
+    for _ in 0..3 {
+        d.expect("WATCHDOG=1", Duration::from_millis(600));
+    }
+    assert!(
+        start.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        start.elapsed()
+    );
+
+    // A good reload: RELOADING=1 (with MONOTONIC_USEC), READY=1, new advertised port.
+    std::fs::write(
+        &d.config,
+        format!(
+            "lifecycler: {{port: 19095}}\nnode: {{runtime_dir: '{}'}}\n",
+            d.runtime_dir.display()
+        ),
+    )
+    .unwrap();
+    d.signal(libc::SIGHUP);
+    let reloading = d.expect("RELOADING=1", Duration::from_secs(5));
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
+    d.expect("READY=1", Duration::from_secs(5));
+    assert_eq!(
+        identity_at(&ns, "127.0.0.1")["grpc"]["advertise"],
+        "192.0.2.50:19095"
+    );
+    assert!(d
+        .env_file()
+        .contains("STACKRING_GRPC_ADVERTISE_PORT=19095\n"));
+
+    // A bad reload changes nothing and the daemon stays up.
+    std::fs::write(&d.config, "lifecycler: {address: '::'}\n").unwrap();
+    d.signal(libc::SIGHUP);
+    d.expect("RELOADING=1", Duration::from_secs(5));
+    d.expect("READY=1", Duration::from_secs(5));
+    assert_eq!(
+        identity_at(&ns, "127.0.0.1")["grpc"]["advertise"],
+        "192.0.2.50:19095"
+    );
+
+    d.signal(libc::SIGTERM);
+    d.expect("STOPPING=1", Duration::from_secs(5));
+    let status = wait_for("exit", Duration::from_secs(10), || {
+        d.child.try_wait().unwrap()
+    });
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn invalid_config_exits_78_before_binding_anything() {
+    let ns = Netns::new("badcfg");
+    ns.nic("eth0").addr("2001:db8:120::5/64", "eth0");
+    let cfg = ns.write_config("lifecycler: {address: '::'}\n");
+    let out = ns
+        .command(STACKRING)
+        .arg("--config")
+        .arg(&cfg)
+        .arg("serve")
+        .env("STACKRING_LOG", "stderr")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("lifecycler.address") && err.contains("'::'") && err.contains("fix:"),
+        "{err}"
+    );
+}
+
+#[test]
+fn grpc_reflection_lists_the_identity_service() {
+    use tonic_reflection::pb::v1::{
+        server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        ServerReflectionRequest,
+    };
+    let ns = Netns::new("reflect");
+    ns.nic("eth0").addr("2001:db8:130::5/64", "eth0");
+    let mut d = Daemon::start(&ns, "", &[]);
+    d.expect("READY=1", Duration::from_secs(10));
+    let services = ns.run(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let channel = tonic::transport::Endpoint::from_static("http://[::1]:9095")
+                .connect()
+                .await
+                .unwrap();
+            let mut client = ServerReflectionClient::new(channel);
+            let request = ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::ListServices(String::new())),
+            };
+            let mut stream = client
+                .server_reflection_info(tokio_stream::iter([request]))
+                .await
+                .unwrap()
+                .into_inner();
+            match stream.message().await.unwrap().unwrap().message_response {
+                Some(MessageResponse::ListServicesResponse(list)) => {
+                    list.service.into_iter().map(|s| s.name).collect::<Vec<_>>()
+                }
+                other => panic!("unexpected reflection answer {other:?}"),
+            }
+        })
+    });
+    assert!(
+        services.contains(&"stackring.v1.Identity".to_string()),
+        "{services:?}"
+    );
+}
