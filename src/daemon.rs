@@ -60,14 +60,19 @@ struct Daemon {
 
 async fn run(opts: Options, settings: Settings) -> anyhow::Result<()> {
     systemd::status("reading network interfaces");
-    let host = HostWatch::start().await?;
+    let metrics = Arc::new(Metrics::new());
+    let overruns = metrics.netlink_overruns.clone();
+    let host = HostWatch::start(move || {
+        overruns.inc();
+    })
+    .await?;
     let mut snapshots = host.snapshots.clone();
     let (state, state_rx) = watch::channel(Arc::new(Published::default()));
     let mut daemon = Daemon {
         opts,
         settings,
         state,
-        metrics: Arc::new(Metrics::new()),
+        metrics,
         identity: None,
         not_ready: None,
         bound: None,

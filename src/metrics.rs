@@ -16,6 +16,7 @@ pub struct Metrics {
     pub renumberings: Counter,
     pub reloads: Family<Labels, Counter>,
     pub host_snapshots: Counter,
+    pub netlink_overruns: Counter,
     /// Always 1, labelled with the current family, address and interface.
     pub identity_info: Family<Labels, Gauge>,
 }
@@ -48,6 +49,11 @@ impl Metrics {
             "stackring_host_snapshots",
             "Host state changes read from netlink",
             m.host_snapshots.clone(),
+        );
+        r.register(
+            "stackring_netlink_overruns",
+            "Times netlink events were lost and the host was read again",
+            m.netlink_overruns.clone(),
         );
         r.register(
             "stackring_identity_info",

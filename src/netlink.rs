@@ -105,8 +105,9 @@ impl Drop for HostWatch {
 }
 
 impl HostWatch {
-    /// Subscribes, dumps, and follows changes until dropped.
-    pub async fn start() -> Result<HostWatch, NetlinkError> {
+    /// Subscribes, dumps, and follows changes until dropped. `on_overrun` is called each time the
+    /// kernel reports lost events (before the re-dump).
+    pub async fn start(on_overrun: impl Fn() + Send + 'static) -> Result<HostWatch, NetlinkError> {
         let (mut connection, handle, events) = rtnetlink::new_multicast_connection(&[
             MulticastGroup::Link,
             MulticastGroup::Ipv4Ifaddr,
@@ -121,7 +122,7 @@ impl HostWatch {
         let snapshot = dump(&handle).await?;
         let (tx, rx) = watch::channel(Arc::new(snapshot));
         let task = tokio::spawn(async move {
-            follow(handle, events, tx).await;
+            follow(handle, events, tx, on_overrun).await;
             connection_task.abort();
         });
         Ok(HostWatch {
@@ -132,9 +133,14 @@ impl HostWatch {
 }
 
 /// Root may exceed `net.core.rmem_max` (SO_RCVBUFFORCE); others get what the sysctl allows.
+/// `STACKRING_NETLINK_RCVBUF` (bytes) overrides the size: tests use a tiny one to force overruns.
 fn raise_receive_buffer(socket: &mut rtnetlink::sys::Socket) {
     use std::os::fd::AsRawFd;
-    let size = RECEIVE_BUFFER_BYTES as libc::c_int;
+    let bytes = std::env::var("STACKRING_NETLINK_RCVBUF")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(RECEIVE_BUFFER_BYTES);
+    let size = bytes.min(i32::MAX as usize) as libc::c_int;
     // SAFETY: setsockopt with a valid fd and a pointer to a c_int of the size given.
     let forced = unsafe {
         libc::setsockopt(
@@ -146,11 +152,16 @@ fn raise_receive_buffer(socket: &mut rtnetlink::sys::Socket) {
         )
     };
     if forced != 0 {
-        let _ = socket.set_rx_buf_sz(RECEIVE_BUFFER_BYTES);
+        let _ = socket.set_rx_buf_sz(bytes);
     }
 }
 
-async fn follow(handle: Handle, mut events: Events, tx: watch::Sender<Arc<HostSnapshot>>) {
+async fn follow(
+    handle: Handle,
+    mut events: Events,
+    tx: watch::Sender<Arc<HostSnapshot>>,
+    on_overrun: impl Fn(),
+) {
     let mut snapshot = (**tx.borrow()).clone();
     loop {
         let Some(first) = events.next().await else {
@@ -170,6 +181,7 @@ async fn follow(handle: Handle, mut events: Events, tx: watch::Sender<Arc<HostSn
             }
         }
         if overrun {
+            on_overrun();
             log::warn!("netlink events were lost (overrun): reading the whole host state again");
             match dump(&handle).await {
                 Ok(fresh) => {

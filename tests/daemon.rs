@@ -425,3 +425,44 @@ fn grpc_reflection_lists_the_identity_service() {
         "{services:?}"
     );
 }
+
+#[test]
+fn a_netlink_overrun_is_repaired_by_reading_everything_again() {
+    let ns = Netns::new("overrun");
+    ns.nic("eth0").addr("2001:db8:140::1/64", "eth0");
+    // A tiny receive buffer makes a burst of 3,000 address events overflow it.
+    let mut d = Daemon::start(&ns, "", &[("STACKRING_NETLINK_RCVBUF", "4096")]);
+    d.expect("READY=1", Duration::from_secs(10));
+    let batch: String = (2..=3001)
+        .map(|i| format!("addr add 2001:db8:140::{i:x}/64 dev eth0 nodad\n"))
+        .collect();
+    let file = ns.dir().join("batch");
+    std::fs::write(&file, batch).unwrap();
+    ns.ip(&format!("-batch {}", file.display()));
+    let externals = wait_for(
+        "all 3,000 new addresses in the identity",
+        Duration::from_secs(20),
+        || {
+            let n = identity(&ns)["external_addrs"]
+                .as_array()
+                .map(Vec::len)
+                .unwrap_or(0);
+            (n == 3000).then_some(n)
+        },
+    );
+    assert_eq!(externals, 3000);
+    let (_, metrics) = http_get(&ns, "/metrics");
+    assert!(
+        metrics.contains("stackring_netlink_overruns_total"),
+        "{metrics}"
+    );
+    let overruns: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("stackring_netlink_overruns_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(
+        overruns > 0,
+        "the test meant to force an overrun did not: {metrics}"
+    );
+}
