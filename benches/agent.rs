@@ -133,9 +133,10 @@ fn inspect_vs_ip() -> (f64, f64) {
     })
 }
 
+/// A daemon started as systemd would, with a reader on its notify socket (as systemd reads it).
 struct Served {
     child: std::process::Child,
-    socket: UnixDatagram,
+    notes: std::sync::mpsc::Receiver<String>,
 }
 
 impl Served {
@@ -143,9 +144,18 @@ impl Served {
         let path = ns.dir().join(format!("notify-{tag}.sock"));
         let _ = std::fs::remove_file(&path);
         let socket = UnixDatagram::bind(&path).unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
+        let (tx, notes) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = socket.recv(&mut buf) {
+                if tx
+                    .send(String::from_utf8_lossy(&buf[..n]).into_owned())
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
         let mut cmd = Command::new(STACKRING);
         cmd.arg("--config")
             .arg(config)
@@ -155,17 +165,16 @@ impl Served {
         cmd.stdout(Stdio::null()).stderr(Stdio::null());
         let started = Instant::now();
         let child = ns.run(move || cmd.spawn().unwrap());
-        (Served { child, socket }, started)
+        (Served { child, notes }, started)
     }
 
     fn wait_ready(&self) -> Instant {
-        let mut buf = [0u8; 4096];
         loop {
-            let n = self.socket.recv(&mut buf).expect("READY=1 within 10 s");
-            if String::from_utf8_lossy(&buf[..n])
-                .lines()
-                .any(|l| l == "READY=1")
-            {
+            let note = self
+                .notes
+                .recv_timeout(Duration::from_secs(10))
+                .expect("READY=1 within 10 s");
+            if note.lines().any(|l| l == "READY=1") {
                 return Instant::now();
             }
         }
@@ -250,7 +259,7 @@ fn change_to_env() -> (f64, f64, u64) {
                         break;
                     }
                     if start.elapsed() > Duration::from_secs(5) {
-                        panic!("identity.env never named {needle}");
+                        panic!("identity.env never named {needle}:\n{text}");
                     }
                     tokio::time::sleep(Duration::from_micros(100)).await;
                 }

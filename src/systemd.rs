@@ -3,13 +3,57 @@
 
 use sd_notify::NotifyState;
 use std::io::Write;
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::OnceLock;
 use std::time::Duration;
 
-/// Sends notification states; a failure to notify is logged, never fatal.
+/// Notifications waiting to be sent before new ones are dropped (with a log line).
+const NOTIFY_QUEUE: usize = 64;
+
+/// Sends notification states to `NOTIFY_SOCKET`, in order, from a thread of its own: a service
+/// manager that is slow to read (the socket queue holds ~10 datagrams) must never stall the daemon.
+/// Without `NOTIFY_SOCKET` this does nothing.
 pub fn notify(states: &[NotifyState]) {
-    if let Err(e) = sd_notify::notify(states) {
-        log::warn!("sd_notify failed: {e}");
+    static SENDER: OnceLock<Option<SyncSender<String>>> = OnceLock::new();
+    let sender = SENDER.get_or_init(|| {
+        let path = std::env::var_os("NOTIFY_SOCKET")?;
+        let (tx, rx) = sync_channel::<String>(NOTIFY_QUEUE);
+        let spawned = std::thread::Builder::new()
+            .name("sd-notify".into())
+            .spawn(move || {
+                for message in rx {
+                    if let Err(e) = send_datagram(&path, &message) {
+                        log::warn!("sd_notify to {}: {e}", path.to_string_lossy());
+                    }
+                }
+            });
+        spawned.ok().map(|_| tx)
+    });
+    let Some(sender) = sender else { return };
+    let message: String = states.iter().map(|s| format!("{s}\n")).collect();
+    if let Err(TrySendError::Full(m)) = sender.try_send(message) {
+        log::warn!(
+            "sd_notify queue full, dropped: {}",
+            m.trim_end().replace('\n', " ")
+        );
     }
+}
+
+fn send_datagram(path: &std::ffi::OsStr, message: &str) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let socket = UnixDatagram::unbound()?;
+    let bytes = path.as_bytes();
+    // '@' names a socket in the abstract namespace (sd_notify(3)).
+    let addr = match bytes.strip_prefix(b"@") {
+        Some(name) => {
+            use std::os::linux::net::SocketAddrExt;
+            SocketAddr::from_abstract_name(name)?
+        }
+        None => SocketAddr::from_pathname(std::path::Path::new(path))?,
+    };
+    socket.send_to_addr(message.as_bytes(), &addr)?;
+    Ok(())
 }
 
 pub fn ready(status: &str) {

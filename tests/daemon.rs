@@ -466,3 +466,49 @@ fn a_netlink_overrun_is_repaired_by_reading_everything_again() {
         "the test meant to force an overrun did not: {metrics}"
     );
 }
+
+#[test]
+fn a_service_manager_that_does_not_read_never_stalls_the_daemon() {
+    let ns = Netns::new("stall");
+    ns.nic("eth0").addr("2001:db8:150::1/64", "eth0");
+    let runtime_dir = ns.dir().join("run");
+    let config = ns.write_config(&format!(
+        "node: {{runtime_dir: '{}'}}\n",
+        runtime_dir.display()
+    ));
+    // Bound and never read: the kernel queues ~10 datagrams, then a blocking sender would hang.
+    let socket_path = ns.dir().join("deaf.sock");
+    let _deaf = UnixDatagram::bind(&socket_path).unwrap();
+    let mut child = ns
+        .command(STACKRING)
+        .arg("--config")
+        .arg(&config)
+        .arg("serve")
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("STACKRING_LOG", "stderr")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let env_path = runtime_dir.join("identity.env");
+    for i in 2..=40 {
+        ns.addr(&format!("2001:db8:150::{i:x}/64"), "eth0");
+        let needle = format!("2001:db8:150::{i:x}");
+        wait_for(
+            &format!("identity.env to name {needle}"),
+            Duration::from_secs(5),
+            || {
+                let env = std::fs::read_to_string(&env_path).unwrap_or_default();
+                env.lines()
+                    .any(|l| {
+                        l.starts_with("STACKRING_EXTERNAL_ADDRS=")
+                            && l.trim_matches('"')
+                                .split(['"', ' ', '='])
+                                .any(|a| a == needle)
+                    })
+                    .then_some(())
+            },
+        );
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
