@@ -162,7 +162,7 @@ struct InspectJson<'a> {
     #[serde(flatten)]
     identity: IdentityView,
     links: Vec<&'a crate::snapshot::Link>,
-    addresses: Vec<crate::decide::AddressVerdict>,
+    addresses: Vec<crate::decide::AddressVerdict<'a>>,
     default_routes: Vec<&'a crate::snapshot::DefaultRoute>,
 }
 
@@ -182,7 +182,7 @@ fn inspect(settings: &Settings, snapshot: &crate::snapshot::HostSnapshot, json: 
             addresses: report,
             default_routes: snapshot.default_routes.values().collect(),
         };
-        let _ = serde_json::to_writer_pretty(&mut out, &doc);
+        let _ = serde_json::to_writer(&mut out, &doc);
         let _ = writeln!(out);
     } else {
         match identity {

@@ -418,10 +418,10 @@ fn interface_allowed(snapshot: &HostSnapshot, settings: &Settings, addr: &Addres
             .any(|n| *n == link_name(snapshot, addr))
 }
 
-fn link_name(snapshot: &HostSnapshot, addr: &Address) -> String {
+fn link_name<'a>(snapshot: &'a HostSnapshot, addr: &Address) -> &'a str {
     snapshot
         .link(addr.link_index)
-        .map(|l| l.name.clone())
+        .map(|l| l.name.as_str())
         .unwrap_or_default()
 }
 
@@ -443,34 +443,41 @@ fn pending(snapshot: &HostSnapshot, settings: &Settings, family: Option<Family>)
 }
 
 /// Every address of the host with its verdict, for `inspect` and `GET /v1/bootstrap`.
-pub fn address_report(snapshot: &HostSnapshot, settings: &Settings) -> Vec<AddressVerdict> {
+pub fn address_report<'a>(
+    snapshot: &'a HostSnapshot,
+    settings: &Settings,
+) -> Vec<AddressVerdict<'a>> {
     snapshot
         .addresses
         .values()
-        .map(|a| AddressVerdict {
-            address: a.ip,
-            prefix_len: a.prefix_len,
-            family: a.family(),
-            interface: link_name(snapshot, a),
-            flags: a.flags.names(a.family()),
-            usable: usability(snapshot, a).is_ok() && interface_allowed(snapshot, settings, a),
-            reason: match usability(snapshot, a) {
+        .map(|a| {
+            let reason = match usability(snapshot, a) {
                 Err(why) => Some(why.to_string()),
                 Ok(()) if !interface_allowed(snapshot, settings, a) => {
                     Some("interface not in lifecycler.interface_names".to_string())
                 }
                 Ok(()) => None,
-            },
+            };
+            AddressVerdict {
+                address: a.ip,
+                prefix_len: a.prefix_len,
+                family: a.family(),
+                interface: link_name(snapshot, a),
+                flags: a.flags.names(a.family()),
+                usable: reason.is_none(),
+                reason,
+            }
         })
         .collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct AddressVerdict {
+pub struct AddressVerdict<'a> {
+    #[serde(serialize_with = "crate::ipfmt::serialize")]
     pub address: IpAddr,
     pub prefix_len: u8,
     pub family: Family,
-    pub interface: String,
+    pub interface: &'a str,
     pub flags: Vec<&'static str>,
     pub usable: bool,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -13,6 +13,7 @@
 //! - [`grpc`], [`http`], [`metrics`]: the daemon's servers (tonic + reflection, axum, Prometheus).
 //! - [`systemd`]: sd_notify and journald/stderr logging that never fail the daemon.
 //! - [`fsutil`]: atomic, durable file writes.
+//! - [`ipfmt`]: fast canonical address text for large JSON outputs (same text as `Display`).
 //! - [`cli`]: the admin CLI.
 pub mod cli;
 pub mod config;
@@ -22,6 +23,7 @@ pub mod fsutil;
 pub mod grpc;
 pub mod hosts;
 pub mod http;
+pub mod ipfmt;
 pub mod metrics;
 pub mod netlink;
 pub mod preflight;

@@ -47,6 +47,7 @@ pub struct IdentityView {
     pub family_reason: Option<String>,
     pub internal_addr: Option<IpAddr>,
     pub internal_interface: Option<String>,
+    #[serde(serialize_with = "crate::ipfmt::serialize_list")]
     pub external_addrs: Vec<IpAddr>,
     pub grpc: Option<Endpoint>,
     pub http: Option<Endpoint>,
