@@ -4,6 +4,7 @@
 //! - [`snapshot`]: our own types for links, addresses and default routes; events that change them.
 //! - [`config`]: YAML (Tempo/dskit keys) → validated [`config::Settings`]; errors name key, value, fix.
 //! - [`decide`]: snapshot + settings (+ cluster family, previous identity) → [`decide::Identity`].
+//! - [`cluster`]: bootstrap request validation, the cluster record, credentials, join validation.
 //! - [`preflight`]: host readiness checks with stable codes (pure `evaluate`, I/O in `gather`).
 //! - [`render`]: identity → `identity.env` text and Tempo's network block.
 //! - [`hosts`]: `/etc/hosts` parsing and the byte-preserving fix.
@@ -16,6 +17,7 @@
 //! - [`ipfmt`]: fast canonical address text for large JSON outputs (same text as `Display`).
 //! - [`cli`]: the admin CLI.
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod decide;
