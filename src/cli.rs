@@ -54,6 +54,20 @@ pub enum Command {
     },
     /// Print the identity as an environment file or as Tempo's network config block.
     Render { format: RenderFormat },
+    /// Cluster status, from the local daemon (over its root-only admin socket).
+    Status {
+        #[command(subcommand)]
+        what: StatusCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StatusCommand {
+    /// Every node of the cluster: address, external addresses, family, advertised gRPC, status.
+    Nodes {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -109,6 +123,12 @@ pub fn run(cli: Cli) -> i32 {
             return EXIT_CONFIG;
         }
     };
+    if let Command::Status {
+        what: StatusCommand::Nodes { json },
+    } = cli.command
+    {
+        return status_nodes(&settings, json);
+    }
     let snapshot = match runtime.block_on(netlink::dump_once()) {
         Ok(s) => s,
         Err(e) => {
@@ -137,7 +157,9 @@ pub fn run(cli: Cli) -> i32 {
                 1
             }
         },
-        Command::Serve | Command::Config { .. } => unreachable!("handled above"),
+        Command::Serve | Command::Config { .. } | Command::Status { .. } => {
+            unreachable!("handled above")
+        }
     }
 }
 
@@ -309,4 +331,132 @@ pub fn hostname() -> String {
         .ok()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// `GET path` on the local daemon's admin socket; returns (status, body).
+pub fn admin_get(runtime_dir: &Path, path: &str) -> Result<(u16, String), String> {
+    use std::io::Read;
+    let socket = runtime_dir.join(daemon::ADMIN_SOCKET);
+    let mut stream = std::os::unix::net::UnixStream::connect(&socket).map_err(|e| {
+        format!("cannot reach the local daemon at {} ({e}); fix: start it (systemctl start stackring) and run this as root", socket.display())
+    })?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut response = Vec::new();
+    stream
+        .read_to_end(&mut response)
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or("the daemon sent a malformed answer")?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or("the daemon sent no status")?;
+    Ok((status, body.to_string()))
+}
+
+fn status_nodes(settings: &Settings, json: bool) -> i32 {
+    let (status, body) = match admin_get(&settings.runtime_dir, "/v1/nodes") {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("stackring: {e}");
+            return 1;
+        }
+    };
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    if status != 200 {
+        eprintln!(
+            "stackring: {}",
+            doc["description"].as_str().unwrap_or(&body)
+        );
+        return 1;
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc["nodes"]).unwrap_or_default()
+        );
+        return 0;
+    }
+    let rows: Vec<[String; 7]> = doc["nodes"]
+        .as_array()
+        .map(|nodes| {
+            nodes
+                .iter()
+                .map(|n| {
+                    let text = |k: &str| n[k].as_str().unwrap_or_default().to_string();
+                    let externals: Vec<&str> = n["external_addrs"]
+                        .as_array()
+                        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+                        .unwrap_or_default();
+                    let status = match text("status").as_str() {
+                        "OK" => "OK".to_string(),
+                        other => {
+                            let ago = n["last_seen_ms_ago"].as_u64().unwrap_or(u64::MAX);
+                            if ago == u64::MAX {
+                                format!("{other}, never seen")
+                            } else {
+                                format!("{other}, last seen {}s ago", ago / 1000)
+                            }
+                        }
+                    };
+                    let marker = if n["local"].as_bool() == Some(true) {
+                        "*"
+                    } else {
+                        ""
+                    };
+                    [
+                        format!("{marker}node:{}", text("id")),
+                        text("addr"),
+                        externals.join(","),
+                        text("hostname"),
+                        text("family"),
+                        text("advertised_grpc"),
+                        status,
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let header = [
+        "NODE:ID",
+        "ADDRESS",
+        "EXTERNAL_ADDRESS",
+        "HOSTNAME",
+        "FAMILY",
+        "ADVERTISED",
+        "STATUS",
+    ];
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    println!(
+        "CLUSTER NODES ({}):",
+        doc["cluster_name"].as_str().unwrap_or_default()
+    );
+    line(header.to_vec());
+    for row in &rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    0
 }

@@ -403,7 +403,7 @@ pub fn validate_join(
             ),
         ));
     }
-    if live_ids.iter().any(|id| *id == joiner.node_id) {
+    if live_ids.contains(&joiner.node_id) {
         return Err(refuse(
             "node_name_taken",
             format!(

@@ -4,6 +4,7 @@
 //! and HTTP → write `identity.env` → `READY=1`. Then follow the host: re-decide on every change,
 //! rewrite `identity.env`, re-publish; reload on SIGHUP; leave on SIGTERM.
 
+use crate::clusterd::{effective_settings, ClusterNode};
 use crate::config::{self, Settings, EXIT_CONFIG};
 use crate::decide::{decide, Context, Identity};
 use crate::metrics::Metrics;
@@ -56,6 +57,7 @@ struct Daemon {
     identity: Option<Identity>,
     not_ready: Option<String>,
     bound: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
+    cluster: Arc<ClusterNode>,
 }
 
 async fn run(opts: Options, settings: Settings) -> anyhow::Result<()> {
@@ -68,6 +70,13 @@ async fn run(opts: Options, settings: Settings) -> anyhow::Result<()> {
     .await?;
     let mut snapshots = host.snapshots.clone();
     let (state, state_rx) = watch::channel(Arc::new(Published::default()));
+    let cluster = ClusterNode::new(
+        settings.clone(),
+        snapshots.clone(),
+        state_rx.clone(),
+        opts.default_id.clone(),
+    )?;
+    let mut records = cluster.records();
     let mut daemon = Daemon {
         opts,
         settings,
@@ -76,6 +85,7 @@ async fn run(opts: Options, settings: Settings) -> anyhow::Result<()> {
         identity: None,
         not_ready: None,
         bound: None,
+        cluster: cluster.clone(),
     };
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -100,6 +110,7 @@ async fn run(opts: Options, settings: Settings) -> anyhow::Result<()> {
                 return Ok(());
             }
             _ = hup.recv() => daemon.reload(&snapshots.borrow().clone()),
+            _ = records.changed() => {}
             _ = tick(&mut watchdog) => systemd::watchdog_ping(),
         }
     }
@@ -111,7 +122,7 @@ async fn run(opts: Options, settings: Settings) -> anyhow::Result<()> {
     daemon.bound = Some((identity.grpc.listen, identity.http.listen));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let grpc_task = tokio::spawn(
-        grpc::router(state_rx.clone())?.serve_with_incoming_shutdown(
+        grpc::router(state_rx.clone(), cluster.clone())?.serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
             shutdown_signal(shutdown_rx.clone()),
         ),
@@ -119,7 +130,23 @@ async fn run(opts: Options, settings: Settings) -> anyhow::Result<()> {
     let http_router = http::router(http::HttpState {
         state: state_rx.clone(),
         metrics: daemon.metrics.clone(),
+        cluster: cluster.clone(),
     });
+    let admin_task = match bind_admin(&daemon.settings.runtime_dir) {
+        Ok(listener) => {
+            let router = http_router.clone();
+            let stop = shutdown_signal(shutdown_rx.clone());
+            Some(tokio::spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(stop)
+                    .await
+            }))
+        }
+        Err(e) => {
+            log::warn!("no admin socket, the local CLI cannot reach this daemon: {e}");
+            None
+        }
+    };
     let http_task = tokio::spawn(async move {
         axum::serve(http_listener, http_router)
             .with_graceful_shutdown(shutdown_signal(shutdown_rx))
@@ -133,6 +160,7 @@ async fn run(opts: Options, settings: Settings) -> anyhow::Result<()> {
         "ready: {} ({})", identity.summary(), identity.family_reason
     );
     systemd::ready(&identity.summary());
+    daemon.announce(&identity);
 
     loop {
         tokio::select! {
@@ -142,6 +170,11 @@ async fn run(opts: Options, settings: Settings) -> anyhow::Result<()> {
                 daemon.metrics.host_snapshots.inc();
                 daemon.update(&snapshot);
             }
+            r = records.changed() => {
+                r?;
+                // Created or joined a cluster: the family is fixed now and overrides apply.
+                daemon.update(&snapshots.borrow().clone());
+            }
             _ = hup.recv() => daemon.reload(&snapshots.borrow().clone()),
             _ = term.recv() => break,
             _ = int.recv() => break,
@@ -149,10 +182,14 @@ async fn run(opts: Options, settings: Settings) -> anyhow::Result<()> {
         }
     }
     daemon.stop();
+    cluster.leave().await;
     let _ = shutdown_tx.send(true);
     let drain = async {
         let _ = grpc_task.await;
         let _ = http_task.await;
+        if let Some(task) = admin_task {
+            let _ = task.await;
+        }
     };
     if tokio::time::timeout(Duration::from_secs(5), drain)
         .await
@@ -166,15 +203,20 @@ async fn run(opts: Options, settings: Settings) -> anyhow::Result<()> {
 impl Daemon {
     /// Re-decides from `snapshot`; publishes, logs and rewrites `identity.env` on any change.
     fn update(&mut self, snapshot: &HostSnapshot) {
+        let record = self.cluster.record();
+        let settings = effective_settings(&self.settings, record.as_deref());
         let ctx = Context {
-            cluster_family: None,
+            cluster_family: record.map(|r| r.family),
             previous: self.identity.as_ref(),
         };
-        match decide(snapshot, &self.settings, ctx) {
+        match decide(snapshot, &settings, ctx) {
             Ok(identity) => {
                 let was_ready = self.not_ready.is_none() && self.identity.is_some();
                 if was_ready && self.identity.as_ref() == Some(&identity) {
                     return;
+                }
+                if self.bound.is_some() {
+                    self.announce(&identity);
                 }
                 if let Some(old) = &self.identity {
                     if old.internal_addr != identity.internal_addr {
@@ -239,6 +281,13 @@ impl Daemon {
         }
     }
 
+    /// Hands the identity to the cluster side (gossip entry, rejoin after restart), off the loop.
+    fn announce(&self, identity: &Identity) {
+        let cluster = self.cluster.clone();
+        let identity = identity.clone();
+        tokio::spawn(async move { cluster.on_identity(&identity).await });
+    }
+
     fn publish(&self) {
         let generation = self.state.borrow().generation + 1;
         self.state.send_replace(Arc::new(Published {
@@ -274,6 +323,7 @@ impl Daemon {
         let path = self.opts.config_path.clone();
         match config::load(&path, self.opts.config_explicit, &self.opts.default_id) {
             Ok(settings) => {
+                self.cluster.set_settings(settings.clone());
                 let listen_changed =
                     settings.grpc != self.settings.grpc || settings.http != self.settings.http;
                 self.settings = settings;
@@ -320,6 +370,22 @@ async fn bind(key: &str, addr: std::net::SocketAddr) -> anyhow::Result<TcpListen
         )
     })
 }
+
+/// `<runtime_dir>/admin.sock`, root only: the local CLI's way in, no credentials needed.
+fn bind_admin(runtime_dir: &std::path::Path) -> std::io::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(runtime_dir)?;
+    let path = runtime_dir.join(ADMIN_SOCKET);
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let listener = tokio::net::UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+pub const ADMIN_SOCKET: &str = "admin.sock";
 
 async fn shutdown_signal(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;

@@ -74,9 +74,10 @@ impl pb::identity_server::Identity for IdentityService {
     }
 }
 
-/// The tonic router with Identity and reflection (v1).
+/// The tonic router with Identity, Cluster and reflection (v1).
 pub fn router(
     state: StateRx,
+    cluster: std::sync::Arc<crate::clusterd::ClusterNode>,
 ) -> Result<tonic::transport::server::Router, tonic_reflection::server::Error> {
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
@@ -85,5 +86,8 @@ pub fn router(
         .add_service(reflection)
         .add_service(pb::identity_server::IdentityServer::new(
             IdentityService::new(state),
+        ))
+        .add_service(pb::cluster_server::ClusterServer::new(
+            crate::clusterd::ClusterService { node: cluster },
         )))
 }

@@ -10,6 +10,8 @@
 //! - [`hosts`]: `/etc/hosts` parsing and the byte-preserving fix.
 //! - [`state`]: what the daemon publishes (identity or reason, generation) and its JSON view.
 //! - [`netlink`]: rtnetlink dump and live watch (subscribe, dump, debounce, re-dump on overrun).
+//! - [`clusterd`]: bootstrap state machine, persisted record, gRPC Cluster service (the I/O side).
+//! - [`membership`]: gossip membership on chitchat: node entries, liveness, last seen.
 //! - [`daemon`]: `serve`: phases, sd_notify, signals, identity.env, servers.
 //! - [`grpc`], [`http`], [`metrics`]: the daemon's servers (tonic + reflection, axum, Prometheus).
 //! - [`systemd`]: sd_notify and journald/stderr logging that never fail the daemon.
@@ -18,6 +20,7 @@
 //! - [`cli`]: the admin CLI.
 pub mod cli;
 pub mod cluster;
+pub mod clusterd;
 pub mod config;
 pub mod daemon;
 pub mod decide;
@@ -26,6 +29,7 @@ pub mod grpc;
 pub mod hosts;
 pub mod http;
 pub mod ipfmt;
+pub mod membership;
 pub mod metrics;
 pub mod netlink;
 pub mod preflight;

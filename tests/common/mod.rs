@@ -2,6 +2,8 @@
 //! stackring (or any code) inside one. Needs root, as CI runs it.
 #![allow(dead_code)]
 
+pub mod serve;
+
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};

@@ -1,0 +1,747 @@
+//! The cluster at the edge: bootstrap state machine (create / join), the persisted cluster record,
+//! the gRPC Cluster service, and the gossip membership it starts. The rules live in `cluster`.
+
+use crate::cluster::{self, Action, Bootstrap, BootstrapRequest, ClusterRecord, JoinerFacts};
+use crate::config::{ConfigError, Settings};
+use crate::decide::{decide, usability, Context, Identity};
+use crate::grpc::pb;
+use crate::membership::{now_unix, MemberView, Membership, NodeEntry};
+use crate::snapshot::{Family, HostSnapshot};
+use crate::state::StateRx;
+use serde::Serialize;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::{watch, Mutex};
+
+pub const RECORD_FILE: &str = "cluster.json";
+
+/// `GET /v1/bootstrap`'s `state` and error, as Redis Enterprise reports them.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct BootstrapStatus {
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+}
+
+/// The JSON body of every 4xx: `{error_code, sub_code, description}`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ErrorBody {
+    pub error_code: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub_code: Option<String>,
+    pub description: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<ConfigError>,
+}
+
+impl ErrorBody {
+    pub fn new(code: &str, sub_code: Option<&str>, description: impl Into<String>) -> ErrorBody {
+        ErrorBody {
+            error_code: code.into(),
+            sub_code: sub_code.map(str::to_string),
+            description: description.into(),
+            errors: vec![],
+        }
+    }
+
+    pub fn invalid(errors: Vec<ConfigError>) -> ErrorBody {
+        let description = errors
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("; ");
+        ErrorBody {
+            error_code: "InvalidRequest".into(),
+            sub_code: None,
+            description,
+            errors,
+        }
+    }
+}
+
+/// An HTTP-mappable failure of a bootstrap action.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    pub http_status: u16,
+    pub body: ErrorBody,
+}
+
+struct Inner {
+    status: BootstrapStatus,
+    membership: Option<Membership>,
+}
+
+pub struct ClusterNode {
+    inner: Mutex<Inner>,
+    record_tx: watch::Sender<Option<Arc<ClusterRecord>>>,
+    state_dir: PathBuf,
+    host: watch::Receiver<Arc<HostSnapshot>>,
+    identity: StateRx,
+    settings: RwLock<Settings>,
+    hostname: String,
+}
+
+/// The config as amended by the cluster record (the node's bootstrap-time overrides).
+pub fn effective_settings(base: &Settings, record: Option<&ClusterRecord>) -> Settings {
+    let mut s = base.clone();
+    if let Some(r) = record {
+        s.id = r.node_id.clone();
+        s.use_internal_ipv6 = r.use_internal_ipv6;
+        if r.node_addr.is_some() {
+            s.internal_addr = r.node_addr;
+        }
+        if r.external_addrs.is_some() {
+            s.external_addrs = r.external_addrs.clone();
+        }
+    }
+    s
+}
+
+impl ClusterNode {
+    /// Loads `<state_dir>/cluster.json` if there is one.
+    pub fn new(
+        settings: Settings,
+        host: watch::Receiver<Arc<HostSnapshot>>,
+        identity: StateRx,
+        hostname: String,
+    ) -> anyhow::Result<Arc<ClusterNode>> {
+        let state_dir = settings.state_dir.clone();
+        let path = state_dir.join(RECORD_FILE);
+        let record = match std::fs::read(&path) {
+            Ok(bytes) => Some(serde_json::from_slice::<ClusterRecord>(&bytes).map_err(|e| {
+                anyhow::anyhow!("{} is damaged ({e}); fix: restore it from a backup, or remove it to leave the cluster", path.display())
+            })?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
+        };
+        let status = BootstrapStatus {
+            state: if record.is_some() {
+                "completed"
+            } else {
+                "idle"
+            },
+            error: None,
+        };
+        let (record_tx, _) = watch::channel(record.map(Arc::new));
+        Ok(Arc::new(ClusterNode {
+            inner: Mutex::new(Inner {
+                status,
+                membership: None,
+            }),
+            record_tx,
+            state_dir,
+            host,
+            identity,
+            settings: RwLock::new(settings),
+            hostname,
+        }))
+    }
+
+    pub fn record(&self) -> Option<Arc<ClusterRecord>> {
+        self.record_tx.borrow().clone()
+    }
+
+    pub fn records(&self) -> watch::Receiver<Option<Arc<ClusterRecord>>> {
+        self.record_tx.subscribe()
+    }
+
+    pub fn set_settings(&self, settings: Settings) {
+        *self.settings.write().unwrap_or_else(|p| p.into_inner()) = settings;
+    }
+
+    fn settings(&self) -> Settings {
+        self.settings
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub async fn status(&self) -> BootstrapStatus {
+        self.inner.lock().await.status.clone()
+    }
+
+    /// The host's usable addresses, for `GET /v1/bootstrap`.
+    pub fn available_addrs(&self) -> Vec<AvailableAddr> {
+        let snapshot = self.host.borrow().clone();
+        snapshot
+            .addresses
+            .values()
+            .filter(|a| usability(&snapshot, a).is_ok())
+            .map(|a| AvailableAddr {
+                address: a.ip,
+                family: a.family(),
+                interface: snapshot
+                    .link(a.link_index)
+                    .map(|l| l.name.clone())
+                    .unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    /// `POST /v1/bootstrap/{create_cluster,join_cluster}`.
+    pub async fn bootstrap(
+        self: &Arc<Self>,
+        body: &[u8],
+        action: Action,
+    ) -> Result<BootstrapStatus, Refused> {
+        let invalid = |errors| Refused {
+            http_status: 400,
+            body: ErrorBody::invalid(errors),
+        };
+        let request: BootstrapRequest = serde_json::from_slice(body).map_err(|e| Refused {
+            http_status: 400,
+            body: ErrorBody::new(
+                "InvalidRequest",
+                None,
+                format!("the body is not a valid bootstrap request: {e}"),
+            ),
+        })?;
+        let request = cluster::validate_bootstrap(request, action).map_err(invalid)?;
+        let mut inner = self.inner.lock().await;
+        if inner.status.state != "idle" && inner.status.state != "error" {
+            return Err(Refused {
+                http_status: 409,
+                body: ErrorBody::new(
+                    "NodeBootstrapError",
+                    Some("already_bootstrapped"),
+                    format!("this node is already {}", inner.status.state),
+                ),
+            });
+        }
+        // Everything that can be checked locally is checked before any state changes.
+        let settings = self.overridden(&request);
+        let snapshot = self.host.borrow().clone();
+        if action == Action::Create {
+            let identity =
+                decide(&snapshot, &settings, Context::default()).map_err(|why| Refused {
+                    http_status: 409,
+                    body: ErrorBody::new(
+                        "NodeBootstrapError",
+                        Some("no_identity"),
+                        format!("this node has no identity to create a cluster with: {why}"),
+                    ),
+                })?;
+            inner.status = BootstrapStatus {
+                state: "creating_cluster",
+                error: None,
+            };
+            let result = self
+                .create(&request, &settings, &identity, &mut inner)
+                .await;
+            return self.finish(result, &mut inner);
+        }
+        inner.status = BootstrapStatus {
+            state: "joining_cluster",
+            error: None,
+        };
+        let result = self.join(&request, &settings, &snapshot, &mut inner).await;
+        self.finish(result, &mut inner)
+    }
+
+    fn finish(
+        &self,
+        result: Result<(), Refused>,
+        inner: &mut Inner,
+    ) -> Result<BootstrapStatus, Refused> {
+        match result {
+            Ok(()) => {
+                inner.status = BootstrapStatus {
+                    state: "completed",
+                    error: None,
+                };
+                Ok(inner.status.clone())
+            }
+            Err(refused) => {
+                inner.status = BootstrapStatus {
+                    state: "error",
+                    error: Some(refused.body.clone()),
+                };
+                Err(refused)
+            }
+        }
+    }
+
+    fn overridden(&self, request: &Bootstrap) -> Settings {
+        let mut s = self.settings();
+        if let Some(name) = &request.name {
+            s.id = name.clone();
+        }
+        if request.addr.is_some() {
+            s.internal_addr = request.addr;
+        }
+        if request.external_addrs.is_some() {
+            s.external_addrs = request.external_addrs.clone();
+        }
+        if let Some(flag) = request.use_internal_ipv6 {
+            s.use_internal_ipv6 = flag;
+        }
+        s
+    }
+
+    async fn create(
+        &self,
+        request: &Bootstrap,
+        settings: &Settings,
+        identity: &Identity,
+        inner: &mut Inner,
+    ) -> Result<(), Refused> {
+        let password_hash = cluster::hash_password(&request.password).map_err(internal)?;
+        let record = ClusterRecord {
+            name: request.cluster_name.clone(),
+            family: identity.family,
+            use_internal_ipv6: settings.use_internal_ipv6,
+            username: request.username.clone(),
+            password_hash,
+            node_id: settings.id.clone(),
+            node_addr: request.addr,
+            external_addrs: request.external_addrs.clone(),
+            seeds: vec![],
+        };
+        self.adopt(record, identity, inner).await
+    }
+
+    async fn join(
+        &self,
+        request: &Bootstrap,
+        settings: &Settings,
+        snapshot: &HostSnapshot,
+        inner: &mut Inner,
+    ) -> Result<(), Refused> {
+        let usable = |f: Family| {
+            snapshot
+                .addresses
+                .values()
+                .any(|a| a.family() == f && usability(snapshot, a).is_ok())
+        };
+        let ask = pb::JoinRequest {
+            cluster_name: request.cluster_name.clone(),
+            username: request.username.clone(),
+            password: request.password.clone(),
+            node_id: settings.id.clone(),
+            has_ipv4: usable(Family::Ipv4),
+            has_ipv6: usable(Family::Ipv6),
+            use_internal_ipv6: settings.use_internal_ipv6,
+        };
+        let mut unreachable = Vec::new();
+        for seed in &request.seeds {
+            let uri = grpc_uri(seed, settings.grpc.port);
+            match call_join(&uri, ask.clone()).await {
+                Err(e) => unreachable.push(format!("{seed}: {e}")),
+                Ok(reply) => {
+                    if let Some(r) = reply.refusal {
+                        let status = if r.sub_code == "invalid_credentials" {
+                            403
+                        } else {
+                            409
+                        };
+                        return Err(Refused {
+                            http_status: status,
+                            body: ErrorBody::new(&r.error_code, Some(&r.sub_code), r.description),
+                        });
+                    }
+                    let family = match reply.family.as_str() {
+                        "ipv6" => Family::Ipv6,
+                        _ => Family::Ipv4,
+                    };
+                    let ctx = Context {
+                        cluster_family: Some(family),
+                        previous: None,
+                    };
+                    let identity = decide(snapshot, settings, ctx).map_err(|why| Refused {
+                        http_status: 409,
+                        body: ErrorBody::new(
+                            "NodeBootstrapError",
+                            Some("no_identity"),
+                            format!("the cluster uses {family}, and this node cannot: {why}"),
+                        ),
+                    })?;
+                    let record = ClusterRecord {
+                        name: reply.cluster_name,
+                        family,
+                        use_internal_ipv6: reply.use_internal_ipv6,
+                        username: reply.username,
+                        password_hash: reply.password_hash,
+                        node_id: settings.id.clone(),
+                        node_addr: request.addr,
+                        external_addrs: request.external_addrs.clone(),
+                        seeds: reply.seeds,
+                    };
+                    return self.adopt(record, &identity, inner).await;
+                }
+            }
+        }
+        Err(Refused {
+            http_status: 409,
+            body: ErrorBody::new(
+                "NodeBootstrapError",
+                Some("cluster_unreachable"),
+                format!("no node in cluster.nodes answered: {}; fix: check the addresses and that their gRPC port is reachable", unreachable.join("; ")),
+            ),
+        })
+    }
+
+    /// Persists the record, starts gossip, and tells the daemon (which re-decides the identity).
+    async fn adopt(
+        &self,
+        record: ClusterRecord,
+        identity: &Identity,
+        inner: &mut Inner,
+    ) -> Result<(), Refused> {
+        self.persist(&record).map_err(internal)?;
+        let entry = self.entry(identity, "ACTIVE");
+        let membership = Membership::start(
+            &record.name,
+            &entry,
+            identity.gossip.listen,
+            identity.gossip.advertise,
+            record.seeds.clone(),
+        )
+        .await
+        .map_err(|e| {
+            internal(format!(
+                "cannot start gossip on {}: {e}",
+                identity.gossip.listen
+            ))
+        })?;
+        log::info!(
+            stackring_family = record.family.as_str();
+            "member of cluster {} as {} ({} internal traffic)", record.name, record.node_id, record.family
+        );
+        inner.membership = Some(membership);
+        self.record_tx.send_replace(Some(Arc::new(record)));
+        Ok(())
+    }
+
+    fn persist(&self, record: &ClusterRecord) -> Result<(), String> {
+        let json = serde_json::to_vec_pretty(record).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(&self.state_dir)
+            .map_err(|e| format!("cannot create {}: {e}", self.state_dir.display()))?;
+        let path = self.state_dir.join(RECORD_FILE);
+        crate::fsutil::write_atomic(&path, &json, 0o600)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))
+    }
+
+    fn entry(&self, identity: &Identity, state: &str) -> NodeEntry {
+        NodeEntry {
+            id: identity.id.clone(),
+            hostname: self.hostname.clone(),
+            state: state.into(),
+            family: identity.family.as_str().into(),
+            addr: identity.internal_addr.to_string(),
+            external_addrs: identity
+                .external_addrs
+                .iter()
+                .map(|a| a.to_string())
+                .collect(),
+            advertised_grpc: identity.grpc.advertise.to_string(),
+            advertised_http: identity.http.advertise.to_string(),
+            advertised_gossip: identity.gossip.advertise.to_string(),
+            listen_grpc: identity.grpc.listen.to_string(),
+            zone: identity.zone.clone(),
+            registered_unix: now_unix(),
+        }
+    }
+
+    /// Called by the daemon on every identity change: (re)starts gossip for a persisted record after
+    /// a restart, and republishes the entry at once (a renumbering reaches peers within a round).
+    pub async fn on_identity(&self, identity: &Identity) {
+        let Some(record) = self.record() else { return };
+        let mut inner = self.inner.lock().await;
+        match &inner.membership {
+            Some(m) => m.publish(&self.entry(identity, "ACTIVE")).await,
+            None => {
+                let entry = self.entry(identity, "ACTIVE");
+                match Membership::start(
+                    &record.name,
+                    &entry,
+                    identity.gossip.listen,
+                    identity.gossip.advertise,
+                    record.seeds.clone(),
+                )
+                .await
+                {
+                    Ok(m) => {
+                        log::info!("rejoined cluster {} as {}", record.name, record.node_id);
+                        inner.membership = Some(m);
+                    }
+                    Err(e) => log::error!("cannot start gossip on {}: {e}", identity.gossip.listen),
+                }
+            }
+        }
+        // Remember peers so that a restart can rejoin through any of them.
+        if let Some(m) = &inner.membership {
+            let peers = m.peer_gossip_addrs().await;
+            if !peers.is_empty() && peers != record.seeds {
+                let updated = ClusterRecord {
+                    seeds: peers,
+                    ..(*record).clone()
+                };
+                if let Err(e) = self.persist(&updated) {
+                    log::warn!("{e}");
+                }
+                self.record_tx.send_replace(Some(Arc::new(updated)));
+            }
+        }
+    }
+
+    /// Every member as this node sees it; `None` before the node belongs to a cluster.
+    pub async fn members(&self) -> Option<(String, Vec<MemberView>)> {
+        let record = self.record()?;
+        let inner = self.inner.lock().await;
+        let members = match &inner.membership {
+            Some(m) => m.members().await,
+            None => vec![],
+        };
+        Some((record.name.clone(), members))
+    }
+
+    /// SIGTERM: say LEAVING, then stop gossiping.
+    pub async fn leave(&self) {
+        let membership = self.inner.lock().await.membership.take();
+        if let Some(m) = membership {
+            if let Some(identity) = self.identity.borrow().identity.clone() {
+                m.publish(&self.entry(&identity, "LEAVING")).await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            m.shutdown().await;
+        }
+    }
+
+    /// The contacted node's side of `Cluster.Join`.
+    pub async fn handle_join(&self, req: pb::JoinRequest) -> pb::JoinReply {
+        let refused = |r: cluster::JoinRefusal| pb::JoinReply {
+            refusal: Some(pb::JoinRefusal {
+                error_code: r.error_code.into(),
+                sub_code: r.sub_code.into(),
+                description: r.description,
+            }),
+            ..Default::default()
+        };
+        let Some(record) = self.record() else {
+            return refused(cluster::JoinRefusal {
+                error_code: "NodeBootstrapError",
+                sub_code: "not_in_cluster",
+                description: "the contacted node does not belong to a cluster yet".into(),
+            });
+        };
+        let members = self.members().await.map(|(_, m)| m).unwrap_or_default();
+        let live: Vec<String> = members
+            .iter()
+            .filter(|m| m.status == "OK")
+            .map(|m| m.entry.id.clone())
+            .collect();
+        let facts = JoinerFacts {
+            cluster_name: req.cluster_name.clone(),
+            node_id: req.node_id.clone(),
+            has_ipv4: req.has_ipv4,
+            has_ipv6: req.has_ipv6,
+            use_internal_ipv6: req.use_internal_ipv6,
+        };
+        // argon2 is deliberately slow: keep it off the async workers.
+        let check = {
+            let record = record.clone();
+            let (username, password) = (req.username.clone(), req.password.clone());
+            let live = live.clone();
+            tokio::task::spawn_blocking(move || {
+                cluster::validate_join(&record, &facts, &username, &password, &live)
+            })
+            .await
+        };
+        match check {
+            Ok(Ok(())) => {
+                log::info!("node {} joins cluster {}", req.node_id, record.name);
+                let mut seeds: Vec<String> = members
+                    .iter()
+                    .filter(|m| m.status == "OK")
+                    .map(|m| m.entry.advertised_gossip.clone())
+                    .collect();
+                seeds.sort();
+                pb::JoinReply {
+                    refusal: None,
+                    cluster_name: record.name.clone(),
+                    family: record.family.as_str().into(),
+                    use_internal_ipv6: record.use_internal_ipv6,
+                    username: record.username.clone(),
+                    password_hash: record.password_hash.clone(),
+                    seeds,
+                }
+            }
+            Ok(Err(refusal)) => {
+                log::warn!(
+                    "join of node {} refused: {} ({})",
+                    req.node_id,
+                    refusal.sub_code,
+                    refusal.description
+                );
+                refused(refusal)
+            }
+            Err(e) => refused(cluster::JoinRefusal {
+                error_code: "InternalError",
+                sub_code: "internal",
+                description: e.to_string(),
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AvailableAddr {
+    pub address: IpAddr,
+    pub family: Family,
+    pub interface: String,
+}
+
+fn internal(e: impl std::fmt::Display) -> Refused {
+    Refused {
+        http_status: 500,
+        body: ErrorBody::new("InternalError", None, e.to_string()),
+    }
+}
+
+/// `2001:db8::10` → `http://[2001:db8::10]:9095`; `host` → `http://host:9095`; ports kept.
+pub fn grpc_uri(seed: &str, default_port: u16) -> String {
+    let seed = seed.trim();
+    if let Ok(ip) = seed.parse::<IpAddr>() {
+        return format!("http://{}", SocketAddr::new(ip, default_port));
+    }
+    if let Ok(sa) = seed.parse::<SocketAddr>() {
+        return format!("http://{sa}");
+    }
+    if seed.contains(':') {
+        format!("http://{seed}")
+    } else {
+        format!("http://{seed}:{default_port}")
+    }
+}
+
+async fn call_join(uri: &str, request: pb::JoinRequest) -> Result<pb::JoinReply, String> {
+    let endpoint = tonic::transport::Endpoint::from_shared(uri.to_string())
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(15));
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| format!("cannot connect ({e})"))?;
+    let mut client = pb::cluster_client::ClusterClient::new(channel);
+    client
+        .join(request)
+        .await
+        .map(|r| r.into_inner())
+        .map_err(|s| s.message().to_string())
+}
+
+/// The gRPC Cluster service.
+pub struct ClusterService {
+    pub node: Arc<ClusterNode>,
+}
+
+fn member_pb(m: &MemberView) -> pb::Member {
+    pb::Member {
+        id: m.entry.id.clone(),
+        status: m.status.clone(),
+        state: m.entry.state.clone(),
+        addr: m.entry.addr.clone(),
+        external_addrs: m.entry.external_addrs.clone(),
+        family: m.entry.family.clone(),
+        advertised_grpc: m.entry.advertised_grpc.clone(),
+        advertised_http: m.entry.advertised_http.clone(),
+        advertised_gossip: m.entry.advertised_gossip.clone(),
+        listen_grpc: m.entry.listen_grpc.clone(),
+        zone: m.entry.zone.clone(),
+        hostname: m.entry.hostname.clone(),
+        last_seen_ms_ago: m.last_seen_ms_ago,
+        local: m.local,
+        registered_unix: m.entry.registered_unix,
+    }
+}
+
+impl ClusterService {
+    async fn members_reply(node: &ClusterNode) -> pb::MembersReply {
+        match node.members().await {
+            Some((name, members)) => pb::MembersReply {
+                cluster_name: name,
+                members: members.iter().map(member_pb).collect(),
+            },
+            None => pb::MembersReply::default(),
+        }
+    }
+}
+
+type MembersStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::MembersReply, tonic::Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::cluster_server::Cluster for ClusterService {
+    async fn join(
+        &self,
+        request: tonic::Request<pb::JoinRequest>,
+    ) -> Result<tonic::Response<pb::JoinReply>, tonic::Status> {
+        Ok(tonic::Response::new(
+            self.node.handle_join(request.into_inner()).await,
+        ))
+    }
+
+    async fn members(
+        &self,
+        _: tonic::Request<pb::MembersRequest>,
+    ) -> Result<tonic::Response<pb::MembersReply>, tonic::Status> {
+        Ok(tonic::Response::new(Self::members_reply(&self.node).await))
+    }
+
+    type WatchStream = MembersStream;
+
+    async fn watch(
+        &self,
+        _: tonic::Request<pb::MembersRequest>,
+    ) -> Result<tonic::Response<Self::WatchStream>, tonic::Status> {
+        let node = self.node.clone();
+        // Membership has no change feed of its own that covers heartbeats; poll it each gossip
+        // round and send only changes (status and entries, not the last-seen clock).
+        let stream = async_stream(node);
+        Ok(tonic::Response::new(Box::pin(stream)))
+    }
+}
+
+fn async_stream(
+    node: Arc<ClusterNode>,
+) -> impl futures::Stream<Item = Result<pb::MembersReply, tonic::Status>> + Send {
+    futures::stream::unfold(
+        (node, None::<pb::MembersReply>),
+        |(node, last)| async move {
+            loop {
+                let mut reply = ClusterService::members_reply(&node).await;
+                let comparable = |r: &pb::MembersReply| {
+                    let mut r = r.clone();
+                    r.members.iter_mut().for_each(|m| m.last_seen_ms_ago = 0);
+                    r
+                };
+                if last.as_ref().map(comparable) != Some(comparable(&reply)) {
+                    reply.members.sort_by(|a, b| a.id.cmp(&b.id));
+                    return Some((Ok(reply.clone()), (node, Some(reply))));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeds_become_grpc_uris() {
+        assert_eq!(grpc_uri("2001:db8::10", 9095), "http://[2001:db8::10]:9095");
+        assert_eq!(
+            grpc_uri("[2001:db8::10]:19095", 9095),
+            "http://[2001:db8::10]:19095"
+        );
+        assert_eq!(grpc_uri("192.0.2.1", 9095), "http://192.0.2.1:9095");
+        assert_eq!(grpc_uri("192.0.2.1:7000", 9095), "http://192.0.2.1:7000");
+        assert_eq!(grpc_uri("node-b", 9095), "http://node-b:9095");
+        assert_eq!(grpc_uri("node-b:7000", 9095), "http://node-b:7000");
+    }
+}

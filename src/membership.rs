@@ -1,0 +1,225 @@
+//! Gossip membership on chitchat (Quickwit's scuttlebutt): each node publishes its entry under the
+//! key `node`; liveness comes from chitchat's phi-accrual failure detector; "last seen" from the
+//! moments each node's heartbeat was seen to move.
+
+use chitchat::transport::UdpTransport;
+use chitchat::{
+    spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, Heartbeat,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const NODE_KEY: &str = "node";
+/// Short rounds: a 30-node cluster converges in a few of them, a dead node is seen within seconds.
+const GOSSIP_INTERVAL: Duration = Duration::from_millis(200);
+
+/// What a node publishes about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeEntry {
+    pub id: String,
+    pub hostname: String,
+    /// JOINING, ACTIVE, LEAVING.
+    pub state: String,
+    pub family: String,
+    pub addr: String,
+    pub external_addrs: Vec<String>,
+    pub advertised_grpc: String,
+    pub advertised_http: String,
+    pub advertised_gossip: String,
+    pub listen_grpc: String,
+    pub zone: String,
+    pub registered_unix: u64,
+}
+
+/// A member as this node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MemberView {
+    #[serde(flatten)]
+    pub entry: NodeEntry,
+    /// "OK", or "DOWN" when the failure detector considers the node dead.
+    pub status: String,
+    pub last_seen_ms_ago: u64,
+    pub local: bool,
+}
+
+pub struct Membership {
+    handle: ChitchatHandle,
+    self_id: ChitchatId,
+    last_seen: Arc<Mutex<HashMap<ChitchatId, (Heartbeat, Instant)>>>,
+    monitor: tokio::task::JoinHandle<()>,
+}
+
+pub fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Membership {
+    /// Binds the gossip socket on `listen` and starts gossiping with `seeds` (host:port strings).
+    pub async fn start(
+        cluster: &str,
+        entry: &NodeEntry,
+        listen: SocketAddr,
+        advertise: SocketAddr,
+        seeds: Vec<String>,
+    ) -> anyhow::Result<Membership> {
+        // A restarted node is a new generation of the same id.
+        let generation = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let self_id = ChitchatId::new(entry.id.clone(), generation, advertise);
+        let config = ChitchatConfig {
+            chitchat_id: self_id.clone(),
+            cluster_id: cluster.to_string(),
+            gossip_interval: GOSSIP_INTERVAL,
+            listen_addr: listen,
+            seed_nodes: seeds,
+            failure_detector_config: FailureDetectorConfig {
+                phi_threshold: 8.0,
+                sampling_window_size: 1000,
+                max_interval: Duration::from_secs(2),
+                initial_interval: GOSSIP_INTERVAL,
+                dead_node_grace_period: Duration::from_secs(3600),
+            },
+            marked_for_deletion_grace_period: Duration::from_secs(3600),
+            catchup_callback: None,
+            extra_liveness_predicate: None,
+            protocol_version: chitchat::ProtocolVersion::V0,
+        };
+        let value = serde_json::to_string(entry)?;
+        let handle =
+            spawn_chitchat(config, vec![(NODE_KEY.to_string(), value)], &UdpTransport).await?;
+        let last_seen: Arc<Mutex<HashMap<ChitchatId, (Heartbeat, Instant)>>> = Arc::default();
+        let chitchat = handle.chitchat();
+        let seen = last_seen.clone();
+        let monitor = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(GOSSIP_INTERVAL / 2);
+            loop {
+                tick.tick().await;
+                let beats: Vec<(ChitchatId, Heartbeat)> = {
+                    let guard = chitchat.lock().await;
+                    guard
+                        .node_states()
+                        .iter()
+                        .map(|(id, s)| (id.clone(), s.heartbeat()))
+                        .collect()
+                };
+                let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+                let now = Instant::now();
+                for (id, beat) in beats {
+                    match seen.get(&id) {
+                        Some((old, _)) if *old == beat => {}
+                        _ => {
+                            seen.insert(id, (beat, now));
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Membership {
+            handle,
+            self_id,
+            last_seen,
+            monitor,
+        })
+    }
+
+    /// Publishes a new version of this node's entry (an identity change, a state change).
+    pub async fn publish(&self, entry: &NodeEntry) {
+        let Ok(value) = serde_json::to_string(entry) else {
+            return;
+        };
+        self.handle
+            .with_chitchat(|c| {
+                let own = c.self_node_state();
+                if own.get(NODE_KEY) != Some(value.as_str()) {
+                    own.set(NODE_KEY, value.clone());
+                }
+            })
+            .await;
+    }
+
+    /// Every node known, one row per node id (its newest generation), sorted by id.
+    pub async fn members(&self) -> Vec<MemberView> {
+        let (states, live): (Vec<(ChitchatId, Option<String>)>, Vec<ChitchatId>) = self
+            .handle
+            .with_chitchat(|c| {
+                let states = c
+                    .node_states()
+                    .iter()
+                    .map(|(id, s)| (id.clone(), s.get(NODE_KEY).map(str::to_string)))
+                    .collect();
+                (states, c.live_nodes().cloned().collect())
+            })
+            .await;
+        let seen = self
+            .last_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut newest: HashMap<String, MemberView> = HashMap::new();
+        let mut generation: HashMap<String, u64> = HashMap::new();
+        for (id, value) in states {
+            let Some(entry) = value.and_then(|v| serde_json::from_str::<NodeEntry>(&v).ok()) else {
+                continue;
+            };
+            let local = id == self.self_id;
+            let alive = local || live.contains(&id);
+            let last_seen_ms_ago = if local {
+                0
+            } else {
+                seen.get(&id)
+                    .map(|(_, at)| at.elapsed().as_millis() as u64)
+                    .unwrap_or(u64::MAX)
+            };
+            let node_id = id.node_id.to_string();
+            if generation
+                .get(&node_id)
+                .is_some_and(|g| *g > id.generation_id)
+            {
+                continue;
+            }
+            generation.insert(node_id.clone(), id.generation_id);
+            newest.insert(
+                node_id,
+                MemberView {
+                    entry,
+                    status: if alive { "OK".into() } else { "DOWN".into() },
+                    last_seen_ms_ago,
+                    local,
+                },
+            );
+        }
+        let mut members: Vec<MemberView> = newest.into_values().collect();
+        members.sort_by(|a, b| a.entry.id.cmp(&b.entry.id));
+        members
+    }
+
+    /// Gossip addresses of the other members, for rejoining after a restart.
+    pub async fn peer_gossip_addrs(&self) -> Vec<String> {
+        let mut addrs: Vec<String> = self
+            .members()
+            .await
+            .into_iter()
+            .filter(|m| !m.local)
+            .map(|m| m.entry.advertised_gossip)
+            .collect();
+        addrs.sort();
+        addrs.dedup();
+        addrs
+    }
+
+    pub async fn shutdown(self) {
+        let Membership {
+            handle, monitor, ..
+        } = self;
+        monitor.abort();
+        let _ = handle.shutdown().await;
+    }
+}

@@ -1,0 +1,429 @@
+//! Clusters of real daemons, one network namespace per node, joined by a bridge in a LAN namespace.
+//! Everything is driven through the bootstrap HTTP API and the CLI, as an operator would.
+
+mod common;
+use common::serve::*;
+use common::*;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+/// A LAN: a namespace holding a bridge; nodes are namespaces with `eth0` plugged into it.
+struct Lan {
+    ns: Netns,
+    ports: std::cell::Cell<u32>,
+}
+
+impl Lan {
+    fn new(tag: &str) -> Lan {
+        let ns = Netns::new(tag);
+        ns.ip("link add br0 type bridge");
+        ns.ip("link set br0 up");
+        Lan {
+            ns,
+            ports: std::cell::Cell::new(0),
+        }
+    }
+
+    /// A node namespace on this LAN with the given addresses (no DAD: usable at once).
+    fn host(&self, tag: &str, cidrs: &[&str]) -> Netns {
+        let node = Netns::new(tag);
+        let n = self.ports.get();
+        self.ports.set(n + 1);
+        let port = format!("p{n}");
+        node.ip(&format!(
+            "link add eth0 type veth peer name {port} netns {}",
+            self.ns.name
+        ));
+        self.ns.ip(&format!("link set {port} master br0"));
+        self.ns.ip(&format!("link set {port} up"));
+        node.ip("link set eth0 up");
+        for cidr in cidrs {
+            node.addr(cidr, "eth0");
+        }
+        node
+    }
+}
+
+/// `curl` inside the node's namespace; returns (status, JSON body).
+fn http(ns: &Netns, method: &str, host: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+    let mut cmd = ns.command("curl");
+    cmd.args([
+        "-s",
+        "-g",
+        "-X",
+        method,
+        "-w",
+        "\n%{http_code}",
+        "-H",
+        "Content-Type: application/json",
+    ]);
+    if let Some(b) = body {
+        cmd.args(["--data-binary", b]);
+    }
+    cmd.arg(format!("http://{host}:3200{path}"));
+    let out = cmd.output().unwrap();
+    let text = text(&out.stdout);
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (
+        code.trim().parse().unwrap_or(0),
+        serde_json::from_str(body).unwrap_or(Value::String(body.to_string())),
+    )
+}
+
+fn create(ns: &Netns, host: &str, name: &str, identity: Value) -> (u16, Value) {
+    let body = json!({
+        "action": "create_cluster",
+        "cluster": {"name": name},
+        "credentials": {"username": "admin", "password": "correct horse"},
+        "node": {"identity": identity},
+    });
+    http(
+        ns,
+        "POST",
+        host,
+        "/v1/bootstrap/create_cluster",
+        Some(&body.to_string()),
+    )
+}
+
+fn join(
+    ns: &Netns,
+    host: &str,
+    name: &str,
+    seed: &str,
+    password: &str,
+    identity: Value,
+) -> (u16, Value) {
+    let body = json!({
+        "action": "join_cluster",
+        "cluster": {"name": name, "nodes": [seed]},
+        "credentials": {"username": "admin", "password": password},
+        "node": {"identity": identity},
+    });
+    http(
+        ns,
+        "POST",
+        host,
+        "/v1/bootstrap/join_cluster",
+        Some(&body.to_string()),
+    )
+}
+
+fn nodes(ns: &Netns, host: &str) -> Vec<Value> {
+    let (code, doc) = http(ns, "GET", host, "/v1/nodes", None);
+    if code != 200 {
+        return vec![];
+    }
+    doc["nodes"].as_array().cloned().unwrap_or_default()
+}
+
+fn status_of(nodes: &[Value], id: &str) -> Option<String> {
+    nodes
+        .iter()
+        .find(|n| n["id"] == id)
+        .and_then(|n| n["status"].as_str())
+        .map(str::to_string)
+}
+
+#[test]
+fn three_node_ipv6_only_cluster_forms_fails_over_and_rejoins() {
+    let lan = Lan::new("lan6");
+    let hosts: Vec<Netns> = (1..=3)
+        .map(|i| lan.host(&format!("n{i}"), &[&format!("2001:db8:200::{i}/64")]))
+        .collect();
+    let mut daemons: Vec<Daemon> = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, ns)| Daemon::start(ns, &format!("lifecycler: {{id: node{}}}", i + 1), &[]))
+        .collect();
+    for d in daemons.iter_mut() {
+        d.expect("READY=1", Duration::from_secs(15));
+    }
+
+    // Zero address configuration: the cluster's family comes from the IPv6-only hosts.
+    let (code, doc) = create(&hosts[0], "[::1]", "ring6", json!({}));
+    assert_eq!(code, 200, "{doc}");
+    assert_eq!(doc["state"], "completed");
+    let (_, boot) = http(&hosts[0], "GET", "[::1]", "/v1/bootstrap", None);
+    assert_eq!(boot["cluster"]["family"], "ipv6", "{boot}");
+    assert_eq!(
+        boot["available_addrs"][0]["address"], "2001:db8:200::1",
+        "{boot}"
+    );
+    for ns in &hosts[1..] {
+        let (code, doc) = join(
+            ns,
+            "[::1]",
+            "ring6",
+            "2001:db8:200::1",
+            "correct horse",
+            json!({}),
+        );
+        assert_eq!(code, 200, "{doc}");
+    }
+
+    let start = Instant::now();
+    for ns in &hosts {
+        wait_for(
+            "every node to see three OK members",
+            Duration::from_secs(10),
+            || {
+                let all = nodes(ns, "[::1]");
+                (all.len() == 3 && all.iter().all(|n| n["status"] == "OK")).then_some(())
+            },
+        );
+    }
+    println!("converged in {:?}", start.elapsed());
+    let all = nodes(&hosts[1], "[::1]");
+    for (i, n) in all.iter().enumerate() {
+        assert_eq!(n["id"], format!("node{}", i + 1));
+        assert_eq!(n["family"], "ipv6");
+        assert_eq!(n["addr"], format!("2001:db8:200::{}", i + 1));
+        assert_eq!(
+            n["advertised_grpc"],
+            format!("[2001:db8:200::{}]:9095", i + 1)
+        );
+        assert_eq!(
+            n["advertised_gossip"],
+            format!("[2001:db8:200::{}]:7946", i + 1)
+        );
+    }
+
+    // The CLI reads the local daemon over its admin socket.
+    let cli = |ns: &Netns, d: &Daemon, args: &[&str]| {
+        let out = ns
+            .command(STACKRING)
+            .arg("--config")
+            .arg(&d.config)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let table = cli(&hosts[1], &daemons[1], &["status", "nodes"]);
+    assert!(
+        table.contains("NODE:ID") && table.contains("ADVERTISED"),
+        "{table}"
+    );
+    assert!(
+        table.lines().any(|l| l.starts_with("*node:node2")),
+        "{table}"
+    );
+    let listed: Value =
+        serde_json::from_str(&cli(&hosts[1], &daemons[1], &["status", "nodes", "--json"])).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 3);
+    assert!(listed[0]["status"].as_str().unwrap().starts_with("OK"));
+
+    // kill -9 node3: the others see it DOWN within seconds.
+    let killed_at = Instant::now();
+    let _ = daemons[2].child.kill();
+    let _ = daemons[2].child.wait();
+    wait_for("node3 DOWN on node1", Duration::from_secs(10), || {
+        (status_of(&nodes(&hosts[0], "[::1]"), "node3").as_deref() == Some("DOWN")).then_some(())
+    });
+    let down_after = killed_at.elapsed();
+    println!("node3 seen DOWN after {down_after:?}");
+    assert!(down_after < Duration::from_secs(8), "{down_after:?}");
+    let table = cli(&hosts[0], &daemons[0], &["status", "nodes"]);
+    assert!(table.contains("DOWN, last seen"), "{table}");
+
+    // Restarted with the same files, node3 rejoins by itself, with the same id and no duplicate.
+    let mut again = daemons[2].restart(&hosts[2]);
+    again.expect("READY=1", Duration::from_secs(15));
+    let (_, boot) = http(&hosts[2], "GET", "[::1]", "/v1/bootstrap", None);
+    assert_eq!(boot["state"], "completed", "{boot}");
+    wait_for("node3 OK again on node1", Duration::from_secs(10), || {
+        let all = nodes(&hosts[0], "[::1]");
+        (all.len() == 3 && status_of(&all, "node3").as_deref() == Some("OK")).then_some(())
+    });
+    daemons[2] = again;
+
+    // A renumbering on node2 reaches the others.
+    hosts[1].addr("2001:db8:200::22/64", "eth0");
+    hosts[1].ip("addr del 2001:db8:200::2/64 dev eth0");
+    wait_for(
+        "node2's new address on node1",
+        Duration::from_secs(10),
+        || {
+            nodes(&hosts[0], "[::1]")
+                .iter()
+                .any(|n| n["id"] == "node2" && n["addr"] == "2001:db8:200::22")
+                .then_some(())
+        },
+    );
+}
+
+#[test]
+fn joins_are_refused_with_sub_codes_and_bad_input_changes_nothing() {
+    let lan = Lan::new("lanx");
+    // A dual-stack node creates an IPv6 cluster (use_internal_ipv6); its gRPC listens on '::' so
+    // IPv4-only joiners can reach it and be told why they cannot join.
+    let seed = lan.host("seed", &["192.0.2.1/24", "2001:db8:300::1/64"]);
+    let mut d = Daemon::start(
+        &seed,
+        "lifecycler: {id: node1}\nserver: {grpc_listen_address: '::', http_listen_address: '::'}",
+        &[],
+    );
+    d.expect("READY=1", Duration::from_secs(15));
+
+    // Bad input first: nothing changes, the node stays idle.
+    let bad: &[(&str, u16, &str)] = &[
+        (
+            r#"{"action":"create_cluster","cluster":{"name":"c6"},"credentials":{"username":"admin","password":"correct horse"},"node":{"identity":{"addr":"2001:DB8::/32"}}}"#,
+            400,
+            "CIDR",
+        ),
+        (
+            r#"{"action":"create_cluster","cluster":{"name":"c6"},"credentials":{"username":"admin","password":"correct horse"},"colour":"red"}"#,
+            400,
+            "unknown field",
+        ),
+        (
+            r#"{"action":"create_cluster","cluster":"#,
+            400,
+            "not a valid bootstrap request",
+        ),
+        (
+            r#"{"action":"create_cluster","cluster":{"name":"c6"},"credentials":{"username":"admin","password":"correct horse"},"node":{"identity":{"addr":"2001:db8:300::99"}}}"#,
+            409,
+            "not bound",
+        ),
+    ];
+    for (body, status, needle) in bad {
+        let (code, doc) = http(
+            &seed,
+            "POST",
+            "[::1]",
+            "/v1/bootstrap/create_cluster",
+            Some(body),
+        );
+        assert_eq!(code, *status, "{body}: {doc}");
+        assert!(
+            doc["description"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(needle),
+            "{body}: {doc}"
+        );
+        let (_, boot) = http(&seed, "GET", "[::1]", "/v1/bootstrap", None);
+        assert_eq!(boot["state"], "idle", "{body}: {boot}");
+    }
+    let huge = format!(
+        r#"{{"action":"create_cluster","cluster":{{"name":"{}"}}}}"#,
+        "x".repeat(100_000)
+    );
+    let (code, _) = http(
+        &seed,
+        "POST",
+        "[::1]",
+        "/v1/bootstrap/create_cluster",
+        Some(&huge),
+    );
+    assert_eq!(code, 413);
+
+    let (code, doc) = create(&seed, "[::1]", "c6", json!({"use_internal_ipv6": true}));
+    assert_eq!(code, 200, "{doc}");
+    let (_, boot) = http(&seed, "GET", "[::1]", "/v1/bootstrap", None);
+    assert_eq!(boot["cluster"]["family"], "ipv6");
+
+    let refusals: Vec<(Netns, &str, &str, Value, u16, &str)> = vec![
+        (
+            lan.host("v4only", &["192.0.2.2/24"]),
+            "192.0.2.1",
+            "correct horse",
+            json!({}),
+            409,
+            "ipv4_only_node_in_ipv6_cluster",
+        ),
+        (
+            lan.host("dualno", &["192.0.2.3/24", "2001:db8:300::3/64"]),
+            "192.0.2.1",
+            "correct horse",
+            json!({"use_internal_ipv6": false}),
+            409,
+            "use_internal_ipv6_mismatch",
+        ),
+        (
+            lan.host("wrongpw", &["2001:db8:300::4/64"]),
+            "2001:db8:300::1",
+            "wrong horse",
+            json!({"use_internal_ipv6": true}),
+            403,
+            "invalid_credentials",
+        ),
+        (
+            lan.host("taken", &["2001:db8:300::5/64"]),
+            "2001:db8:300::1",
+            "correct horse",
+            json!({"use_internal_ipv6": true, "name": "node1"}),
+            409,
+            "node_name_taken",
+        ),
+    ];
+    for (ns, seed_addr, password, identity, status, sub_code) in &refusals {
+        // Hosts with IPv4 form an IPv4 identity until they join: their HTTP listens on 0.0.0.0.
+        let loopback = if ns.name.contains("v4only") || ns.name.contains("dualno") {
+            "127.0.0.1"
+        } else {
+            "[::1]"
+        };
+        let mut joiner = Daemon::start(ns, "", &[]);
+        joiner.expect("READY=1", Duration::from_secs(15));
+        let (code, doc) = join(ns, loopback, "c6", seed_addr, password, identity.clone());
+        assert_eq!(
+            (code, doc["sub_code"].as_str()),
+            (*status, Some(*sub_code)),
+            "{doc}"
+        );
+        assert_eq!(doc["error_code"], "NodeBootstrapError");
+        let description = doc["description"].as_str().unwrap();
+        if sub_code.contains("cluster") || sub_code.contains("ipv6") {
+            assert!(
+                description.contains("IPv6") && description.contains("IPv4"),
+                "{description}"
+            );
+        }
+        let (_, boot) = http(ns, "GET", loopback, "/v1/bootstrap", None);
+        assert_eq!(
+            (boot["state"].as_str(), boot["error"]["sub_code"].as_str()),
+            (Some("error"), Some(*sub_code)),
+            "{boot}"
+        );
+    }
+
+    // The mirror image: an IPv4 cluster (dual-stack default) refuses an IPv6-only joiner.
+    let seed4 = lan.host("seed4", &["198.51.100.1/24", "2001:db8:301::1/64"]);
+    let mut d4 = Daemon::start(&seed4, "server: {grpc_listen_address: '::'}", &[]);
+    d4.expect("READY=1", Duration::from_secs(15));
+    let (code, doc) = create(&seed4, "127.0.0.1", "c4", json!({}));
+    assert_eq!(code, 200, "{doc}");
+    let v6only = lan.host("v6only", &["2001:db8:301::2/64"]);
+    let mut j = Daemon::start(&v6only, "", &[]);
+    j.expect("READY=1", Duration::from_secs(15));
+    let (code, doc) = join(
+        &v6only,
+        "[::1]",
+        "c4",
+        "2001:db8:301::1",
+        "correct horse",
+        json!({}),
+    );
+    assert_eq!(
+        (code, doc["sub_code"].as_str()),
+        (409, Some("ipv6_only_node_in_ipv4_cluster")),
+        "{doc}"
+    );
+    let description = doc["description"].as_str().unwrap();
+    assert!(
+        description.contains("IPv4") && description.contains("IPv6"),
+        "{description}"
+    );
+
+    // Credentials are stored hashed, never in clear.
+    let record = std::fs::read_to_string(d.state_dir.join("cluster.json")).unwrap();
+    assert!(
+        record.contains("$argon2id$") && !record.contains("correct horse"),
+        "{record}"
+    );
+}
