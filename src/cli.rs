@@ -54,11 +54,49 @@ pub enum Command {
     },
     /// Print the identity as an environment file or as Tempo's network config block.
     Render { format: RenderFormat },
+    /// Change a node of the cluster (through the local daemon, which carries it to the cluster).
+    Node {
+        /// The node id (`lifecycler.id`, shown by `status nodes`).
+        id: String,
+        #[command(subcommand)]
+        action: NodeAction,
+    },
     /// Cluster status, from the local daemon (over its root-only admin socket).
     Status {
         #[command(subcommand)]
         what: StatusCommand,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NodeAction {
+    /// External (client-facing) addresses; unbound ones (an elastic IP) are allowed.
+    #[command(name = "external_addr")]
+    ExternalAddr {
+        op: ListOp,
+        #[arg(required = true, value_name = "IP")]
+        addrs: Vec<String>,
+    },
+    /// The internal address of a node that is down (same family as the cluster).
+    Addr {
+        op: SetOp,
+        #[arg(value_name = "IP")]
+        addr: String,
+    },
+    /// Remove a dead node from every member's view.
+    Forget,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum ListOp {
+    Add,
+    Set,
+    Remove,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum SetOp {
+    Set,
 }
 
 #[derive(Subcommand, Debug)]
@@ -129,6 +167,9 @@ pub fn run(cli: Cli) -> i32 {
     {
         return status_nodes(&settings, json);
     }
+    if let Command::Node { id, action } = &cli.command {
+        return node_command(&settings, id, action);
+    }
     let snapshot = match runtime.block_on(netlink::dump_once()) {
         Ok(s) => s,
         Err(e) => {
@@ -157,7 +198,7 @@ pub fn run(cli: Cli) -> i32 {
                 1
             }
         },
-        Command::Serve | Command::Config { .. } | Command::Status { .. } => {
+        Command::Serve | Command::Config { .. } | Command::Status { .. } | Command::Node { .. } => {
             unreachable!("handled above")
         }
     }
@@ -335,6 +376,16 @@ pub fn hostname() -> String {
 
 /// `GET path` on the local daemon's admin socket; returns (status, body).
 pub fn admin_get(runtime_dir: &Path, path: &str) -> Result<(u16, String), String> {
+    admin_request(runtime_dir, "GET", path, None)
+}
+
+/// A request to the local daemon's admin socket; returns (status, body).
+pub fn admin_request(
+    runtime_dir: &Path,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> Result<(u16, String), String> {
     use std::io::Read;
     let socket = runtime_dir.join(daemon::ADMIN_SOCKET);
     let mut stream = std::os::unix::net::UnixStream::connect(&socket).map_err(|e| {
@@ -343,9 +394,11 @@ pub fn admin_get(runtime_dir: &Path, path: &str) -> Result<(u16, String), String
     stream
         .set_read_timeout(Some(std::time::Duration::from_secs(30)))
         .map_err(|e| e.to_string())?;
+    let body = body.unwrap_or_default();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
     )
     .map_err(|e| e.to_string())?;
     let mut response = Vec::new();
@@ -459,4 +512,48 @@ fn status_nodes(settings: &Settings, json: bool) -> i32 {
         line(row.iter().map(String::as_str).collect());
     }
     0
+}
+
+fn node_command(settings: &Settings, id: &str, action: &NodeAction) -> i32 {
+    let (path, body) = match action {
+        NodeAction::ExternalAddr { op, addrs } => {
+            let op = match op {
+                ListOp::Add => "add",
+                ListOp::Set => "set",
+                ListOp::Remove => "remove",
+            };
+            (
+                format!("/v1/nodes/{id}/external_addr"),
+                serde_json::json!({"action": op, "addrs": addrs}),
+            )
+        }
+        NodeAction::Addr { addr, .. } => (
+            format!("/v1/nodes/{id}/addr"),
+            serde_json::json!({"addr": addr}),
+        ),
+        NodeAction::Forget => (format!("/v1/nodes/{id}/forget"), serde_json::json!({})),
+    };
+    match admin_request(
+        &settings.runtime_dir,
+        "POST",
+        &path,
+        Some(&body.to_string()),
+    ) {
+        Ok((200, answer)) => {
+            println!("{answer}");
+            0
+        }
+        Ok((_, answer)) => {
+            let doc: serde_json::Value = serde_json::from_str(&answer).unwrap_or_default();
+            eprintln!(
+                "stackring: {}",
+                doc["description"].as_str().unwrap_or(&answer)
+            );
+            1
+        }
+        Err(e) => {
+            eprintln!("stackring: {e}");
+            1
+        }
+    }
 }

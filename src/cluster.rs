@@ -292,6 +292,9 @@ pub struct ClusterRecord {
     /// Gossip addresses to rejoin through after a restart.
     #[serde(default)]
     pub seeds: Vec<String>,
+    /// Per admin change kind (`addr`, `external_addrs`), the time (ms) of the newest one applied.
+    #[serde(default)]
+    pub applied: std::collections::BTreeMap<String, u64>,
 }
 
 pub fn hash_password(password: &str) -> Result<String, String> {
@@ -528,6 +531,7 @@ mod tests {
             node_addr: None,
             external_addrs: None,
             seeds: vec![],
+            applied: Default::default(),
         };
         let v4 = ClusterRecord {
             family: Family::Ipv4,

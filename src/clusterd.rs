@@ -5,7 +5,9 @@ use crate::cluster::{self, Action, Bootstrap, BootstrapRequest, ClusterRecord, J
 use crate::config::{ConfigError, Settings};
 use crate::decide::{decide, usability, Context, Identity};
 use crate::grpc::pb;
-use crate::membership::{now_unix, MemberView, Membership, NodeEntry};
+use crate::membership::{
+    now_unix, MemberView, Membership, NodeEntry, FORGET_PREFIX, OVERRIDE_PREFIX,
+};
 use crate::snapshot::{Family, HostSnapshot};
 use crate::state::StateRx;
 use serde::Serialize;
@@ -71,6 +73,9 @@ pub struct Refused {
 struct Inner {
     status: BootstrapStatus,
     membership: Option<Membership>,
+    /// After a restart the node says JOINING until it has heard from the cluster once and applied
+    /// the admin changes made while it was down (a new address must be checked before ACTIVE).
+    synced: bool,
 }
 
 pub struct ClusterNode {
@@ -129,6 +134,7 @@ impl ClusterNode {
             inner: Mutex::new(Inner {
                 status,
                 membership: None,
+                synced: false,
             }),
             record_tx,
             state_dir,
@@ -281,7 +287,7 @@ impl ClusterNode {
     }
 
     async fn create(
-        &self,
+        self: &Arc<Self>,
         request: &Bootstrap,
         settings: &Settings,
         identity: &Identity,
@@ -298,12 +304,13 @@ impl ClusterNode {
             node_addr: request.addr,
             external_addrs: request.external_addrs.clone(),
             seeds: vec![],
+            applied: Default::default(),
         };
         self.adopt(record, identity, inner).await
     }
 
     async fn join(
-        &self,
+        self: &Arc<Self>,
         request: &Bootstrap,
         settings: &Settings,
         snapshot: &HostSnapshot,
@@ -367,6 +374,7 @@ impl ClusterNode {
                         node_addr: request.addr,
                         external_addrs: request.external_addrs.clone(),
                         seeds: reply.seeds,
+                        applied: Default::default(),
                     };
                     return self.adopt(record, &identity, inner).await;
                 }
@@ -384,7 +392,7 @@ impl ClusterNode {
 
     /// Persists the record, starts gossip, and tells the daemon (which re-decides the identity).
     async fn adopt(
-        &self,
+        self: &Arc<Self>,
         record: ClusterRecord,
         identity: &Identity,
         inner: &mut Inner,
@@ -410,7 +418,9 @@ impl ClusterNode {
             "member of cluster {} as {} ({} internal traffic)", record.name, record.node_id, record.family
         );
         inner.membership = Some(membership);
+        inner.synced = true;
         self.record_tx.send_replace(Some(Arc::new(record)));
+        self.spawn_override_applier();
         Ok(())
     }
 
@@ -441,18 +451,23 @@ impl ClusterNode {
             listen_grpc: identity.grpc.listen.to_string(),
             zone: identity.zone.clone(),
             registered_unix: now_unix(),
+            reason: String::new(),
         }
     }
 
     /// Called by the daemon on every identity change: (re)starts gossip for a persisted record after
     /// a restart, and republishes the entry at once (a renumbering reaches peers within a round).
-    pub async fn on_identity(&self, identity: &Identity) {
+    pub async fn on_identity(self: &Arc<Self>, identity: &Identity) {
         let Some(record) = self.record() else { return };
         let mut inner = self.inner.lock().await;
         match &inner.membership {
-            Some(m) => m.publish(&self.entry(identity, "ACTIVE")).await,
+            Some(m) => {
+                let state = if inner.synced { "ACTIVE" } else { "JOINING" };
+                m.publish(&self.entry(identity, state)).await
+            }
             None => {
-                let entry = self.entry(identity, "ACTIVE");
+                inner.synced = false;
+                let entry = self.entry(identity, "JOINING");
                 match Membership::start(
                     &record.name,
                     &entry,
@@ -465,6 +480,7 @@ impl ClusterNode {
                     Ok(m) => {
                         log::info!("rejoined cluster {} as {}", record.name, record.node_id);
                         inner.membership = Some(m);
+                        self.spawn_override_applier();
                     }
                     Err(e) => log::error!("cannot start gossip on {}: {e}", identity.gossip.listen),
                 }
@@ -582,6 +598,309 @@ impl ClusterNode {
                 sub_code: "internal",
                 description: e.to_string(),
             }),
+        }
+    }
+}
+
+/// `POST /v1/nodes/{id}/external_addr` body.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalChange {
+    pub action: String,
+    pub addrs: Vec<String>,
+}
+
+/// `POST /v1/nodes/{id}/addr` body.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddrChange {
+    pub addr: String,
+}
+
+/// An admin change in flight, as gossiped by the node that took it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+struct Override {
+    value: serde_json::Value,
+    at_ms: u64,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn bad_request(description: String) -> Refused {
+    Refused {
+        http_status: 400,
+        body: ErrorBody::new("InvalidRequest", None, description),
+    }
+}
+
+fn conflict(sub_code: &str, description: String) -> Refused {
+    Refused {
+        http_status: 409,
+        body: ErrorBody::new("AdminError", Some(sub_code), description),
+    }
+}
+
+/// Addresses from an admin request: typed, no CIDR, reachable kinds only.
+fn parse_addrs(key: &str, texts: &[String]) -> Result<Vec<IpAddr>, Refused> {
+    texts
+        .iter()
+        .map(|t| match cluster::parse_address(t) {
+            Ok(ip) if ip.is_unspecified() || ip.is_multicast() || ip.is_loopback() => Err(bad_request(format!(
+                "{key}: '{t}' cannot be reached (unspecified, loopback or multicast); fix: give a unicast address"
+            ))),
+            Ok(ip) => Ok(ip),
+            Err((problem, fix)) => Err(bad_request(format!("{key}: '{t}' {problem}; fix: {fix}"))),
+        })
+        .collect()
+}
+
+impl ClusterNode {
+    async fn member(&self, id: &str) -> Result<(ClusterRecord, MemberView), Refused> {
+        let record = self.record().ok_or_else(|| {
+            conflict(
+                "not_in_cluster",
+                "this node does not belong to a cluster yet".into(),
+            )
+        })?;
+        let (_, members) = self.members().await.unwrap_or_default();
+        let known: Vec<String> = members.iter().map(|m| m.entry.id.clone()).collect();
+        let member = members
+            .into_iter()
+            .find(|m| m.entry.id == id)
+            .ok_or_else(|| Refused {
+                http_status: 404,
+                body: ErrorBody::new(
+                    "UnknownNode",
+                    None,
+                    format!(
+                        "no node '{id}' in cluster '{}'; known: {}",
+                        record.name,
+                        known.join(", ")
+                    ),
+                ),
+            })?;
+        Ok(((*record).clone(), member))
+    }
+
+    async fn gossip_override(
+        &self,
+        target: &str,
+        what: &str,
+        value: serde_json::Value,
+    ) -> Result<(), Refused> {
+        let change = serde_json::to_string(&Override {
+            value,
+            at_ms: now_ms(),
+        })
+        .map_err(internal)?;
+        let inner = self.inner.lock().await;
+        let m = inner
+            .membership
+            .as_ref()
+            .ok_or_else(|| conflict("not_in_cluster", "gossip is not running".into()))?;
+        m.set_own_key(&format!("{OVERRIDE_PREFIX}{target}/{what}"), &change)
+            .await;
+        Ok(())
+    }
+
+    /// `node <ID> external_addr add|set|remove <IP…>`: unbound addresses are allowed (an elastic IP).
+    pub async fn change_external(
+        &self,
+        target: &str,
+        body: &[u8],
+    ) -> Result<serde_json::Value, Refused> {
+        let change: ExternalChange =
+            serde_json::from_slice(body).map_err(|e| bad_request(format!("invalid body: {e}")))?;
+        let addrs = parse_addrs("addrs", &change.addrs)?;
+        if addrs.is_empty() {
+            return Err(bad_request(
+                "addrs: empty; fix: name at least one address".into(),
+            ));
+        }
+        let (_, member) = self.member(target).await?;
+        let mut current: Vec<IpAddr> = member
+            .entry
+            .external_addrs
+            .iter()
+            .filter_map(|a| a.parse().ok())
+            .collect();
+        match change.action.as_str() {
+            "set" => current = addrs,
+            "add" => {
+                for a in addrs {
+                    if !current.contains(&a) {
+                        current.push(a);
+                    }
+                }
+            }
+            "remove" => {
+                let missing: Vec<String> = addrs
+                    .iter()
+                    .filter(|a| !current.contains(a))
+                    .map(|a| a.to_string())
+                    .collect();
+                if !missing.is_empty() {
+                    return Err(conflict(
+                        "not_an_external_addr",
+                        format!(
+                            "node '{target}' has no external address {}",
+                            missing.join(", ")
+                        ),
+                    ));
+                }
+                current.retain(|a| !addrs.contains(a));
+                if current.is_empty() {
+                    return Err(conflict(
+                        "no_external_addr_left",
+                        format!("removing these would leave node '{target}' without an external address; fix: use `set`"),
+                    ));
+                }
+            }
+            other => {
+                return Err(bad_request(format!(
+                    "action: '{other}' is not add, set or remove"
+                )))
+            }
+        }
+        let list: Vec<String> = current.iter().map(|a| a.to_string()).collect();
+        self.gossip_override(target, "external_addrs", serde_json::json!(list))
+            .await?;
+        log::info!(
+            "external addresses of node {target} set to {}",
+            list.join(", ")
+        );
+        Ok(serde_json::json!({"node": target, "external_addrs": list}))
+    }
+
+    /// `node <ID> addr set <IP>`: only for a node that is down, only within the cluster's family.
+    pub async fn set_addr(&self, target: &str, body: &[u8]) -> Result<serde_json::Value, Refused> {
+        let change: AddrChange =
+            serde_json::from_slice(body).map_err(|e| bad_request(format!("invalid body: {e}")))?;
+        let ip = parse_addrs("addr", std::slice::from_ref(&change.addr))?[0];
+        if let Some(why) = crate::config::advertised_refusal(&ip) {
+            return Err(bad_request(format!("addr: '{ip}' {why}")));
+        }
+        let (record, member) = self.member(target).await?;
+        if Family::of(&ip) != record.family {
+            return Err(conflict(
+                "family_mismatch",
+                format!(
+                    "cluster '{}' uses {} but {ip} is {}: the internal address must be of the cluster's family",
+                    record.name,
+                    record.family,
+                    Family::of(&ip)
+                ),
+            ));
+        }
+        if member.status == "OK" {
+            return Err(conflict(
+                "node_is_up",
+                format!("node '{target}' is up; its internal address can only change while it is down; fix: stop it first"),
+            ));
+        }
+        self.gossip_override(target, "addr", serde_json::json!(ip.to_string()))
+            .await?;
+        log::info!("internal address of node {target} set to {ip} (applies when it comes back)");
+        Ok(serde_json::json!({"node": target, "addr": ip}))
+    }
+
+    /// `node <ID> forget`: removes a dead node from every member's view.
+    pub async fn forget(&self, target: &str) -> Result<serde_json::Value, Refused> {
+        let (_, member) = self.member(target).await?;
+        if member.status == "OK" {
+            return Err(conflict(
+                "node_is_up",
+                format!("node '{target}' is alive; only a DOWN node can be forgotten"),
+            ));
+        }
+        let inner = self.inner.lock().await;
+        let m = inner
+            .membership
+            .as_ref()
+            .ok_or_else(|| conflict("not_in_cluster", "gossip is not running".into()))?;
+        m.set_own_key(
+            &format!("{FORGET_PREFIX}{target}"),
+            &member.generation.to_string(),
+        )
+        .await;
+        log::info!("forgot node {target}");
+        Ok(serde_json::json!({"node": target, "forgotten": true}))
+    }
+
+    /// Applies admin changes gossiped for this node, the newest of each kind, once; persists them.
+    fn spawn_override_applier(self: &Arc<Self>) {
+        let node = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            let started = std::time::Instant::now();
+            loop {
+                tick.tick().await;
+                let Some(node) = node.upgrade() else { return };
+                let Some(record) = node.record() else {
+                    continue;
+                };
+                let prefix = format!("{OVERRIDE_PREFIX}{}/", record.node_id);
+                let (changes, heard_from_peers, synced) = {
+                    let inner = node.inner.lock().await;
+                    let Some(m) = &inner.membership else { return };
+                    let peers = m.members().await.iter().any(|p| !p.local);
+                    (m.keys_with_prefix(&prefix).await, peers, inner.synced)
+                };
+                let mut updated = (*record).clone();
+                for what in ["addr", "external_addrs"] {
+                    let newest = changes
+                        .iter()
+                        .filter(|(_, k, _)| k.strip_prefix(&prefix) == Some(what))
+                        .filter_map(|(_, _, v)| serde_json::from_str::<Override>(v).ok())
+                        .max_by_key(|o| o.at_ms);
+                    let Some(change) = newest else { continue };
+                    if change.at_ms <= updated.applied.get(what).copied().unwrap_or(0) {
+                        continue;
+                    }
+                    match what {
+                        "addr" => updated.node_addr = serde_json::from_value(change.value).ok(),
+                        _ => updated.external_addrs = serde_json::from_value(change.value).ok(),
+                    }
+                    updated.applied.insert(what.to_string(), change.at_ms);
+                    log::info!("applying an admin change of this node's {what}");
+                }
+                if updated != *record {
+                    if let Err(e) = node.persist(&updated) {
+                        log::error!("{e}");
+                    }
+                    node.record_tx.send_replace(Some(Arc::new(updated)));
+                    continue;
+                }
+                // Heard from the cluster (or alone for 3 s) with every change applied: ACTIVE,
+                // if the identity still holds.
+                if !synced && (heard_from_peers || started.elapsed() > Duration::from_secs(3)) {
+                    node.inner.lock().await.synced = true;
+                    let published = node.identity.borrow().clone();
+                    if let (true, Some(identity)) = (published.ready(), published.identity.clone())
+                    {
+                        node.on_identity(&identity).await;
+                    }
+                }
+            }
+        });
+    }
+
+    /// The daemon lost its identity (e.g. a new internal address is not bound): tell the cluster
+    /// why, keeping the last advertised values.
+    pub async fn on_not_ready(&self, reason: &str) {
+        let Some(identity) = self.identity.borrow().identity.clone() else {
+            return;
+        };
+        let inner = self.inner.lock().await;
+        if let Some(m) = &inner.membership {
+            let mut entry = self.entry(&identity, "JOINING");
+            entry.reason = reason.to_string();
+            m.publish(&entry).await;
         }
     }
 }

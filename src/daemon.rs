@@ -131,10 +131,16 @@ async fn run(opts: Options, settings: Settings) -> anyhow::Result<()> {
         state: state_rx.clone(),
         metrics: daemon.metrics.clone(),
         cluster: cluster.clone(),
+        trusted: false,
     });
     let admin_task = match bind_admin(&daemon.settings.runtime_dir) {
         Ok(listener) => {
-            let router = http_router.clone();
+            let router = http::router(http::HttpState {
+                state: state_rx.clone(),
+                metrics: daemon.metrics.clone(),
+                cluster: cluster.clone(),
+                trusted: true,
+            });
             let stop = shutdown_signal(shutdown_rx.clone());
             Some(tokio::spawn(async move {
                 axum::serve(listener, router)
@@ -268,6 +274,9 @@ impl Daemon {
                 if self.identity.is_some() {
                     log::warn!("not ready: {why}");
                     systemd::status(&format!("not ready: {why}"));
+                    let cluster = self.cluster.clone();
+                    let reason = why.clone();
+                    tokio::spawn(async move { cluster.on_not_ready(&reason).await });
                 } else {
                     log::info!("waiting: {why}");
                     systemd::status(&format!("waiting: {why}"));

@@ -6,8 +6,8 @@ use crate::clusterd::{ClusterNode, ErrorBody};
 use crate::metrics::Metrics;
 use crate::state::StateRx;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, StatusCode};
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -21,6 +21,8 @@ pub struct HttpState {
     pub state: StateRx,
     pub metrics: Arc<Metrics>,
     pub cluster: Arc<ClusterNode>,
+    /// True on the root-only admin socket: mutating calls need no credentials there.
+    pub trusted: bool,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -32,6 +34,11 @@ pub fn router(state: HttpState) -> Router {
         .route("/v1/bootstrap/create_cluster", post(create_cluster))
         .route("/v1/bootstrap/join_cluster", post(join_cluster))
         .route("/v1/nodes", get(nodes))
+        .route("/v1/nodes/{id}/external_addr", post(external_addr))
+        .route("/v1/nodes/{id}/addr", post(addr))
+        .route("/v1/nodes/{id}/forget", post(forget))
+        .route("/ring", get(ring))
+        .route("/ring/forget", post(ring_forget))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -105,4 +112,158 @@ async fn nodes(State(s): State<HttpState>) -> Response {
 fn error(status: u16, body: ErrorBody) -> Response {
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
     (code, Json(body)).into_response()
+}
+
+/// Mutating calls over TCP need the cluster credentials (HTTP Basic); the admin socket is trusted.
+async fn authorize(s: &HttpState, headers: &HeaderMap) -> Result<(), Response> {
+    if s.trusted {
+        return Ok(());
+    }
+    let Some(record) = s.cluster.record() else {
+        return Err(error(
+            409,
+            ErrorBody::new(
+                "NotInCluster",
+                None,
+                "this node does not belong to a cluster yet",
+            ),
+        ));
+    };
+    let credentials = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(base64_decode)
+        .and_then(|b| String::from_utf8(b).ok());
+    let ok = match credentials.as_deref().and_then(|c| c.split_once(':')) {
+        Some((user, password)) if user == record.username => {
+            let (password, hash) = (password.to_string(), record.password_hash.clone());
+            tokio::task::spawn_blocking(move || crate::cluster::verify_password(&password, &hash))
+                .await
+                .unwrap_or(false)
+        }
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        let mut response = error(401, ErrorBody::new("Unauthorized", None, "this call changes the cluster: send the cluster credentials (HTTP Basic), or use the CLI on a node"));
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Basic realm=\"stackring\""),
+        );
+        Err(response)
+    }
+}
+
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in text.trim().bytes().filter(|c| *c != b'=') {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
+fn admin_result(result: Result<serde_json::Value, crate::clusterd::Refused>) -> Response {
+    match result {
+        Ok(v) => Json(v).into_response(),
+        Err(r) => error(r.http_status, r.body),
+    }
+}
+
+async fn external_addr(
+    State(s): State<HttpState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = authorize(&s, &headers).await {
+        return r;
+    }
+    admin_result(s.cluster.change_external(&id, &body).await)
+}
+
+async fn addr(
+    State(s): State<HttpState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = authorize(&s, &headers).await {
+        return r;
+    }
+    admin_result(s.cluster.set_addr(&id, &body).await)
+}
+
+async fn forget(
+    State(s): State<HttpState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authorize(&s, &headers).await {
+        return r;
+    }
+    admin_result(s.cluster.forget(&id).await)
+}
+
+/// HTML for people, JSON for `Accept: application/json`.
+async fn ring(State(s): State<HttpState>, headers: HeaderMap) -> Response {
+    let (name, members) = s.cluster.members().await.unwrap_or_default();
+    let wants_json = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"));
+    if wants_json {
+        Json(serde_json::json!({"cluster_name": name, "nodes": members})).into_response()
+    } else {
+        (
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            crate::ring::page(&name, &members),
+        )
+            .into_response()
+    }
+}
+
+/// The ring page's Forget button (a form post of `id=<node>`).
+async fn ring_forget(State(s): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = authorize(&s, &headers).await {
+        return r;
+    }
+    let body = String::from_utf8_lossy(&body);
+    let Some(id) = body.split('&').find_map(|kv| kv.strip_prefix("id=")) else {
+        return error(
+            400,
+            ErrorBody::new("InvalidRequest", None, "the form has no id"),
+        );
+    };
+    match s.cluster.forget(id).await {
+        Ok(_) => (StatusCode::SEE_OTHER, [(header::LOCATION, "/ring")]).into_response(),
+        Err(r) => error(r.http_status, r.body),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_decodes_basic_credentials() {
+        assert_eq!(
+            super::base64_decode("YWRtaW46Y29ycmVjdCBob3JzZQ==").unwrap(),
+            b"admin:correct horse"
+        );
+        assert_eq!(super::base64_decode("!!"), None);
+    }
 }

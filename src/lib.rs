@@ -6,6 +6,7 @@
 //! - [`decide`]: snapshot + settings (+ cluster family, previous identity) → [`decide::Identity`].
 //! - [`cluster`]: bootstrap request validation, the cluster record, credentials, join validation.
 //! - [`preflight`]: host readiness checks with stable codes (pure `evaluate`, I/O in `gather`).
+//! - [`ring`]: the `/ring` HTML page (dskit columns + family, addresses, listen vs advertised).
 //! - [`render`]: identity → `identity.env` text and Tempo's network block.
 //! - [`hosts`]: `/etc/hosts` parsing and the byte-preserving fix.
 //! - [`state`]: what the daemon publishes (identity or reason, generation) and its JSON view.
@@ -34,6 +35,7 @@ pub mod metrics;
 pub mod netlink;
 pub mod preflight;
 pub mod render;
+pub mod ring;
 pub mod snapshot;
 pub mod state;
 pub mod systemd;

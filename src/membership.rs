@@ -13,6 +13,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const NODE_KEY: &str = "node";
+/// `forget/<id>` = the newest generation of `<id>` to hide (set by whichever node forgot it).
+pub const FORGET_PREFIX: &str = "forget/";
+/// `override/<id>/<what>` = an admin change for node `<id>`, carried by the node that took it.
+pub const OVERRIDE_PREFIX: &str = "override/";
 /// Short rounds: a 30-node cluster converges in a few of them, a dead node is seen within seconds.
 const GOSSIP_INTERVAL: Duration = Duration::from_millis(200);
 
@@ -32,6 +36,9 @@ pub struct NodeEntry {
     pub listen_grpc: String,
     pub zone: String,
     pub registered_unix: u64,
+    /// Why the node is not ACTIVE (e.g. its new address is not bound), empty otherwise.
+    #[serde(default)]
+    pub reason: String,
 }
 
 /// A member as this node sees it.
@@ -43,6 +50,8 @@ pub struct MemberView {
     pub status: String,
     pub last_seen_ms_ago: u64,
     pub local: bool,
+    /// Chitchat generation (start time, ms) of the row shown: `forget` hides this one.
+    pub generation: u64,
 }
 
 pub struct Membership {
@@ -147,6 +156,7 @@ impl Membership {
 
     /// Every node known, one row per node id (its newest generation), sorted by id.
     pub async fn members(&self) -> Vec<MemberView> {
+        let forgotten = self.forgotten().await;
         let (states, live): (Vec<(ChitchatId, Option<String>)>, Vec<ChitchatId>) = self
             .handle
             .with_chitchat(|c| {
@@ -182,6 +192,9 @@ impl Membership {
             if generation
                 .get(&node_id)
                 .is_some_and(|g| *g > id.generation_id)
+                || forgotten
+                    .get(&node_id)
+                    .is_some_and(|cutoff| id.generation_id <= *cutoff)
             {
                 continue;
             }
@@ -193,6 +206,7 @@ impl Membership {
                     status: if alive { "OK".into() } else { "DOWN".into() },
                     last_seen_ms_ago,
                     local,
+                    generation: id.generation_id,
                 },
             );
         }
@@ -213,6 +227,49 @@ impl Membership {
         addrs.sort();
         addrs.dedup();
         addrs
+    }
+
+    /// Sets a key of this node's own gossip state (admin requests travel this way).
+    pub async fn set_own_key(&self, key: &str, value: &str) {
+        self.handle
+            .with_chitchat(|c| c.self_node_state().set(key, value))
+            .await;
+    }
+
+    /// `(writer id, key, value)` of every key starting with `prefix`, across all known nodes.
+    pub async fn keys_with_prefix(&self, prefix: &str) -> Vec<(String, String, String)> {
+        self.handle
+            .with_chitchat(|c| {
+                c.node_states()
+                    .iter()
+                    .flat_map(|(id, state)| {
+                        state
+                            .key_values()
+                            .filter(|(k, _)| k.starts_with(prefix))
+                            .map(|(k, v)| (id.node_id.to_string(), k.to_string(), v.to_string()))
+                            .collect::<Vec<_>>()
+                    })
+                    .collect()
+            })
+            .await
+    }
+
+    /// node id → newest generation that some node asked to forget.
+    async fn forgotten(&self) -> HashMap<String, u64> {
+        let mut out: HashMap<String, u64> = HashMap::new();
+        for (_, key, value) in self.keys_with_prefix(FORGET_PREFIX).await {
+            let (Some(id), Ok(cutoff)) = (key.strip_prefix(FORGET_PREFIX), value.parse::<u64>())
+            else {
+                continue;
+            };
+            let e = out.entry(id.to_string()).or_default();
+            *e = (*e).max(cutoff);
+        }
+        out
+    }
+
+    pub fn self_id(&self) -> &str {
+        &self.self_id.node_id
     }
 
     pub async fn shutdown(self) {

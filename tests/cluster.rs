@@ -427,3 +427,248 @@ fn joins_are_refused_with_sub_codes_and_bad_input_changes_nothing() {
         "{record}"
     );
 }
+
+/// `stackring <args>` inside `ns` against the daemon `d` (the CLI talks over the admin socket).
+fn cli(ns: &Netns, d: &Daemon, args: &[&str]) -> (i32, String, String) {
+    let out = ns
+        .command(STACKRING)
+        .arg("--config")
+        .arg(&d.config)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        text(&out.stdout),
+        text(&out.stderr),
+    )
+}
+
+/// An IPv6-only cluster of `n` nodes on `2001:db8:<net>::<i>`, formed through the HTTP API.
+fn ipv6_cluster(lan: &Lan, net: &str, n: usize) -> (Vec<Netns>, Vec<Daemon>) {
+    let hosts: Vec<Netns> = (1..=n)
+        .map(|i| lan.host(&format!("{net}n{i}"), &[&format!("2001:db8:{net}::{i}/64")]))
+        .collect();
+    let mut daemons: Vec<Daemon> = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, ns)| Daemon::start(ns, &format!("lifecycler: {{id: node{}}}", i + 1), &[]))
+        .collect();
+    for d in daemons.iter_mut() {
+        d.expect("READY=1", Duration::from_secs(15));
+    }
+    let (code, doc) = create(&hosts[0], "[::1]", "admin", json!({}));
+    assert_eq!(code, 200, "{doc}");
+    for ns in &hosts[1..] {
+        let (code, doc) = join(
+            ns,
+            "[::1]",
+            "admin",
+            &format!("2001:db8:{net}::1"),
+            "correct horse",
+            json!({}),
+        );
+        assert_eq!(code, 200, "{doc}");
+    }
+    for ns in &hosts {
+        wait_for("the cluster to form", Duration::from_secs(10), || {
+            let all = nodes(ns, "[::1]");
+            (all.len() == n
+                && all
+                    .iter()
+                    .all(|m| m["status"] == "OK" && m["state"] == "ACTIVE"))
+            .then_some(())
+        });
+    }
+    (hosts, daemons)
+}
+
+fn externals_of(ns: &Netns, id: &str) -> Vec<String> {
+    nodes(ns, "[::1]")
+        .iter()
+        .find(|n| n["id"] == id)
+        .map(|n| {
+            n["external_addrs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn address_changes_and_forget_reach_every_node() {
+    let lan = Lan::new("lanadm");
+    let (hosts, mut daemons) = ipv6_cluster(&lan, "210", 3);
+
+    // external_addr add / set / remove, issued on node1 for node3, seen on every node.
+    let steps: &[(&[&str], &[&str])] = &[
+        (
+            &["add", "203.0.113.30"],
+            &["2001:db8:210::3", "203.0.113.30"],
+        ),
+        (
+            &["set", "198.51.100.33", "2001:db8:ff::33"],
+            &["198.51.100.33", "2001:db8:ff::33"],
+        ),
+        (&["remove", "198.51.100.33"], &["2001:db8:ff::33"]),
+    ];
+    for (args, want) in steps {
+        let mut full = vec!["node", "node3", "external_addr"];
+        full.extend_from_slice(args);
+        let (code, out, err) = cli(&hosts[0], &daemons[0], &full);
+        assert_eq!(code, 0, "{args:?}: {out}{err}");
+        for ns in &hosts {
+            wait_for(
+                &format!("{want:?} on {}", ns.name),
+                Duration::from_secs(10),
+                || (externals_of(ns, "node3") == *want).then_some(()),
+            );
+        }
+    }
+    // The target persisted it.
+    let record = std::fs::read_to_string(daemons[2].state_dir.join("cluster.json")).unwrap();
+    assert!(record.contains("2001:db8:ff::33"), "{record}");
+
+    // Refusals: a live node's address, another family, an unknown node, bad input.
+    let refusals: &[(&[&str], &str)] = &[
+        (
+            &["node", "node2", "addr", "set", "2001:db8:210::77"],
+            "is up",
+        ),
+        (
+            &["node", "node2", "addr", "set", "192.0.2.7"],
+            "uses IPv6 but 192.0.2.7 is IPv4",
+        ),
+        (
+            &["node", "node9", "external_addr", "add", "203.0.113.9"],
+            "no node 'node9'",
+        ),
+        (
+            &["node", "node3", "external_addr", "add", "203.0.113.0/24"],
+            "CIDR",
+        ),
+        (
+            &["node", "node3", "external_addr", "remove", "203.0.113.99"],
+            "has no external address",
+        ),
+        (&["node", "node2", "forget"], "alive"),
+    ];
+    for (args, needle) in refusals {
+        let (code, out, err) = cli(&hosts[0], &daemons[0], args);
+        assert_eq!(code, 1, "{args:?}: {out}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    // Over TCP, changes need the credentials.
+    let (code, _) = http(
+        &hosts[0],
+        "POST",
+        "[::1]",
+        "/v1/nodes/node3/forget",
+        Some("{}"),
+    );
+    assert_eq!(code, 401);
+
+    // addr set on a down node; when it comes back without that address it refuses to come online.
+    let _ = daemons[1].child.kill();
+    let _ = daemons[1].child.wait();
+    wait_for("node2 DOWN", Duration::from_secs(10), || {
+        (status_of(&nodes(&hosts[0], "[::1]"), "node2").as_deref() == Some("DOWN")).then_some(())
+    });
+    let (code, out, err) = cli(
+        &hosts[0],
+        &daemons[0],
+        &["node", "node2", "addr", "set", "2001:db8:210::22"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    std::thread::sleep(Duration::from_millis(500));
+    let mut back = daemons[1].restart(&hosts[1]);
+    back.expect("READY=1", Duration::from_secs(15));
+    let status = back.expect("STATUS=not ready", Duration::from_secs(10));
+    assert!(
+        status.contains("2001:db8:210::22") && status.contains("not bound"),
+        "{status}"
+    );
+    wait_for(
+        "node1 to show node2 JOINING with the reason",
+        Duration::from_secs(10),
+        || {
+            nodes(&hosts[0], "[::1]")
+                .iter()
+                .any(|n| {
+                    n["id"] == "node2"
+                        && n["state"] == "JOINING"
+                        && n["reason"].as_str().unwrap_or("").contains("not bound")
+                })
+                .then_some(())
+        },
+    );
+    // Bind it: node2 comes online with the new address, everywhere.
+    hosts[1].addr("2001:db8:210::22/64", "eth0");
+    back.expect(
+        "STATUS=advertising IPv6 2001:db8:210::22",
+        Duration::from_secs(10),
+    );
+    for ns in &hosts {
+        wait_for(
+            "node2 ACTIVE at its new address",
+            Duration::from_secs(10),
+            || {
+                nodes(ns, "[::1]")
+                    .iter()
+                    .any(|n| {
+                        n["id"] == "node2"
+                            && n["state"] == "ACTIVE"
+                            && n["status"] == "OK"
+                            && n["addr"] == "2001:db8:210::22"
+                    })
+                    .then_some(())
+            },
+        );
+    }
+    daemons[1] = back;
+
+    // forget a dead node: gone from every list.
+    let _ = daemons[2].child.kill();
+    let _ = daemons[2].child.wait();
+    for ns in &hosts[..2] {
+        wait_for("node3 DOWN", Duration::from_secs(10), || {
+            (status_of(&nodes(ns, "[::1]"), "node3").as_deref() == Some("DOWN")).then_some(())
+        });
+    }
+    let (code, out, err) = cli(&hosts[1], &daemons[1], &["node", "node3", "forget"]);
+    assert_eq!(code, 0, "{out}{err}");
+    for ns in &hosts[..2] {
+        wait_for("node3 gone", Duration::from_secs(10), || {
+            let all = nodes(ns, "[::1]");
+            (all.len() == 2 && status_of(&all, "node3").is_none()).then_some(())
+        });
+    }
+
+    // The ring page: JSON on request, HTML otherwise.
+    let out = hosts[0]
+        .command("curl")
+        .args([
+            "-s",
+            "-g",
+            "-H",
+            "Accept: application/json",
+            "http://[::1]:3200/ring",
+        ])
+        .output()
+        .unwrap();
+    let ring: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(ring["nodes"].as_array().unwrap().len(), 2, "{ring}");
+    let out = hosts[0]
+        .command("curl")
+        .args(["-s", "-g", "http://[::1]:3200/ring"])
+        .output()
+        .unwrap();
+    let html = text(&out.stdout);
+    assert!(
+        html.contains("<th>Instance ID</th>") && html.contains("[2001:db8:210::22]:9095"),
+        "{html}"
+    );
+}
