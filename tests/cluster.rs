@@ -672,3 +672,89 @@ fn address_changes_and_forget_reach_every_node() {
         "{html}"
     );
 }
+
+#[test]
+fn a_node_behind_a_sidecar_proxy_advertises_the_proxy_port_and_is_reached_through_it() {
+    let lan = Lan::new("lanpx");
+    let behind = lan.host("pxb", &["2001:db8:220::2/64"]);
+    let peer = lan.host("pxp", &["2001:db8:220::1/64"]);
+    // gRPC listens on loopback only; a real TCP proxy (socat) is the way in, on port 19095.
+    let mut proxied = Daemon::start(
+        &behind,
+        "server: {grpc_listen_address: '::1'}\nlifecycler: {id: behind, port: 19095}",
+        &[],
+    );
+    proxied.expect("READY=1", Duration::from_secs(15));
+    let mut socat = behind
+        .command("socat")
+        .args([
+            "TCP6-LISTEN:19095,fork,reuseaddr,bind=[2001:db8:220::2]",
+            "TCP6:[::1]:9095",
+        ])
+        .spawn()
+        .unwrap();
+    let mut other = Daemon::start(&peer, "lifecycler: {id: peer}", &[]);
+    other.expect("READY=1", Duration::from_secs(15));
+
+    let (_, identity) = http(&behind, "GET", "[::1]", "/v1/identity", None);
+    assert_eq!(identity["grpc"]["listen"], "[::1]:9095");
+    assert_eq!(
+        identity["grpc"]["advertise"], "[2001:db8:220::2]:19095",
+        "{identity}"
+    );
+
+    let (code, doc) = create(&behind, "[::1]", "px", json!({}));
+    assert_eq!(code, 200, "{doc}");
+    // The peer joins through the advertised (proxied) endpoint: the join's gRPC call crosses socat.
+    let (code, doc) = join(
+        &peer,
+        "[::1]",
+        "px",
+        "[2001:db8:220::2]:19095",
+        "correct horse",
+        json!({}),
+    );
+    assert_eq!(code, 200, "{doc}");
+    let seen = wait_for(
+        "the peer to list the proxied node",
+        Duration::from_secs(10),
+        || {
+            nodes(&peer, "[::1]")
+                .into_iter()
+                .find(|n| n["id"] == "behind" && n["status"] == "OK")
+        },
+    );
+    assert_eq!(seen["advertised_grpc"], "[2001:db8:220::2]:19095");
+    assert_eq!(seen["listen_grpc"], "[::1]:9095");
+
+    // From the peer's namespace, gRPC to the advertised endpoint works; the listen port is closed.
+    let (through_proxy, direct) = peer.run(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let members = async |uri: &'static str| -> Result<usize, String> {
+                let channel = tonic::transport::Endpoint::from_static(uri)
+                    .connect_timeout(Duration::from_secs(2))
+                    .connect()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut client = stackring::grpc::pb::cluster_client::ClusterClient::new(channel);
+                let reply = client
+                    .members(stackring::grpc::pb::MembersRequest {})
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(reply.into_inner().members.len())
+            };
+            (
+                members("http://[2001:db8:220::2]:19095").await,
+                members("http://[2001:db8:220::2]:9095").await,
+            )
+        })
+    });
+    assert_eq!(through_proxy, Ok(2));
+    assert!(direct.is_err(), "{direct:?}");
+    let _ = socat.kill();
+    let _ = socat.wait();
+}
