@@ -905,6 +905,98 @@ impl ClusterNode {
     }
 }
 
+impl ClusterNode {
+    /// Whether `username`/`password` are the cluster's (argon2 runs off the async workers).
+    pub async fn check_credentials(&self, username: &str, password: &str) -> bool {
+        let Some(record) = self.record() else {
+            return false;
+        };
+        if username != record.username {
+            return false;
+        }
+        let (password, hash) = (password.to_string(), record.password_hash.clone());
+        tokio::task::spawn_blocking(move || cluster::verify_password(&password, &hash))
+            .await
+            .unwrap_or(false)
+    }
+}
+
+/// The gRPC Admin service: the HTTP admin calls, for programs.
+pub struct AdminService {
+    pub node: Arc<ClusterNode>,
+}
+
+impl AdminService {
+    async fn authorize(
+        &self,
+        credentials: Option<&pb::AdminCredentials>,
+    ) -> Result<(), tonic::Status> {
+        let ok = match credentials {
+            Some(c) => self.node.check_credentials(&c.username, &c.password).await,
+            None => false,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(tonic::Status::unauthenticated(
+                "this call changes the cluster: send the cluster credentials",
+            ))
+        }
+    }
+}
+
+fn admin_reply(
+    result: Result<serde_json::Value, Refused>,
+) -> Result<tonic::Response<pb::AdminReply>, tonic::Status> {
+    match result {
+        Ok(v) => Ok(tonic::Response::new(pb::AdminReply {
+            json: v.to_string(),
+        })),
+        Err(r) => {
+            let code = match r.http_status {
+                400 => tonic::Code::InvalidArgument,
+                401 | 403 => tonic::Code::Unauthenticated,
+                404 => tonic::Code::NotFound,
+                409 => tonic::Code::FailedPrecondition,
+                _ => tonic::Code::Internal,
+            };
+            Err(tonic::Status::new(code, r.body.description))
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::admin_server::Admin for AdminService {
+    async fn change_external_addrs(
+        &self,
+        request: tonic::Request<pb::ExternalAddrsRequest>,
+    ) -> Result<tonic::Response<pb::AdminReply>, tonic::Status> {
+        let r = request.into_inner();
+        self.authorize(r.credentials.as_ref()).await?;
+        let body = serde_json::json!({"action": r.action, "addrs": r.addrs}).to_string();
+        admin_reply(self.node.change_external(&r.node_id, body.as_bytes()).await)
+    }
+
+    async fn set_addr(
+        &self,
+        request: tonic::Request<pb::SetAddrRequest>,
+    ) -> Result<tonic::Response<pb::AdminReply>, tonic::Status> {
+        let r = request.into_inner();
+        self.authorize(r.credentials.as_ref()).await?;
+        let body = serde_json::json!({"addr": r.addr}).to_string();
+        admin_reply(self.node.set_addr(&r.node_id, body.as_bytes()).await)
+    }
+
+    async fn forget(
+        &self,
+        request: tonic::Request<pb::ForgetRequest>,
+    ) -> Result<tonic::Response<pb::AdminReply>, tonic::Status> {
+        let r = request.into_inner();
+        self.authorize(r.credentials.as_ref()).await?;
+        admin_reply(self.node.forget(&r.node_id).await)
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct AvailableAddr {
     pub address: IpAddr,

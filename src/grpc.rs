@@ -74,7 +74,7 @@ impl pb::identity_server::Identity for IdentityService {
     }
 }
 
-/// The tonic router with Identity, Cluster and reflection (v1).
+/// The tonic router with Identity, Cluster, Admin and reflection (v1).
 pub fn router(
     state: StateRx,
     cluster: std::sync::Arc<crate::clusterd::ClusterNode>,
@@ -88,6 +88,11 @@ pub fn router(
             IdentityService::new(state),
         ))
         .add_service(pb::cluster_server::ClusterServer::new(
-            crate::clusterd::ClusterService { node: cluster },
+            crate::clusterd::ClusterService {
+                node: cluster.clone(),
+            },
+        ))
+        .add_service(pb::admin_server::AdminServer::new(
+            crate::clusterd::AdminService { node: cluster },
         )))
 }

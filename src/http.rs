@@ -119,7 +119,7 @@ async fn authorize(s: &HttpState, headers: &HeaderMap) -> Result<(), Response> {
     if s.trusted {
         return Ok(());
     }
-    let Some(record) = s.cluster.record() else {
+    if s.cluster.record().is_none() {
         return Err(error(
             409,
             ErrorBody::new(
@@ -128,7 +128,7 @@ async fn authorize(s: &HttpState, headers: &HeaderMap) -> Result<(), Response> {
                 "this node does not belong to a cluster yet",
             ),
         ));
-    };
+    }
     let credentials = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -136,13 +136,8 @@ async fn authorize(s: &HttpState, headers: &HeaderMap) -> Result<(), Response> {
         .and_then(base64_decode)
         .and_then(|b| String::from_utf8(b).ok());
     let ok = match credentials.as_deref().and_then(|c| c.split_once(':')) {
-        Some((user, password)) if user == record.username => {
-            let (password, hash) = (password.to_string(), record.password_hash.clone());
-            tokio::task::spawn_blocking(move || crate::cluster::verify_password(&password, &hash))
-                .await
-                .unwrap_or(false)
-        }
-        _ => false,
+        Some((user, password)) => s.cluster.check_credentials(user, password).await,
+        None => false,
     };
     if ok {
         Ok(())

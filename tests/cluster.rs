@@ -755,6 +755,48 @@ fn a_node_behind_a_sidecar_proxy_advertises_the_proxy_port_and_is_reached_throug
     });
     assert_eq!(through_proxy, Ok(2));
     assert!(direct.is_err(), "{direct:?}");
+
+    // gRPC Admin through the proxy: refused without credentials, applied with them.
+    let (unauthenticated, applied) = peer.run(|| {
+        use stackring::grpc::pb;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let channel = tonic::transport::Endpoint::from_static("http://[2001:db8:220::2]:19095")
+                .connect()
+                .await
+                .unwrap();
+            let mut admin = pb::admin_client::AdminClient::new(channel);
+            let request = |password: &str| pb::ExternalAddrsRequest {
+                credentials: Some(pb::AdminCredentials {
+                    username: "admin".into(),
+                    password: password.into(),
+                }),
+                node_id: "peer".into(),
+                action: "set".into(),
+                addrs: vec!["203.0.113.77".into()],
+            };
+            let denied = admin
+                .change_external_addrs(request("wrong horse"))
+                .await
+                .unwrap_err()
+                .code();
+            let applied = admin
+                .change_external_addrs(request("correct horse"))
+                .await
+                .map(|r| r.into_inner().json);
+            (denied, applied)
+        })
+    });
+    assert_eq!(unauthenticated, tonic::Code::Unauthenticated);
+    assert!(applied.unwrap().contains("203.0.113.77"));
+    wait_for(
+        "the peer's new external address",
+        Duration::from_secs(10),
+        || (externals_of(&behind, "peer") == ["203.0.113.77"]).then_some(()),
+    );
     let _ = socat.kill();
     let _ = socat.wait();
 }
