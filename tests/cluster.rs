@@ -800,3 +800,75 @@ fn a_node_behind_a_sidecar_proxy_advertises_the_proxy_port_and_is_reached_throug
     let _ = socat.kill();
     let _ = socat.wait();
 }
+
+/// Headless Chromium (Debian's) inside the node's namespace, with the flags that keep it off the
+/// network beyond the page it is pointed at.
+fn chromium(ns: &Netns, extra: &[&str], url: &str) -> std::process::Output {
+    let profile = ns.dir().join("chromium-profile");
+    let mut cmd = ns.command("chromium");
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1700,420",
+    ]);
+    cmd.arg(format!("--user-data-dir={}", profile.display()))
+        .args(extra)
+        .arg(url);
+    cmd.output()
+        .expect("chromium is installed (.ci/run installs Debian's chromium)")
+}
+
+#[test]
+fn ring_page_renders_in_headless_chromium() {
+    let lan = Lan::new("lanweb");
+    let (hosts, mut daemons) = ipv6_cluster(&lan, "230", 3);
+    let _ = daemons[2].child.kill();
+    let _ = daemons[2].child.wait();
+    wait_for("node3 DOWN", Duration::from_secs(10), || {
+        (status_of(&nodes(&hosts[0], "[::1]"), "node3").as_deref() == Some("DOWN")).then_some(())
+    });
+
+    let out = chromium(&hosts[0], &["--dump-dom"], "http://[::1]:3200/ring");
+    let dom = text(&out.stdout);
+    assert!(
+        dom.contains("Ring status: admin"),
+        "{dom}{}",
+        text(&out.stderr)
+    );
+    assert_eq!(dom.matches("<tr class=\"ok\">").count(), 2, "{dom}");
+    assert_eq!(dom.matches("<tr class=\"down\">").count(), 1, "{dom}");
+    assert_eq!(dom.matches(">Forget</button>").count(), 1, "{dom}");
+    assert!(
+        dom.contains("[2001:db8:230::1]:9095") && dom.contains("UNHEALTHY"),
+        "{dom}"
+    );
+    assert!(
+        !dom.contains("[::]:7946"),
+        "an unspecified address must never be advertised: {dom}"
+    );
+
+    // The screenshot is kept as a test artifact.
+    let artifacts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let png = artifacts.join("ring.png");
+    let _ = std::fs::remove_file(&png);
+    let out = chromium(
+        &hosts[0],
+        &[&format!("--screenshot={}", png.display())],
+        "http://[::1]:3200/ring",
+    );
+    let bytes = std::fs::read(&png)
+        .unwrap_or_else(|e| panic!("no screenshot ({e}): {}", text(&out.stderr)));
+    assert!(
+        bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() > 10_000,
+        "{} bytes",
+        bytes.len()
+    );
+    println!("ring page screenshot: {}", png.display());
+}
