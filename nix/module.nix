@@ -1,0 +1,78 @@
+# NixOS module: services.stackring. The unit is systemd/stackring.service as installed by the
+# package (nix/package.nix); this module overrides only its ExecStart, to run the daemon with the
+# settings rendered to YAML and validated at build time by `stackring config validate`.
+{ config, lib, pkgs, ... }:
+
+let
+  cfg = config.services.stackring;
+  srLib = import ./lib.nix;
+  format = pkgs.formats.yaml { };
+
+  rendered = format.generate "stackring.yaml" cfg.settings;
+  # A settings mistake fails `nixos-rebuild`/`nix build`, with the key, the value and the fix,
+  # instead of failing the service at boot.
+  configFile = pkgs.runCommand "stackring.yaml"
+    {
+      nativeBuildInputs = [ cfg.package ];
+      preferLocalBuild = true;
+    } ''
+    stackring config validate ${rendered}
+    cp ${rendered} $out
+  '';
+in
+{
+  options.services.stackring = {
+    enable = lib.mkEnableOption "stackring, the network identity and membership agent";
+
+    package = lib.mkOption {
+      type = lib.types.package;
+      description = "The stackring package (the flake's `packages.default`).";
+    };
+
+    settings = lib.mkOption {
+      type = format.type;
+      default = { };
+      example = lib.literalExpression ''
+        {
+          node.use_internal_ipv6 = true;
+          lifecycler.interface_names = [ "eth1" ];
+          server.grpc_listen_port = 9095;
+        }
+      '';
+      description = ''
+        stackring's configuration (Tempo/dskit key names: `server`, `memberlist`, `lifecycler`,
+        `node`), rendered to YAML. Unknown keys are errors, caught at build time.
+      '';
+    };
+
+    openFirewall = lib.mkOption {
+      type = lib.types.bool;
+      default = false;
+      description = "Open the gRPC and HTTP ports (TCP) and the gossip port (UDP) in the firewall.";
+    };
+  };
+
+  config = lib.mkIf cfg.enable {
+    environment.systemPackages = [ cfg.package ];
+    # The admin CLI (`stackring inspect`, `preflight`) and the unit's ExecStartPre read the
+    # default path: the same validated file.
+    environment.etc."stackring/stackring.yaml".source = configFile;
+
+    # The unit file itself comes from the package, unchanged but for its store paths.
+    systemd.packages = [ cfg.package ];
+    systemd.services.stackring = {
+      wantedBy = [ "multi-user.target" ];
+      # Only ExecStart changes: the store path of the settings makes a settings change a unit
+      # change, so switching configurations restarts the daemon.
+      serviceConfig.ExecStart = [
+        ""
+        (srLib.execStart {
+          stackring = lib.getExe cfg.package;
+          inherit configFile;
+        })
+      ];
+    };
+
+    networking.firewall = lib.mkIf cfg.openFirewall (srLib.firewall cfg.settings);
+  };
+}

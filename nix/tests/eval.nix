@@ -1,0 +1,118 @@
+# What can be evaluated without nixpkgs (tests/appliance/nix-check runs this with
+# `nix-instantiate --eval --strict --json` and checks the result):
+#   - nix/lib.nix on the real systemd/stackring.service: only the Exec lines change;
+#   - flake.nix's outputs, wired to a stub nixpkgs that has only the names the wiring uses: which
+#     packages, checks, devShells and modules exist, for which systems;
+#   - nix/package.nix and nix/module.nix called with stub `lib`/`pkgs` (the stubs mimic nixpkgs
+#     only as far as these files use it): the package's name, version, lock file and unit, the
+#     module's ExecStart override, /etc file and firewall;
+#   - the cluster VM test's Python script (its text, for a syntax check by nix-check).
+# None of this builds anything; a real `nix build`/`nix flake check` needs nixpkgs.
+let
+  srLib = import ../lib.nix;
+  store = name: "/nix/store/00000000000000000000000000000000-${name}";
+
+  # --- the unit
+  unitSrc = builtins.readFile ../../systemd/stackring.service;
+  unit = srLib.unitText {
+    text = unitSrc;
+    stackring = "${store "stackring"}/bin/stackring";
+    kill = "${store "coreutils"}/bin/kill";
+  };
+  srcLines = srLib.lines unitSrc;
+  outLines = srLib.lines unit;
+  indices = builtins.genList (i: i) (builtins.length srcLines);
+  changed = builtins.filter (i: builtins.elemAt srcLines i != builtins.elemAt outLines i) indices;
+  changedLines = map (i: builtins.elemAt outLines i) changed;
+  isExec = l: builtins.match "Exec(Start|StartPre|Reload)=/nix/store/.*" l != null;
+  occurrences = needle: text: builtins.length (builtins.split needle text) - 1;
+
+  # --- stubs of the nixpkgs names used
+  genAttrs = names: f: builtins.listToAttrs (map (n: { name = n; value = f n; }) names);
+  stubLib = {
+    inherit genAttrs;
+    mkIf = cond: v: if cond then v else { };
+    mkDefault = v: v;
+    mkOption = o: o;
+    mkEnableOption = d: { description = d; default = false; };
+    literalExpression = x: x;
+    types = { package = "package"; bool = "bool"; };
+    getExe = p: "${p}/bin/stackring";
+    licenses.asl20 = "asl20";
+    platforms.linux = [ "x86_64-linux" "aarch64-linux" ];
+    nixosSystem = args: { config.system.build.image = { type = "derivation"; name = "image"; modules = args.modules; }; };
+  };
+  stubPkgs = system: {
+    inherit system;
+    stdenv.hostPlatform.system = system;
+    callPackage = fn: args: { type = "derivation"; name = "stackring"; };
+    testers.runNixOSTest = test: { type = "derivation"; name = "nixos-test"; inherit test; };
+    mkShell = args: { type = "derivation"; name = "shell"; };
+    nixpkgs-fmt = { type = "derivation"; name = "nixpkgs-fmt"; };
+    formats.yaml = _: { type = "yaml"; generate = name: value: store name; };
+    runCommand = name: attrs: script: store name;
+  };
+  systems = [ "x86_64-linux" "aarch64-linux" ];
+  stubNixpkgs = { lib = stubLib; legacyPackages = genAttrs systems stubPkgs; };
+
+  # --- the flake
+  flake = import ../../flake.nix;
+  outputs = flake.outputs { self = outputs // { outPath = toString ../..; }; nixpkgs = stubNixpkgs; };
+  moduleWrapper = outputs.nixosModules.default { lib = stubLib; pkgs = stubPkgs "x86_64-linux"; };
+
+  # --- the package and the module, on stubs
+  package = import ../package.nix {
+    lib = stubLib;
+    rustPlatform.buildRustPackage = args: args;
+    coreutils = store "coreutils";
+  };
+  moduleWith = settings: (import ../module.nix {
+    config.services.stackring = { enable = true; openFirewall = true; package = store "stackring"; inherit settings; };
+    lib = stubLib;
+    pkgs = stubPkgs "x86_64-linux";
+  }).config;
+  moduleDefault = moduleWith { };
+  moduleCustom = moduleWith { server.grpc_listen_port = 19095; memberlist.bind_port = 17946; };
+
+  cluster = (import ./cluster.nix { self = outputs; }) { lib = stubLib; };
+in
+{
+  unit_lines = builtins.length srcLines;
+  unit_changed_lines = changedLines;
+  unit_only_exec_paths_changed = changedLines != [ ] && builtins.all isExec changedLines
+    && builtins.length srcLines == builtins.length outLines;
+  unit_usr_bin_left = occurrences "/usr/bin/stackring" unit;
+
+  flake_description = flake.description;
+  flake_inputs = builtins.attrNames flake.inputs;
+  flake_nixpkgs_url = flake.inputs.nixpkgs.url;
+  flake_outputs_args = builtins.attrNames (builtins.functionArgs flake.outputs);
+  systems = builtins.attrNames outputs.packages;
+  packages = builtins.attrNames outputs.packages.x86_64-linux;
+  checks = builtins.attrNames outputs.checks.x86_64-linux;
+  devShells = builtins.attrNames outputs.devShells.x86_64-linux;
+  nixosModules = builtins.attrNames outputs.nixosModules;
+  overlays = builtins.attrNames outputs.overlays;
+  image_modules = map (m: if builtins.isFunction m then "<module function>" else toString m)
+    outputs.packages.x86_64-linux.image.modules;
+  module_wrapper_imports = map toString moduleWrapper.imports;
+
+  package_pname = package.pname;
+  package_version = package.version;
+  package_cargo_lock = toString package.cargoLock.lockFile;
+  package_cargo_lock_exists = builtins.pathExists package.cargoLock.lockFile;
+  package_test_flags = package.cargoTestFlags;
+  package_unit_exec_lines = builtins.filter (l: builtins.match "Exec.*" l != null) (srLib.lines package.unitText);
+  package_main_program = package.meta.mainProgram;
+
+  module_exec_start = moduleDefault.systemd.services.stackring.serviceConfig.ExecStart;
+  module_wanted_by = moduleDefault.systemd.services.stackring.wantedBy;
+  module_etc_config = moduleDefault.environment.etc."stackring/stackring.yaml".source;
+  module_systemd_packages = moduleDefault.systemd.packages;
+  module_firewall_default = moduleDefault.networking.firewall;
+  module_firewall_custom = moduleCustom.networking.firewall;
+
+  cluster_name = cluster.name;
+  cluster_nodes = builtins.attrNames cluster.nodes;
+  cluster_test_script = cluster.testScript;
+}
