@@ -28,6 +28,7 @@ pub struct Options {
 
 /// Runs the daemon; returns the process exit code.
 pub async fn serve(opts: Options) -> i32 {
+    limit_malloc_retention();
     let settings = match config::load(&opts.config_path, opts.config_explicit, &opts.default_id) {
         Ok(s) => s,
         Err(errors) => {
@@ -369,6 +370,17 @@ impl Daemon {
     fn stop(&self) {
         systemd::stopping("stopping");
         log::info!("stopping");
+    }
+}
+
+/// glibc keeps freed large blocks (argon2's 19 MiB) in per-thread arenas and raises its mmap
+/// threshold after each one: fix the threshold so big blocks go back to the kernel when freed, and
+/// cap the arenas. A long-running agent should not hold on to a burst's memory.
+fn limit_malloc_retention() {
+    // SAFETY: mallopt only tunes the allocator; called before the daemon spawns threads.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }
 

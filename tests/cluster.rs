@@ -7,43 +7,6 @@ use common::*;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
-/// A LAN: a namespace holding a bridge; nodes are namespaces with `eth0` plugged into it.
-struct Lan {
-    ns: Netns,
-    ports: std::cell::Cell<u32>,
-}
-
-impl Lan {
-    fn new(tag: &str) -> Lan {
-        let ns = Netns::new(tag);
-        ns.ip("link add br0 type bridge");
-        ns.ip("link set br0 up");
-        Lan {
-            ns,
-            ports: std::cell::Cell::new(0),
-        }
-    }
-
-    /// A node namespace on this LAN with the given addresses (no DAD: usable at once).
-    fn host(&self, tag: &str, cidrs: &[&str]) -> Netns {
-        let node = Netns::new(tag);
-        let n = self.ports.get();
-        self.ports.set(n + 1);
-        let port = format!("p{n}");
-        node.ip(&format!(
-            "link add eth0 type veth peer name {port} netns {}",
-            self.ns.name
-        ));
-        self.ns.ip(&format!("link set {port} master br0"));
-        self.ns.ip(&format!("link set {port} up"));
-        node.ip("link set eth0 up");
-        for cidr in cidrs {
-            node.addr(cidr, "eth0");
-        }
-        node
-    }
-}
-
 /// `curl` inside the node's namespace; returns (status, JSON body).
 fn http(ns: &Netns, method: &str, host: &str, path: &str, body: Option<&str>) -> (u16, Value) {
     let mut cmd = ns.command("curl");

@@ -139,6 +139,43 @@ impl Drop for Netns {
     }
 }
 
+/// A LAN: a namespace holding a bridge; nodes are namespaces with `eth0` plugged into it.
+pub struct Lan {
+    pub ns: Netns,
+    ports: std::cell::Cell<u32>,
+}
+
+impl Lan {
+    pub fn new(tag: &str) -> Lan {
+        let ns = Netns::new(tag);
+        ns.ip("link add br0 type bridge");
+        ns.ip("link set br0 up");
+        Lan {
+            ns,
+            ports: std::cell::Cell::new(0),
+        }
+    }
+
+    /// A node namespace on this LAN with the given addresses (no DAD: usable at once).
+    pub fn host(&self, tag: &str, cidrs: &[&str]) -> Netns {
+        let node = Netns::new(tag);
+        let n = self.ports.get();
+        self.ports.set(n + 1);
+        let port = format!("p{n}");
+        node.ip(&format!(
+            "link add eth0 type veth peer name {port} netns {}",
+            self.ns.name
+        ));
+        self.ns.ip(&format!("link set {port} master br0"));
+        self.ns.ip(&format!("link set {port} up"));
+        node.ip("link set eth0 up");
+        for cidr in cidrs {
+            node.addr(cidr, "eth0");
+        }
+        node
+    }
+}
+
 pub fn sh(cmd: &str) {
     let out = Command::new("sh")
         .arg("-c")

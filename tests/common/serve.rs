@@ -70,7 +70,11 @@ impl Daemon {
         }
         let child = cmd
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(if std::env::var_os("STACKRING_TEST_QUIET").is_some() {
+                Stdio::null()
+            } else {
+                Stdio::inherit()
+            })
             .spawn()
             .unwrap();
         Daemon {
