@@ -118,22 +118,16 @@ async fn run(opts: Options, settings: Settings) -> anyhow::Result<()> {
 
     // Bind, then announce: READY=1 only once both ports accept connections.
     let identity = daemon.identity.clone().expect("decided above");
-    let grpc_listener = bind("server.grpc_listen_port", identity.grpc.listen).await?;
-    let http_listener = bind("server.http_listen_port", identity.http.listen).await?;
-    daemon.bound = Some((identity.grpc.listen, identity.http.listen));
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let grpc_task = tokio::spawn(
-        grpc::router(state_rx.clone(), cluster.clone())?.serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
-            shutdown_signal(shutdown_rx.clone()),
-        ),
-    );
-    let http_router = http::router(http::HttpState {
+    let serving = Serving {
         state: state_rx.clone(),
         metrics: daemon.metrics.clone(),
         cluster: cluster.clone(),
-        trusted: false,
-    });
+    };
+    let mut servers = serving
+        .start(identity.grpc.listen, identity.http.listen)
+        .await?;
+    daemon.bound = Some((identity.grpc.listen, identity.http.listen));
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let admin_task = match bind_admin(&daemon.settings.runtime_dir) {
         Ok(listener) => {
             let router = http::router(http::HttpState {
@@ -154,11 +148,6 @@ async fn run(opts: Options, settings: Settings) -> anyhow::Result<()> {
             None
         }
     };
-    let http_task = tokio::spawn(async move {
-        axum::serve(http_listener, http_router)
-            .with_graceful_shutdown(shutdown_signal(shutdown_rx))
-            .await
-    });
     daemon.write_env();
     log::info!(
         stackring_family = identity.family.as_str(),
@@ -176,13 +165,18 @@ async fn run(opts: Options, settings: Settings) -> anyhow::Result<()> {
                 let snapshot = snapshots.borrow_and_update().clone();
                 daemon.metrics.host_snapshots.inc();
                 daemon.update(&snapshot);
+                servers = serving.follow(&mut daemon, servers).await;
             }
             r = records.changed() => {
                 r?;
                 // Created or joined a cluster: the family is fixed now and overrides apply.
                 daemon.update(&snapshots.borrow().clone());
+                servers = serving.follow(&mut daemon, servers).await;
             }
-            _ = hup.recv() => daemon.reload(&snapshots.borrow().clone()),
+            _ = hup.recv() => {
+                daemon.reload(&snapshots.borrow().clone());
+                servers = serving.follow(&mut daemon, servers).await;
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = tick(&mut watchdog) => systemd::watchdog_ping(),
@@ -192,8 +186,7 @@ async fn run(opts: Options, settings: Settings) -> anyhow::Result<()> {
     cluster.leave().await;
     let _ = shutdown_tx.send(true);
     let drain = async {
-        let _ = grpc_task.await;
-        let _ = http_task.await;
+        servers.stop().await;
         if let Some(task) = admin_task {
             let _ = task.await;
         }
@@ -234,14 +227,6 @@ impl Daemon {
                             stackring_iface = identity.internal_interface.as_str();
                             "renumbered: internal address {} → {} on {}",
                             old.internal_addr, identity.internal_addr, identity.internal_interface
-                        );
-                    }
-                }
-                if let Some((grpc, http)) = self.bound {
-                    if grpc != identity.grpc.listen || http != identity.http.listen {
-                        log::warn!(
-                            "listen addresses are now gRPC {} / HTTP {}; still serving on {grpc} / {http} until restart",
-                            identity.grpc.listen, identity.http.listen
                         );
                     }
                 }
@@ -334,17 +319,12 @@ impl Daemon {
         match config::load(&path, self.opts.config_explicit, &self.opts.default_id) {
             Ok(settings) => {
                 self.cluster.set_settings(settings.clone());
-                let listen_changed =
-                    settings.grpc != self.settings.grpc || settings.http != self.settings.http;
                 self.settings = settings;
                 self.metrics
                     .reloads
                     .get_or_create(&vec![("result".into(), "ok".into())])
                     .inc();
                 log::info!("configuration reloaded from {}", path.display());
-                if listen_changed && self.bound.is_some() {
-                    log::warn!("server listen settings changed; they apply at the next restart");
-                }
                 // Re-decide from scratch against the new settings, keeping the sticky address.
                 self.not_ready = Some("reloading".into());
                 self.update(snapshot);
@@ -390,6 +370,98 @@ async fn bind(key: &str, addr: std::net::SocketAddr) -> anyhow::Result<TcpListen
             "cannot listen on {addr} ({key}): {e}; fix: free the port (`ss -ltnp` shows who holds it) or change {key}"
         )
     })
+}
+
+/// What the TCP servers serve, to start them again on new listen addresses.
+struct Serving {
+    state: crate::state::StateRx,
+    metrics: Arc<Metrics>,
+    cluster: Arc<ClusterNode>,
+}
+
+/// The gRPC and HTTP servers on their TCP listeners.
+struct TcpServers {
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl TcpServers {
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Serving {
+    async fn start(
+        &self,
+        grpc_addr: std::net::SocketAddr,
+        http_addr: std::net::SocketAddr,
+    ) -> anyhow::Result<TcpServers> {
+        let grpc_listener = bind("server.grpc_listen_port", grpc_addr).await?;
+        let http_listener = bind("server.http_listen_port", http_addr).await?;
+        let (stop, stopped) = watch::channel(false);
+        let grpc = grpc::router(self.state.clone(), self.cluster.clone())?
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+                shutdown_signal(stopped.clone()),
+            );
+        let router = http::router(http::HttpState {
+            state: self.state.clone(),
+            metrics: self.metrics.clone(),
+            cluster: self.cluster.clone(),
+            trusted: false,
+        });
+        let http =
+            axum::serve(http_listener, router).with_graceful_shutdown(shutdown_signal(stopped));
+        let tasks = vec![
+            tokio::spawn(async move {
+                if let Err(e) = grpc.await {
+                    log::error!("gRPC server: {e}");
+                }
+            }),
+            tokio::spawn(async move {
+                if let Err(e) = http.await {
+                    log::error!("HTTP server: {e}");
+                }
+            }),
+        ];
+        Ok(TcpServers { stop, tasks })
+    }
+
+    /// Moves the servers when the decided listen addresses change (a dual-stack node that joins an
+    /// IPv6 cluster moves from 0.0.0.0 to ::). The old ones stop first: `::` and `0.0.0.0` on one
+    /// port collide.
+    async fn follow(&self, daemon: &mut Daemon, servers: TcpServers) -> TcpServers {
+        let (Some(identity), Some(bound)) = (daemon.identity.clone(), daemon.bound) else {
+            return servers;
+        };
+        let wanted = (identity.grpc.listen, identity.http.listen);
+        if wanted == bound {
+            return servers;
+        }
+        servers.stop().await;
+        match self.start(wanted.0, wanted.1).await {
+            Ok(moved) => {
+                log::info!("now listening on gRPC {} and HTTP {}", wanted.0, wanted.1);
+                daemon.bound = Some(wanted);
+                moved
+            }
+            Err(e) => {
+                log::error!("{e:#}; staying on gRPC {} and HTTP {}", bound.0, bound.1);
+                match self.start(bound.0, bound.1).await {
+                    Ok(old) => old,
+                    Err(e) => {
+                        log::error!("cannot listen again on the previous addresses: {e:#}");
+                        // Without its servers the daemon is useless: exit, systemd restarts it.
+                        std::process::exit(1);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// `<runtime_dir>/admin.sock`, root only: the local CLI's way in, no credentials needed.

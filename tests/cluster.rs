@@ -355,6 +355,39 @@ fn joins_are_refused_with_sub_codes_and_bad_input_changes_nothing() {
         );
     }
 
+    // A dual-stack node with the same use_internal_ipv6 joins, and moves to IPv6: its servers leave
+    // 0.0.0.0 for ::, it advertises its IPv6 address, peers reach it there.
+    let dual = lan.host("dualyes", &["192.0.2.6/24", "2001:db8:300::6/64"]);
+    let mut dj = Daemon::start(&dual, "lifecycler: {id: dual}", &[]);
+    dj.expect("READY=1", Duration::from_secs(15));
+    let (code, doc) = join(
+        &dual,
+        "127.0.0.1",
+        "c6",
+        "192.0.2.1",
+        "correct horse",
+        json!({"use_internal_ipv6": true}),
+    );
+    assert_eq!(code, 200, "{doc}");
+    let seen = wait_for(
+        "the seed to list the dual-stack node on IPv6",
+        Duration::from_secs(10),
+        || {
+            nodes(&seed, "[::1]")
+                .into_iter()
+                .find(|n| n["id"] == "dual" && n["status"] == "OK")
+        },
+    );
+    assert_eq!(
+        (seen["family"].as_str(), seen["addr"].as_str()),
+        (Some("ipv6"), Some("2001:db8:300::6")),
+        "{seen}"
+    );
+    assert_eq!(seen["advertised_grpc"], "[2001:db8:300::6]:9095");
+    assert_eq!(seen["external_addrs"], json!(["192.0.2.6"]));
+    let (code, _) = http(&seed, "GET", "[2001:db8:300::6]", "/ready", None);
+    assert_eq!(code, 200, "the joiner's HTTP must now listen on ::");
+
     // The mirror image: an IPv4 cluster (dual-stack default) refuses an IPv6-only joiner.
     let seed4 = lan.host("seed4", &["198.51.100.1/24", "2001:db8:301::1/64"]);
     let mut d4 = Daemon::start(&seed4, "server: {grpc_listen_address: '::'}", &[]);
