@@ -793,6 +793,56 @@ fn a_node_behind_a_sidecar_proxy_advertises_the_proxy_port_and_is_reached_throug
         Duration::from_secs(10),
         || (externals_of(&behind, "peer") == ["203.0.113.77"]).then_some(()),
     );
+
+    // Cluster.Watch streams the members now, then again on a change (here: node 'peer' stops).
+    let watched = peer.spawn(|| {
+        use stackring::grpc::pb;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let channel = tonic::transport::Endpoint::from_static("http://[2001:db8:220::2]:19095")
+                .connect()
+                .await
+                .unwrap();
+            let mut cluster = pb::cluster_client::ClusterClient::new(channel);
+            let mut stream = cluster
+                .watch(pb::MembersRequest {})
+                .await
+                .unwrap()
+                .into_inner();
+            let mut statuses = vec![];
+            while let Ok(Ok(Some(reply))) =
+                tokio::time::timeout(Duration::from_secs(10), stream.message()).await
+            {
+                let peer_status = reply
+                    .members
+                    .iter()
+                    .find(|m| m.id == "peer")
+                    .map(|m| m.status.clone());
+                statuses.push(peer_status.clone().unwrap_or_default());
+                if peer_status.as_deref() == Some("DOWN") {
+                    break;
+                }
+            }
+            statuses
+        })
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = other.child.kill();
+    let _ = other.child.wait();
+    let statuses = watched.join().unwrap();
+    assert_eq!(
+        statuses.first().map(String::as_str),
+        Some("OK"),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.last().map(String::as_str),
+        Some("DOWN"),
+        "{statuses:?}"
+    );
     let _ = socat.kill();
     let _ = socat.wait();
 }
