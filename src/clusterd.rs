@@ -932,6 +932,83 @@ impl ClusterNode {
     }
 }
 
+impl ClusterNode {
+    /// Declarative bootstrap (`cluster:` in the config): create, or join through
+    /// `memberlist.join_members`, with the same validation and errors as the HTTP API, retrying with
+    /// backoff while no seed answers (or the seed has not created the cluster yet).
+    pub async fn declare(
+        self: &Arc<Self>,
+        declared: crate::config::DeclaredCluster,
+        join_members: Vec<String>,
+    ) {
+        if self.record().is_some() {
+            return;
+        }
+        let path = declared.credentials_file.display().to_string();
+        let credentials = match std::fs::read_to_string(&declared.credentials_file) {
+            Ok(text) => text
+                .trim()
+                .split_once(':')
+                .map(|(u, p)| (u.to_string(), p.to_string())),
+            Err(e) => {
+                log::error!("cluster.credentials_file {path}: {e}; fix: create it with one line 'username:password'");
+                return;
+            }
+        };
+        let Some((username, password)) = credentials else {
+            log::error!(
+                "cluster.credentials_file {path}: no 'username:password' line; fix: write one"
+            );
+            return;
+        };
+        let (action, name) = if declared.create {
+            (Action::Create, "create_cluster")
+        } else {
+            (Action::Join, "join_cluster")
+        };
+        let mut cluster = serde_json::json!({"name": declared.name});
+        if !declared.create {
+            cluster["nodes"] = serde_json::json!(join_members);
+        }
+        let body = serde_json::json!({
+            "action": name,
+            "cluster": cluster,
+            "credentials": {"username": username, "password": password},
+        })
+        .to_string();
+        let mut delay = Duration::from_secs(1);
+        loop {
+            if self.record().is_some() {
+                return;
+            }
+            match self.bootstrap(body.as_bytes(), action).await {
+                Ok(_) => {
+                    log::info!("declarative bootstrap: {name} {} done", declared.name);
+                    return;
+                }
+                Err(r)
+                    if matches!(
+                        r.body.sub_code.as_deref(),
+                        Some("cluster_unreachable" | "not_in_cluster" | "no_identity")
+                    ) =>
+                {
+                    log::warn!(
+                        "declarative bootstrap: {}; retrying in {} s",
+                        r.body.description,
+                        delay.as_secs()
+                    );
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+                Err(r) => {
+                    log::error!("declarative bootstrap refused: {}", r.body.description);
+                    return;
+                }
+            }
+        }
+    }
+}
+
 /// The gRPC Admin service: the HTTP admin calls, for programs.
 pub struct AdminService {
     pub node: Arc<ClusterNode>,

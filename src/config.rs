@@ -96,6 +96,18 @@ pub struct Settings {
     pub external_addrs: Option<Vec<IpAddr>>,
     pub state_dir: PathBuf,
     pub runtime_dir: PathBuf,
+    /// `cluster:`: create or join by itself at start-up (declarative bootstrap).
+    pub cluster: Option<DeclaredCluster>,
+}
+
+/// The `cluster:` section: what an image that must cluster without an operator declares.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeclaredCluster {
+    pub name: String,
+    /// A file holding `username:password` (one line).
+    pub credentials_file: PathBuf,
+    /// Exactly one node creates; the others join through `memberlist.join_members`.
+    pub create: bool,
 }
 
 impl Settings {
@@ -170,7 +182,8 @@ pub fn parse_str(text: &str, default_id: &str) -> Result<Settings, ConfigErrors>
     }
 }
 
-const TOP_KEYS: &[&str] = &["server", "memberlist", "lifecycler", "node"];
+const TOP_KEYS: &[&str] = &["server", "memberlist", "lifecycler", "node", "cluster"];
+const CLUSTER_KEYS: &[&str] = &["name", "credentials_file", "create"];
 const SERVER_KEYS: &[&str] = &[
     "grpc_listen_address",
     "grpc_listen_port",
@@ -282,6 +295,10 @@ impl Validator {
             LIFECYCLER_KEYS,
         );
         let node = self.section("node", top.get("node").copied(), NODE_KEYS);
+        let declared = top
+            .get("cluster")
+            .filter(|v| !v.is_null())
+            .map(|v| self.section("cluster", Some(v), CLUSTER_KEYS));
 
         let grpc = ListenSpec {
             address: self.addr(&server, "server", "grpc_listen_address", AddrRole::Listen),
@@ -350,13 +367,70 @@ impl Validator {
             external_addrs: external,
             state_dir: self.dir(&node, "state_dir", DEFAULT_STATE_DIR),
             runtime_dir: self.dir(&node, "runtime_dir", DEFAULT_RUNTIME_DIR),
+            cluster: declared.and_then(|c| self.declared_cluster(&c)),
         };
         self.cross_checks(&settings);
         settings
     }
 
+    fn declared_cluster(&mut self, c: &BTreeMap<&str, &Value>) -> Option<DeclaredCluster> {
+        let name = match c.get("name") {
+            Some(Value::String(n)) if crate::cluster::valid_name(n) => Some(n.clone()),
+            Some(other) => {
+                self.error(
+                    "cluster.name",
+                    other,
+                    "is not a valid cluster name",
+                    "use 1–63 characters from A–Z, a–z, 0–9, '-', '_' and '.'",
+                );
+                None
+            }
+            None => {
+                self.error(
+                    "cluster.name",
+                    &Value::Null,
+                    "is missing",
+                    "name the cluster, e.g. name: ring6",
+                );
+                None
+            }
+        };
+        let credentials_file = match c.get("credentials_file") {
+            Some(Value::String(p)) if p.starts_with('/') => Some(PathBuf::from(p)),
+            Some(other) => {
+                self.error("cluster.credentials_file", other, "is not an absolute path", "point it at a file holding 'username:password', e.g. /etc/stackring/credentials");
+                None
+            }
+            None => {
+                self.error(
+                    "cluster.credentials_file",
+                    &Value::Null,
+                    "is missing",
+                    "point it at a file holding 'username:password'",
+                );
+                None
+            }
+        };
+        let create = self.boolean(c, "cluster", "create");
+        Some(DeclaredCluster {
+            name: name?,
+            credentials_file: credentials_file?,
+            create,
+        })
+    }
+
     /// Rules between keys: one family at a time, ports that do not collide.
     fn cross_checks(&mut self, s: &Settings) {
+        if let Some(c) = &s.cluster {
+            if !c.create && s.join_members.is_empty() {
+                self.errors.push(ConfigError {
+                    key: "memberlist.join_members".into(),
+                    value: String::new(),
+                    problem: "is empty while cluster.create is false: there is nothing to join".into(),
+                    fix: "list nodes to join through (e.g. ['2001:db8::10']), or set cluster.create: true on exactly one node".into(),
+                });
+            }
+        }
         let explicit = s.explicit_addresses();
         if let Some((first_key, first_ip)) = explicit.first() {
             for (key, ip) in &explicit[1..] {
@@ -974,6 +1048,31 @@ mod tests {
                 "node: {state_dir: 'relative/dir'}",
                 "node.state_dir",
                 "absolute",
+            ),
+            (
+                "cluster: {name: c1, credentials_file: /etc/x}",
+                "memberlist.join_members",
+                "nothing to join",
+            ),
+            (
+                "cluster: {name: 'a b', credentials_file: /etc/x, create: true}",
+                "cluster.name",
+                "not a valid",
+            ),
+            (
+                "cluster: {name: c1, credentials_file: x, create: true}",
+                "cluster.credentials_file",
+                "absolute",
+            ),
+            (
+                "cluster: {name: c1, create: true}",
+                "cluster.credentials_file",
+                "missing",
+            ),
+            (
+                "cluster: {name: c1, credentials_file: /etc/x, create: true, size: 3}",
+                "cluster.size",
+                "not a known key",
             ),
             ("node: {colour: blue}", "node.colour", "not a known key"),
             ("serverr: {}", "serverr", "not a known key"),

@@ -157,6 +157,10 @@ async fn run(opts: Options, settings: Settings) -> anyhow::Result<()> {
     );
     systemd::ready(&identity.summary());
     daemon.announce(&identity);
+    if let Some(declared) = daemon.settings.cluster.clone() {
+        let (cluster, seeds) = (cluster.clone(), daemon.settings.join_members.clone());
+        tokio::spawn(async move { cluster.declare(declared, seeds).await });
+    }
 
     loop {
         tokio::select! {

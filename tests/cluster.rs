@@ -918,3 +918,57 @@ fn ring_page_renders_in_headless_chromium() {
     );
     println!("ring page screenshot: {}", png.display());
 }
+
+#[test]
+fn declarative_bootstrap_clusters_without_an_operator() {
+    let lan = Lan::new("landecl");
+    let hosts: Vec<Netns> = (1..=3)
+        .map(|i| lan.host(&format!("dc{i}"), &[&format!("2001:db8:240::{i}/64")]))
+        .collect();
+    let config = |ns: &Netns, i: usize| {
+        let credentials = ns.dir().join("credentials");
+        std::fs::write(&credentials, "admin:correct horse\n").unwrap();
+        let cluster = if i == 1 {
+            format!(
+                "cluster: {{name: decl, credentials_file: '{}', create: true}}",
+                credentials.display()
+            )
+        } else {
+            format!(
+                "cluster: {{name: decl, credentials_file: '{}', create: false}}\nmemberlist: {{join_members: ['2001:db8:240::1']}}",
+                credentials.display()
+            )
+        };
+        format!("lifecycler: {{id: node{i}}}\n{cluster}")
+    };
+    // The joiners start first: their seed does not answer yet, they retry with backoff.
+    let mut joiners: Vec<Daemon> = (2..=3)
+        .map(|i| Daemon::start(&hosts[i - 1], &config(&hosts[i - 1], i), &[]))
+        .collect();
+    for d in joiners.iter_mut() {
+        d.expect("READY=1", Duration::from_secs(15));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut creator = Daemon::start(&hosts[0], &config(&hosts[0], 1), &[]);
+    creator.expect("READY=1", Duration::from_secs(15));
+    for ns in &hosts {
+        wait_for(
+            "every node to list three OK members",
+            Duration::from_secs(30),
+            || {
+                let all = nodes(ns, "[::1]");
+                (all.len() == 3
+                    && all
+                        .iter()
+                        .all(|n| n["status"] == "OK" && n["family"] == "ipv6"))
+                .then_some(())
+            },
+        );
+    }
+    let (_, boot) = http(&hosts[2], "GET", "[::1]", "/v1/bootstrap", None);
+    assert_eq!(
+        (boot["state"].as_str(), boot["cluster"]["name"].as_str()),
+        (Some("completed"), Some("decl")),
+        "{boot}"
+    );
+}
