@@ -258,19 +258,7 @@ fn change_to_env(tmpfs: bool) -> (f64, f64, u64) {
     let (served, _) = Served::start(&ns, &config, 0);
     served.wait_ready();
     std::thread::sleep(Duration::from_millis(200));
-    let rss_kib = std::fs::read_to_string(format!("/proc/{}/status", served.child.id()))
-        .unwrap()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("VmRSS:").map(|v| {
-                v.trim()
-                    .trim_end_matches(" kB")
-                    .trim()
-                    .parse::<u64>()
-                    .unwrap()
-            })
-        })
-        .unwrap();
+    let rss_kib = common::rss_kib(served.child.id());
     let times = ns.run(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -140,21 +140,7 @@ fn run(n: usize) -> Figures {
 
     let rss: Vec<u64> = daemons
         .iter()
-        .map(|d| {
-            std::fs::read_to_string(format!("/proc/{}/status", d.child.id()))
-                .unwrap()
-                .lines()
-                .find_map(|l| {
-                    l.strip_prefix("VmRSS:").map(|v| {
-                        v.trim()
-                            .trim_end_matches(" kB")
-                            .trim()
-                            .parse::<u64>()
-                            .unwrap()
-                    })
-                })
-                .unwrap()
-        })
+        .map(|d| common::rss_kib(d.child.id()))
         .collect();
 
     // kill -9 the last node; every survivor must see it DOWN.

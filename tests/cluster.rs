@@ -91,17 +91,7 @@ fn status_of(nodes: &[Value], id: &str) -> Option<String> {
 #[test]
 fn three_node_ipv6_only_cluster_forms_fails_over_and_rejoins() {
     let lan = Lan::new("lan6");
-    let hosts: Vec<Netns> = (1..=3)
-        .map(|i| lan.host(&format!("n{i}"), &[&format!("2001:db8:200::{i}/64")]))
-        .collect();
-    let mut daemons: Vec<Daemon> = hosts
-        .iter()
-        .enumerate()
-        .map(|(i, ns)| Daemon::start(ns, &format!("lifecycler: {{id: node{}}}", i + 1), &[]))
-        .collect();
-    for d in daemons.iter_mut() {
-        d.expect("READY=1", Duration::from_secs(15));
-    }
+    let (hosts, mut daemons) = start_nodes(&lan, "200", 3);
 
     // Zero address configuration: the cluster's family comes from the IPv6-only hosts.
     let (code, doc) = create(&hosts[0], "[::1]", "ring6", json!({}));
@@ -440,8 +430,8 @@ fn cli(ns: &Netns, d: &Daemon, args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// An IPv6-only cluster of `n` nodes on `2001:db8:<net>::<i>`, formed through the HTTP API.
-fn ipv6_cluster(lan: &Lan, net: &str, n: usize) -> (Vec<Netns>, Vec<Daemon>) {
+/// `n` IPv6-only nodes on `2001:db8:<net>::<i>`, daemons READY, not yet clustered.
+fn start_nodes(lan: &Lan, net: &str, n: usize) -> (Vec<Netns>, Vec<Daemon>) {
     let hosts: Vec<Netns> = (1..=n)
         .map(|i| lan.host(&format!("{net}n{i}"), &[&format!("2001:db8:{net}::{i}/64")]))
         .collect();
@@ -453,6 +443,12 @@ fn ipv6_cluster(lan: &Lan, net: &str, n: usize) -> (Vec<Netns>, Vec<Daemon>) {
     for d in daemons.iter_mut() {
         d.expect("READY=1", Duration::from_secs(15));
     }
+    (hosts, daemons)
+}
+
+/// An IPv6-only cluster of `n` nodes on `2001:db8:<net>::<i>`, formed through the HTTP API.
+fn ipv6_cluster(lan: &Lan, net: &str, n: usize) -> (Vec<Netns>, Vec<Daemon>) {
+    let (hosts, daemons) = start_nodes(lan, net, n);
     let (code, doc) = create(&hosts[0], "[::1]", "admin", json!({}));
     assert_eq!(code, 200, "{doc}");
     for ns in &hosts[1..] {

@@ -176,6 +176,16 @@ impl Lan {
     }
 }
 
+/// Resident set size of a process, in KiB (VmRSS).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
 pub fn sh(cmd: &str) {
     let out = Command::new("sh")
         .arg("-c")
