@@ -395,12 +395,18 @@ pub fn admin_request(
         .set_read_timeout(Some(std::time::Duration::from_secs(30)))
         .map_err(|e| e.to_string())?;
     let body = body.unwrap_or_default();
-    write!(
-        stream,
+    // One write: the daemon may answer (and close) as soon as it has the headers of a call that
+    // ignores its body, and a second write would then fail with EPIPE.
+    let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
-    )
-    .map_err(|e| e.to_string())?;
+    );
+    if let Err(e) = stream.write_all(request.as_bytes()) {
+        // Answered early: the answer is still there to read.
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            return Err(e.to_string());
+        }
+    }
     let mut response = Vec::new();
     stream
         .read_to_end(&mut response)
