@@ -80,7 +80,6 @@ pub struct Refused {
 }
 
 struct Inner {
-    status: BootstrapStatus,
     membership: Option<Membership>,
     /// After a restart the node says JOINING until it has heard from the cluster once and applied
     /// the admin changes made while it was down (a new address must be checked before ACTIVE).
@@ -89,6 +88,10 @@ struct Inner {
 
 pub struct ClusterNode {
     inner: Mutex<Inner>,
+    /// Readable while a bootstrap runs (`GET /v1/bootstrap` shows `joining_cluster`).
+    status: std::sync::Mutex<BootstrapStatus>,
+    /// One bootstrap at a time.
+    bootstrapping: Mutex<()>,
     record_tx: watch::Sender<Option<Arc<ClusterRecord>>>,
     state_dir: PathBuf,
     host: watch::Receiver<Arc<HostSnapshot>>,
@@ -141,10 +144,11 @@ impl ClusterNode {
         let (record_tx, _) = watch::channel(record.map(Arc::new));
         Ok(Arc::new(ClusterNode {
             inner: Mutex::new(Inner {
-                status,
                 membership: None,
                 synced: false,
             }),
+            status: std::sync::Mutex::new(status),
+            bootstrapping: Mutex::new(()),
             record_tx,
             state_dir,
             host,
@@ -174,7 +178,16 @@ impl ClusterNode {
     }
 
     pub async fn status(&self) -> BootstrapStatus {
-        self.inner.lock().await.status.clone()
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_status(&self, state: &'static str, error: Option<ErrorBody>) -> BootstrapStatus {
+        let status = BootstrapStatus { state, error };
+        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = status.clone();
+        status
     }
 
     /// The host's usable addresses, for `GET /v1/bootstrap`.
@@ -214,14 +227,15 @@ impl ClusterNode {
             ),
         })?;
         let request = cluster::validate_bootstrap(request, action).map_err(invalid)?;
-        let mut inner = self.inner.lock().await;
-        if inner.status.state != "idle" && inner.status.state != "error" {
+        let _one_at_a_time = self.bootstrapping.lock().await;
+        let current = self.status().await.state;
+        if current != "idle" && current != "error" {
             return Err(Refused {
                 http_status: 409,
                 body: ErrorBody::new(
                     "NodeBootstrapError",
                     Some("already_bootstrapped"),
-                    format!("this node is already {}", inner.status.state),
+                    format!("this node is already {current}"),
                 ),
             });
         }
@@ -238,41 +252,20 @@ impl ClusterNode {
                         format!("this node has no identity to create a cluster with: {why}"),
                     ),
                 })?;
-            inner.status = BootstrapStatus {
-                state: "creating_cluster",
-                error: None,
-            };
-            let result = self
-                .create(&request, &settings, &identity, &mut inner)
-                .await;
-            return self.finish(result, &mut inner);
+            self.set_status("creating_cluster", None);
+            let result = self.create(&request, &settings, &identity).await;
+            return self.finish(result);
         }
-        inner.status = BootstrapStatus {
-            state: "joining_cluster",
-            error: None,
-        };
-        let result = self.join(&request, &settings, &snapshot, &mut inner).await;
-        self.finish(result, &mut inner)
+        self.set_status("joining_cluster", None);
+        let result = self.join(&request, &settings, &snapshot).await;
+        self.finish(result)
     }
 
-    fn finish(
-        &self,
-        result: Result<(), Refused>,
-        inner: &mut Inner,
-    ) -> Result<BootstrapStatus, Refused> {
+    fn finish(&self, result: Result<(), Refused>) -> Result<BootstrapStatus, Refused> {
         match result {
-            Ok(()) => {
-                inner.status = BootstrapStatus {
-                    state: "completed",
-                    error: None,
-                };
-                Ok(inner.status.clone())
-            }
+            Ok(()) => Ok(self.set_status("completed", None)),
             Err(refused) => {
-                inner.status = BootstrapStatus {
-                    state: "error",
-                    error: Some(refused.body.clone()),
-                };
+                self.set_status("error", Some(refused.body.clone()));
                 Err(refused)
             }
         }
@@ -300,7 +293,6 @@ impl ClusterNode {
         request: &Bootstrap,
         settings: &Settings,
         identity: &Identity,
-        inner: &mut Inner,
     ) -> Result<(), Refused> {
         let password = request.password.clone();
         let password_hash = argon2(move || cluster::hash_password(&password))
@@ -319,7 +311,7 @@ impl ClusterNode {
             seeds: vec![],
             applied: Default::default(),
         };
-        self.adopt(record, identity, inner).await
+        self.adopt(record, identity).await
     }
 
     async fn join(
@@ -327,7 +319,6 @@ impl ClusterNode {
         request: &Bootstrap,
         settings: &Settings,
         snapshot: &HostSnapshot,
-        inner: &mut Inner,
     ) -> Result<(), Refused> {
         let usable = |f: Family| {
             snapshot
@@ -389,7 +380,7 @@ impl ClusterNode {
                         seeds: reply.seeds,
                         applied: Default::default(),
                     };
-                    return self.adopt(record, &identity, inner).await;
+                    return self.adopt(record, &identity).await;
                 }
             }
         }
@@ -408,7 +399,6 @@ impl ClusterNode {
         self: &Arc<Self>,
         record: ClusterRecord,
         identity: &Identity,
-        inner: &mut Inner,
     ) -> Result<(), Refused> {
         self.persist(&record).map_err(internal)?;
         let entry = self.entry(identity, "ACTIVE");
@@ -430,8 +420,11 @@ impl ClusterNode {
             stackring_family = record.family.as_str();
             "member of cluster {} as {} ({} internal traffic)", record.name, record.node_id, record.family
         );
-        inner.membership = Some(membership);
-        inner.synced = true;
+        {
+            let mut inner = self.inner.lock().await;
+            inner.membership = Some(membership);
+            inner.synced = true;
+        }
         self.record_tx.send_replace(Some(Arc::new(record)));
         self.spawn_override_applier();
         Ok(())

@@ -5,7 +5,11 @@
 //! - `unit_security`: `systemd-analyze security --offline=true` rates it with exposure <= 2.0.
 //! - `nix_parse_and_eval`: every `.nix` file parses; what needs no nixpkgs evaluates.
 //! - `image_build_and_boot_ipv6_only`: `cargo build --release`, `image/build` (mkosi 24), a QEMU
-//!   boot on an IPv6-only network, the agent active with IPv6 chosen, graceful power-off.
+//!   boot on an IPv6-only QEMU user network, the agent active with IPv6 chosen, graceful power-off.
+//! - `image_boot_ipv6_bridge_in_netns`: the same image on an IPv6-only bridge in a network
+//!   namespace made by the test (tap device, radvd); the namespace reaches the VM's HTTP API.
+//!
+//! The two VM tests take turns (one TCG VM at a time on a 2-core machine).
 //!
 //! A missing tool (systemd-analyze, mkosi, QEMU, nix-instantiate) or not being root skips a test
 //! on a developer's machine (saying so on stderr) but fails it in CI (`CI=true`): CI must really
@@ -14,6 +18,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
+
+/// Held by a test while its VM runs.
+static VM: Mutex<()> = Mutex::new(());
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -117,22 +125,24 @@ fn nix_parse_and_eval() {
     assert!(out.contains("PASS: nix"), "{out}");
 }
 
-#[test]
-fn image_build_and_boot_ipv6_only() {
+/// Builds the release binary (the image ships it, whatever profile these tests were built with)
+/// and returns its path; `None` when the image tests are skipped.
+fn release_binary() -> Option<PathBuf> {
     if !in_ci() && std::env::var("STACKRING_SKIP_IMAGE").is_ok_and(|v| v == "1") {
         eprintln!("SKIPPED: STACKRING_SKIP_IMAGE=1");
-        return;
+        return None;
     }
-    let ready = require(is_root(), "not root (mkosi needs root)")
-        && require(have("mkosi"), "mkosi is not installed")
+    let ready = require(
+        is_root(),
+        "not root (mkosi and network namespaces need root)",
+    ) && require(have("mkosi"), "mkosi is not installed")
         && require(
             have("qemu-system-x86_64"),
             "qemu-system-x86_64 is not installed",
         );
     if !ready {
-        return;
+        return None;
     }
-    // The image ships the release binary, whatever profile these tests were built with.
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     run(
         Path::new(&cargo),
@@ -143,13 +153,32 @@ fn image_build_and_boot_ipv6_only() {
     let target = Path::new(env!("CARGO_BIN_EXE_stackring"))
         .parent()
         .and_then(Path::parent)
-        .expect("target directory")
-        .to_path_buf();
-    let bin = target.join("release/stackring");
+        .expect("target directory");
+    Some(target.join("release/stackring"))
+}
+
+fn boot_test(net: &str) {
+    let Some(bin) = release_binary() else {
+        return;
+    };
+    if net == "bridge" && !require(have("radvd"), "radvd is not installed") {
+        return;
+    }
+    let _vm = VM.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let out = run(
         &script("boot-test"),
-        &["--bin", bin.to_str().expect("utf-8 path")],
-        "image build and boot test",
+        &["--net", net, "--bin", bin.to_str().expect("utf-8 path")],
+        &format!("image build and boot test ({net})"),
     );
     assert!(out.contains("PASS: boot test"), "{out}");
+}
+
+#[test]
+fn image_build_and_boot_ipv6_only() {
+    boot_test("user6");
+}
+
+#[test]
+fn image_boot_ipv6_bridge_in_netns() {
+    boot_test("bridge");
 }

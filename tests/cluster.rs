@@ -378,6 +378,38 @@ fn joins_are_refused_with_sub_codes_and_bad_input_changes_nothing() {
     let (code, _) = http(&seed, "GET", "[2001:db8:300::6]", "/ready", None);
     assert_eq!(code, 200, "the joiner's HTTP must now listen on ::");
 
+    // While a join is under way, GET /v1/bootstrap says so; an unreachable seed ends in an error.
+    let lost = lan.host("lost", &["2001:db8:300::7/64"]);
+    let mut lj = Daemon::start(&lost, "", &[]);
+    lj.expect("READY=1", Duration::from_secs(15));
+    let joining = {
+        let probe = lost.alias();
+        std::thread::spawn(move || {
+            join(
+                &probe,
+                "[::1]",
+                "c6",
+                "2001:db8:300::99",
+                "correct horse",
+                json!({}),
+            )
+        })
+    };
+    wait_for(
+        "joining_cluster while the seed is tried",
+        Duration::from_secs(5),
+        || {
+            let (_, boot) = http(&lost, "GET", "[::1]", "/v1/bootstrap", None);
+            (boot["state"] == "joining_cluster").then_some(())
+        },
+    );
+    let (code, doc) = joining.join().unwrap();
+    assert_eq!(
+        (code, doc["sub_code"].as_str()),
+        (409, Some("cluster_unreachable")),
+        "{doc}"
+    );
+
     // The mirror image: an IPv4 cluster (dual-stack default) refuses an IPv6-only joiner.
     let seed4 = lan.host("seed4", &["198.51.100.1/24", "2001:db8:301::1/64"]);
     let mut d4 = Daemon::start(&seed4, "server: {grpc_listen_address: '::'}", &[]);

@@ -39,6 +39,13 @@ impl Netns {
         sh(&format!("ip netns exec {} sysctl -qw {setting}", self.name));
     }
 
+    /// Another handle on this namespace, for a thread; dropping it does not delete the namespace.
+    pub fn alias(&self) -> std::mem::ManuallyDrop<Netns> {
+        std::mem::ManuallyDrop::new(Netns {
+            name: self.name.clone(),
+        })
+    }
+
     /// A veth pair inside this namespace, both ends up: `name` is the test NIC, `name`p its peer.
     pub fn nic(&self, name: &str) -> &Netns {
         self.ip(&format!("link add {name} type veth peer name {name}p"));
