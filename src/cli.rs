@@ -177,14 +177,34 @@ pub fn run(cli: Cli) -> i32 {
             return 1;
         }
     };
+    // Decide as the daemon does: a node of a cluster has the cluster's family and its overrides.
+    let record = match crate::clusterd::load_record(&settings.state_dir) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("stackring: {e}");
+            None
+        }
+    };
+    let settings = crate::clusterd::effective_settings(&settings, record.as_ref());
+    let ctx = Context {
+        cluster_family: record.as_ref().map(|r| r.family),
+        previous: None,
+    };
     match cli.command {
-        Command::Inspect { json } => inspect(&settings, &snapshot, json),
+        Command::Inspect { json } => inspect(&settings, &snapshot, ctx, json),
         Command::Preflight {
             fix,
             json,
             hosts_file,
-        } => run_preflight(&settings, snapshot, &hosts_file, fix, json),
-        Command::Render { format } => match decide(&snapshot, &settings, Context::default()) {
+        } => run_preflight(
+            &settings,
+            snapshot,
+            &hosts_file,
+            ctx.cluster_family,
+            fix,
+            json,
+        ),
+        Command::Render { format } => match decide(&snapshot, &settings, ctx) {
             Ok(id) => {
                 let text = match format {
                     RenderFormat::Env => render::env_file(&id),
@@ -229,8 +249,13 @@ struct InspectJson<'a> {
     default_routes: Vec<&'a crate::snapshot::DefaultRoute>,
 }
 
-fn inspect(settings: &Settings, snapshot: &crate::snapshot::HostSnapshot, json: bool) -> i32 {
-    let decision = decide(snapshot, settings, Context::default());
+fn inspect(
+    settings: &Settings,
+    snapshot: &crate::snapshot::HostSnapshot,
+    ctx: Context<'_>,
+    json: bool,
+) -> i32 {
+    let decision = decide(snapshot, settings, ctx);
     let (identity, reason) = match &decision {
         Ok(id) => (Some(id), None),
         Err(why) => (None, Some(why.to_string())),
@@ -323,10 +348,11 @@ fn run_preflight(
     settings: &Settings,
     snapshot: crate::snapshot::HostSnapshot,
     hosts_file: &Path,
+    cluster_family: Option<crate::snapshot::Family>,
     fix: bool,
     json: bool,
 ) -> i32 {
-    let inputs = preflight::gather(settings, snapshot, hosts_file);
+    let inputs = preflight::gather(settings, snapshot, hosts_file, cluster_family);
     let mut checks = preflight::evaluate(settings, &inputs);
     if fix {
         match preflight::fix_hosts(&inputs, &checks) {

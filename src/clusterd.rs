@@ -100,6 +100,21 @@ pub struct ClusterNode {
     hostname: String,
 }
 
+/// `<state_dir>/cluster.json`, if this node belongs to a cluster.
+pub fn load_record(state_dir: &std::path::Path) -> anyhow::Result<Option<ClusterRecord>> {
+    let path = state_dir.join(RECORD_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            anyhow::anyhow!(
+                "{} is damaged ({e}); fix: restore it from a backup, or remove it to leave the cluster",
+                path.display()
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
+    }
+}
+
 /// The config as amended by the cluster record (the node's bootstrap-time overrides).
 pub fn effective_settings(base: &Settings, record: Option<&ClusterRecord>) -> Settings {
     let mut s = base.clone();
@@ -125,14 +140,7 @@ impl ClusterNode {
         hostname: String,
     ) -> anyhow::Result<Arc<ClusterNode>> {
         let state_dir = settings.state_dir.clone();
-        let path = state_dir.join(RECORD_FILE);
-        let record = match std::fs::read(&path) {
-            Ok(bytes) => Some(serde_json::from_slice::<ClusterRecord>(&bytes).map_err(|e| {
-                anyhow::anyhow!("{} is damaged ({e}); fix: restore it from a backup, or remove it to leave the cluster", path.display())
-            })?),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
-        };
+        let record = load_record(&state_dir)?;
         let status = BootstrapStatus {
             state: if record.is_some() {
                 "completed"

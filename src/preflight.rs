@@ -56,6 +56,8 @@ pub struct Inputs {
     pub snapshot: HostSnapshot,
     /// Listen sockets that could not be bound because the port is taken.
     pub ports_in_use: Vec<(&'static str, SocketAddr)>,
+    /// The family of the cluster this node belongs to, if it does.
+    pub cluster_family: Option<Family>,
 }
 
 /// The family preflight judges against: the decided one, else what the config asks for.
@@ -68,7 +70,11 @@ fn wanted_family(settings: &Settings, decision: &Result<Identity, NotReady>) -> 
 }
 
 pub fn evaluate(settings: &Settings, inputs: &Inputs) -> Vec<Check> {
-    let decision = decide(&inputs.snapshot, settings, Context::default());
+    let ctx = Context {
+        cluster_family: inputs.cluster_family,
+        previous: None,
+    };
+    let decision = decide(&inputs.snapshot, settings, ctx);
     let family = wanted_family(settings, &decision);
     let mut checks = Vec::new();
 
@@ -258,12 +264,24 @@ pub fn evaluate(settings: &Settings, inputs: &Inputs) -> Vec<Check> {
 }
 
 /// Reads the host for preflight. Ports are probed by binding them briefly.
-pub fn gather(settings: &Settings, snapshot: HostSnapshot, hosts_path: &Path) -> Inputs {
+pub fn gather(
+    settings: &Settings,
+    snapshot: HostSnapshot,
+    hosts_path: &Path,
+    cluster_family: Option<Family>,
+) -> Inputs {
     let ipv6_disabled = match std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/disable_ipv6") {
         Ok(v) => v.trim() == "1",
         Err(_) => true, // no /proc/sys/net/ipv6: the kernel runs without IPv6
     };
-    let decision = decide(&snapshot, settings, Context::default());
+    let decision = decide(
+        &snapshot,
+        settings,
+        Context {
+            cluster_family,
+            previous: None,
+        },
+    );
     let family = match &decision {
         Ok(id) => id.family,
         Err(_) => wanted_family(settings, &decision).unwrap_or(Family::Ipv6),
@@ -302,6 +320,7 @@ pub fn gather(settings: &Settings, snapshot: HostSnapshot, hosts_path: &Path) ->
         ipv6_disabled,
         snapshot,
         ports_in_use,
+        cluster_family,
     }
 }
 
@@ -366,6 +385,7 @@ mod tests {
             ipv6_disabled: false,
             snapshot,
             ports_in_use: vec![],
+            cluster_family: None,
         }
     }
 

@@ -377,6 +377,17 @@ fn joins_are_refused_with_sub_codes_and_bad_input_changes_nothing() {
     assert_eq!(seen["external_addrs"], json!(["192.0.2.6"]));
     let (code, _) = http(&seed, "GET", "[2001:db8:300::6]", "/ready", None);
     assert_eq!(code, 200, "the joiner's HTTP must now listen on ::");
+    // The CLI decides as the daemon does: with the cluster's family, not the config's default.
+    let (code, out, err) = cli(&dual, &dj, &["inspect", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let inspected: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (
+            inspected["family"].as_str(),
+            inspected["internal_addr"].as_str()
+        ),
+        (Some("ipv6"), Some("2001:db8:300::6"))
+    );
 
     // While a join is under way, GET /v1/bootstrap says so; an unreachable seed ends in an error.
     let lost = lan.host("lost", &["2001:db8:300::7/64"]);
