@@ -483,17 +483,12 @@ fn status_nodes(settings: &Settings, json: bool) -> i32 {
                         .as_array()
                         .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
                         .unwrap_or_default();
-                    let status = match text("status").as_str() {
-                        "OK" => "OK".to_string(),
-                        other => {
-                            let ago = n["last_seen_ms_ago"].as_u64().unwrap_or(u64::MAX);
-                            if ago == u64::MAX {
-                                format!("{other}, never seen")
-                            } else {
-                                format!("{other}, last seen {}s ago", ago / 1000)
-                            }
-                        }
-                    };
+                    let status = status_cell(
+                        &text("status"),
+                        &text("state"),
+                        &text("reason"),
+                        n["last_seen_ms_ago"].as_u64().unwrap_or(u64::MAX),
+                    );
                     let marker = if n["local"].as_bool() == Some(true) {
                         "*"
                     } else {
@@ -546,6 +541,27 @@ fn status_nodes(settings: &Settings, json: bool) -> i32 {
     0
 }
 
+/// The STATUS column: health first, and the ring state when it is not the usual ACTIVE, so that
+/// a node that is joining or was stopped never reads as plain "OK".
+fn status_cell(status: &str, state: &str, reason: &str, last_seen_ms_ago: u64) -> String {
+    let seen = if last_seen_ms_ago == u64::MAX {
+        "never seen".to_string()
+    } else {
+        format!("last seen {}s ago", last_seen_ms_ago / 1000)
+    };
+    let because = if reason.is_empty() {
+        String::new()
+    } else {
+        format!(": {reason}")
+    };
+    match (status, state) {
+        ("OK", "ACTIVE") => "OK".into(),
+        ("OK", state) => format!("OK, {state}{because}"),
+        (_, "LEFT") => format!("LEFT, {seen}"),
+        (status, _) => format!("{status}, {seen}"),
+    }
+}
+
 fn node_command(settings: &Settings, id: &str, action: &NodeAction) -> i32 {
     let (path, body) = match action {
         NodeAction::ExternalAddr { op, addrs } => {
@@ -586,6 +602,37 @@ fn node_command(settings: &Settings, id: &str, action: &NodeAction) -> i32 {
         Err(e) => {
             eprintln!("stackring: {e}");
             1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::status_cell;
+
+    #[test]
+    fn status_cell_shows_health_and_any_state_but_active() {
+        let never = u64::MAX;
+        for (status, state, reason, ago, want) in [
+            ("OK", "ACTIVE", "", 0, "OK"),
+            ("OK", "JOINING", "", 0, "OK, JOINING"),
+            (
+                "OK",
+                "JOINING",
+                "fd00::9 is not bound",
+                0,
+                "OK, JOINING: fd00::9 is not bound",
+            ),
+            ("OK", "LEAVING", "", 0, "OK, LEAVING"),
+            ("DOWN", "LEFT", "", 3_400, "LEFT, last seen 3s ago"),
+            ("DOWN", "ACTIVE", "", 33_999, "DOWN, last seen 33s ago"),
+            ("DOWN", "ACTIVE", "", never, "DOWN, never seen"),
+        ] {
+            assert_eq!(
+                status_cell(status, state, reason, ago),
+                want,
+                "{status} {state}"
+            );
         }
     }
 }

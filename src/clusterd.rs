@@ -533,7 +533,9 @@ impl ClusterNode {
         if let Some(m) = membership {
             if let Some(identity) = self.identity.borrow().identity.clone() {
                 m.publish(&self.entry(&identity, "LEAVING")).await;
-                tokio::time::sleep(Duration::from_millis(300)).await;
+                // Three gossip rounds (200 ms each) for the peers to hear it: they then show
+                // this node LEFT, not merely DOWN, once it goes silent.
+                tokio::time::sleep(Duration::from_millis(600)).await;
             }
             m.shutdown().await;
         }

@@ -25,7 +25,8 @@ const GOSSIP_INTERVAL: Duration = Duration::from_millis(200);
 pub struct NodeEntry {
     pub id: String,
     pub hostname: String,
-    /// JOINING, ACTIVE, LEAVING.
+    /// JOINING, ACTIVE, LEAVING as published; LEFT in a view when a node that said LEAVING
+    /// has gone silent (a graceful stop, unlike a crash, which stays ACTIVE and DOWN).
     pub state: String,
     pub family: String,
     pub addr: String,
@@ -199,6 +200,10 @@ impl Membership {
                 continue;
             }
             generation.insert(node_id.clone(), id.generation_id);
+            let mut entry = entry;
+            if !alive && entry.state == "LEAVING" {
+                entry.state = "LEFT".into();
+            }
             newest.insert(
                 node_id,
                 MemberView {

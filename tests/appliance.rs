@@ -3,13 +3,17 @@
 //!
 //! - `unit_verify`: `systemd-analyze verify systemd/stackring.service` is clean.
 //! - `unit_security`: `systemd-analyze security --offline=true` rates it with exposure <= 2.0.
-//! - `nix_parse_and_eval`: every `.nix` file parses; what needs no nixpkgs evaluates.
+//! - `nix_parse_and_eval`: every `.nix` file parses; what needs no nixpkgs evaluates; the
+//!   cluster VM test's script runs against the agent in network namespaces.
 //! - `image_build_and_boot_ipv6_only`: `cargo build --release`, `image/build` (mkosi 24), a QEMU
 //!   boot on an IPv6-only QEMU user network, the agent active with IPv6 chosen, graceful power-off.
-//! - `image_boot_ipv6_bridge_in_netns`: the same image on an IPv6-only bridge in a network
-//!   namespace made by the test (tap device, radvd); the namespace reaches the VM's HTTP API.
+//! - `image_cluster_two_vms_ipv6_bridge_in_netns`: two VMs of the same image on an IPv6-only
+//!   bridge in a network namespace made by the test (tap devices, radvd); from the namespace
+//!   over IPv6 each VM's HTTP API answers, vm1 creates a cluster and vm2 joins it through the
+//!   bootstrap API; `stackring status nodes` inside both VMs (through the QEMU guest agent)
+//!   lists both nodes ACTIVE over IPv6; vm2's agent stopped shows DOWN and rejoins.
 //!
-//! The two VM tests take turns (one TCG VM at a time on a 2-core machine).
+//! The VM tests take turns (two TCG VMs at most on a 2-core machine).
 //!
 //! A missing tool (systemd-analyze, mkosi, QEMU, nix-instantiate) or not being root skips a test
 //! on a developer's machine (saying so on stderr) but fails it in CI (`CI=true`): CI must really
@@ -121,7 +125,12 @@ fn nix_parse_and_eval() {
     ) {
         return;
     }
-    let out = run(&script("nix-check"), &[], "nix checks");
+    // With the binary (and root) the cluster VM test's script also runs against the agent.
+    let out = run(
+        &script("nix-check"),
+        &[env!("CARGO_BIN_EXE_stackring")],
+        "nix checks",
+    );
     assert!(out.contains("PASS: nix"), "{out}");
 }
 
@@ -157,7 +166,7 @@ fn release_binary() -> Option<PathBuf> {
     Some(target.join("release/stackring"))
 }
 
-fn boot_test(net: &str) {
+fn boot_test(net: &str, vms: u32) {
     let Some(bin) = release_binary() else {
         return;
     };
@@ -165,20 +174,28 @@ fn boot_test(net: &str) {
         return;
     }
     let _vm = VM.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let vms = vms.to_string();
     let out = run(
         &script("boot-test"),
-        &["--net", net, "--bin", bin.to_str().expect("utf-8 path")],
-        &format!("image build and boot test ({net})"),
+        &[
+            "--net",
+            net,
+            "--vms",
+            &vms,
+            "--bin",
+            bin.to_str().expect("utf-8 path"),
+        ],
+        &format!("image build and boot test ({net}, {vms} VMs)"),
     );
     assert!(out.contains("PASS: boot test"), "{out}");
 }
 
 #[test]
 fn image_build_and_boot_ipv6_only() {
-    boot_test("user6");
+    boot_test("user6", 1);
 }
 
 #[test]
-fn image_boot_ipv6_bridge_in_netns() {
-    boot_test("bridge");
+fn image_cluster_two_vms_ipv6_bridge_in_netns() {
+    boot_test("bridge", 2);
 }

@@ -205,6 +205,23 @@ fn three_node_ipv6_only_cluster_forms_fails_over_and_rejoins() {
                 .then_some(())
         },
     );
+
+    // A graceful stop (SIGTERM) says LEAVING first: the others show node3 LEFT, not just DOWN.
+    daemons[2].signal(libc::SIGTERM);
+    let _ = daemons[2].child.wait();
+    wait_for("node3 LEFT on node1", Duration::from_secs(10), || {
+        nodes(&hosts[0], "[::1]")
+            .iter()
+            .any(|n| n["id"] == "node3" && n["status"] == "DOWN" && n["state"] == "LEFT")
+            .then_some(())
+    });
+    let table = cli(&hosts[0], &daemons[0], &["status", "nodes"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("node:node3") && l.contains("LEFT, last seen")),
+        "{table}"
+    );
 }
 
 #[test]
