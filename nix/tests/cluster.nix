@@ -1,8 +1,9 @@
 # NixOS VM test (flake checks.<system>.cluster): three IPv6-only nodes form a stackring cluster.
 # Each node has one cluster interface, eth1, with a static ULA address and no IPv4 (the test
 # driver's eth0 is left unconfigured). Uses the bootstrap API and `stackring status nodes --json`
-# as the README describes them (members with state ACTIVE, status OK/DOWN, family); it cannot
-# be run on machines without nixpkgs, so it has not been run yet.
+# as the README describes them (members with state ACTIVE, status OK/DOWN, family). Without
+# nixpkgs it cannot run as a NixOS test here; tests/appliance/nixos-test-shim runs its script
+# against the agent in network namespaces instead (see docs/appliance.md).
 { self }:
 { lib, ... }:
 
