@@ -11,7 +11,7 @@
 //!   bridge in a network namespace made by the test (tap devices, radvd); from the namespace
 //!   over IPv6 each VM's HTTP API answers, vm1 creates a cluster and vm2 joins it through the
 //!   bootstrap API; `stackring status nodes` inside both VMs (through the QEMU guest agent)
-//!   lists both nodes ACTIVE over IPv6; vm2's agent stopped shows DOWN and rejoins.
+//!   lists both nodes ACTIVE over IPv6; vm2's agent stopped shows LEFT, then rejoins.
 //!
 //! The VM tests take turns (two TCG VMs at most on a 2-core machine).
 //!
