@@ -8,8 +8,8 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use common::serve::Daemon;
-use common::{Lan, Netns};
+use common::serve::start_nodes;
+use common::Lan;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
@@ -90,22 +90,7 @@ fn count(status: &str) -> usize {
 
 fn run(n: usize) -> Figures {
     let lan = Lan::new(&format!("bl{n}"));
-    let hosts: Vec<Netns> = (1..=n)
-        .map(|i| {
-            lan.host(
-                &format!("b{n}x{i}"),
-                &[&format!("2001:db8:{n:x}::{i:x}/64")],
-            )
-        })
-        .collect();
-    let mut daemons: Vec<Daemon> = hosts
-        .iter()
-        .enumerate()
-        .map(|(i, ns)| Daemon::start(ns, &format!("lifecycler: {{id: node{}}}", i + 1), &[]))
-        .collect();
-    for d in daemons.iter_mut() {
-        d.expect("READY=1", Duration::from_secs(30));
-    }
+    let (hosts, mut daemons) = start_nodes(&lan, &format!("{n:x}"), n);
     let create = r#"{"action":"create_cluster","cluster":{"name":"bench"},"credentials":{"username":"admin","password":"correct horse"}}"#;
     let (code, body) = hosts[0]
         .run(move || http("POST", "/v1/bootstrap/create_cluster", create))

@@ -88,33 +88,27 @@ fn script(name: &str) -> PathBuf {
     repo().join("tests/appliance").join(name)
 }
 
-#[test]
-fn unit_verify() {
+/// Runs `tests/appliance/unit-check <mode>` and asserts its PASS line.
+fn unit_check(mode: &str, pass: &str) {
     if !require(have("systemd-analyze"), "systemd-analyze is not installed") {
         return;
     }
     let out = run(
         &script("unit-check"),
-        &["verify", env!("CARGO_BIN_EXE_stackring")],
-        "systemd-analyze verify",
+        &[mode, env!("CARGO_BIN_EXE_stackring")],
+        &format!("systemd-analyze {mode}"),
     );
-    assert!(
-        out.contains("PASS: systemd-analyze verify is clean"),
-        "{out}"
-    );
+    assert!(out.contains(pass), "{out}");
+}
+
+#[test]
+fn unit_verify() {
+    unit_check("verify", "PASS: systemd-analyze verify is clean");
 }
 
 #[test]
 fn unit_security() {
-    if !require(have("systemd-analyze"), "systemd-analyze is not installed") {
-        return;
-    }
-    let out = run(
-        &script("unit-check"),
-        &["security", env!("CARGO_BIN_EXE_stackring")],
-        "systemd-analyze security",
-    );
-    assert!(out.contains("PASS: exposure"), "{out}");
+    unit_check("security", "PASS: exposure");
 }
 
 #[test]

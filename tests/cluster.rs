@@ -490,22 +490,6 @@ fn cli(ns: &Netns, d: &Daemon, args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// `n` IPv6-only nodes on `2001:db8:<net>::<i>`, daemons READY, not yet clustered.
-fn start_nodes(lan: &Lan, net: &str, n: usize) -> (Vec<Netns>, Vec<Daemon>) {
-    let hosts: Vec<Netns> = (1..=n)
-        .map(|i| lan.host(&format!("{net}n{i}"), &[&format!("2001:db8:{net}::{i}/64")]))
-        .collect();
-    let mut daemons: Vec<Daemon> = hosts
-        .iter()
-        .enumerate()
-        .map(|(i, ns)| Daemon::start(ns, &format!("lifecycler: {{id: node{}}}", i + 1), &[]))
-        .collect();
-    for d in daemons.iter_mut() {
-        d.expect("READY=1", Duration::from_secs(15));
-    }
-    (hosts, daemons)
-}
-
 /// An IPv6-only cluster of `n` nodes on `2001:db8:<net>::<i>`, formed through the HTTP API.
 fn ipv6_cluster(lan: &Lan, net: &str, n: usize) -> (Vec<Netns>, Vec<Daemon>) {
     let (hosts, daemons) = start_nodes(lan, net, n);

@@ -139,6 +139,29 @@ impl Drop for Daemon {
     }
 }
 
+/// `n` IPv6-only nodes on `2001:db8:<net>::<i>` (`net` a hex group, `i` written in hex), with
+/// daemons named node1..node<n>, READY, not yet clustered.
+pub fn start_nodes(lan: &Lan, net: &str, n: usize) -> (Vec<Netns>, Vec<Daemon>) {
+    let hosts: Vec<Netns> = (1..=n)
+        .map(|i| {
+            lan.host(
+                &format!("{net}n{i}"),
+                &[&format!("2001:db8:{net}::{i:x}/64")],
+            )
+        })
+        .collect();
+    let mut daemons: Vec<Daemon> = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, ns)| Daemon::start(ns, &format!("lifecycler: {{id: node{}}}", i + 1), &[]))
+        .collect();
+    // Thirty daemons starting at once on two cores take a while.
+    for d in daemons.iter_mut() {
+        d.expect("READY=1", Duration::from_secs(30));
+    }
+    (hosts, daemons)
+}
+
 pub fn rand_suffix() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
