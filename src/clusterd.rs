@@ -1397,7 +1397,12 @@ impl ClusterNode {
             if self.record().is_some() {
                 return;
             }
-            match self.bootstrap_with(request.clone(), action).await {
+            // A reload may have changed memberlist.join_members: use the running value.
+            let mut request = request.clone();
+            if !declared.create {
+                request.seeds = Seeds::Gossip(self.settings().join_members);
+            }
+            match self.bootstrap_with(request, action).await {
                 Ok(_) => {
                     log::info!("declarative bootstrap: {name} {} done", declared.name);
                     return;
