@@ -213,14 +213,11 @@ impl Daemon {
                 if self.bound.is_some() {
                     self.announce(&identity);
                 }
-                let fields = |id: &Identity| {
-                    (
-                        id.family.as_str(),
-                        id.internal_addr.to_string(),
-                        id.internal_interface.clone(),
-                    )
-                };
-                let (family, addr, iface) = fields(&identity);
+                let (family, addr, iface) = (
+                    identity.family.as_str(),
+                    identity.internal_addr.to_string(),
+                    identity.internal_interface.clone(),
+                );
                 match &self.identity {
                     Some(old) if old.internal_addr != identity.internal_addr => {
                         self.metrics.renumberings.inc();
