@@ -155,8 +155,34 @@ fn three_node_ipv6_only_cluster_forms_fails_over_and_rejoins() {
         text(&out.stdout)
     };
     let table = cli(&hosts[1], &daemons[1], &["status", "nodes"]);
+    // rladmin's columns plus ZONE and VERSION (the build each node runs).
+    let header: Vec<&str> = table
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "NODE:ID",
+            "ADDRESS",
+            "EXTERNAL_ADDRESS",
+            "HOSTNAME",
+            "ZONE",
+            "VERSION",
+            "FAMILY",
+            "ADVERTISED",
+            "STATUS"
+        ],
+        "{table}"
+    );
+    let version = env!("CARGO_PKG_VERSION");
     assert!(
-        table.contains("NODE:ID") && table.contains("ADVERTISED"),
+        table
+            .lines()
+            .filter(|l| l.contains("node:node"))
+            .all(|l| l.contains(&format!(" {version}"))),
         "{table}"
     );
     assert!(
