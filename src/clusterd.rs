@@ -647,18 +647,28 @@ impl ClusterNode {
                 }
             }
         }
-        // Remember peers so that a restart can rejoin through any of them.
-        if let Some(m) = &inner.membership {
-            let peers = m.peer_gossip_addrs().await;
-            if !peers.is_empty() && peers != record.seeds {
-                let remembered = self.update_record(|r| {
-                    r.seeds = peers;
-                    Ok(())
-                });
-                if let Err(e) = remembered {
-                    log::warn!("cannot remember the peers: {}", e.body.description);
-                }
+        drop(inner);
+        self.remember_peers().await;
+    }
+
+    /// Persists the peers' gossip addresses so that a restart can rejoin through any of them.
+    async fn remember_peers(&self) {
+        let peers = {
+            let inner = self.inner.lock().await;
+            match &inner.membership {
+                Some(m) => m.peer_gossip_addrs().await,
+                None => return,
             }
+        };
+        if peers.is_empty() || self.record().is_some_and(|r| r.seeds == peers) {
+            return;
+        }
+        let remembered = self.update_record(|r| {
+            r.seeds = peers;
+            Ok(())
+        });
+        if let Err(e) = remembered {
+            log::warn!("cannot remember the peers: {}", e.body.description);
         }
     }
 
@@ -1252,9 +1262,16 @@ impl ClusterNode {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(250));
             let started = std::time::Instant::now();
+            let mut peers_checked = started;
             loop {
                 tick.tick().await;
                 let Some(node) = node.upgrade() else { return };
+                // Remember where the peers are, for a restart (the creator has no seeds of its
+                // own; a peer that moved is reached at its new address).
+                if peers_checked.elapsed() >= Duration::from_secs(2) {
+                    peers_checked = std::time::Instant::now();
+                    node.remember_peers().await;
+                }
                 let Some(record) = node.record() else {
                     continue;
                 };

@@ -242,6 +242,7 @@ const TOP_KEYS: &[&str] = &[
     "cluster",
     // Tempo's component sections, as its documents print them (the same node-level keys).
     "ingester",
+    "distributor",
     "metrics_generator",
     "compactor",
 ];
@@ -377,15 +378,17 @@ impl Validator {
             (top_level, None) => ("lifecycler", top_level.copied()),
         };
         let lc = self.section(lc_key, lc_value, LIFECYCLER_KEYS);
-        let rings: Vec<(String, BTreeMap<&str, &Value>)> = ["metrics_generator", "compactor"]
-            .into_iter()
-            .filter_map(|component| {
-                let section = self.section(component, top.get(component).copied(), COMPONENT_KEYS);
-                let key = format!("{component}.ring");
-                let ring = self.section(&key, section.get("ring").copied(), RING_KEYS);
-                (!ring.is_empty()).then_some((key, ring))
-            })
-            .collect();
+        let rings: Vec<(String, BTreeMap<&str, &Value>)> =
+            ["distributor", "metrics_generator", "compactor"]
+                .into_iter()
+                .filter_map(|component| {
+                    let section =
+                        self.section(component, top.get(component).copied(), COMPONENT_KEYS);
+                    let key = format!("{component}.ring");
+                    let ring = self.section(&key, section.get("ring").copied(), RING_KEYS);
+                    (!ring.is_empty()).then_some((key, ring))
+                })
+                .collect();
         for (key, ring) in &rings {
             let key = format!("{key}.kvstore");
             let kv = self.section(&key, ring.get("kvstore").copied(), KVSTORE_KEYS);
@@ -1124,7 +1127,7 @@ server:\n  grpc_listen_address: '::0'\n  grpc_listen_port: 9095\n  http_listen_a
                 "ingester.lifecycler.id",
                 "not a valid node id",
             ),
-            ("distributor: {ring: {}}", "distributor", "not a known key"),
+            ("querier: {ring: {}}", "querier", "not a known key"),
         ];
         for (yaml, key, problem) in table {
             let errors = parse_str(yaml, "n").unwrap_err().0;

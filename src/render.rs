@@ -182,7 +182,10 @@ STACKRING_GOSSIP_ADVERTISE_PORT=7946
         );
         assert!(text.contains("  bind_addr: ['::']"), "{text}");
         assert!(!text.contains("address: '::'\n    port"), "{text}");
-        // It is YAML that parses.
+        // It is YAML that parses, and stackring reads what it renders.
         let _: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+        let read = crate::config::parse_str(&text, "n").unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(read.advertise_port, Some(19095));
+        assert!(read.use_internal_ipv6);
     }
 }
