@@ -1,13 +1,16 @@
 //! The cluster at the edge: bootstrap state machine (create / join), the persisted cluster record,
 //! the gRPC Cluster service, and the gossip membership it starts. The rules live in `cluster`.
 
-use crate::cluster::{self, Action, Bootstrap, BootstrapRequest, ClusterRecord, JoinerFacts};
+use crate::cluster::{
+    self, Action, Bootstrap, BootstrapRequest, ClusterRecord, JoinerFacts, Seeds,
+};
 use crate::config::{ConfigError, Settings};
 use crate::decide::{decide, usability, Context, Identity};
 use crate::grpc::pb;
 use crate::membership::{
-    now_unix, MemberView, Membership, NodeEntry, FORGET_PREFIX, OVERRIDE_PREFIX,
+    now_unix, Health, MemberView, Membership, NodeEntry, NodeState, FORGET_PREFIX, OVERRIDE_PREFIX,
 };
+use crate::peer::PeerAddr;
 use crate::snapshot::{Family, HostSnapshot};
 use crate::state::StateRx;
 use serde::Serialize;
@@ -140,6 +143,14 @@ impl ClusterNode {
         hostname: String,
     ) -> anyhow::Result<Arc<ClusterNode>> {
         let state_dir = settings.state_dir.clone();
+        let stale = crate::fsutil::remove_stale_temporaries(&state_dir.join(RECORD_FILE));
+        if stale > 0 {
+            log::warn!(
+                "removed {stale} unfinished {} write(s) left by a killed process in {}",
+                RECORD_FILE,
+                state_dir.display()
+            );
+        }
         let record = load_record(&state_dir)?;
         let status = BootstrapStatus {
             state: if record.is_some() {
@@ -216,7 +227,8 @@ impl ClusterNode {
             .collect()
     }
 
-    /// `POST /v1/bootstrap/{create_cluster,join_cluster}`.
+    /// `POST /v1/bootstrap/{create_cluster,join_cluster}`: the body parsed and validated, every
+    /// problem named with its JSON path, value and fix (nothing changes on a 400).
     pub async fn bootstrap(
         self: &Arc<Self>,
         body: &[u8],
@@ -226,15 +238,18 @@ impl ClusterNode {
             http_status: 400,
             body: ErrorBody::invalid(errors),
         };
-        let request: BootstrapRequest = serde_json::from_slice(body).map_err(|e| Refused {
-            http_status: 400,
-            body: ErrorBody::new(
-                "InvalidRequest",
-                None,
-                format!("the body is not a valid bootstrap request: {e}"),
-            ),
-        })?;
+        let request: BootstrapRequest =
+            crate::jsonbody::parse(body).map_err(|e| invalid(vec![e]))?;
         let request = cluster::validate_bootstrap(request, action).map_err(invalid)?;
+        self.bootstrap_with(request, action).await
+    }
+
+    /// Create or join with a validated request (the HTTP API and declarative bootstrap).
+    pub async fn bootstrap_with(
+        self: &Arc<Self>,
+        request: Bootstrap,
+        action: Action,
+    ) -> Result<BootstrapStatus, Refused> {
         let _one_at_a_time = self.bootstrapping.lock().await;
         let current = self.status().await.state;
         if current != "idle" && current != "error" {
@@ -260,6 +275,7 @@ impl ClusterNode {
                         format!("this node has no identity to create a cluster with: {why}"),
                     ),
                 })?;
+            check_hosts_file(identity.family)?;
             self.set_status("creating_cluster", None);
             let result = self.create(&request, &settings, &identity).await;
             return self.finish(result);
@@ -292,6 +308,10 @@ impl ClusterNode {
         }
         if let Some(flag) = request.use_internal_ipv6 {
             s.use_internal_ipv6 = flag;
+            s.use_internal_ipv6_written = Some(crate::config::WrittenFlag {
+                value: flag,
+                key: "node.identity.use_internal_ipv6".into(),
+            });
         }
         s
     }
@@ -308,7 +328,10 @@ impl ClusterNode {
             .ok_or_else(|| internal("hashing failed"))?
             .map_err(internal)?;
         let record = ClusterRecord {
-            name: request.cluster_name.clone(),
+            name: request
+                .cluster_name
+                .clone()
+                .ok_or_else(|| internal("create without a cluster name"))?,
             family: identity.family,
             use_internal_ipv6: settings.use_internal_ipv6,
             username: request.username.clone(),
@@ -318,6 +341,7 @@ impl ClusterNode {
             external_addrs: request.external_addrs.clone(),
             seeds: vec![],
             applied: Default::default(),
+            registered_unix: now_unix(),
         };
         self.adopt(record, identity).await
     }
@@ -341,13 +365,21 @@ impl ClusterNode {
             node_id: settings.id.clone(),
             has_ipv4: usable(Family::Ipv4),
             has_ipv6: usable(Family::Ipv6),
-            use_internal_ipv6: settings.use_internal_ipv6,
+            // Only what the operator wrote: unset, the node takes the cluster's family.
+            use_internal_ipv6: settings.use_internal_ipv6_written.as_ref().map(|f| f.value),
         };
+        let key = request.seeds.key();
         let mut unreachable = Vec::new();
-        for seed in &request.seeds {
-            let uri = grpc_uri(seed, settings.grpc.port);
+        for (seed, uri) in self.seed_uris(&request.seeds, settings).await {
+            let uri = match uri {
+                Ok(uri) => uri,
+                Err(e) => {
+                    unreachable.push(format!("{seed}: {e}"));
+                    continue;
+                }
+            };
             match call_join(&uri, ask.clone()).await {
-                Err(e) => unreachable.push(format!("{seed}: {e}")),
+                Err(e) => unreachable.push(format!("{seed} (gRPC {uri}): {e}")),
                 Ok(reply) => {
                     if let Some(r) = reply.refusal {
                         let status = if r.sub_code == "invalid_credentials" {
@@ -362,7 +394,12 @@ impl ClusterNode {
                     }
                     let family = match reply.family.as_str() {
                         "ipv6" => Family::Ipv6,
-                        _ => Family::Ipv4,
+                        "ipv4" => Family::Ipv4,
+                        other => {
+                            return Err(internal(format!(
+                                "{seed} answered with an unknown family '{other}'"
+                            )))
+                        }
                     };
                     let ctx = Context {
                         cluster_family: Some(family),
@@ -376,6 +413,17 @@ impl ClusterNode {
                             format!("the cluster uses {family}, and this node cannot: {why}"),
                         ),
                     })?;
+                    check_hosts_file(family)?;
+                    let mut seeds = reply.seeds;
+                    if let Seeds::Gossip(members) = &request.seeds {
+                        // Rejoin after a restart through what the operator wrote, too.
+                        for m in members {
+                            let written = m.host_port(settings.gossip.port);
+                            if !seeds.contains(&written) {
+                                seeds.push(written);
+                            }
+                        }
+                    }
                     let record = ClusterRecord {
                         name: reply.cluster_name,
                         family,
@@ -385,8 +433,9 @@ impl ClusterNode {
                         node_id: settings.id.clone(),
                         node_addr: request.addr,
                         external_addrs: request.external_addrs.clone(),
-                        seeds: reply.seeds,
+                        seeds,
                         applied: Default::default(),
+                        registered_unix: now_unix(),
                     };
                     return self.adopt(record, &identity).await;
                 }
@@ -397,9 +446,45 @@ impl ClusterNode {
             body: ErrorBody::new(
                 "NodeBootstrapError",
                 Some("cluster_unreachable"),
-                format!("no node in cluster.nodes answered: {}; fix: check the addresses and that their gRPC port is reachable", unreachable.join("; ")),
+                format!(
+                    "no node in {key} answered: {}; fix: check {key} and that those nodes are up and reachable over {}",
+                    unreachable.join("; "),
+                    match &request.seeds {
+                        Seeds::Nodes(_) => "their gRPC port (server.grpc_listen_port, 9095 by default)",
+                        Seeds::Gossip(_) => "their gossip port (memberlist.bind_port, TCP and UDP, 7946 by default)",
+                    }
+                ),
             ),
         })
+    }
+
+    /// Each seed as written, with the gRPC URI to call `Join` on (or why there is none).
+    async fn seed_uris(
+        &self,
+        seeds: &Seeds,
+        settings: &Settings,
+    ) -> Vec<(String, Result<String, String>)> {
+        match seeds {
+            Seeds::Nodes(nodes) => nodes
+                .iter()
+                .map(|n| {
+                    let uri = format!("http://{}", n.host_port(settings.grpc.port));
+                    (n.to_string(), Ok(uri))
+                })
+                .collect(),
+            Seeds::Gossip(members) => {
+                let mut out = Vec::new();
+                for m in members {
+                    out.push((
+                        m.to_string(),
+                        crate::membership::discover_grpc(&m.host_port(settings.gossip.port))
+                            .await
+                            .map(|grpc| format!("http://{grpc}")),
+                    ));
+                }
+                out
+            }
+        }
     }
 
     /// Persists the record, starts gossip, and tells the daemon (which re-decides the identity).
@@ -409,7 +494,7 @@ impl ClusterNode {
         identity: &Identity,
     ) -> Result<(), Refused> {
         self.persist(&record).map_err(internal)?;
-        let entry = self.entry(identity, "ACTIVE");
+        let entry = self.entry(identity, NodeState::Active);
         let membership = Membership::start(
             &record.name,
             &entry,
@@ -447,11 +532,11 @@ impl ClusterNode {
             .map_err(|e| format!("cannot write {}: {e}", path.display()))
     }
 
-    fn entry(&self, identity: &Identity, state: &str) -> NodeEntry {
+    fn entry(&self, identity: &Identity, state: NodeState) -> NodeEntry {
         NodeEntry {
             id: identity.id.clone(),
             hostname: self.hostname.clone(),
-            state: state.into(),
+            state,
             family: identity.family.as_str().into(),
             addr: identity.internal_addr.to_string(),
             external_addrs: identity
@@ -464,7 +549,11 @@ impl ClusterNode {
             advertised_gossip: identity.gossip.advertise.to_string(),
             listen_grpc: identity.grpc.listen.to_string(),
             zone: identity.zone.clone(),
-            registered_unix: now_unix(),
+            registered_unix: self
+                .record()
+                .map(|r| r.registered_unix)
+                .filter(|t| *t > 0)
+                .unwrap_or_else(now_unix),
             reason: String::new(),
         }
     }
@@ -476,12 +565,16 @@ impl ClusterNode {
         let mut inner = self.inner.lock().await;
         match &inner.membership {
             Some(m) => {
-                let state = if inner.synced { "ACTIVE" } else { "JOINING" };
+                let state = if inner.synced {
+                    NodeState::Active
+                } else {
+                    NodeState::Joining
+                };
                 m.publish(&self.entry(identity, state)).await
             }
             None => {
                 inner.synced = false;
-                let entry = self.entry(identity, "JOINING");
+                let entry = self.entry(identity, NodeState::Joining);
                 match Membership::start(
                     &record.name,
                     &entry,
@@ -532,7 +625,7 @@ impl ClusterNode {
         let membership = self.inner.lock().await.membership.take();
         if let Some(m) = membership {
             if let Some(identity) = self.identity.borrow().identity.clone() {
-                m.publish(&self.entry(&identity, "LEAVING")).await;
+                m.publish(&self.entry(&identity, NodeState::Leaving)).await;
                 // Three gossip rounds (200 ms each) for the peers to hear it: they then show
                 // this node LEFT, not merely DOWN, once it goes silent.
                 tokio::time::sleep(Duration::from_millis(600)).await;
@@ -561,7 +654,7 @@ impl ClusterNode {
         let members = self.members().await.map(|(_, m)| m).unwrap_or_default();
         let live: Vec<String> = members
             .iter()
-            .filter(|m| m.status == "OK")
+            .filter(|m| m.healthy())
             .map(|m| m.entry.id.clone())
             .collect();
         let facts = JoinerFacts {
@@ -584,7 +677,7 @@ impl ClusterNode {
                 log::info!("node {} joins cluster {}", req.node_id, record.name);
                 let mut seeds: Vec<String> = members
                     .iter()
-                    .filter(|m| m.status == "OK")
+                    .filter(|m| m.healthy())
                     .map(|m| m.entry.advertised_gossip.clone())
                     .collect();
                 seeds.sort();
@@ -729,7 +822,7 @@ impl ClusterNode {
         body: &[u8],
     ) -> Result<serde_json::Value, Refused> {
         let change: ExternalChange =
-            serde_json::from_slice(body).map_err(|e| bad_request(format!("invalid body: {e}")))?;
+            crate::jsonbody::parse(body).map_err(|e| bad_request(e.to_string()))?;
         let addrs = parse_addrs("addrs", &change.addrs)?;
         if addrs.is_empty() {
             return Err(bad_request(
@@ -794,7 +887,7 @@ impl ClusterNode {
     /// `node <ID> addr set <IP>`: only for a node that is down, only within the cluster's family.
     pub async fn set_addr(&self, target: &str, body: &[u8]) -> Result<serde_json::Value, Refused> {
         let change: AddrChange =
-            serde_json::from_slice(body).map_err(|e| bad_request(format!("invalid body: {e}")))?;
+            crate::jsonbody::parse(body).map_err(|e| bad_request(e.to_string()))?;
         let ip = parse_addrs("addr", std::slice::from_ref(&change.addr))?[0];
         if let Some(why) = crate::config::advertised_refusal(&ip) {
             return Err(bad_request(format!("addr: '{ip}' {why}")));
@@ -811,7 +904,7 @@ impl ClusterNode {
                 ),
             ));
         }
-        if member.status == "OK" {
+        if member.healthy() {
             return Err(conflict(
                 "node_is_up",
                 format!("node '{target}' is up; its internal address can only change while it is down; fix: stop it first"),
@@ -826,7 +919,7 @@ impl ClusterNode {
     /// `node <ID> forget`: removes a dead node from every member's view.
     pub async fn forget(&self, target: &str) -> Result<serde_json::Value, Refused> {
         let (_, member) = self.member(target).await?;
-        if member.status == "OK" {
+        if member.healthy() {
             return Err(conflict(
                 "node_is_up",
                 format!("node '{target}' is alive; only a DOWN node can be forgotten"),
@@ -912,7 +1005,7 @@ impl ClusterNode {
         };
         let inner = self.inner.lock().await;
         if let Some(m) = &inner.membership {
-            let mut entry = self.entry(&identity, "JOINING");
+            let mut entry = self.entry(&identity, NodeState::Joining);
             entry.reason = reason.to_string();
             m.publish(&entry).await;
         }
@@ -942,7 +1035,7 @@ impl ClusterNode {
     pub async fn declare(
         self: &Arc<Self>,
         declared: crate::config::DeclaredCluster,
-        join_members: Vec<String>,
+        join_members: Vec<PeerAddr>,
     ) {
         if self.record().is_some() {
             return;
@@ -969,22 +1062,26 @@ impl ClusterNode {
         } else {
             (Action::Join, "join_cluster")
         };
-        let mut cluster = serde_json::json!({"name": declared.name});
-        if !declared.create {
-            cluster["nodes"] = serde_json::json!(join_members);
-        }
-        let body = serde_json::json!({
-            "action": name,
-            "cluster": cluster,
-            "credentials": {"username": username, "password": password},
-        })
-        .to_string();
+        let request = Bootstrap {
+            cluster_name: Some(declared.name.clone()),
+            seeds: Seeds::Gossip(if declared.create {
+                vec![]
+            } else {
+                join_members
+            }),
+            username,
+            password,
+            addr: None,
+            external_addrs: None,
+            use_internal_ipv6: None,
+            name: None,
+        };
         let mut delay = Duration::from_secs(1);
         loop {
             if self.record().is_some() {
                 return;
             }
-            match self.bootstrap(body.as_bytes(), action).await {
+            match self.bootstrap_with(request.clone(), action).await {
                 Ok(_) => {
                     log::info!("declarative bootstrap: {name} {} done", declared.name);
                     return;
@@ -992,7 +1089,12 @@ impl ClusterNode {
                 Err(r)
                     if matches!(
                         r.body.sub_code.as_deref(),
-                        Some("cluster_unreachable" | "not_in_cluster" | "no_identity")
+                        Some(
+                            "cluster_unreachable"
+                                | "not_in_cluster"
+                                | "no_identity"
+                                | "hosts_ipv6_localhost"
+                        )
                     ) =>
                 {
                     log::warn!(
@@ -1010,6 +1112,28 @@ impl ClusterNode {
             }
         }
     }
+}
+
+/// Redis Enterprise: "The host file /etc/hosts on each node in the cluster must include ...
+/// ::1 localhost". Checked before an IPv6 cluster is created or joined, not after.
+fn check_hosts_file(family: Family) -> Result<(), Refused> {
+    if family != Family::Ipv6 {
+        return Ok(());
+    }
+    let path = crate::preflight::HOSTS_PATH;
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let localhost = IpAddr::V6(std::net::Ipv6Addr::LOCALHOST);
+    if crate::hosts::maps(&text, localhost, "localhost") {
+        return Ok(());
+    }
+    Err(Refused {
+        http_status: 409,
+        body: ErrorBody::new(
+            "NodeBootstrapError",
+            Some("hosts_ipv6_localhost"),
+            format!("{path} does not map ::1 to localhost, which every node of an IPv6 cluster needs; fix: run `stackring preflight --fix` (adds '::1 localhost', keeps every other line), then retry"),
+        ),
+    })
 }
 
 /// The gRPC Admin service: the HTTP admin calls, for programs.
@@ -1143,8 +1267,11 @@ pub struct ClusterService {
 fn member_pb(m: &MemberView) -> pb::Member {
     pb::Member {
         id: m.entry.id.clone(),
-        status: m.status.clone(),
-        state: m.entry.state.clone(),
+        status: match m.status {
+            Health::Ok => "OK".into(),
+            Health::Down => "DOWN".into(),
+        },
+        state: m.entry.state.as_str().into(),
         addr: m.entry.addr.clone(),
         external_addrs: m.entry.external_addrs.clone(),
         family: m.entry.family.clone(),

@@ -20,6 +20,36 @@ pub const OVERRIDE_PREFIX: &str = "override/";
 /// Short rounds: a 30-node cluster converges in a few of them, a dead node is seen within seconds.
 const GOSSIP_INTERVAL: Duration = Duration::from_millis(200);
 
+/// A node's place in the cluster's life cycle, as it publishes it (LEFT is derived, see
+/// `MemberView`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum NodeState {
+    Joining,
+    Active,
+    Leaving,
+    Left,
+}
+
+impl NodeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Joining => "JOINING",
+            NodeState::Active => "ACTIVE",
+            NodeState::Leaving => "LEAVING",
+            NodeState::Left => "LEFT",
+        }
+    }
+}
+
+/// Whether the failure detector hears the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Health {
+    Ok,
+    Down,
+}
+
 /// What a node publishes about itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeEntry {
@@ -27,7 +57,7 @@ pub struct NodeEntry {
     pub hostname: String,
     /// JOINING, ACTIVE, LEAVING as published; LEFT in a view when a node that said LEAVING
     /// has gone silent (a graceful stop, unlike a crash, which stays ACTIVE and DOWN).
-    pub state: String,
+    pub state: NodeState,
     pub family: String,
     pub addr: String,
     pub external_addrs: Vec<String>,
@@ -47,12 +77,41 @@ pub struct NodeEntry {
 pub struct MemberView {
     #[serde(flatten)]
     pub entry: NodeEntry,
-    /// "OK", or "DOWN" when the failure detector considers the node dead.
-    pub status: String,
+    /// OK, or DOWN when the failure detector considers the node dead.
+    pub status: Health,
     pub last_seen_ms_ago: u64,
     pub local: bool,
     /// Chitchat generation (start time, ms) of the row shown: `forget` hides this one.
     pub generation: u64,
+    /// The one wording of state and health that the CLI, `/ring` and the JSON all show.
+    pub summary: String,
+}
+
+impl MemberView {
+    pub fn healthy(&self) -> bool {
+        self.status == Health::Ok
+    }
+}
+
+/// "OK" for a healthy active node; otherwise the health and whatever else an operator should
+/// know: `OK, JOINING: <why>`, `OK, LEAVING`, `LEFT, last seen 2.5s ago`, `DOWN, last seen 33s ago`.
+pub fn summary(status: Health, state: NodeState, reason: &str, last_seen_ms_ago: u64) -> String {
+    let seen = match last_seen_ms_ago {
+        u64::MAX => "never seen".to_string(),
+        ms if ms < 10_000 => format!("last seen {:.1}s ago", ms as f64 / 1000.0),
+        ms => format!("last seen {}s ago", ms / 1000),
+    };
+    let because = if reason.is_empty() {
+        String::new()
+    } else {
+        format!(": {reason}")
+    };
+    match (status, state) {
+        (Health::Ok, NodeState::Active) => "OK".into(),
+        (Health::Ok, state) => format!("OK, {}{because}", state.as_str()),
+        (Health::Down, NodeState::Left) => format!("LEFT, {seen}"),
+        (Health::Down, _) => format!("DOWN, {seen}"),
+    }
 }
 
 pub struct Membership {
@@ -60,6 +119,85 @@ pub struct Membership {
     self_id: ChitchatId,
     last_seen: Arc<Mutex<HashMap<ChitchatId, (Heartbeat, Instant)>>>,
     monitor: tokio::task::JoinHandle<()>,
+    /// What the TCP side of the gossip port tells a joiner (see `serve_discovery`).
+    discovery: Arc<Mutex<Discovery>>,
+    discovery_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// The answer on the TCP side of the gossip port: where this member's gRPC `Join` is. dskit's
+/// memberlist listens on TCP and UDP at `bind_port`; `join_members` name that port, and a joiner
+/// needs the member's gRPC endpoint (advertised, so a sidecar proxy's port is honoured).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Discovery {
+    pub node: String,
+    pub grpc: String,
+}
+
+/// How long a joiner waits for a member's discovery answer.
+const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Asks the member at gossip address `host_port` (TCP) where its gRPC endpoint is.
+pub async fn discover_grpc(host_port: &str) -> Result<SocketAddr, String> {
+    use tokio::io::AsyncReadExt;
+    let addrs: Vec<SocketAddr> =
+        tokio::time::timeout(DISCOVERY_TIMEOUT, tokio::net::lookup_host(host_port))
+            .await
+            .map_err(|_| "name lookup timed out".to_string())?
+            .map_err(|e| format!("cannot resolve it ({e})"))?
+            .collect();
+    let mut errors = Vec::new();
+    for addr in addrs {
+        let answer = tokio::time::timeout(DISCOVERY_TIMEOUT, async {
+            let mut stream = tokio::net::TcpStream::connect(addr).await?;
+            let mut buf = Vec::with_capacity(256);
+            (&mut stream).take(4096).read_to_end(&mut buf).await?;
+            Ok::<_, std::io::Error>(buf)
+        })
+        .await;
+        match answer {
+            Err(_) => errors.push(format!("{addr}: no answer within {DISCOVERY_TIMEOUT:?}")),
+            Ok(Err(e)) => errors.push(format!("{addr}: cannot connect ({e})")),
+            Ok(Ok(bytes)) => match serde_json::from_slice::<Discovery>(&bytes) {
+                Ok(d) => match d.grpc.parse::<SocketAddr>() {
+                    Ok(grpc) => return Ok(grpc),
+                    Err(_) => errors.push(format!("{addr}: bad gRPC address '{}'", d.grpc)),
+                },
+                Err(_) => errors.push(format!(
+                    "{addr}: answered, but not as a stackring member's gossip port"
+                )),
+            },
+        }
+    }
+    if errors.is_empty() {
+        errors.push("the name has no address".into());
+    }
+    Err(errors.join(", "))
+}
+
+/// Answers every TCP connection on the gossip port with this node's `Discovery`, then closes.
+async fn serve_discovery(listener: tokio::net::TcpListener, answer: Arc<Mutex<Discovery>>) {
+    use tokio::io::AsyncWriteExt;
+    // Bounded: a flood of connections waits in the kernel's backlog, not in our memory.
+    let slots = Arc::new(tokio::sync::Semaphore::new(64));
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let body = serde_json::to_vec(&*answer.lock().unwrap_or_else(|p| p.into_inner()))
+            .unwrap_or_default();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(DISCOVERY_TIMEOUT, async {
+                let _ = stream.write_all(&body).await;
+                let _ = stream.shutdown().await;
+            })
+            .await;
+            drop(slot);
+        });
+    }
 }
 
 pub fn now_unix() -> u64 {
@@ -132,11 +270,24 @@ impl Membership {
                 }
             }
         });
+        let discovery = Arc::new(Mutex::new(Discovery {
+            node: entry.id.clone(),
+            grpc: entry.advertised_grpc.clone(),
+        }));
+        let discovery_task = match crate::daemon::listen_socket(listen) {
+            Ok(listener) => Some(tokio::spawn(serve_discovery(listener, discovery.clone()))),
+            Err(e) => {
+                log::warn!("gossip port {listen} over TCP: {e}; nodes cannot join through this node's memberlist address");
+                None
+            }
+        };
         Ok(Membership {
             handle,
             self_id,
             last_seen,
             monitor,
+            discovery,
+            discovery_task,
         })
     }
 
@@ -145,6 +296,10 @@ impl Membership {
         let Ok(value) = serde_json::to_string(entry) else {
             return;
         };
+        self.discovery
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .grpc = entry.advertised_grpc.clone();
         self.handle
             .with_chitchat(|c| {
                 let own = c.self_node_state();
@@ -201,17 +356,20 @@ impl Membership {
             }
             generation.insert(node_id.clone(), id.generation_id);
             let mut entry = entry;
-            if !alive && entry.state == "LEAVING" {
-                entry.state = "LEFT".into();
+            if !alive && entry.state == NodeState::Leaving {
+                entry.state = NodeState::Left;
             }
+            let status = if alive { Health::Ok } else { Health::Down };
+            let summary = summary(status, entry.state, &entry.reason, last_seen_ms_ago);
             newest.insert(
                 node_id,
                 MemberView {
                     entry,
-                    status: if alive { "OK".into() } else { "DOWN".into() },
+                    status,
                     last_seen_ms_ago,
                     local,
                     generation: id.generation_id,
+                    summary,
                 },
             );
         }
@@ -279,9 +437,51 @@ impl Membership {
 
     pub async fn shutdown(self) {
         let Membership {
-            handle, monitor, ..
+            handle,
+            monitor,
+            discovery_task,
+            ..
         } = self;
         monitor.abort();
+        if let Some(task) = discovery_task {
+            task.abort();
+        }
         let _ = handle.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One wording of state and health for every view; a node that is joining or was stopped
+    /// never reads as plain "OK", and a recent death does not read "0s ago".
+    #[test]
+    fn summary_shows_health_and_any_state_but_active() {
+        let never = u64::MAX;
+        use Health::*;
+        use NodeState::*;
+        for (status, state, reason, ago, want) in [
+            (Ok, Active, "", 0, "OK"),
+            (Ok, Joining, "", 0, "OK, JOINING"),
+            (
+                Ok,
+                Joining,
+                "fd00::9 is not bound",
+                0,
+                "OK, JOINING: fd00::9 is not bound",
+            ),
+            (Ok, Leaving, "", 0, "OK, LEAVING"),
+            (Down, Left, "", 3_400, "LEFT, last seen 3.4s ago"),
+            (Down, Active, "", 850, "DOWN, last seen 0.8s ago"),
+            (Down, Active, "", 33_999, "DOWN, last seen 33s ago"),
+            (Down, Active, "", never, "DOWN, never seen"),
+        ] {
+            assert_eq!(
+                summary(status, state, reason, ago),
+                want,
+                "{status:?} {state:?}"
+            );
+        }
     }
 }
