@@ -1,7 +1,12 @@
 # Pure helpers (builtins only, no nixpkgs): the package, the module and tests/appliance/nix-check
 # use them, so what they compute is evaluated on machines without nixpkgs too.
 rec {
-  # The unit of systemd/stackring.service for a Nix store install: only the paths of the Exec
+  # The units of systemd/, installed alike by the Debian image (image/build) and the Nix package:
+  # the agent, and the wait service and target for the units that need the identity
+  # (nix/tests/eval.nix checks that this list is what systemd/ holds).
+  unitNames = [ "stackring.service" "stackring-wait-online.service" "stackring-online.target" ];
+
+  # A unit of systemd/ for a Nix store install: only the paths of the Exec
   # lines change (/usr/bin/stackring -> the package's binary, /bin/kill -> coreutils' kill, since
   # NixOS has neither); every other byte of the file is kept.
   unitText = { text, stackring, kill }:

@@ -54,11 +54,13 @@ in
 
   config = lib.mkIf cfg.enable {
     environment.systemPackages = [ cfg.package ];
-    # The admin CLI (`stackring inspect`, `preflight`) and the unit's ExecStartPre read the
-    # default path: the same validated file.
+    # The admin CLI (`stackring inspect`, `preflight`) and stackring-wait-online.service
+    # (`stackring wait`) read the default path: the same validated file.
     environment.etc."stackring/stackring.yaml".source = configFile;
 
-    # The unit file itself comes from the package, unchanged but for its store paths.
+    # The unit files come from the package, unchanged but for their store paths: the agent, and
+    # stackring-wait-online.service / stackring-online.target for units that need the identity
+    # (`wants = [ "stackring-online.target" ]; after = [ "stackring-online.target" ];`).
     systemd.packages = [ cfg.package ];
     systemd.services.stackring = {
       wantedBy = [ "multi-user.target" ];

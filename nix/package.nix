@@ -1,12 +1,27 @@
 # The stackring binary, built from this repository with the Cargo.lock (no network at build
-# time), plus its systemd unit from systemd/ with the store paths filled in.
+# time), plus its systemd units from systemd/ (the agent, stackring-wait-online.service and
+# stackring-online.target) with the store paths filled in.
 { lib, rustPlatform, coreutils }:
 
 let
   srLib = import ./lib.nix;
   manifest = (builtins.fromTOML (builtins.readFile ../Cargo.toml)).package;
+  # Each unit file with this package's paths; `placeholder "out"` becomes $out at build time.
+  # passAsFile needs shell-safe attribute names: unit0, unit1, ...
+  units = builtins.genList
+    (i:
+      let name = builtins.elemAt srLib.unitNames i; in {
+        inherit name;
+        attr = "unit${toString i}";
+        text = srLib.unitText {
+          text = builtins.readFile (../systemd + "/${name}");
+          stackring = "${placeholder "out"}/bin/stackring";
+          kill = "${coreutils}/bin/kill";
+        };
+      })
+    (builtins.length srLib.unitNames);
 in
-rustPlatform.buildRustPackage {
+rustPlatform.buildRustPackage ({
   pname = manifest.name;
   inherit (manifest) version;
 
@@ -24,16 +39,9 @@ rustPlatform.buildRustPackage {
   # The unit tests of the pure core run.
   cargoTestFlags = [ "--lib" ];
 
-  # The unit file with this package's paths; `placeholder "out"` becomes $out at build time.
-  unitText = srLib.unitText {
-    text = builtins.readFile ../systemd/stackring.service;
-    stackring = "${placeholder "out"}/bin/stackring";
-    kill = "${coreutils}/bin/kill";
-  };
-  passAsFile = [ "unitText" ];
-  postInstall = ''
-    install -Dm644 "$unitTextPath" "$out/lib/systemd/system/stackring.service"
-  '';
+  passAsFile = map (u: u.attr) units;
+  postInstall = builtins.concatStringsSep ""
+    (map (u: "install -Dm644 \"\$${u.attr}Path\" \"$out/lib/systemd/system/${u.name}\"\n") units);
 
   meta = {
     description = "Network identity and membership agent of a clustered appliance";
@@ -41,4 +49,4 @@ rustPlatform.buildRustPackage {
     mainProgram = "stackring";
     platforms = lib.platforms.linux;
   };
-}
+} // builtins.listToAttrs (map (u: { name = u.attr; value = u.text; }) units))

@@ -1,8 +1,13 @@
 //! The appliance checks, run as cargo integration tests: each test drives one script of
 //! `tests/appliance/` and fails with that script's whole output.
 //!
-//! - `unit_verify`: `systemd-analyze verify systemd/stackring.service` is clean.
-//! - `unit_security`: `systemd-analyze security --offline=true` rates it with exposure <= 2.0.
+//! - `unit_verify`: `systemd-analyze verify` is clean for the units of `systemd/` (the agent,
+//!   `stackring-wait-online.service`, `stackring-online.target`) and the image's own (the boot
+//!   report, the example consumer `stackring-identity-motd.service`), and the waiting design
+//!   holds: no `network-online.target` ordering and no `ExecStartPre=` gate on the agent, the
+//!   wait service and target static, wired as `systemd-networkd-wait-online` is.
+//! - `unit_security`: `systemd-analyze security --offline=true` rates `stackring.service` and
+//!   `stackring-wait-online.service` each with exposure <= 2.0.
 //! - `nix_parse_and_eval`: every `.nix` file parses; what needs no nixpkgs evaluates; the
 //!   cluster VM test's script runs against the agent in network namespaces.
 //! - `image_build_and_boot_ipv6_only`: `cargo build --release`, `image/build` (mkosi 24), a QEMU
@@ -12,6 +17,17 @@
 //!   over IPv6 each VM's HTTP API answers, vm1 creates a cluster and vm2 joins it through the
 //!   bootstrap API; `stackring status nodes` inside both VMs (through the QEMU guest agent)
 //!   lists both nodes ACTIVE over IPv6; vm2's agent stopped shows LEFT, then rejoins.
+//! - `image_boot_qemu_default_ipv6_site_local`: a boot on QEMU's plain IPv6 user network
+//!   (`-netdev user,id=n0,ipv4=off,ipv6=on`, SLAAC in site-local `fec0::/64`): the boot finishes
+//!   in normal time, the agent advertises the `fec0:` address (a last resort) unrestarted, the
+//!   preflight warns `addr.site_local` and passes, `stackring-online.target` starts at once and
+//!   the example consumer writes the identity.
+//! - `image_boot_no_network`: a boot without any network device: the boot finishes in normal
+//!   time (nothing waits for stackring), the agent is active and unrestarted with STATUS=
+//!   `waiting: ...`, `/ready` answers 503 with the reason, `stackring wait --timeout 3s` exits 1,
+//!   a consumer of `stackring-online.target` waits without holding the system up; then an
+//!   address appears inside the VM (a veth pair) and the identity, `stackring wait` and the
+//!   consumer follow within seconds.
 //!
 //! The VM tests take turns (two TCG VMs at most on a 2-core machine).
 //!
@@ -192,4 +208,14 @@ fn image_build_and_boot_ipv6_only() {
 #[test]
 fn image_cluster_two_vms_ipv6_bridge_in_netns() {
     boot_test("bridge", 2);
+}
+
+#[test]
+fn image_boot_qemu_default_ipv6_site_local() {
+    boot_test("user6-default", 1);
+}
+
+#[test]
+fn image_boot_no_network() {
+    boot_test("none", 1);
 }

@@ -63,6 +63,8 @@ in
     with subtest("every node decides IPv6 on eth1 by itself"):
         for i, m in enumerate(nodes, start=1):
             m.wait_for_unit("stackring.service")
+            # Active means running and answering; the identity is stackring-online.target.
+            m.succeed("systemctl start stackring-online.target")
             m.succeed("! ip -4 addr show dev eth1 | grep -q inet")
             ident = json.loads(m.succeed("stackring inspect --json"))
             assert ident["family"] == "ipv6", ident

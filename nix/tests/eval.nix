@@ -1,6 +1,7 @@
 # What can be evaluated without nixpkgs (tests/appliance/nix-check runs this with
 # `nix-instantiate --eval --strict --json` and checks the result):
-#   - nix/lib.nix on the real systemd/stackring.service: only the Exec lines change;
+#   - nix/lib.nix on the real units of systemd/: only the Exec lines change; its unit list is
+#     what systemd/ holds;
 #   - flake.nix's outputs, wired to a stub nixpkgs that has only the names the wiring uses: which
 #     packages, checks, devShells and modules exist, for which systems;
 #   - nix/package.nix and nix/module.nix called with stub `lib`/`pkgs` (the stubs mimic nixpkgs
@@ -25,6 +26,20 @@ let
   changed = builtins.filter (i: builtins.elemAt srcLines i != builtins.elemAt outLines i) indices;
   changedLines = map (i: builtins.elemAt outLines i) changed;
   isExec = l: builtins.match "Exec(Start|StartPre|Reload)=/nix/store/.*" l != null;
+  # The same for every unit of systemd/: which lines the store rewrite changes.
+  changedIn = name:
+    let
+      src = srLib.lines (builtins.readFile (../../systemd + "/${name}"));
+      out = srLib.lines (srLib.unitText {
+        text = builtins.readFile (../../systemd + "/${name}");
+        stackring = "${store "stackring"}/bin/stackring";
+        kill = "${store "coreutils"}/bin/kill";
+      });
+    in
+    if builtins.length src != builtins.length out then [ "<line count changed>" ]
+    else builtins.filter (l: l != null)
+      (builtins.genList (i: if builtins.elemAt src i != builtins.elemAt out i then builtins.elemAt out i else null)
+        (builtins.length src));
   occurrences = needle: text: builtins.length (builtins.split needle text) - 1;
 
   # --- stubs of the nixpkgs names used
@@ -82,6 +97,9 @@ in
   unit_only_exec_paths_changed = changedLines != [ ] && builtins.all isExec changedLines
     && builtins.length srcLines == builtins.length outLines;
   unit_usr_bin_left = occurrences "/usr/bin/stackring" unit;
+  units_in_systemd_dir = builtins.attrNames (builtins.readDir ../../systemd);
+  units_in_lib = srLib.unitNames;
+  units_changed_lines = builtins.listToAttrs (map (n: { name = n; value = changedIn n; }) srLib.unitNames);
 
   flake_description = flake.description;
   flake_inputs = builtins.attrNames flake.inputs;
@@ -102,7 +120,12 @@ in
   package_cargo_lock = toString package.cargoLock.lockFile;
   package_cargo_lock_exists = builtins.pathExists package.cargoLock.lockFile;
   package_test_flags = package.cargoTestFlags;
-  package_unit_exec_lines = builtins.filter (l: builtins.match "Exec.*" l != null) (srLib.lines package.unitText);
+  package_pass_as_file = package.passAsFile;
+  package_post_install = package.postInstall;
+  package_unit_texts = map (a: package.${a}) package.passAsFile;
+  package_unit_exec_lines = builtins.concatLists (map
+    (a: builtins.filter (l: builtins.match "Exec.*" l != null) (srLib.lines package.${a}))
+    package.passAsFile);
   package_main_program = package.meta.mainProgram;
 
   module_exec_start = moduleDefault.systemd.services.stackring.serviceConfig.ExecStart;
