@@ -1015,6 +1015,56 @@ fn redis_change_internal_ip_address_procedure() {
         (Some("2001:db8:614::22"), Some("ACTIVE"), Some("OK")),
         "{me}"
     );
+
+    // "Repeat this procedure for other cluster nodes to change their internal IP addresses."
+    // node1 created the cluster: its peers knew it only at its old address.
+    let mut d1 = d1;
+    stop(&mut d1);
+    wait_for("node2 to see node1 down", T, || {
+        member(&n2, "node1").filter(|m| m["status"] != "OK")
+    });
+    n1.addr("2001:db8:614::11/64", "eth0");
+    n1.ip("addr del 2001:db8:614::1/64 dev eth0");
+    let (code, out, err) = cli(
+        &n2,
+        &back,
+        &["node", "node1", "addr", "set", "2001:db8:614::11"],
+    );
+    assert_eq!(code, 0, "addr set: {out}{err}");
+    let mut d1 = d1.restart(&n1);
+    d1.expect("READY=1", T);
+    for (ns, d) in [(&n1, &d1), (&n2, &back)] {
+        let deadline = Instant::now() + T;
+        loop {
+            let (code, out, err) = cli(ns, d, &["status", "nodes", "--json"]);
+            let listed: Value = serde_json::from_str(&out).unwrap_or_default();
+            let all = listed.as_array().cloned().unwrap_or_default();
+            let at = |id: &str, addr: &str| {
+                all.iter().any(|m| {
+                    m["id"] == id
+                        && m["addr"] == addr
+                        && m["status"] == "OK"
+                        && m["state"] == "ACTIVE"
+                })
+            };
+            if code == 0
+                && all.len() == 2
+                && at("node1", "2001:db8:614::11")
+                && at("node2", "2001:db8:614::22")
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                let (_, table, _) = cli(ns, d, &["status", "nodes"]);
+                panic!(
+                    "status nodes on {} does not show node1 at 2001:db8:614::11 and node2 at \
+                     2001:db8:614::22, both OK, within {T:?}:\n{table}{err}",
+                    ns.name
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }
 
 /// redis-enterprise-multi-ip-ipv6.md: "Verify the address is valid and bound to an active
@@ -1654,6 +1704,33 @@ fn ring_entry(ns: &Netns, id: &str) -> Option<Value> {
         .cloned()
 }
 
+/// tempo-sidecar-proxies.md: "Pods advertise their address and listening port into the ring when
+/// they start, and deregister themselves when they exit." — a graceful stop (SIGTERM, as
+/// `systemctl stop`) takes the node out of the ring's live members: it shows LEFT, not ACTIVE.
+#[test]
+fn tempo_nodes_advertise_on_start_and_deregister_on_exit() {
+    let lan = Lan::new("sdereg");
+    let a = node(&lan, "sda", &["2001:db8:804::1/64"]);
+    let b = node(&lan, "sdb", &["2001:db8:804::2/64"]);
+    let _da = serve(&a, "lifecycler: {id: a}");
+    let mut db = serve(&b, "lifecycler: {id: b}");
+    ok("create", create(&a, "dereg", json!({})));
+    ok("join", join(&b, "dereg", "2001:db8:804::1", json!({})));
+    converged(&a, 2);
+    let entry = wait_for("b in a's ring", T, || ring_entry(&a, "b"));
+    assert_eq!(
+        entry["advertised_grpc"], "[2001:db8:804::2]:9095",
+        "{entry}"
+    );
+    stop(&mut db);
+    wait_for("b deregistered from a's ring", T, || {
+        match ring_entry(&a, "b") {
+            None => Some(()),
+            Some(e) => (e["state"] == "LEFT").then_some(()),
+        }
+    });
+}
+
 /// A single-node cluster (node `px`) on an IPv6-only host with `yaml`: its ring entry and the
 /// local addresses it listens on (TCP).
 fn sidecar_ring(tag: &str, net: &str, yaml: &str) -> (Value, Vec<String>) {
@@ -1666,6 +1743,13 @@ fn sidecar_ring(tag: &str, net: &str, yaml: &str) -> (Value, Vec<String>) {
     let _d = serve(&host, yaml);
     ok("create", create(&host, tag, json!({"name": "px"})));
     let me = wait_for("px in its own ring", T, || ring_entry(&host, "px"));
+    // The page people browse (Tempo's `/ingester/ring`) shows the same advertised endpoint.
+    let (_, html) = curl(&host, "GET", "http://[::1]:3200/ring", None, "text/html");
+    let advertised = me["advertised_grpc"].as_str().unwrap_or_default();
+    assert!(
+        html.as_str().unwrap_or_default().contains(advertised),
+        "the ring page shows {advertised}: {html}"
+    );
     (me, listening(&host, &["-ltn"]))
 }
 
