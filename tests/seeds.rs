@@ -241,6 +241,21 @@ fn converged(ns: &Netns, n: usize) -> Vec<Value> {
     )
 }
 
+/// Waits until `ns`'s bootstrap has completed; panics with its last state and error.
+fn completed(ns: &Netns) {
+    let deadline = Instant::now() + T;
+    loop {
+        let boot = bootstrap_of(ns);
+        if boot["state"] == "completed" {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("{}: bootstrap not completed within {T:?}: {boot}", ns.name);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// `stackring <args>` inside `ns` against the daemon `d` (admin socket): (exit, stdout, stderr).
 fn cli(ns: &Netns, d: &Daemon, args: &[&str]) -> (i32, String, String) {
     let out = ns
@@ -551,6 +566,24 @@ fn redis_use_internal_ipv6_at_create_makes_a_dual_stack_node_use_ipv6() {
     assert_eq!(id["internal_addr"], "2001:db8:603::11", "{id}");
     assert_eq!(id["grpc"]["advertise"], "[2001:db8:603::11]:9095", "{id}");
     assert_eq!(id["gossip"]["advertise"], "[2001:db8:603::11]:7946", "{id}");
+
+    // SPEC §2: "use_internal_ipv6: true ... → IPv6; error if the host has no usable IPv6."
+    let only4 = node(&lan, "rf4", &["192.0.2.15/24"]);
+    let _d4 = serve(&only4, "lifecycler: {id: only4}");
+    let (code, doc) = create(&only4, "flag4", json!({"use_internal_ipv6": true}));
+    assert_eq!(
+        (code, doc["error_code"].as_str()),
+        (409, Some("NodeBootstrapError")),
+        "{doc}"
+    );
+    assert!(
+        doc["description"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("IPv6"),
+        "{doc}"
+    );
+    assert!(bootstrap_of(&only4)["cluster"].is_null());
 }
 
 /// redis-enterprise-multi-ip-ipv6.md, the `create_cluster` request as printed:
@@ -1854,6 +1887,7 @@ fn declarative_pair(tag: &str, net: &str, join_members: &str, joiner_hosts: Opti
             declared(&n2, "decl", false)
         ),
     );
+    completed(&n2);
     for ns in [&n1, &n2] {
         let all = converged(ns, 2);
         assert!(all.iter().all(|m| m["family"] == "ipv6"), "{all:?}");
@@ -1883,6 +1917,38 @@ fn join_members_dns_name_forms_a_cluster() {
         "['dns+seed1.example:7946']",
         Some("2001:db8:903::1 seed1.example"),
     );
+}
+
+/// redis-enterprise-multi-ip-ipv6.md: "When other IPv6 nodes join a cluster that has
+/// `use_internal_ipv6` enabled, they automatically use IPv6 for internal traffic." — the same
+/// through declarative bootstrap: a joiner whose config says nothing about IPv6 joins.
+#[test]
+fn join_members_joiner_without_the_flag_joins_a_use_internal_ipv6_cluster() {
+    let lan = Lan::new("jmflag");
+    let n1 = node(&lan, "jmf1", &["192.0.2.91/24", "2001:db8:905::1/64"]);
+    let n2 = node(&lan, "jmf2", &["2001:db8:905::2/64"]);
+    let _d1 = serve(
+        &n1,
+        &format!(
+            "lifecycler: {{id: node1, enable_inet6: true}}\n{}",
+            declared(&n1, "decl", true)
+        ),
+    );
+    wait_for("node1 to create the cluster", T, || {
+        (bootstrap_of(&n1)["state"] == "completed").then_some(())
+    });
+    assert_eq!(bootstrap_of(&n1)["cluster"]["family"], "ipv6");
+    let _d2 = serve(
+        &n2,
+        &format!(
+            "lifecycler: {{id: node2}}\n{}\nmemberlist:\n  join_members: ['2001:db8:905::1']\n",
+            declared(&n2, "decl", false)
+        ),
+    );
+    completed(&n2);
+    for m in converged(&n1, 2) {
+        assert_eq!(m["family"], "ipv6", "{m}");
+    }
 }
 
 /// SPEC §6: "retry with backoff while its seeds are unreachable" — and its log names the key the
