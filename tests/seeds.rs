@@ -427,7 +427,7 @@ fn declared(ns: &Netns, name: &str, create: bool) -> String {
 struct Ipv6Cluster {
     lan: Lan,
     seed: Netns,
-    seed_daemon: Daemon,
+    _seed_daemon: Daemon,
 }
 
 fn use_internal_ipv6_cluster(tag: &str, net: &str) -> Ipv6Cluster {
@@ -445,7 +445,7 @@ fn use_internal_ipv6_cluster(tag: &str, net: &str) -> Ipv6Cluster {
     Ipv6Cluster {
         lan,
         seed,
-        seed_daemon,
+        _seed_daemon: seed_daemon,
     }
 }
 
@@ -1399,7 +1399,7 @@ fn redis_join_through_the_existing_nodes_internal_address() {
 }
 
 /// redis-enterprise-multi-ip-ipv6.md, the join as `rladmin` does it (`cluster join nodes <addr>
-/// username <u> password <p>`): no cluster name; the joiner learns it. SPEC §6: "join_cluster
+/// username <u> password <p>`): no cluster name; the joiner learns it. SPEC §6: "`join_cluster`
 /// needs no cluster name (the joiner learns it); a name that is given must match."
 #[test]
 fn redis_join_cluster_without_a_name_learns_it_and_a_wrong_name_is_refused() {
