@@ -598,17 +598,20 @@ fn redis_create_cluster_snippet_literal_then_minimal_cleanup() {
     let _d = serve(&host, "lifecycler: {id: snip}");
 
     // 1. The literal text: not JSON. The 400 says where (line 16, the trailing comma).
+    // Its findings are collected so that the later steps still run and report.
+    let mut failures = vec![];
     let (code, doc) = post(&host, "/v1/bootstrap/create_cluster", REDIS_CREATE_CLUSTER);
-    assert_eq!(code, 400, "{doc}");
     let description = doc["description"].as_str().unwrap_or_default();
-    assert!(
-        description.contains("line 16") && description.contains("comma"),
-        "the 400 must say where the body stops being JSON and why: {doc}"
-    );
-    assert!(
-        description.contains("fix"),
-        "the 400 must say how to fix it: {doc}"
-    );
+    if code != 400 || !(description.contains("line 16") && description.contains("comma")) {
+        failures.push(format!(
+            "the literal text: a 400 that says where the body stops being JSON and why: {code} {doc}"
+        ));
+    }
+    if !description.contains("fix") {
+        failures.push(format!(
+            "the literal text: the 400 must say how to fix it: {doc}"
+        ));
+    }
     assert_eq!(bootstrap_of(&host)["state"], "idle");
 
     // 2. The minimal cleanup of the JSON (no trailing comma, no `...`): the CIDR is named.
@@ -617,10 +620,13 @@ fn redis_create_cluster_snippet_literal_then_minimal_cleanup() {
     assert_ne!(json_only, REDIS_CREATE_CLUSTER);
     serde_json::from_str::<Value>(&json_only).expect("the cleanup is JSON");
     let (code, doc) = post(&host, "/v1/bootstrap/create_cluster", &json_only);
-    assert_eq!(code, 400, "{doc}");
     let description = doc["description"].as_str().unwrap_or_default();
     for needle in ["node.identity.addr", "2001:DB8::/32", "CIDR", "fix"] {
-        assert!(description.contains(needle), "{needle:?} in {doc}");
+        if code != 400 || !description.contains(needle) {
+            failures.push(format!(
+                "the cleaned JSON: a 400 naming {needle:?}: {code} {doc}"
+            ));
+        }
     }
     assert_eq!(bootstrap_of(&host)["state"], "idle");
 
@@ -646,6 +652,7 @@ fn redis_create_cluster_snippet_literal_then_minimal_cleanup() {
         ["2001:db8:85a3::8a2e:370:7334"],
         "{me}"
     );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 /// redis-enterprise-multi-ip-ipv6.md: "When other IPv6 nodes join a cluster that has
@@ -736,6 +743,10 @@ fn redis_node_without_ipv6_into_a_use_internal_ipv6_cluster_is_a_node_bootstrap_
 
 /// redis-enterprise-multi-ip-ipv6.md: "Joining a node that only has IPv4 network interfaces to a
 /// master node with IPv6 enabled causes a `NodeBootstrapError`."
+///
+/// The joiner names the master's internal (IPv6) address, as the seed's join note says, and
+/// cannot reach it: beyond the seed's `NodeBootstrapError`, SPEC §6/§7 ask for a clear error that
+/// names the families, not a bare "cannot connect".
 #[test]
 fn redis_ipv4_only_node_to_an_ipv6_master_is_a_node_bootstrap_error() {
     // The master: IPv6 only, so its cluster is IPv6 without any flag.
