@@ -1238,6 +1238,9 @@ fn redis_known_limitations_no_ipv4_to_ipv6_change_and_one_protocol() {
 
     // node2 restarted asking for IPv6 in its config: the cluster stays IPv4, and so does node2.
     stop(&mut d2);
+    wait_for("node1 to see node2 down", T, || {
+        member(&n1, "node2").filter(|m| m["status"] != "OK")
+    });
     let yaml = format!(
         "lifecycler: {{id: node2, enable_inet6: true}}\nnode: {{runtime_dir: '{}', state_dir: '{}'}}\n",
         d2.runtime_dir.display(),
