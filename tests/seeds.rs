@@ -527,6 +527,35 @@ fn redis_only_ipv6_interfaces_use_ipv6_for_internal_and_external_traffic() {
     assert_eq!(family_of(me["advertised_grpc"].as_str().unwrap()), "ipv6");
 }
 
+/// redis-enterprise-multi-ip-ipv6.md: "\"External traffic\" refers to communications between
+/// clients and databases and connections to the Cluster Manager UI." — in an IPv6 cluster, a
+/// dual-stack node's UI (`/ring`) and API answer clients at every external address, IPv4 included.
+#[test]
+fn redis_external_traffic_reaches_the_ui_at_every_external_address() {
+    let lan = Lan::new("rui");
+    let host = node(&lan, "ruh", &["192.0.2.16/24", "2001:db8:623::16/64"]);
+    let client = node(&lan, "ruc", &["192.0.2.17/24", "2001:db8:623::17/64"]);
+    let _d = serve(&host, "lifecycler: {id: ui}");
+    ok(
+        "create with use_internal_ipv6",
+        create(&host, "ui6", json!({"use_internal_ipv6": true})),
+    );
+    let me = wait_for("the node in its ring as IPv6", T, || {
+        member(&host, "ui").filter(|m| m["family"] == "ipv6")
+    });
+    let externals = strings(&me["external_addrs"]);
+    assert_eq!(externals, ["192.0.2.16"], "{me}");
+    for a in externals.iter().chain([&"2001:db8:623::16".to_string()]) {
+        let url = if a.contains(':') {
+            format!("http://[{a}]:3200/ring")
+        } else {
+            format!("http://{a}:3200/ring")
+        };
+        let (code, page) = curl(&client, "GET", &url, None, "text/html");
+        assert_eq!(code, 200, "a client at {url}: {page}");
+    }
+}
+
 /// redis-enterprise-multi-ip-ipv6.md: "Otherwise, internal traffic uses IPv4 by default."
 #[test]
 fn redis_dual_stack_uses_ipv4_for_internal_traffic_by_default() {
