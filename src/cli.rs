@@ -61,6 +61,14 @@ pub enum Command {
         #[command(subcommand)]
         action: NodeAction,
     },
+    /// Wait until the running daemon has decided this node's identity (for `ExecStartPre=` of
+    /// units that need it, or `stackring-wait-online.service`). Exit 0 once decided (prints it),
+    /// 1 on timeout (prints what it still waits for). Needs no root: reads identity.env.
+    Wait {
+        /// How long to wait: `90s`, `2min`, `5m`, `1h` or seconds; 0 waits forever.
+        #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Cluster status, from the local daemon (over its root-only admin socket).
     Status {
         #[command(subcommand)]
@@ -170,6 +178,9 @@ pub fn run(cli: Cli) -> i32 {
     if let Command::Node { id, action } = &cli.command {
         return node_command(&settings, id, action);
     }
+    if let Command::Wait { timeout } = cli.command {
+        return wait_for_identity(&settings.runtime_dir, timeout);
+    }
     let snapshot = match runtime.block_on(netlink::dump_once()) {
         Ok(s) => s,
         Err(e) => {
@@ -218,7 +229,11 @@ pub fn run(cli: Cli) -> i32 {
                 1
             }
         },
-        Command::Serve | Command::Config { .. } | Command::Status { .. } | Command::Node { .. } => {
+        Command::Serve
+        | Command::Config { .. }
+        | Command::Status { .. }
+        | Command::Node { .. }
+        | Command::Wait { .. } => {
             unreachable!("handled above")
         }
     }
@@ -606,9 +621,82 @@ fn node_command(settings: &Settings, id: &str, action: &NodeAction) -> i32 {
     }
 }
 
+/// `--timeout` values: a number with an optional unit (s, sec, m, min, h), systemd-style.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: u64 = number.parse().map_err(|_| {
+        format!("'{text}' is not a duration; write e.g. 90s, 2min, 5m, 1h or a number of seconds")
+    })?;
+    let seconds = match unit.trim() {
+        "" | "s" | "sec" => n,
+        "m" | "min" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        other => {
+            return Err(format!(
+                "'{other}' is not a unit in '{text}'; use s, min or h (e.g. 90s, 2min)"
+            ))
+        }
+    };
+    Ok(std::time::Duration::from_secs(seconds))
+}
+
+/// What `identity.env` says: decided (and the identity's line), or waiting (and why).
+fn read_identity_env(path: &Path) -> Result<String, String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!(
+                "{} does not exist yet (is stackring.service running?)",
+                path.display()
+            ))
+        }
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let value = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("STACKRING_{key}=")))
+            .map(|v| v.trim_matches('"').replace("\\\"", "\""))
+    };
+    if value("READY").as_deref() == Some("1") {
+        Ok(format!(
+            "{} {} on {} (gRPC {})",
+            value("FAMILY").unwrap_or_default(),
+            value("INTERNAL_ADDR").unwrap_or_default(),
+            value("INTERNAL_IFACE").unwrap_or_default(),
+            value("GRPC_ADVERTISE").unwrap_or_default()
+        ))
+    } else {
+        Err(value("REASON").unwrap_or_else(|| "the identity is not decided".into()))
+    }
+}
+
+/// `stackring wait`: polls identity.env (small, world-readable, rewritten atomically).
+fn wait_for_identity(runtime_dir: &Path, timeout: std::time::Duration) -> i32 {
+    let path = runtime_dir.join("identity.env");
+    let start = std::time::Instant::now();
+    loop {
+        match read_identity_env(&path) {
+            Ok(line) => {
+                println!("identity decided: {line}");
+                return 0;
+            }
+            Err(why) if !timeout.is_zero() && start.elapsed() >= timeout => {
+                eprintln!(
+                    "stackring wait: no identity after {} s: {why}",
+                    timeout.as_secs()
+                );
+                return 1;
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::status_cell;
+    use super::{parse_duration, status_cell};
 
     #[test]
     fn status_cell_shows_health_and_any_state_but_active() {
@@ -633,6 +721,29 @@ mod tests {
                 want,
                 "{status} {state}"
             );
+        }
+    }
+
+    #[test]
+    fn wait_timeouts_read_like_systemd_durations() {
+        use std::time::Duration;
+        for (text, secs) in [
+            ("90", 90),
+            ("90s", 90),
+            ("2min", 120),
+            ("5m", 300),
+            ("1h", 3600),
+            ("0", 0),
+        ] {
+            assert_eq!(
+                parse_duration(text),
+                Ok(Duration::from_secs(secs)),
+                "{text}"
+            );
+        }
+        for bad in ["", "fast", "5 parsecs", "-1", "2d"] {
+            let e = parse_duration(bad).expect_err(bad);
+            assert!(e.contains("e.g."), "{bad}: {e}");
         }
     }
 }

@@ -2,6 +2,7 @@
 //! record a node keeps, credentials, and the join validation an existing node applies. No I/O.
 
 use crate::config::{advertised_refusal, ConfigError};
+use crate::peer::PeerAddr;
 use crate::snapshot::Family;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
@@ -20,8 +21,10 @@ pub struct BootstrapRequest {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterSpec {
-    pub name: String,
-    /// For a join: addresses (or `host:port`) of existing nodes' gRPC endpoints.
+    /// Required to create; optional to join (the joiner learns it; a given one must match).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// For a join: existing nodes' addresses (their gRPC port by default) or `host:port`.
     #[serde(default)]
     pub nodes: Vec<String>,
 }
@@ -66,14 +69,41 @@ pub struct IdentitySpec {
 /// A bootstrap request after validation: typed values only.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bootstrap {
-    pub cluster_name: String,
-    pub seeds: Vec<String>,
+    /// `None` on a join that did not name the cluster.
+    pub cluster_name: Option<String>,
+    pub seeds: Seeds,
     pub username: String,
     pub password: String,
     pub addr: Option<IpAddr>,
     pub external_addrs: Option<Vec<IpAddr>>,
     pub use_internal_ipv6: Option<bool>,
     pub name: Option<String>,
+}
+
+/// Where a joiner finds the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seeds {
+    /// `cluster.nodes` of a `join_cluster` request: node addresses; the port, if any, is gRPC's.
+    Nodes(Vec<PeerAddr>),
+    /// `memberlist.join_members`: gossip addresses (dskit's meaning); the gRPC endpoint is asked
+    /// of the member at that address.
+    Gossip(Vec<PeerAddr>),
+}
+
+impl Seeds {
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Seeds::Nodes(v) | Seeds::Gossip(v) => v.is_empty(),
+        }
+    }
+
+    /// The key the operator wrote them under, for error messages.
+    pub fn key(&self) -> &'static str {
+        match self {
+            Seeds::Nodes(_) => "cluster.nodes",
+            Seeds::Gossip(_) => "memberlist.join_members",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,13 +142,21 @@ pub fn validate_bootstrap(
             &format!("send action '{expected}' to this endpoint"),
         );
     }
-    if !valid_name(&req.cluster.name) {
-        err(
+    match (&req.cluster.name, action) {
+        (None, Action::Create) => err(
             "cluster.name",
-            &req.cluster.name,
+            "",
+            "is missing",
+            "name the cluster, e.g. \"cluster\": {\"name\": \"cluster.fqdn\"}",
+        ),
+        (None, Action::Join) => {}
+        (Some(name), _) if !valid_name(name) => err(
+            "cluster.name",
+            name,
             "is not a valid cluster name",
             "use 1–63 characters from A–Z, a–z, 0–9, '-', '_' and '.'",
-        );
+        ),
+        (Some(_), _) => {}
     }
     match action {
         Action::Join if req.cluster.nodes.is_empty() => err(
@@ -135,14 +173,16 @@ pub fn validate_bootstrap(
         ),
         _ => {}
     }
+    let mut seeds = Vec::new();
     for (i, node) in req.cluster.nodes.iter().enumerate() {
-        if let Some(problem) = peer_problem(node) {
-            err(
+        match PeerAddr::parse(node) {
+            Ok(peer) => seeds.push(peer),
+            Err(p) => err(
                 &format!("cluster.nodes[{i}]"),
                 node,
-                problem,
-                "write an address, '[2001:db8::10]:9095', 'host' or 'host:9095'",
-            );
+                p.problem,
+                "write a node's internal address ('2001:db8::10'), '[2001:db8::10]:9095', 'host' or 'host:9095'",
+            ),
         }
     }
     if req.credentials.username.trim().is_empty() || req.credentials.username.len() > 128 {
@@ -220,7 +260,7 @@ pub fn validate_bootstrap(
     }
     Ok(Bootstrap {
         cluster_name: req.cluster.name,
-        seeds: req.cluster.nodes,
+        seeds: Seeds::Nodes(seeds),
         username: req.credentials.username,
         password: req.credentials.password,
         addr,
@@ -245,21 +285,6 @@ pub fn parse_address(text: &str) -> Result<IpAddr, (&'static str, String)> {
             "write an address such as 192.0.2.10 or 2001:db8::10".to_string(),
         )
     })
-}
-
-fn peer_problem(text: &str) -> Option<&'static str> {
-    let t = text.trim();
-    if t.is_empty() {
-        Some("is empty")
-    } else if t.contains('/') {
-        Some("is a network (CIDR), not a node address")
-    } else if t.contains(char::is_whitespace) {
-        Some("contains whitespace")
-    } else if t.parse::<IpAddr>().is_err() && t.matches(':').count() > 1 && !t.starts_with('[') {
-        Some("is ambiguous: bracket an IPv6 address that has a port")
-    } else {
-        None
-    }
 }
 
 /// Cluster and node names: what fits in a DNS label and a ring id.
@@ -320,11 +345,14 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
 /// What a joiner tells the node it contacts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JoinerFacts {
-    pub cluster_name: String,
+    /// `None`: the joiner did not name the cluster (it learns the name).
+    pub cluster_name: Option<String>,
     pub node_id: String,
     pub has_ipv4: bool,
     pub has_ipv6: bool,
-    pub use_internal_ipv6: bool,
+    /// `None`: not set by the joiner, which then takes the cluster's family (Redis Enterprise:
+    /// "Do not manually set use_internal_ipv6 when joining").
+    pub use_internal_ipv6: Option<bool>,
 }
 
 /// Why a join is refused: Redis Enterprise's `NodeBootstrapError` with a sub-code.
@@ -357,12 +385,12 @@ pub fn validate_join(
             "the cluster refused the credentials: check username and password".into(),
         ));
     }
-    if joiner.cluster_name != record.name {
+    if let Some(name) = joiner.cluster_name.as_ref().filter(|n| **n != record.name) {
         return Err(refuse(
             "cluster_name_mismatch",
             format!(
-                "this node belongs to cluster '{}', not '{}'",
-                record.name, joiner.cluster_name
+                "this node belongs to cluster '{}', not '{name}': fix the name, or leave cluster.name out to join whatever cluster the node belongs to",
+                record.name
             ),
         ));
     }
@@ -393,16 +421,19 @@ pub fn validate_join(
         }
         _ => {}
     }
-    if joiner.use_internal_ipv6 != record.use_internal_ipv6 {
+    if let Some(flag) = joiner
+        .use_internal_ipv6
+        .filter(|f| *f != record.use_internal_ipv6)
+    {
         return Err(refuse(
             "use_internal_ipv6_mismatch",
             format!(
-                "cluster '{}' has use_internal_ipv6={} (internal family {}) but the joining node set use_internal_ipv6={} (it would use {}): set the same value",
+                "cluster '{}' has use_internal_ipv6={} (internal family {}) but the joining node set use_internal_ipv6={flag} (it would use {}): leave use_internal_ipv6 out when joining (the node takes the cluster's family), or set it to {}",
                 record.name,
                 record.use_internal_ipv6,
                 record.family,
-                joiner.use_internal_ipv6,
-                if joiner.use_internal_ipv6 { Family::Ipv6 } else if joiner.has_ipv4 { Family::Ipv4 } else { Family::Ipv6 },
+                if flag { Family::Ipv6 } else if joiner.has_ipv4 { Family::Ipv4 } else { Family::Ipv6 },
+                record.use_internal_ipv6,
             ),
         ));
     }
@@ -430,6 +461,11 @@ mod tests {
     fn bootstrap_request_validation_table() {
         let ok_create = r#"{"action":"create_cluster","cluster":{"name":"c1"},"credentials":{"username":"admin","password":"secret-pass"}}"#;
         assert!(validate_bootstrap(request(ok_create), Action::Create).is_ok());
+        // rladmin's `cluster join nodes <addr> username <u> password <p>`: no cluster name.
+        let ok_join = r#"{"action":"join_cluster","cluster":{"nodes":["2001:db8::1"]},"credentials":{"username":"admin","password":"secret-pass"}}"#;
+        let join = validate_bootstrap(request(ok_join), Action::Join).unwrap();
+        assert_eq!(join.cluster_name, None);
+        assert_eq!(join.use_internal_ipv6, None);
         let table: &[(&str, Action, &str, &str)] = &[
             (
                 r#"{"action":"create_cluster","cluster":{"name":"c1"},"credentials":{"username":"a","password":"secret-pass"},"node":{"identity":{"addr":"2001:DB8::/32"}}}"#,
@@ -472,6 +508,18 @@ mod tests {
                 Action::Join,
                 "cluster.nodes[0]",
                 "ambiguous",
+            ),
+            (
+                r#"{"action":"create_cluster","cluster":{},"credentials":{"username":"a","password":"secret-pass"}}"#,
+                Action::Create,
+                "cluster.name",
+                "is missing",
+            ),
+            (
+                r#"{"action":"join_cluster","cluster":{"nodes":["[2001:db8::1]:99999"]},"credentials":{"username":"a","password":"secret-pass"}}"#,
+                Action::Join,
+                "cluster.nodes[0]",
+                "out of range",
             ),
             (
                 r#"{"action":"create_cluster","cluster":{"name":"bad name"},"credentials":{"username":"a","password":"secret-pass"}}"#,
@@ -541,58 +589,104 @@ mod tests {
             use_internal_ipv6: true,
             ..v6.clone()
         };
-        let joiner = |v4: bool, v6: bool, flag: bool, id: &str| JoinerFacts {
-            cluster_name: "c1".into(),
+        let joiner = |v4: bool, v6: bool, flag: Option<bool>, id: &str| JoinerFacts {
+            cluster_name: None,
             node_id: id.into(),
             has_ipv4: v4,
             has_ipv6: v6,
             use_internal_ipv6: flag,
         };
+        let named = |name: &str| JoinerFacts {
+            cluster_name: Some(name.into()),
+            ..joiner(false, true, None, "n2")
+        };
         let live = vec!["n1".to_string()];
+        // Redis Enterprise, "Multi-IP and IPv6": the joiner's use_internal_ipv6 is tri-state.
         let table: Vec<(&ClusterRecord, JoinerFacts, &str, Result<(), &str>)> = vec![
-            (&v6, joiner(false, true, false, "n2"), "secret-pass", Ok(())),
+            (&v6, joiner(false, true, None, "n2"), "secret-pass", Ok(())),
             (
                 &v6,
-                joiner(false, true, false, "n2"),
+                joiner(false, true, None, "n2"),
                 "wrong-pass",
                 Err("invalid_credentials"),
             ),
+            // "Joining a node that only has IPv4 network interfaces to a master node with IPv6
+            // enabled causes a NodeBootstrapError."
             (
                 &v6,
-                joiner(true, false, false, "n2"),
+                joiner(true, false, None, "n2"),
                 "secret-pass",
                 Err("ipv4_only_node_in_ipv6_cluster"),
             ),
+            // "If you try to add a node without an IPv6 interface to a cluster that has
+            // use_internal_ipv6 enabled, a NodeBootstrapError occurs."
+            (
+                &dual_v6,
+                joiner(true, false, None, "n2"),
+                "secret-pass",
+                Err("ipv4_only_node_in_ipv6_cluster"),
+            ),
+            // "Joining a node that only has IPv6 network interfaces to a master node that does not
+            // have IPv6 enabled causes a NodeBootstrapError."
             (
                 &v4,
-                joiner(false, true, false, "n2"),
+                joiner(false, true, None, "n2"),
                 "secret-pass",
                 Err("ipv6_only_node_in_ipv4_cluster"),
             ),
-            (&v4, joiner(true, true, false, "n2"), "secret-pass", Ok(())),
+            (&v4, joiner(true, true, None, "n2"), "secret-pass", Ok(())),
+            // "When other IPv6 nodes join a cluster that has use_internal_ipv6 enabled, they
+            // automatically use IPv6 for internal traffic. Do not manually set use_internal_ipv6"
             (
                 &dual_v6,
-                joiner(true, true, false, "n2"),
+                joiner(true, true, None, "n2"),
+                "secret-pass",
+                Ok(()),
+            ),
+            (
+                &dual_v6,
+                joiner(false, true, None, "n2"),
+                "secret-pass",
+                Ok(()),
+            ),
+            // "... or a NodeBootstrapError can occur if the values do not match."
+            (
+                &dual_v6,
+                joiner(true, true, Some(false), "n2"),
                 "secret-pass",
                 Err("use_internal_ipv6_mismatch"),
             ),
             (
                 &dual_v6,
-                joiner(true, true, true, "n2"),
+                joiner(true, true, Some(true), "n2"),
                 "secret-pass",
                 Ok(()),
             ),
             (
                 &v4,
-                joiner(true, true, true, "n2"),
+                joiner(true, true, Some(true), "n2"),
                 "secret-pass",
                 Err("use_internal_ipv6_mismatch"),
             ),
             (
+                &v4,
+                joiner(true, true, Some(false), "n2"),
+                "secret-pass",
+                Ok(()),
+            ),
+            (
                 &v6,
-                joiner(false, true, false, "n1"),
+                joiner(false, true, None, "n1"),
                 "secret-pass",
                 Err("node_name_taken"),
+            ),
+            // rladmin's `cluster join` takes no name: the joiner learns it; a given one must match.
+            (&v6, named("c1"), "secret-pass", Ok(())),
+            (
+                &v6,
+                named("c2"),
+                "secret-pass",
+                Err("cluster_name_mismatch"),
             ),
         ];
         for (record, facts, password, want) in table {
@@ -602,9 +696,16 @@ mod tests {
                 (Err(r), Err(code)) => {
                     assert_eq!(r.sub_code, code, "{facts:?}");
                     assert_eq!(r.error_code, "NodeBootstrapError");
-                    if code.contains("cluster") {
+                    if code.contains("cluster") && code != "cluster_name_mismatch" {
                         assert!(
                             r.description.contains("IPv4") && r.description.contains("IPv6"),
+                            "{}",
+                            r.description
+                        );
+                    }
+                    if code == "use_internal_ipv6_mismatch" {
+                        assert!(
+                            r.description.contains("leave use_internal_ipv6 out"),
                             "{}",
                             r.description
                         );

@@ -1,13 +1,16 @@
 //! The cluster at the edge: bootstrap state machine (create / join), the persisted cluster record,
 //! the gRPC Cluster service, and the gossip membership it starts. The rules live in `cluster`.
 
-use crate::cluster::{self, Action, Bootstrap, BootstrapRequest, ClusterRecord, JoinerFacts};
+use crate::cluster::{
+    self, Action, Bootstrap, BootstrapRequest, ClusterRecord, JoinerFacts, Seeds,
+};
 use crate::config::{ConfigError, Settings};
 use crate::decide::{decide, usability, Context, Identity};
 use crate::grpc::pb;
 use crate::membership::{
     now_unix, MemberView, Membership, NodeEntry, FORGET_PREFIX, OVERRIDE_PREFIX,
 };
+use crate::peer::PeerAddr;
 use crate::snapshot::{Family, HostSnapshot};
 use crate::state::StateRx;
 use serde::Serialize;
@@ -216,7 +219,8 @@ impl ClusterNode {
             .collect()
     }
 
-    /// `POST /v1/bootstrap/{create_cluster,join_cluster}`.
+    /// `POST /v1/bootstrap/{create_cluster,join_cluster}`: the body parsed and validated, every
+    /// problem named with its JSON path, value and fix (nothing changes on a 400).
     pub async fn bootstrap(
         self: &Arc<Self>,
         body: &[u8],
@@ -226,15 +230,18 @@ impl ClusterNode {
             http_status: 400,
             body: ErrorBody::invalid(errors),
         };
-        let request: BootstrapRequest = serde_json::from_slice(body).map_err(|e| Refused {
-            http_status: 400,
-            body: ErrorBody::new(
-                "InvalidRequest",
-                None,
-                format!("the body is not a valid bootstrap request: {e}"),
-            ),
-        })?;
+        let request: BootstrapRequest =
+            crate::jsonbody::parse(body).map_err(|e| invalid(vec![e]))?;
         let request = cluster::validate_bootstrap(request, action).map_err(invalid)?;
+        self.bootstrap_with(request, action).await
+    }
+
+    /// Create or join with a validated request (the HTTP API and declarative bootstrap).
+    pub async fn bootstrap_with(
+        self: &Arc<Self>,
+        request: Bootstrap,
+        action: Action,
+    ) -> Result<BootstrapStatus, Refused> {
         let _one_at_a_time = self.bootstrapping.lock().await;
         let current = self.status().await.state;
         if current != "idle" && current != "error" {
@@ -260,6 +267,7 @@ impl ClusterNode {
                         format!("this node has no identity to create a cluster with: {why}"),
                     ),
                 })?;
+            check_hosts_file(identity.family)?;
             self.set_status("creating_cluster", None);
             let result = self.create(&request, &settings, &identity).await;
             return self.finish(result);
@@ -292,6 +300,10 @@ impl ClusterNode {
         }
         if let Some(flag) = request.use_internal_ipv6 {
             s.use_internal_ipv6 = flag;
+            s.use_internal_ipv6_written = Some(crate::config::WrittenFlag {
+                value: flag,
+                key: "node.identity.use_internal_ipv6".into(),
+            });
         }
         s
     }
@@ -308,7 +320,10 @@ impl ClusterNode {
             .ok_or_else(|| internal("hashing failed"))?
             .map_err(internal)?;
         let record = ClusterRecord {
-            name: request.cluster_name.clone(),
+            name: request
+                .cluster_name
+                .clone()
+                .ok_or_else(|| internal("create without a cluster name"))?,
             family: identity.family,
             use_internal_ipv6: settings.use_internal_ipv6,
             username: request.username.clone(),
@@ -341,13 +356,21 @@ impl ClusterNode {
             node_id: settings.id.clone(),
             has_ipv4: usable(Family::Ipv4),
             has_ipv6: usable(Family::Ipv6),
-            use_internal_ipv6: settings.use_internal_ipv6,
+            // Only what the operator wrote: unset, the node takes the cluster's family.
+            use_internal_ipv6: settings.use_internal_ipv6_written.as_ref().map(|f| f.value),
         };
+        let key = request.seeds.key();
         let mut unreachable = Vec::new();
-        for seed in &request.seeds {
-            let uri = grpc_uri(seed, settings.grpc.port);
+        for (seed, uri) in self.seed_uris(&request.seeds, settings).await {
+            let uri = match uri {
+                Ok(uri) => uri,
+                Err(e) => {
+                    unreachable.push(format!("{seed}: {e}"));
+                    continue;
+                }
+            };
             match call_join(&uri, ask.clone()).await {
-                Err(e) => unreachable.push(format!("{seed}: {e}")),
+                Err(e) => unreachable.push(format!("{seed} (gRPC {uri}): {e}")),
                 Ok(reply) => {
                     if let Some(r) = reply.refusal {
                         let status = if r.sub_code == "invalid_credentials" {
@@ -362,7 +385,12 @@ impl ClusterNode {
                     }
                     let family = match reply.family.as_str() {
                         "ipv6" => Family::Ipv6,
-                        _ => Family::Ipv4,
+                        "ipv4" => Family::Ipv4,
+                        other => {
+                            return Err(internal(format!(
+                                "{seed} answered with an unknown family '{other}'"
+                            )))
+                        }
                     };
                     let ctx = Context {
                         cluster_family: Some(family),
@@ -376,6 +404,17 @@ impl ClusterNode {
                             format!("the cluster uses {family}, and this node cannot: {why}"),
                         ),
                     })?;
+                    check_hosts_file(family)?;
+                    let mut seeds = reply.seeds;
+                    if let Seeds::Gossip(members) = &request.seeds {
+                        // Rejoin after a restart through what the operator wrote, too.
+                        for m in members {
+                            let written = m.host_port(settings.gossip.port);
+                            if !seeds.contains(&written) {
+                                seeds.push(written);
+                            }
+                        }
+                    }
                     let record = ClusterRecord {
                         name: reply.cluster_name,
                         family,
@@ -385,7 +424,7 @@ impl ClusterNode {
                         node_id: settings.id.clone(),
                         node_addr: request.addr,
                         external_addrs: request.external_addrs.clone(),
-                        seeds: reply.seeds,
+                        seeds,
                         applied: Default::default(),
                     };
                     return self.adopt(record, &identity).await;
@@ -397,9 +436,45 @@ impl ClusterNode {
             body: ErrorBody::new(
                 "NodeBootstrapError",
                 Some("cluster_unreachable"),
-                format!("no node in cluster.nodes answered: {}; fix: check the addresses and that their gRPC port is reachable", unreachable.join("; ")),
+                format!(
+                    "no node in {key} answered: {}; fix: check {key} and that those nodes are up and reachable over {}",
+                    unreachable.join("; "),
+                    match &request.seeds {
+                        Seeds::Nodes(_) => "their gRPC port (server.grpc_listen_port, 9095 by default)",
+                        Seeds::Gossip(_) => "their gossip port (memberlist.bind_port, TCP and UDP, 7946 by default)",
+                    }
+                ),
             ),
         })
+    }
+
+    /// Each seed as written, with the gRPC URI to call `Join` on (or why there is none).
+    async fn seed_uris(
+        &self,
+        seeds: &Seeds,
+        settings: &Settings,
+    ) -> Vec<(String, Result<String, String>)> {
+        match seeds {
+            Seeds::Nodes(nodes) => nodes
+                .iter()
+                .map(|n| {
+                    let uri = format!("http://{}", n.host_port(settings.grpc.port));
+                    (n.to_string(), Ok(uri))
+                })
+                .collect(),
+            Seeds::Gossip(members) => {
+                let mut out = Vec::new();
+                for m in members {
+                    out.push((
+                        m.to_string(),
+                        crate::membership::discover_grpc(&m.host_port(settings.gossip.port))
+                            .await
+                            .map(|grpc| format!("http://{grpc}")),
+                    ));
+                }
+                out
+            }
+        }
     }
 
     /// Persists the record, starts gossip, and tells the daemon (which re-decides the identity).
@@ -729,7 +804,7 @@ impl ClusterNode {
         body: &[u8],
     ) -> Result<serde_json::Value, Refused> {
         let change: ExternalChange =
-            serde_json::from_slice(body).map_err(|e| bad_request(format!("invalid body: {e}")))?;
+            crate::jsonbody::parse(body).map_err(|e| bad_request(e.to_string()))?;
         let addrs = parse_addrs("addrs", &change.addrs)?;
         if addrs.is_empty() {
             return Err(bad_request(
@@ -794,7 +869,7 @@ impl ClusterNode {
     /// `node <ID> addr set <IP>`: only for a node that is down, only within the cluster's family.
     pub async fn set_addr(&self, target: &str, body: &[u8]) -> Result<serde_json::Value, Refused> {
         let change: AddrChange =
-            serde_json::from_slice(body).map_err(|e| bad_request(format!("invalid body: {e}")))?;
+            crate::jsonbody::parse(body).map_err(|e| bad_request(e.to_string()))?;
         let ip = parse_addrs("addr", std::slice::from_ref(&change.addr))?[0];
         if let Some(why) = crate::config::advertised_refusal(&ip) {
             return Err(bad_request(format!("addr: '{ip}' {why}")));
@@ -942,7 +1017,7 @@ impl ClusterNode {
     pub async fn declare(
         self: &Arc<Self>,
         declared: crate::config::DeclaredCluster,
-        join_members: Vec<String>,
+        join_members: Vec<PeerAddr>,
     ) {
         if self.record().is_some() {
             return;
@@ -969,22 +1044,26 @@ impl ClusterNode {
         } else {
             (Action::Join, "join_cluster")
         };
-        let mut cluster = serde_json::json!({"name": declared.name});
-        if !declared.create {
-            cluster["nodes"] = serde_json::json!(join_members);
-        }
-        let body = serde_json::json!({
-            "action": name,
-            "cluster": cluster,
-            "credentials": {"username": username, "password": password},
-        })
-        .to_string();
+        let request = Bootstrap {
+            cluster_name: Some(declared.name.clone()),
+            seeds: Seeds::Gossip(if declared.create {
+                vec![]
+            } else {
+                join_members
+            }),
+            username,
+            password,
+            addr: None,
+            external_addrs: None,
+            use_internal_ipv6: None,
+            name: None,
+        };
         let mut delay = Duration::from_secs(1);
         loop {
             if self.record().is_some() {
                 return;
             }
-            match self.bootstrap(body.as_bytes(), action).await {
+            match self.bootstrap_with(request.clone(), action).await {
                 Ok(_) => {
                     log::info!("declarative bootstrap: {name} {} done", declared.name);
                     return;
@@ -992,7 +1071,12 @@ impl ClusterNode {
                 Err(r)
                     if matches!(
                         r.body.sub_code.as_deref(),
-                        Some("cluster_unreachable" | "not_in_cluster" | "no_identity")
+                        Some(
+                            "cluster_unreachable"
+                                | "not_in_cluster"
+                                | "no_identity"
+                                | "hosts_ipv6_localhost"
+                        )
                     ) =>
                 {
                     log::warn!(
@@ -1010,6 +1094,28 @@ impl ClusterNode {
             }
         }
     }
+}
+
+/// Redis Enterprise: "The host file /etc/hosts on each node in the cluster must include ...
+/// ::1 localhost". Checked before an IPv6 cluster is created or joined, not after.
+fn check_hosts_file(family: Family) -> Result<(), Refused> {
+    if family != Family::Ipv6 {
+        return Ok(());
+    }
+    let path = crate::preflight::HOSTS_PATH;
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let localhost = IpAddr::V6(std::net::Ipv6Addr::LOCALHOST);
+    if crate::hosts::maps(&text, localhost, "localhost") {
+        return Ok(());
+    }
+    Err(Refused {
+        http_status: 409,
+        body: ErrorBody::new(
+            "NodeBootstrapError",
+            Some("hosts_ipv6_localhost"),
+            format!("{path} does not map ::1 to localhost, which every node of an IPv6 cluster needs; fix: run `stackring preflight --fix` (adds '::1 localhost', keeps every other line), then retry"),
+        ),
+    })
 }
 
 /// The gRPC Admin service: the HTTP admin calls, for programs.

@@ -4,6 +4,7 @@
 //! full key path (`server.grpc_listen_port`), the offending value and the fix — and so that all errors
 //! are reported at once. Nothing here binds a socket or reads the network.
 
+use crate::peer::PeerAddr;
 use crate::snapshot::Family;
 use serde::Serialize;
 use serde_json::Value;
@@ -79,15 +80,20 @@ pub struct Settings {
     pub gossip_advertise_addr: Option<IpAddr>,
     /// `memberlist.advertise_port`; `None` → `bind_port`.
     pub gossip_advertise_port: Option<u16>,
-    pub join_members: Vec<String>,
+    /// `memberlist.join_members`: gossip addresses of members (dskit's meaning).
+    pub join_members: Vec<PeerAddr>,
     /// `lifecycler.address`: the advertised gRPC address (a proxy's, or the internal one).
     pub advertise_addr: Option<IpAddr>,
     /// `lifecycler.port`: the advertised gRPC port (a sidecar proxy's); `None` → grpc listen port.
     pub advertise_port: Option<u16>,
     /// `lifecycler.interface_names`: internal address candidates only from these, in this order.
     pub interface_names: Vec<String>,
-    /// `node.use_internal_ipv6` or its alias `lifecycler.enable_inet6`.
+    /// `node.use_internal_ipv6` or one of its aliases (`lifecycler.enable_inet6`, Tempo's
+    /// `<component>.ring.enable_inet6`), whichever was written: the effective value.
     pub use_internal_ipv6: bool,
+    /// The same flag as the operator wrote it: `None` when no key sets it. A joiner that does not
+    /// set it takes the cluster's family (Redis Enterprise's rule).
+    pub use_internal_ipv6_written: Option<WrittenFlag>,
     pub id: String,
     pub zone: String,
     /// `node.addr`: the pinned internal address.
@@ -98,6 +104,14 @@ pub struct Settings {
     pub runtime_dir: PathBuf,
     /// `cluster:`: create or join by itself at start-up (declarative bootstrap).
     pub cluster: Option<DeclaredCluster>,
+}
+
+/// A boolean as written in the file, with the key that set it (errors name what the operator
+/// wrote, e.g. `ingester.lifecycler.enable_inet6`, not our canonical key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WrittenFlag {
+    pub value: bool,
+    pub key: String,
 }
 
 /// The `cluster:` section: what an image that must cluster without an operator declares.
@@ -182,7 +196,28 @@ pub fn parse_str(text: &str, default_id: &str) -> Result<Settings, ConfigErrors>
     }
 }
 
-const TOP_KEYS: &[&str] = &["server", "memberlist", "lifecycler", "node", "cluster"];
+const TOP_KEYS: &[&str] = &[
+    "server",
+    "memberlist",
+    "lifecycler",
+    "node",
+    "cluster",
+    // Tempo's component sections, as its documents print them (the same node-level keys).
+    "ingester",
+    "metrics_generator",
+    "compactor",
+];
+const INGESTER_KEYS: &[&str] = &["lifecycler"];
+const COMPONENT_KEYS: &[&str] = &["ring"];
+/// Tempo's `<component>.ring`: the keys that say where the node is and which family it uses.
+const RING_KEYS: &[&str] = &[
+    "enable_inet6",
+    "instance_addr",
+    "instance_port",
+    "instance_interface_names",
+    "kvstore",
+];
+const KVSTORE_KEYS: &[&str] = &["store", "prefix"];
 const CLUSTER_KEYS: &[&str] = &["name", "credentials_file", "create"];
 const SERVER_KEYS: &[&str] = &[
     "grpc_listen_address",
@@ -289,11 +324,44 @@ impl Validator {
             top.get("memberlist").copied(),
             MEMBERLIST_KEYS,
         );
-        let lc = self.section(
-            "lifecycler",
-            top.get("lifecycler").copied(),
-            LIFECYCLER_KEYS,
-        );
+        let ingester = self.section("ingester", top.get("ingester").copied(), INGESTER_KEYS);
+        let (lc_key, lc_value) = match (top.get("lifecycler"), ingester.get("lifecycler")) {
+            (Some(_), Some(nested)) => {
+                self.error(
+                    "ingester.lifecycler",
+                    nested,
+                    "repeats the top-level lifecycler: section",
+                    "keep one of lifecycler: and ingester.lifecycler: (they are the same keys)",
+                );
+                ("lifecycler", top.get("lifecycler").copied())
+            }
+            (None, Some(nested)) => ("ingester.lifecycler", Some(*nested)),
+            (top_level, None) => ("lifecycler", top_level.copied()),
+        };
+        let lc = self.section(lc_key, lc_value, LIFECYCLER_KEYS);
+        let rings: Vec<(String, BTreeMap<&str, &Value>)> = ["metrics_generator", "compactor"]
+            .into_iter()
+            .filter_map(|component| {
+                let section = self.section(component, top.get(component).copied(), COMPONENT_KEYS);
+                let key = format!("{component}.ring");
+                let ring = self.section(&key, section.get("ring").copied(), RING_KEYS);
+                (!ring.is_empty()).then_some((key, ring))
+            })
+            .collect();
+        for (key, ring) in &rings {
+            let key = format!("{key}.kvstore");
+            let kv = self.section(&key, ring.get("kvstore").copied(), KVSTORE_KEYS);
+            match kv.get("store") {
+                None | Some(Value::Null) => {}
+                Some(Value::String(s)) if s == "memberlist" => {}
+                Some(other) => self.error(
+                    &format!("{key}.store"),
+                    other,
+                    "is not memberlist: stackring's ring travels by gossip",
+                    "write store: memberlist (or leave kvstore out)",
+                ),
+            }
+        }
         let node = self.section("node", top.get("node").copied(), NODE_KEYS);
         let declared = top
             .get("cluster")
@@ -318,23 +386,84 @@ impl Validator {
                 .port(&ml, "memberlist", "bind_port", false)
                 .unwrap_or(DEFAULT_GOSSIP_PORT),
         };
-        let enable_inet6 = self.boolean(&lc, "lifecycler", "enable_inet6");
-        let use_internal_ipv6 = self.boolean(&node, "node", "use_internal_ipv6");
+        // The IPv6 flag and its aliases: one family at a time, so every written one must agree.
+        let mut flags: Vec<WrittenFlag> = Vec::new();
+        for (map, section, name) in std::iter::once((&node, "node", "use_internal_ipv6"))
+            .chain(std::iter::once((&lc, lc_key, "enable_inet6")))
+            .chain(rings.iter().map(|(k, r)| (r, k.as_str(), "enable_inet6")))
+        {
+            if let Some(value) = self.opt_boolean(map, section, name) {
+                flags.push(WrittenFlag {
+                    value,
+                    key: format!("{section}.{name}"),
+                });
+            }
+        }
+        if let Some(first) = flags.first() {
+            for other in &flags[1..] {
+                if other.value != first.value {
+                    self.errors.push(ConfigError {
+                        key: other.key.clone(),
+                        value: other.value.to_string(),
+                        problem: format!(
+                            "disagrees with {} ({}): only one address family may be configured at \
+                             a time, for every component",
+                            first.key, first.value
+                        ),
+                        fix: format!("set {} and {} to the same value", other.key, first.key),
+                    });
+                }
+            }
+        }
+        let use_internal_ipv6_written = flags.first().cloned();
         let external = node.get("external_addr").map(|v| {
             self.list(v, "node.external_addr")
                 .into_iter()
                 .filter_map(|(key, item)| self.parse_addr(&key, item, AddrRole::External))
                 .collect::<Vec<_>>()
         });
-        let interface_names = lc
-            .get("interface_names")
-            .map(|v| {
-                self.list(v, "lifecycler.interface_names")
+        let mut interface_lists: Vec<(String, Vec<String>)> = Vec::new();
+        for (map, section, name) in std::iter::once((&lc, lc_key, "interface_names")).chain(
+            rings
+                .iter()
+                .map(|(k, r)| (r, k.as_str(), "instance_interface_names")),
+        ) {
+            if let Some(v) = map.get(name) {
+                let key = format!("{section}.{name}");
+                let names = self
+                    .list(v, &key)
                     .into_iter()
                     .filter_map(|(key, item)| self.interface_name(&key, item))
-                    .collect()
-            })
+                    .collect();
+                interface_lists.push((key, names));
+            }
+        }
+        self.agree(&interface_lists, |names| format!("{names:?}"));
+        let interface_names = interface_lists
+            .into_iter()
+            .next()
+            .map(|(_, names)| names)
             .unwrap_or_default();
+        // The advertised gRPC address and port (a sidecar proxy's): lifecycler.address/port, or
+        // Tempo's ring `instance_addr`/`instance_port`, which must agree when several are given.
+        let mut advertised_addrs = Vec::new();
+        let mut advertised_ports = Vec::new();
+        for (map, section, addr_key, port_key) in std::iter::once((&lc, lc_key, "address", "port"))
+            .chain(
+                rings
+                    .iter()
+                    .map(|(k, r)| (r, k.as_str(), "instance_addr", "instance_port")),
+            )
+        {
+            if let Some(ip) = self.addr(map, section, addr_key, AddrRole::Advertised) {
+                advertised_addrs.push((format!("{section}.{addr_key}"), ip));
+            }
+            if let Some(port) = self.port(map, section, port_key, true) {
+                advertised_ports.push((format!("{section}.{port_key}"), port));
+            }
+        }
+        self.agree(&advertised_addrs, |ip| ip.to_string());
+        self.agree(&advertised_ports, |port| port.to_string());
         let join_members = ml
             .get("join_members")
             .map(|v| {
@@ -357,12 +486,15 @@ impl Validator {
             ),
             gossip_advertise_port: self.port(&ml, "memberlist", "advertise_port", true),
             join_members,
-            advertise_addr: self.addr(&lc, "lifecycler", "address", AddrRole::Advertised),
-            advertise_port: self.port(&lc, "lifecycler", "port", true),
+            advertise_addr: advertised_addrs.first().map(|(_, ip)| *ip),
+            advertise_port: advertised_ports.first().map(|(_, port)| *port),
             interface_names,
-            use_internal_ipv6: use_internal_ipv6 || enable_inet6,
-            id: self.node_id(&lc).unwrap_or_else(|| default_id.to_string()),
-            zone: self.zone(&lc),
+            use_internal_ipv6: flags.iter().any(|f| f.value),
+            use_internal_ipv6_written,
+            id: self
+                .node_id(&lc, lc_key)
+                .unwrap_or_else(|| default_id.to_string()),
+            zone: self.zone(&lc, lc_key),
             internal_addr: self.addr(&node, "node", "addr", AddrRole::Advertised),
             external_addrs: external,
             state_dir: self.dir(&node, "state_dir", DEFAULT_STATE_DIR),
@@ -450,18 +582,20 @@ impl Validator {
                     });
                 }
             }
-            if s.use_internal_ipv6 && Family::of(first_ip) == Family::Ipv4 {
-                self.errors.push(ConfigError {
-                    key: "node.use_internal_ipv6".into(),
-                    value: "true".into(),
-                    problem: format!(
-                        "asks for IPv6 internal traffic but {first_key} '{first_ip}' is IPv4"
-                    ),
-                    fix: format!(
-                        "set {first_key} to an IPv6 address, or set node.use_internal_ipv6 and \
-                         lifecycler.enable_inet6 to false"
-                    ),
-                });
+            if let Some(flag) = s.use_internal_ipv6_written.as_ref().filter(|f| f.value) {
+                if Family::of(first_ip) == Family::Ipv4 {
+                    self.errors.push(ConfigError {
+                        key: flag.key.clone(),
+                        value: "true".into(),
+                        problem: format!(
+                            "asks for IPv6 internal traffic but {first_key} '{first_ip}' is IPv4"
+                        ),
+                        fix: format!(
+                            "set {first_key} to an IPv6 address, or set {} to false",
+                            flag.key
+                        ),
+                    });
+                }
             }
         }
         let ports = [
@@ -698,42 +832,59 @@ impl Validator {
         }
     }
 
-    fn join_member(&mut self, key: &str, value: &Value) -> Option<String> {
-        let Some(text) = value.as_str().map(str::trim) else {
+    /// A gossip address as dskit takes it (`host`, `host:port`, `dns+host:port`).
+    fn join_member(&mut self, key: &str, value: &Value) -> Option<PeerAddr> {
+        let Some(text) = value.as_str() else {
             self.error(
                 key,
                 value,
                 "is not a peer address",
-                "write 'host:port', '[2001:db8::5]:7946' or 'host'",
+                "write it as a string, e.g. '[2001:db8::5]:7946'",
             );
             return None;
         };
-        if text.is_empty() || text.contains('/') || text.contains(char::is_whitespace) {
-            self.error(
-                key,
-                value,
-                "is not a peer address",
-                "write 'host:port', '[2001:db8::5]:7946' or 'host'",
-            );
-            return None;
+        match PeerAddr::parse(text) {
+            Ok(peer) => Some(peer),
+            Err(p) => {
+                self.error(key, value, p.problem, p.fix);
+                None
+            }
         }
-        // A bare IPv6 address with a port is ambiguous (`2001:db8::5:7946`): demand brackets.
-        if text.parse::<std::net::Ipv6Addr>().is_err()
-            && text.matches(':').count() > 1
-            && !text.starts_with('[')
-        {
-            self.error(
-                key,
-                value,
-                "is ambiguous",
-                "bracket IPv6 addresses with a port: '[2001:db8::5]:7946'",
-            );
-            return None;
-        }
-        Some(text.to_string())
     }
 
-    fn node_id(&mut self, lc: &BTreeMap<&str, &Value>) -> Option<String> {
+    /// Values given under several keys for one setting must be the same.
+    fn agree<T: PartialEq>(&mut self, given: &[(String, T)], show: impl Fn(&T) -> String) {
+        let Some((first_key, first)) = given.first() else {
+            return;
+        };
+        for (key, value) in &given[1..] {
+            if value != first {
+                self.errors.push(ConfigError {
+                    key: key.clone(),
+                    value: format!("'{}'", show(value)),
+                    problem: format!(
+                        "differs from {first_key} '{}': both set the same thing for this node",
+                        show(first)
+                    ),
+                    fix: format!("give {key} and {first_key} the same value, or keep one"),
+                });
+            }
+        }
+    }
+
+    fn opt_boolean(
+        &mut self,
+        map: &BTreeMap<&str, &Value>,
+        section: &str,
+        name: &str,
+    ) -> Option<bool> {
+        match map.get(name) {
+            None | Some(Value::Null) => None,
+            Some(_) => Some(self.boolean(map, section, name)),
+        }
+    }
+
+    fn node_id(&mut self, lc: &BTreeMap<&str, &Value>, section: &str) -> Option<String> {
         let value = lc.get("id")?;
         let id = match value {
             Value::String(s) if !s.trim().is_empty() => s.trim(),
@@ -748,7 +899,7 @@ impl Validator {
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         {
             self.error(
-                "lifecycler.id",
+                &format!("{section}.id"),
                 value,
                 "is not a valid node id",
                 "use 1–63 characters from A–Z, a–z, 0–9, '-', '_' and '.' (or leave it out for the hostname)",
@@ -758,13 +909,13 @@ impl Validator {
         Some(id.to_string())
     }
 
-    fn zone(&mut self, lc: &BTreeMap<&str, &Value>) -> String {
+    fn zone(&mut self, lc: &BTreeMap<&str, &Value>, section: &str) -> String {
         match lc.get("zone") {
             None | Some(Value::Null) => String::new(),
             Some(Value::String(s)) if s.len() <= 63 && !s.contains(char::is_control) => s.clone(),
             Some(other) => {
                 self.error(
-                    "lifecycler.zone",
+                    &format!("{section}.zone"),
                     other,
                     "is not a valid zone name",
                     "use a string of at most 63 characters",
@@ -865,6 +1016,87 @@ mod tests {
         assert_eq!(s.runtime_dir, PathBuf::from("/run/stackring"));
         assert!(!s.use_internal_ipv6);
         assert_eq!(s.external_addrs, None);
+    }
+
+    /// Tempo "Configure IPv6", the protocol configuration block exactly as the document prints
+    /// it: the only refusal is `ingester.lifecycler.address: '::'` (an unspecified address put
+    /// in the ring is unreachable); without that line the block is valid and asks for IPv6.
+    #[test]
+    fn tempo_configure_ipv6_block_as_printed() {
+        let block = "memberlist:\n  bind_addr:\n    - '::'\n  bind_port: 7946\n\n\
+compactor:\n  ring:\n    kvstore:\n      store: memberlist\n    enable_inet6: true\n\n\
+metrics_generator:\n  ring:\n    enable_inet6: true\n\n\
+ingester:\n  lifecycler:\n    address: '::'\n    enable_inet6: true\n\n\
+server:\n  grpc_listen_address: '::0'\n  grpc_listen_port: 9095\n  http_listen_address: '::0'\n  http_listen_port: 3200\n";
+        let errors = parse_str(block, "n").unwrap_err().0;
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert_eq!(errors[0].key, "ingester.lifecycler.address");
+        assert!(errors[0].problem.contains("unspecified"), "{errors:#?}");
+        assert!(errors[0].fix.contains("leave it empty"), "{errors:#?}");
+
+        let fixed = block.replace("    address: '::'\n", "");
+        let s = parse_str(&fixed, "n").unwrap();
+        assert!(s.use_internal_ipv6);
+        assert_eq!(
+            s.use_internal_ipv6_written.as_ref().map(|f| f.key.as_str()),
+            Some("ingester.lifecycler.enable_inet6")
+        );
+        assert_eq!(s.grpc.address, Some("::".parse().unwrap()));
+        assert_eq!(s.gossip.port, 7946);
+    }
+
+    /// Tempo "sidecar proxies": the snippets as printed set the advertised port.
+    #[test]
+    fn tempo_sidecar_snippets_as_printed() {
+        let s = parse_str("ingester:\n   lifecycler:\n       port: 12345\n", "n").unwrap();
+        assert_eq!(s.advertise_port, Some(12345));
+        assert_eq!(s.grpc.port, 9095);
+        let s = parse_str(
+            "metrics_generator:\n  ring:\n    instance_port: 12345\n",
+            "n",
+        )
+        .unwrap();
+        assert_eq!(s.advertise_port, Some(12345));
+        let s = parse_str("server:\n  grpc_listen_port: 12345\n", "n").unwrap();
+        assert_eq!((s.grpc.port, s.advertise_port), (12345, None));
+
+        let table: &[(&str, &str, &str)] = &[
+            (
+                "ingester: {lifecycler: {port: 12345}}\nmetrics_generator: {ring: {instance_port: 23456}}",
+                "metrics_generator.ring.instance_port",
+                "differs from ingester.lifecycler.port",
+            ),
+            (
+                "lifecycler: {port: 1}\ningester: {lifecycler: {port: 1}}",
+                "ingester.lifecycler",
+                "repeats",
+            ),
+            (
+                "ingester: {lifecycler: {enable_inet6: true}}\ncompactor: {ring: {enable_inet6: false}}",
+                "compactor.ring.enable_inet6",
+                "only one address family",
+            ),
+            (
+                "compactor: {ring: {kvstore: {store: consul}}}",
+                "compactor.ring.kvstore.store",
+                "not memberlist",
+            ),
+            (
+                "ingester: {lifecycler: {id: 'bad id'}}",
+                "ingester.lifecycler.id",
+                "not a valid node id",
+            ),
+            ("distributor: {ring: {}}", "distributor", "not a known key"),
+        ];
+        for (yaml, key, problem) in table {
+            let errors = parse_str(yaml, "n").unwrap_err().0;
+            assert!(
+                errors
+                    .iter()
+                    .any(|e| e.key == *key && e.problem.contains(problem)),
+                "{yaml}: {errors:#?}"
+            );
+        }
     }
 
     #[test]
@@ -1104,7 +1336,7 @@ mod tests {
             ),
             (
                 "lifecycler: {enable_inet6: true, address: '192.0.2.5'}",
-                "node.use_internal_ipv6",
+                "lifecycler.enable_inet6",
                 "is IPv4",
             ),
             ("key: [unclosed", "(file)", "not valid YAML"),

@@ -6,12 +6,12 @@
 
 use crate::clusterd::{effective_settings, ClusterNode};
 use crate::config::{self, Settings, EXIT_CONFIG};
-use crate::decide::{decide, Context, Identity};
+use crate::decide::{decide, server_listen, Context, Identity};
 use crate::metrics::Metrics;
 use crate::netlink::HostWatch;
 use crate::snapshot::HostSnapshot;
 use crate::state::{Published, StateTx};
-use crate::{fsutil, grpc, http, render, systemd};
+use crate::{fsutil, grpc, http, preflight, render, systemd};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -93,40 +93,19 @@ async fn run(opts: Options, settings: Settings) -> anyhow::Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut watchdog = systemd::watchdog_interval().map(tokio::time::interval);
 
-    // Wait for an identity. Signals still work: a stop while waiting is a clean exit.
-    loop {
-        let snapshot = snapshots.borrow_and_update().clone();
-        daemon.update(&snapshot);
-        if daemon.identity.is_some() && daemon.not_ready.is_none() {
-            break;
-        }
-        tokio::select! {
-            r = snapshots.changed() => r?,
-            _ = term.recv() => {
-                daemon.stop();
-                return Ok(());
-            }
-            _ = int.recv() => {
-                daemon.stop();
-                return Ok(());
-            }
-            _ = hup.recv() => daemon.reload(&snapshots.borrow().clone()),
-            _ = records.changed() => {}
-            _ = tick(&mut watchdog) => systemd::watchdog_ping(),
-        }
-    }
-
-    // Bind, then announce: READY=1 only once both ports accept connections.
-    let identity = daemon.identity.clone().expect("decided above");
+    // Decide once, then bind: the servers answer (`/ready` says what the node waits for) and
+    // READY=1 goes out whether or not an identity exists yet. Waiting for an address must never
+    // hold up boot; units that need the identity wait for it with `stackring wait`.
+    let snapshot = snapshots.borrow_and_update().clone();
+    daemon.update(&snapshot);
+    let (grpc_listen, http_listen) = daemon.listen_addrs(&snapshot);
     let serving = Serving {
         state: state_rx.clone(),
         metrics: daemon.metrics.clone(),
         cluster: cluster.clone(),
     };
-    let mut servers = serving
-        .start(identity.grpc.listen, identity.http.listen)
-        .await?;
-    daemon.bound = Some((identity.grpc.listen, identity.http.listen));
+    let mut servers = serving.start(grpc_listen, http_listen).await?;
+    daemon.bound = Some((grpc_listen, http_listen));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let admin_task = match bind_admin(&daemon.settings.runtime_dir) {
         Ok(listener) => {
@@ -149,14 +128,25 @@ async fn run(opts: Options, settings: Settings) -> anyhow::Result<()> {
         }
     };
     daemon.write_env();
-    log::info!(
-        stackring_family = identity.family.as_str(),
-        stackring_addr = identity.internal_addr.to_string().as_str(),
-        stackring_iface = identity.internal_interface.as_str();
-        "ready: {} ({})", identity.summary(), identity.family_reason
-    );
-    systemd::ready(&identity.summary());
-    daemon.announce(&identity);
+    daemon.log_preflight(&snapshot);
+    log::info!("serving: gRPC on {grpc_listen}, HTTP on {http_listen}");
+    match (&daemon.identity, &daemon.not_ready) {
+        (Some(identity), None) => {
+            log::info!(
+                stackring_family = identity.family.as_str(),
+                stackring_addr = identity.internal_addr.to_string().as_str(),
+                stackring_iface = identity.internal_interface.as_str();
+                "ready: {} ({})", identity.summary(), identity.family_reason
+            );
+            systemd::ready(&identity.summary());
+            daemon.announce(identity);
+        }
+        (_, why) => {
+            let why = why.clone().unwrap_or_else(|| "starting".into());
+            log::info!("serving while waiting: {why}");
+            systemd::ready(&format!("waiting: {why}"));
+        }
+    }
     if let Some(declared) = daemon.settings.cluster.clone() {
         let (cluster, seeds) = (cluster.clone(), daemon.settings.join_members.clone());
         tokio::spawn(async move { cluster.declare(declared, seeds).await });
@@ -169,17 +159,17 @@ async fn run(opts: Options, settings: Settings) -> anyhow::Result<()> {
                 let snapshot = snapshots.borrow_and_update().clone();
                 daemon.metrics.host_snapshots.inc();
                 daemon.update(&snapshot);
-                servers = serving.follow(&mut daemon, servers).await;
+                servers = serving.follow(&mut daemon, &snapshots.borrow().clone(), servers).await;
             }
             r = records.changed() => {
                 r?;
                 // Created or joined a cluster: the family is fixed now and overrides apply.
                 daemon.update(&snapshots.borrow().clone());
-                servers = serving.follow(&mut daemon, servers).await;
+                servers = serving.follow(&mut daemon, &snapshots.borrow().clone(), servers).await;
             }
             _ = hup.recv() => {
                 daemon.reload(&snapshots.borrow().clone());
-                servers = serving.follow(&mut daemon, servers).await;
+                servers = serving.follow(&mut daemon, &snapshots.borrow().clone(), servers).await;
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
@@ -222,35 +212,42 @@ impl Daemon {
                 if self.bound.is_some() {
                     self.announce(&identity);
                 }
-                if let Some(old) = &self.identity {
-                    if old.internal_addr != identity.internal_addr {
+                let fields = |id: &Identity| {
+                    (
+                        id.family.as_str(),
+                        id.internal_addr.to_string(),
+                        id.internal_interface.clone(),
+                    )
+                };
+                let (family, addr, iface) = fields(&identity);
+                match &self.identity {
+                    Some(old) if old.internal_addr != identity.internal_addr => {
                         self.metrics.renumberings.inc();
                         log::warn!(
-                            stackring_family = identity.family.as_str(),
-                            stackring_addr = identity.internal_addr.to_string().as_str(),
-                            stackring_iface = identity.internal_interface.as_str();
+                            stackring_family = family,
+                            stackring_addr = addr.as_str(),
+                            stackring_iface = iface.as_str();
                             "renumbered: internal address {} → {} on {}",
                             old.internal_addr, identity.internal_addr, identity.internal_interface
                         );
                     }
+                    _ => {}
                 }
-                self.metrics.set_identity(
-                    identity.family.as_str(),
-                    &identity.internal_addr.to_string(),
-                    &identity.internal_interface,
-                );
+                self.metrics.set_identity(family, &addr, &iface);
                 self.metrics.ready.set(1);
                 self.metrics.identity_changes.inc();
                 if self.bound.is_some() {
                     systemd::status(&identity.summary());
-                    if self.identity.is_some() {
-                        log::info!(
-                            stackring_family = identity.family.as_str(),
-                            stackring_addr = identity.internal_addr.to_string().as_str(),
-                            stackring_iface = identity.internal_interface.as_str();
-                            "identity: {}", identity.summary()
-                        );
-                    }
+                    let first = !was_ready;
+                    log::info!(
+                        stackring_family = family,
+                        stackring_addr = addr.as_str(),
+                        stackring_iface = iface.as_str();
+                        "{}: {} ({})",
+                        if first { "ready" } else { "identity" },
+                        identity.summary(),
+                        identity.family_reason
+                    );
                 }
                 self.identity = Some(identity);
                 self.not_ready = None;
@@ -267,7 +264,7 @@ impl Daemon {
                     let cluster = self.cluster.clone();
                     let reason = why.clone();
                     tokio::spawn(async move { cluster.on_not_ready(&reason).await });
-                } else {
+                } else if self.bound.is_some() {
                     log::info!("waiting: {why}");
                     systemd::status(&format!("waiting: {why}"));
                 }
@@ -277,6 +274,46 @@ impl Daemon {
         self.publish();
         if self.bound.is_some() {
             self.write_env();
+        }
+    }
+
+    /// Where gRPC and HTTP listen: from the config and the kernel, not from the identity, so the
+    /// servers answer while the node still waits for an address.
+    fn listen_addrs(
+        &self,
+        snapshot: &HostSnapshot,
+    ) -> (std::net::SocketAddr, std::net::SocketAddr) {
+        let s = &self.settings;
+        (
+            server_listen(snapshot, s.grpc.address, s.grpc.port),
+            server_listen(snapshot, s.http.address, s.http.port),
+        )
+    }
+
+    /// SPEC §4 "also run at start": every failed check goes to the journal with its code. They
+    /// do not stop the daemon (a start gate turns waiting conditions into restart loops).
+    fn log_preflight(&self, snapshot: &HostSnapshot) {
+        let record = self.cluster.record();
+        let settings = effective_settings(&self.settings, record.as_deref());
+        let inputs = preflight::gather_without_ports(
+            &settings,
+            snapshot.clone(),
+            std::path::Path::new(preflight::HOSTS_PATH),
+            record.map(|r| r.family),
+        );
+        for check in preflight::evaluate(&settings, &inputs) {
+            if check.result != preflight::Outcome::Fail {
+                continue;
+            }
+            let fix = check.fix.as_deref().unwrap_or("");
+            match check.severity {
+                preflight::Severity::Error => {
+                    log::error!(stackring_check = check.code; "preflight {}: {}; fix: {fix}", check.code, check.message)
+                }
+                preflight::Severity::Warning => {
+                    log::warn!(stackring_check = check.code; "preflight {}: {}; fix: {fix}", check.code, check.message)
+                }
+            }
         }
     }
 
@@ -300,6 +337,8 @@ impl Daemon {
     /// `STACKRING_READY=0` and the reason, so consumers can tell stale from current.
     fn write_env(&self) {
         let Some(identity) = &self.identity else {
+            let why = self.not_ready.as_deref().unwrap_or("starting");
+            self.write_env_text(&render::env_file_waiting(why));
             return;
         };
         let mut text = render::env_file(identity);
@@ -307,6 +346,10 @@ impl Daemon {
             text = text.replace("STACKRING_READY=1", "STACKRING_READY=0");
             text.push_str(&format!("STACKRING_REASON={}\n", render::quote(why)));
         }
+        self.write_env_text(&text);
+    }
+
+    fn write_env_text(&self, text: &str) {
         let dir = &self.settings.runtime_dir;
         let path = dir.join("identity.env");
         let result = std::fs::create_dir_all(dir)
@@ -369,11 +412,39 @@ fn limit_malloc_retention() {
 }
 
 async fn bind(key: &str, addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|e| {
+    listen_socket(addr).map_err(|e| {
         anyhow::anyhow!(
             "cannot listen on {addr} ({key}): {e}; fix: free the port (`ss -ltnp` shows who holds it) or change {key}"
         )
     })
+}
+
+/// A TCP listener. `[::]` accepts both families (`IPV6_V6ONLY` off, whatever
+/// `net.ipv6.bindv6only` says); an explicit address may be bound before the kernel has it
+/// (`IP_FREEBIND`), so a listen address that comes up after the daemon is not a start failure.
+pub(crate) fn listen_socket(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    match addr {
+        std::net::SocketAddr::V6(v6) => {
+            if v6.ip().is_unspecified() {
+                socket.set_only_v6(false)?;
+            } else {
+                socket.set_only_v6(true)?;
+                socket.set_freebind_v6(true)?;
+            }
+        }
+        std::net::SocketAddr::V4(v4) => {
+            if !v4.ip().is_unspecified() {
+                socket.set_freebind_v4(true)?;
+            }
+        }
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
 }
 
 /// What the TCP servers serve, to start them again on new listen addresses.
@@ -438,11 +509,16 @@ impl Serving {
     /// Moves the servers when the decided listen addresses change (a dual-stack node that joins an
     /// IPv6 cluster moves from 0.0.0.0 to ::). The old ones stop first: `::` and `0.0.0.0` on one
     /// port collide.
-    async fn follow(&self, daemon: &mut Daemon, servers: TcpServers) -> TcpServers {
-        let (Some(identity), Some(bound)) = (daemon.identity.clone(), daemon.bound) else {
+    async fn follow(
+        &self,
+        daemon: &mut Daemon,
+        snapshot: &HostSnapshot,
+        servers: TcpServers,
+    ) -> TcpServers {
+        let Some(bound) = daemon.bound else {
             return servers;
         };
-        let wanted = (identity.grpc.listen, identity.http.listen);
+        let wanted = daemon.listen_addrs(snapshot);
         if wanted == bound {
             return servers;
         }

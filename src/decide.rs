@@ -146,7 +146,9 @@ pub fn usability(snapshot: &HostSnapshot, addr: &Address) -> Result<(), Unusable
     if let Some(why) = special_address(&addr.ip) {
         return Err(Unusable::SpecialAddress(why));
     }
-    if addr.scope != Scope::Global {
+    // Site-local (fec0::/10, deprecated by RFC 3879) is what QEMU's plain user network hands out:
+    // usable, but only as a last resort (see `best_address`).
+    if addr.scope != Scope::Global && !(addr.scope == Scope::Site && is_site_local(&addr.ip)) {
         return Err(Unusable::Scope(addr.scope));
     }
     if addr.dad_failed() {
@@ -159,6 +161,24 @@ pub fn usability(snapshot: &HostSnapshot, addr: &Address) -> Result<(), Unusable
         return Err(Unusable::LinkDown);
     }
     Ok(())
+}
+
+/// `fec0::/10`: IPv6 site-local unicast, deprecated by RFC 3879 (the kernel gives it scope `site`).
+pub fn is_site_local(ip: &IpAddr) -> bool {
+    matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfec0)
+}
+
+/// Where a server listens. An empty listen address is `[::]` with `IPV6_V6ONLY` off (both
+/// families: the HTTP API is external traffic and must answer at every external address, as Go
+/// services such as Tempo do) unless the kernel has IPv6 off, then `0.0.0.0` (SPEC §3). It does
+/// not depend on the identity, so the servers can answer while the node waits for an address.
+pub fn server_listen(snapshot: &HostSnapshot, address: Option<IpAddr>, port: u16) -> SocketAddr {
+    let unspecified = if snapshot.ipv6_disabled {
+        Family::Ipv4.unspecified()
+    } else {
+        Family::Ipv6.unspecified()
+    };
+    SocketAddr::new(address.unwrap_or(unspecified), port)
 }
 
 /// Addresses that are never usable, judged on the typed value (`2001:db8::1` is not loopback).
@@ -234,9 +254,15 @@ pub fn decide(
     let internal = match settings.internal_addr {
         Some(pinned) => pinned_address(snapshot, settings, pinned)?,
         None => {
+            // A site-local address is a last resort: it is kept only until a global or ULA
+            // address of the family is usable.
+            let better_than_site_local = candidates
+                .iter()
+                .any(|a| a.family() == family && !is_site_local(&a.ip));
             let sticky = ctx
                 .previous
                 .filter(|p| p.family == family)
+                .filter(|p| !(is_site_local(&p.internal_addr) && better_than_site_local))
                 .and_then(|p| candidates.iter().find(|a| a.ip == p.internal_addr));
             match sticky {
                 Some(a) => *a,
@@ -274,21 +300,27 @@ pub fn decide(
         }
     };
 
-    let listen = |addr: Option<IpAddr>| addr.unwrap_or_else(|| family.unspecified());
     let advertise_ip = settings.advertise_addr.unwrap_or(internal.ip);
     let grpc = Endpoint {
-        listen: SocketAddr::new(listen(settings.grpc.address), settings.grpc.port),
+        listen: server_listen(snapshot, settings.grpc.address, settings.grpc.port),
         advertise: SocketAddr::new(
             advertise_ip,
             settings.advertise_port.unwrap_or(settings.grpc.port),
         ),
     };
     let http = Endpoint {
-        listen: SocketAddr::new(listen(settings.http.address), settings.http.port),
+        listen: server_listen(snapshot, settings.http.address, settings.http.port),
         advertise: SocketAddr::new(advertise_ip, settings.http.port),
     };
     let gossip = Endpoint {
-        listen: SocketAddr::new(listen(settings.gossip.address), settings.gossip.port),
+        // Gossip is internal traffic only: the internal family's unspecified address.
+        listen: SocketAddr::new(
+            settings
+                .gossip
+                .address
+                .unwrap_or_else(|| family.unspecified()),
+            settings.gossip.port,
+        ),
         advertise: SocketAddr::new(
             settings.gossip_advertise_addr.unwrap_or(internal.ip),
             settings
@@ -383,8 +415,8 @@ fn pinned_address<'a>(
     })
 }
 
-/// The preference order of SPEC §1: default-route link, not deprecated, not temporary, then
-/// interface (configured order, else name), then address.
+/// The preference order of SPEC §1: global/ULA before site-local, default-route link, not
+/// deprecated, not temporary, then interface (configured order, else name), then address.
 fn best_address<'a>(
     snapshot: &HostSnapshot,
     settings: &Settings,
@@ -400,6 +432,7 @@ fn best_address<'a>(
             let name = link_name(snapshot, a);
             let position = settings.interface_names.iter().position(|n| *n == name);
             (
+                is_site_local(&a.ip),
                 Reverse(route_link == Some(a.link_index)),
                 a.deprecated(),
                 a.temporary(),
@@ -522,6 +555,12 @@ mod tests {
         fn addr(mut self, index: u32, ip: &str, flags: u32) -> Host {
             self.0
                 .apply(HostEvent::AddressChanged(addr(index, ip, flags)));
+            self
+        }
+        fn addr_scoped(mut self, index: u32, ip: &str, flags: u32, scope: Scope) -> Host {
+            let mut a = addr(index, ip, flags);
+            a.scope = scope;
+            self.0.apply(HostEvent::AddressChanged(a));
             self
         }
         fn default_route(mut self, family: Family, index: u32) -> Host {
@@ -946,10 +985,70 @@ mod tests {
         assert_eq!(id.grpc.advertise.to_string(), "[2001:db8::5]:19095");
         assert_eq!(id.gossip.advertise.to_string(), "[2001:db8::99]:17946");
 
+        // SPEC §3 (amended): an empty listen address is a dual-stack `[::]` whatever the internal
+        // family (the HTTP API must answer at IPv6 external addresses of an IPv4-internal node);
+        // gossip keeps the internal family's unspecified address.
         let v4 = Host::new().link(2, "eth0", true).addr(2, "192.0.2.5", 0);
         let id = run(&v4, "lifecycler: {address: '198.51.100.1'}").unwrap();
-        assert_eq!(id.grpc.listen.to_string(), "0.0.0.0:9095");
+        assert_eq!(id.grpc.listen.to_string(), "[::]:9095");
+        assert_eq!(id.http.listen.to_string(), "[::]:3200");
+        assert_eq!(id.gossip.listen.to_string(), "0.0.0.0:7946");
         assert_eq!(id.grpc.advertise.to_string(), "198.51.100.1:9095");
+        // The kernel has IPv6 off: `0.0.0.0`.
+        let mut no_v6 = Host::new().link(2, "eth0", true).addr(2, "192.0.2.5", 0);
+        no_v6.0.ipv6_disabled = true;
+        let id = run(&no_v6, "").unwrap();
+        assert_eq!(id.grpc.listen.to_string(), "0.0.0.0:9095");
+        assert_eq!(id.http.listen.to_string(), "0.0.0.0:3200");
+        // Explicit listen addresses are kept as written.
+        let id = run(&v4, "server: {http_listen_address: '192.0.2.5'}").unwrap();
+        assert_eq!(id.http.listen.to_string(), "192.0.2.5:3200");
+        assert_eq!(id.grpc.listen.to_string(), "[::]:9095");
+    }
+
+    /// SPEC §1/§2 (amended): site-local (fec0::/10, RFC 3879) is usable as a last resort, below
+    /// every global and ULA address, and yields to one as soon as one is usable.
+    #[test]
+    fn site_local_is_a_last_resort() {
+        // QEMU's plain `-netdev user,ipv6=on`: fec0::/64 with scope site, nothing else.
+        let qemu = Host::new().link(2, "eth0", true).addr_scoped(
+            2,
+            "fec0::5054:ff:fe12:3456",
+            0,
+            Scope::Site,
+        );
+        let id = run(&qemu, "").unwrap();
+        assert_eq!(id.family, Family::Ipv6);
+        assert_eq!(id.internal_addr, ip("fec0::5054:ff:fe12:3456"));
+
+        // A ULA or global address wins over it, even on another link and with a higher name.
+        let both = Host::new()
+            .link(2, "eth0", true)
+            .addr_scoped(2, "fec0::5", 0, Scope::Site)
+            .link(3, "eth9", true)
+            .addr(3, "fd00:1::5", 0);
+        let id = run(&both, "").unwrap();
+        assert_eq!(id.internal_addr, ip("fd00:1::5"));
+
+        // Sticky only while it is the only choice: a ULA that appears later takes over.
+        let first = run(&qemu, "").unwrap();
+        let later = Host::new()
+            .link(2, "eth0", true)
+            .addr_scoped(2, "fec0::5054:ff:fe12:3456", 0, Scope::Site)
+            .addr(2, "fd00:5a::5", 0);
+        let ctx = Context {
+            cluster_family: None,
+            previous: Some(&first),
+        };
+        let id = decide(&later.0, &settings(""), ctx).unwrap();
+        assert_eq!(id.internal_addr, ip("fd00:5a::5"));
+
+        // Other non-global scopes stay unusable; a site-scoped IPv4 address too.
+        let odd = Host::new()
+            .link(2, "eth0", true)
+            .addr_scoped(2, "2001:db8::5", 0, Scope::Site)
+            .addr_scoped(2, "192.0.2.5", 0, Scope::Site);
+        assert!(run(&odd, "").is_err());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! - [`snapshot`]: our own types for links, addresses and default routes; events that change them.
 //! - [`config`]: YAML (Tempo/dskit keys) → validated [`config::Settings`]; errors name key, value, fix.
 //! - [`decide`]: snapshot + settings (+ cluster family, previous identity) → [`decide::Identity`].
+//! - [`peer`]: peer addresses as operators write them (`join_members`, `cluster.nodes`).
 //! - [`cluster`]: bootstrap request validation, the cluster record, credentials, join validation.
 //! - [`preflight`]: host readiness checks with stable codes (pure `evaluate`, I/O in `gather`).
 //! - [`ring`]: the `/ring` HTML page (dskit columns + family, addresses, listen vs advertised).
@@ -17,6 +18,7 @@
 //! - [`grpc`], [`http`], [`metrics`]: the daemon's servers (tonic + reflection, axum, Prometheus).
 //! - [`systemd`]: sd_notify and journald/stderr logging that never fail the daemon.
 //! - [`fsutil`]: atomic, durable file writes.
+//! - [`jsonbody`]: request bodies parsed with errors naming the JSON path, value and fix.
 //! - [`ipfmt`]: fast canonical address text for large JSON outputs (same text as `Display`).
 //! - [`cli`]: the admin CLI.
 pub mod cli;
@@ -30,9 +32,11 @@ pub mod grpc;
 pub mod hosts;
 pub mod http;
 pub mod ipfmt;
+pub mod jsonbody;
 pub mod membership;
 pub mod metrics;
 pub mod netlink;
+pub mod peer;
 pub mod preflight;
 pub mod render;
 pub mod ring;

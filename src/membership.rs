@@ -60,6 +60,85 @@ pub struct Membership {
     self_id: ChitchatId,
     last_seen: Arc<Mutex<HashMap<ChitchatId, (Heartbeat, Instant)>>>,
     monitor: tokio::task::JoinHandle<()>,
+    /// What the TCP side of the gossip port tells a joiner (see `serve_discovery`).
+    discovery: Arc<Mutex<Discovery>>,
+    discovery_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// The answer on the TCP side of the gossip port: where this member's gRPC `Join` is. dskit's
+/// memberlist listens on TCP and UDP at `bind_port`; `join_members` name that port, and a joiner
+/// needs the member's gRPC endpoint (advertised, so a sidecar proxy's port is honoured).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Discovery {
+    pub node: String,
+    pub grpc: String,
+}
+
+/// How long a joiner waits for a member's discovery answer.
+const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Asks the member at gossip address `host_port` (TCP) where its gRPC endpoint is.
+pub async fn discover_grpc(host_port: &str) -> Result<SocketAddr, String> {
+    use tokio::io::AsyncReadExt;
+    let addrs: Vec<SocketAddr> =
+        tokio::time::timeout(DISCOVERY_TIMEOUT, tokio::net::lookup_host(host_port))
+            .await
+            .map_err(|_| "name lookup timed out".to_string())?
+            .map_err(|e| format!("cannot resolve it ({e})"))?
+            .collect();
+    let mut errors = Vec::new();
+    for addr in addrs {
+        let answer = tokio::time::timeout(DISCOVERY_TIMEOUT, async {
+            let mut stream = tokio::net::TcpStream::connect(addr).await?;
+            let mut buf = Vec::with_capacity(256);
+            (&mut stream).take(4096).read_to_end(&mut buf).await?;
+            Ok::<_, std::io::Error>(buf)
+        })
+        .await;
+        match answer {
+            Err(_) => errors.push(format!("{addr}: no answer within {DISCOVERY_TIMEOUT:?}")),
+            Ok(Err(e)) => errors.push(format!("{addr}: cannot connect ({e})")),
+            Ok(Ok(bytes)) => match serde_json::from_slice::<Discovery>(&bytes) {
+                Ok(d) => match d.grpc.parse::<SocketAddr>() {
+                    Ok(grpc) => return Ok(grpc),
+                    Err(_) => errors.push(format!("{addr}: bad gRPC address '{}'", d.grpc)),
+                },
+                Err(_) => errors.push(format!(
+                    "{addr}: answered, but not as a stackring member's gossip port"
+                )),
+            },
+        }
+    }
+    if errors.is_empty() {
+        errors.push("the name has no address".into());
+    }
+    Err(errors.join(", "))
+}
+
+/// Answers every TCP connection on the gossip port with this node's `Discovery`, then closes.
+async fn serve_discovery(listener: tokio::net::TcpListener, answer: Arc<Mutex<Discovery>>) {
+    use tokio::io::AsyncWriteExt;
+    // Bounded: a flood of connections waits in the kernel's backlog, not in our memory.
+    let slots = Arc::new(tokio::sync::Semaphore::new(64));
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let body = serde_json::to_vec(&*answer.lock().unwrap_or_else(|p| p.into_inner()))
+            .unwrap_or_default();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(DISCOVERY_TIMEOUT, async {
+                let _ = stream.write_all(&body).await;
+                let _ = stream.shutdown().await;
+            })
+            .await;
+            drop(slot);
+        });
+    }
 }
 
 pub fn now_unix() -> u64 {
@@ -132,11 +211,24 @@ impl Membership {
                 }
             }
         });
+        let discovery = Arc::new(Mutex::new(Discovery {
+            node: entry.id.clone(),
+            grpc: entry.advertised_grpc.clone(),
+        }));
+        let discovery_task = match crate::daemon::listen_socket(listen) {
+            Ok(listener) => Some(tokio::spawn(serve_discovery(listener, discovery.clone()))),
+            Err(e) => {
+                log::warn!("gossip port {listen} over TCP: {e}; nodes cannot join through this node's memberlist address");
+                None
+            }
+        };
         Ok(Membership {
             handle,
             self_id,
             last_seen,
             monitor,
+            discovery,
+            discovery_task,
         })
     }
 
@@ -145,6 +237,10 @@ impl Membership {
         let Ok(value) = serde_json::to_string(entry) else {
             return;
         };
+        self.discovery
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .grpc = entry.advertised_grpc.clone();
         self.handle
             .with_chitchat(|c| {
                 let own = c.self_node_state();
@@ -279,9 +375,15 @@ impl Membership {
 
     pub async fn shutdown(self) {
         let Membership {
-            handle, monitor, ..
+            handle,
+            monitor,
+            discovery_task,
+            ..
         } = self;
         monitor.abort();
+        if let Some(task) = discovery_task {
+            task.abort();
+        }
         let _ = handle.shutdown().await;
     }
 }

@@ -80,7 +80,18 @@ async fn dump(handle: &Handle) -> Result<HostSnapshot, NetlinkError> {
             }
         }
     }
+    snapshot.ipv6_disabled = ipv6_disabled();
     Ok(snapshot)
+}
+
+/// Read with every snapshot: the sysctl has no netlink event, but turning IPv6 off or on removes
+/// or adds addresses, which are events.
+pub fn ipv6_disabled() -> bool {
+    match std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/disable_ipv6") {
+        Ok(text) => text.trim() == "1",
+        // No such file: the kernel was booted with ipv6.disable=1 (or has no IPv6 at all).
+        Err(_) => true,
+    }
 }
 
 fn main_table_request<T>(builder: RouteMessageBuilder<T>) -> RouteMessage {
@@ -191,6 +202,9 @@ async fn follow(
                 Err(e) => log::error!("re-reading host state after an overrun failed: {e}"),
             }
         }
+        let disabled = ipv6_disabled();
+        changed |= disabled != snapshot.ipv6_disabled;
+        snapshot.ipv6_disabled = disabled;
         if changed {
             tx.send_replace(Arc::new(snapshot.clone()));
         }

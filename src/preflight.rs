@@ -4,7 +4,9 @@
 //! read into checks with stable codes, so scripts and the unit's `ExecStartPre=` can rely on them.
 
 use crate::config::Settings;
-use crate::decide::{decide, usability, Context, Identity, NotReady, Unusable};
+use crate::decide::{
+    decide, is_site_local, server_listen, usability, Context, Identity, NotReady, Unusable,
+};
 use crate::hosts;
 use crate::snapshot::{Family, HostSnapshot};
 use serde::Serialize;
@@ -244,6 +246,22 @@ pub fn evaluate(settings: &Settings, inputs: &Inputs) -> Vec<Check> {
             .then(|| "stop what holds the port (ss -ltnup shows it; a running stackring holds its own), or change the port in the config".into()),
     });
 
+    let site_local = decision
+        .as_ref()
+        .ok()
+        .map(|id| id.internal_addr)
+        .filter(is_site_local);
+    checks.push(Check {
+        code: "addr.site_local",
+        severity: Severity::Warning,
+        result: if site_local.is_some() { Outcome::Fail } else { Outcome::Pass },
+        message: match site_local {
+            Some(ip) => format!("the internal address {ip} is site-local (fec0::/10), deprecated by RFC 3879: used as a last resort because no global or ULA IPv6 address is usable"),
+            None => "the internal address is not site-local".into(),
+        },
+        fix: site_local.map(|_| "give the host a global or ULA (fd00::/8) address, e.g. QEMU: -netdev user,ipv6-prefix=fd00:5a::,ipv6-prefixlen=64; stackring moves to it as soon as it is usable".into()),
+    });
+
     checks.push(match &decision {
         Ok(id) => Check {
             code: "identity.undecided",
@@ -263,6 +281,22 @@ pub fn evaluate(settings: &Settings, inputs: &Inputs) -> Vec<Check> {
     checks
 }
 
+/// Where the hosts file is, unless `--hosts-file` says otherwise.
+pub const HOSTS_PATH: &str = "/etc/hosts";
+
+/// Reads the host for preflight, without probing ports (what the running daemon checks at start:
+/// its own ports are taken by itself).
+pub fn gather_without_ports(
+    settings: &Settings,
+    snapshot: HostSnapshot,
+    hosts_path: &Path,
+    cluster_family: Option<Family>,
+) -> Inputs {
+    let mut inputs = gather_inner(settings, snapshot, hosts_path, cluster_family, false);
+    inputs.ports_in_use.clear();
+    inputs
+}
+
 /// Reads the host for preflight. Ports are probed by binding them briefly.
 pub fn gather(
     settings: &Settings,
@@ -270,10 +304,17 @@ pub fn gather(
     hosts_path: &Path,
     cluster_family: Option<Family>,
 ) -> Inputs {
-    let ipv6_disabled = match std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/disable_ipv6") {
-        Ok(v) => v.trim() == "1",
-        Err(_) => true, // no /proc/sys/net/ipv6: the kernel runs without IPv6
-    };
+    gather_inner(settings, snapshot, hosts_path, cluster_family, true)
+}
+
+fn gather_inner(
+    settings: &Settings,
+    snapshot: HostSnapshot,
+    hosts_path: &Path,
+    cluster_family: Option<Family>,
+    probe_ports: bool,
+) -> Inputs {
+    let ipv6_disabled = snapshot.ipv6_disabled;
     let decision = decide(
         &snapshot,
         settings,
@@ -286,27 +327,30 @@ pub fn gather(
         Ok(id) => id.family,
         Err(_) => wanted_family(settings, &decision).unwrap_or(Family::Ipv6),
     };
-    let listen = |addr: Option<IpAddr>, port: u16| {
-        SocketAddr::new(addr.unwrap_or(family.unspecified()), port)
-    };
     let mut ports_in_use = Vec::new();
     for (name, addr, udp_too) in [
         (
             "grpc",
-            listen(settings.grpc.address, settings.grpc.port),
+            server_listen(&snapshot, settings.grpc.address, settings.grpc.port),
             false,
         ),
         (
             "http",
-            listen(settings.http.address, settings.http.port),
+            server_listen(&snapshot, settings.http.address, settings.http.port),
             false,
         ),
         (
             "gossip",
-            listen(settings.gossip.address, settings.gossip.port),
+            SocketAddr::new(
+                settings.gossip.address.unwrap_or(family.unspecified()),
+                settings.gossip.port,
+            ),
             true,
         ),
-    ] {
+    ]
+    .into_iter()
+    .filter(|_| probe_ports)
+    {
         let taken = |e: std::io::Error| e.kind() == std::io::ErrorKind::AddrInUse;
         let tcp = std::net::TcpListener::bind(addr).err().is_some_and(taken);
         let udp = udp_too && std::net::UdpSocket::bind(addr).err().is_some_and(taken);
@@ -437,6 +481,7 @@ mod tests {
                 ("addr.tentative", Outcome::Fail),
                 ("addr.dadfailed", Outcome::Fail),
                 ("port.in_use", Outcome::Fail),
+                ("addr.site_local", Outcome::Pass),
                 ("identity.undecided", Outcome::Fail),
             ]
         );

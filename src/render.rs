@@ -38,6 +38,14 @@ pub fn env_file(id: &Identity) -> String {
     out
 }
 
+/// `identity.env` before any identity was decided: consumers see `STACKRING_READY=0` and why.
+pub fn env_file_waiting(reason: &str) -> String {
+    format!(
+        "# Written by stackring; rewritten on every identity change.\nSTACKRING_READY=0\nSTACKRING_REASON={}\n",
+        quote(reason)
+    )
+}
+
 /// Double-quotes a value when it holds anything a shell or systemd would split or expand.
 pub fn quote(v: &str) -> String {
     if !v.is_empty()

@@ -236,6 +236,9 @@ pub struct HostSnapshot {
     pub addresses: BTreeMap<AddrKey, Address>,
     /// Keyed by (family, output link, metric) so two default routes of one family both show.
     pub default_routes: BTreeMap<(Family, u32, u32), DefaultRoute>,
+    /// The kernel has IPv6 off (`net.ipv6.conf.all.disable_ipv6=1`, or `ipv6.disable=1`): empty
+    /// listen addresses then bind `0.0.0.0` instead of a dual-stack `[::]`.
+    pub ipv6_disabled: bool,
 }
 
 /// One change reported by the kernel, already converted to our types.

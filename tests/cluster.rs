@@ -247,12 +247,22 @@ fn joins_are_refused_with_sub_codes_and_bad_input_changes_nothing() {
         (
             r#"{"action":"create_cluster","cluster":{"name":"c6"},"credentials":{"username":"admin","password":"correct horse"},"colour":"red"}"#,
             400,
-            "unknown field",
+            "colour: is not a known key; fix: remove it; known keys here: action, cluster, credentials, node",
         ),
         (
             r#"{"action":"create_cluster","cluster":"#,
             400,
-            "not a valid bootstrap request",
+            "(body): is not valid JSON: EOF while parsing a value (line 1, column 37)",
+        ),
+        (
+            r#"{"action":"create_cluster","credentials":{"username":"admin","password":"correct horse"}}"#,
+            400,
+            "cluster: is missing; fix: add \"cluster\"",
+        ),
+        (
+            r#"{"action":"create_cluster","cluster":{"name":"c6","nodes":"x"},"credentials":{"username":"admin","password":"correct horse"}}"#,
+            400,
+            "cluster.nodes: is string \"x\", not a list (a JSON array, e.g. [\"2001:db8::1\"]); fix: write a list",
         ),
         (
             r#"{"action":"create_cluster","cluster":{"name":"c6"},"credentials":{"username":"admin","password":"correct horse"},"node":{"identity":{"addr":"2001:db8:300::99"}}}"#,
@@ -332,7 +342,8 @@ fn joins_are_refused_with_sub_codes_and_bad_input_changes_nothing() {
         ),
     ];
     for (ns, seed_addr, password, identity, status, sub_code) in &refusals {
-        // Hosts with IPv4 form an IPv4 identity until they join: their HTTP listens on 0.0.0.0.
+        // Hosts with IPv4 form an IPv4 identity until they join (their HTTP answers on both
+        // families: an empty listen address is a dual-stack `[::]`).
         let loopback = if ns.name.contains("v4only") || ns.name.contains("dualno") {
             "127.0.0.1"
         } else {
@@ -362,8 +373,10 @@ fn joins_are_refused_with_sub_codes_and_bad_input_changes_nothing() {
         );
     }
 
-    // A dual-stack node with the same use_internal_ipv6 joins, and moves to IPv6: its servers leave
-    // 0.0.0.0 for ::, it advertises its IPv6 address, peers reach it there.
+    // A dual-stack node joins without setting use_internal_ipv6, as Redis Enterprise says ("When
+    // other IPv6 nodes join a cluster that has use_internal_ipv6 enabled, they automatically use
+    // IPv6 for internal traffic. Do not manually set use_internal_ipv6"): it moves to IPv6,
+    // advertises its IPv6 address, peers reach it there.
     let dual = lan.host("dualyes", &["192.0.2.6/24", "2001:db8:300::6/64"]);
     let mut dj = Daemon::start(&dual, "lifecycler: {id: dual}", &[]);
     dj.expect("READY=1", Duration::from_secs(15));
@@ -373,7 +386,7 @@ fn joins_are_refused_with_sub_codes_and_bad_input_changes_nothing() {
         "c6",
         "192.0.2.1",
         "correct horse",
-        json!({"use_internal_ipv6": true}),
+        json!({}),
     );
     assert_eq!(code, 200, "{doc}");
     let seen = wait_for(
@@ -393,7 +406,7 @@ fn joins_are_refused_with_sub_codes_and_bad_input_changes_nothing() {
     assert_eq!(seen["advertised_grpc"], "[2001:db8:300::6]:9095");
     assert_eq!(seen["external_addrs"], json!(["192.0.2.6"]));
     let (code, _) = http(&seed, "GET", "[2001:db8:300::6]", "/ready", None);
-    assert_eq!(code, 200, "the joiner's HTTP must now listen on ::");
+    assert_eq!(code, 200, "the joiner's HTTP answers on its IPv6 address");
     // The CLI decides as the daemon does: with the cluster's family, not the config's default.
     let (code, out, err) = cli(&dual, &dj, &["inspect", "--json"]);
     assert_eq!(code, 0, "{err}");
@@ -974,13 +987,21 @@ fn declarative_bootstrap_clusters_without_an_operator() {
                 credentials.display()
             )
         } else {
+            // `join_members` as dskit/Tempo write them: gossip addresses, with the gossip port or
+            // a `dns+` name (resolved from this host's /etc/hosts).
+            let member = if i == 2 {
+                "'[2001:db8:240::1]:7946'"
+            } else {
+                "'dns+seed.decl.example:7946'"
+            };
             format!(
-                "cluster: {{name: decl, credentials_file: '{}', create: false}}\nmemberlist: {{join_members: ['2001:db8:240::1']}}",
+                "cluster: {{name: decl, credentials_file: '{}', create: false}}\nmemberlist: {{join_members: [{member}]}}",
                 credentials.display()
             )
         };
         format!("lifecycler: {{id: node{i}}}\n{cluster}")
     };
+    hosts[2].set_hosts("127.0.0.1 localhost\n::1 localhost\n2001:db8:240::1 seed.decl.example\n");
     // The joiners start first: their seed does not answer yet, they retry with backoff.
     let mut joiners: Vec<Daemon> = (2..=3)
         .map(|i| Daemon::start(&hosts[i - 1], &config(&hosts[i - 1], i), &[]))

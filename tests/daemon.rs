@@ -43,28 +43,90 @@ fn ready_is_sent_only_after_the_ports_accept_connections() {
     assert!(metrics.contains("stackring_ready 1"), "{metrics}");
 }
 
+/// SPEC §5 (amended): waiting for an address never holds up boot. READY=1 comes at once (the
+/// servers answer), `STATUS=`, `/ready` and identity.env say what the node waits for, and
+/// `stackring wait` is how a unit that needs the identity waits for it.
 #[test]
-fn waits_with_a_reason_until_an_address_appears() {
+fn waits_with_a_reason_without_holding_up_boot() {
     let ns = Netns::new("waits");
     ns.nic("eth0");
     let mut d = Daemon::start(&ns, "", &[]);
-    let status = d.expect("STATUS=waiting", Duration::from_secs(10));
+    let ready = d.expect("READY=1", Duration::from_secs(10));
     assert!(
-        status.contains("no IPv4 or IPv6 address is usable"),
-        "{status}"
+        ready.contains(
+            "STATUS=waiting: waiting for a usable address (no IPv4 or IPv6 address is usable)"
+        ),
+        "{ready}"
     );
-    d.expect_none("READY=1", Duration::from_millis(500));
-    // Nothing is bound while waiting.
-    assert!(ns.run(|| std::net::TcpStream::connect("[::1]:9095").is_err()));
+    // The servers answer while waiting, and say why the node is not ready.
+    let (code, body) = http_get(&ns, "/ready");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("no IPv4 or IPv6 address is usable"), "{body}");
+    assert!(ns.run(|| std::net::TcpStream::connect("[::1]:9095").is_ok()));
+    let env = d.env_file();
+    assert!(env.contains("STACKRING_READY=0\n"), "{env}");
+    assert!(env.contains("STACKRING_REASON="), "{env}");
+    // `stackring wait` times out, saying what it waits for.
+    let config = d.config.to_str().unwrap().to_string();
+    let waited = ns
+        .command(STACKRING)
+        .args(["--config", &config, "wait", "--timeout", "1s"])
+        .output()
+        .unwrap();
+    assert_eq!(waited.status.code(), Some(1), "{waited:?}");
+    let said = String::from_utf8_lossy(&waited.stderr);
+    assert!(said.contains("no IPv4 or IPv6 address is usable"), "{said}");
 
-    // A tentative address: the status names DAD; READY comes when DAD completes.
+    // A tentative address: the status names DAD; the identity comes when DAD completes.
+    let waiter = {
+        let mut c = ns.command(STACKRING);
+        c.args(["--config", &config, "wait", "--timeout", "20s"]);
+        c.stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("stackring wait")
+    };
     ns.sysctl("net.ipv6.conf.eth0.dad_transmits=2");
     ns.sysctl("net.ipv6.neigh.eth0.retrans_time_ms=700");
     ns.ip("addr add 2001:db8:101::5/64 dev eth0");
     let status = d.expect("STATUS=waiting", Duration::from_secs(5));
     assert!(status.contains("duplicate address detection"), "{status}");
+    let decided = d.expect("STATUS=advertising", Duration::from_secs(10));
+    assert!(decided.contains("2001:db8:101::5"), "{decided}");
+    let out = waiter.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let line = String::from_utf8_lossy(&out.stdout);
+    assert!(line.contains("ipv6 2001:db8:101::5 on eth0"), "{line}");
+    assert_eq!(http_get(&ns, "/ready").0, 200);
+    // READY=1 was sent once: no second start-up notification.
+    d.expect_none("READY=1", Duration::from_millis(300));
+}
+
+/// SPEC §3 (amended): an empty listen address binds `[::]` with IPV6_V6ONLY off, so an
+/// IPv4-internal dual-stack node answers over IPv6 too (its IPv6 external addresses, `[::1]`).
+#[test]
+fn dual_stack_node_with_ipv4_internal_answers_over_both_families() {
+    let ns = Netns::new("dual");
+    ns.nic("eth0")
+        .addr("192.0.2.5/24", "eth0")
+        .addr("2001:db8:102::5/64", "eth0");
+    let mut d = Daemon::start(&ns, "", &[]);
     let ready = d.expect("READY=1", Duration::from_secs(10));
-    assert!(ready.contains("2001:db8:101::5"), "{ready}");
+    assert!(ready.contains("advertising IPv4 192.0.2.5"), "{ready}");
+    for host in ["127.0.0.1", "[::1]", "192.0.2.5", "[2001:db8:102::5]"] {
+        let (code, body) = http_get_at(&ns, host, "/ready");
+        assert_eq!(code, 200, "{host}: {body}");
+    }
+    let identity = identity_at(&ns, "[2001:db8:102::5]");
+    assert_eq!(identity["family"], "ipv4");
+    assert_eq!(identity["http"]["listen"], "[::]:3200");
+    assert_eq!(identity["gossip"]["listen"], "0.0.0.0:7946");
+    let externals = identity["external_addrs"].to_string();
+    assert!(externals.contains("2001:db8:102::5"), "{externals}");
+    // gRPC too: one socket for both families.
+    for addr in ["127.0.0.1:9095", "[2001:db8:102::5]:9095"] {
+        let ok = ns.run(move || std::net::TcpStream::connect(addr).is_ok());
+        assert!(ok, "gRPC at {addr}");
+    }
 }
 
 #[test]

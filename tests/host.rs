@@ -51,7 +51,14 @@ fn ipv4_only_host_chooses_ipv4() {
     let (code, doc) = ns.inspect("");
     assert_eq!(code, 0);
     assert_eq!((family(&doc), internal(&doc)), ("ipv4", "198.51.100.7"));
+    // SPEC §3 (amended): IPv6 is on in the kernel, so servers listen dual-stack; gossip on IPv4.
+    assert_eq!(doc["grpc"]["listen"], "[::]:9095");
+    assert_eq!(doc["gossip"]["listen"], "0.0.0.0:7946");
+    // With IPv6 off in the kernel, `0.0.0.0`.
+    ns.sysctl("net.ipv6.conf.all.disable_ipv6=1");
+    let (_, doc) = ns.inspect("");
     assert_eq!(doc["grpc"]["listen"], "0.0.0.0:9095");
+    assert_eq!(doc["http"]["listen"], "0.0.0.0:3200");
 }
 
 #[test]

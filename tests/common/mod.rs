@@ -27,6 +27,10 @@ impl Netns {
         sh(&format!("ip netns add {name}"));
         let ns = Netns { name };
         ns.ip("link set lo up");
+        // A prepared host, as Debian installs it: both localhost lines (Redis Enterprise:
+        // "/etc/hosts on each node in the cluster must include ... ::1 localhost"). Tests of
+        // an unprepared host replace it with `set_hosts`.
+        ns.set_hosts("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
         ns
     }
 
