@@ -752,6 +752,27 @@ fn redis_use_internal_ipv6_set_differently_at_join_is_a_node_bootstrap_error() {
         ),
     );
     assert_eq!(converged(&c.seed, 2).len(), 2);
+
+    // SPEC §6, the mirror image: `true` into an IPv4 cluster is refused the same way.
+    let seed4 = node(&c.lan, "rm4s", &["198.51.100.1/24", "2001:db8:605::41/64"]);
+    let _s4 = serve(&seed4, "lifecycler: {id: seed4}");
+    ok("create (IPv4)", create(&seed4, "c4", json!({})));
+    let dual4 = node(&c.lan, "rm4d", &["198.51.100.2/24", "2001:db8:605::42/64"]);
+    let _d4 = serve(&dual4, "lifecycler: {id: dual4}");
+    let description = assert_node_bootstrap_error(
+        "use_internal_ipv6: true into an IPv4 cluster",
+        join(
+            &dual4,
+            "c4",
+            "198.51.100.1",
+            json!({"use_internal_ipv6": true}),
+        ),
+        "use_internal_ipv6_mismatch",
+    );
+    assert!(
+        description.contains("IPv6") && description.contains("IPv4"),
+        "{description}"
+    );
 }
 
 /// redis-enterprise-multi-ip-ipv6.md: "If you try to add a node without an IPv6 interface to a
