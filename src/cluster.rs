@@ -320,6 +320,10 @@ pub struct ClusterRecord {
     /// Per admin change kind (`addr`, `external_addrs`), the time (ms) of the newest one applied.
     #[serde(default)]
     pub applied: std::collections::BTreeMap<String, u64>,
+    /// When this node joined (or created) the cluster: dskit's "Registered At", which admin
+    /// changes and restarts do not move. 0 in records written before it was kept.
+    #[serde(default)]
+    pub registered_unix: u64,
 }
 
 pub fn hash_password(password: &str) -> Result<String, String> {
@@ -580,6 +584,7 @@ mod tests {
             external_addrs: None,
             seeds: vec![],
             applied: Default::default(),
+            registered_unix: 0,
         };
         let v4 = ClusterRecord {
             family: Family::Ipv4,

@@ -8,7 +8,7 @@ use crate::config::{ConfigError, Settings};
 use crate::decide::{decide, usability, Context, Identity};
 use crate::grpc::pb;
 use crate::membership::{
-    now_unix, MemberView, Membership, NodeEntry, FORGET_PREFIX, OVERRIDE_PREFIX,
+    now_unix, Health, MemberView, Membership, NodeEntry, NodeState, FORGET_PREFIX, OVERRIDE_PREFIX,
 };
 use crate::peer::PeerAddr;
 use crate::snapshot::{Family, HostSnapshot};
@@ -143,6 +143,14 @@ impl ClusterNode {
         hostname: String,
     ) -> anyhow::Result<Arc<ClusterNode>> {
         let state_dir = settings.state_dir.clone();
+        let stale = crate::fsutil::remove_stale_temporaries(&state_dir.join(RECORD_FILE));
+        if stale > 0 {
+            log::warn!(
+                "removed {stale} unfinished {} write(s) left by a killed process in {}",
+                RECORD_FILE,
+                state_dir.display()
+            );
+        }
         let record = load_record(&state_dir)?;
         let status = BootstrapStatus {
             state: if record.is_some() {
@@ -333,6 +341,7 @@ impl ClusterNode {
             external_addrs: request.external_addrs.clone(),
             seeds: vec![],
             applied: Default::default(),
+            registered_unix: now_unix(),
         };
         self.adopt(record, identity).await
     }
@@ -426,6 +435,7 @@ impl ClusterNode {
                         external_addrs: request.external_addrs.clone(),
                         seeds,
                         applied: Default::default(),
+                        registered_unix: now_unix(),
                     };
                     return self.adopt(record, &identity).await;
                 }
@@ -484,7 +494,7 @@ impl ClusterNode {
         identity: &Identity,
     ) -> Result<(), Refused> {
         self.persist(&record).map_err(internal)?;
-        let entry = self.entry(identity, "ACTIVE");
+        let entry = self.entry(identity, NodeState::Active);
         let membership = Membership::start(
             &record.name,
             &entry,
@@ -522,11 +532,11 @@ impl ClusterNode {
             .map_err(|e| format!("cannot write {}: {e}", path.display()))
     }
 
-    fn entry(&self, identity: &Identity, state: &str) -> NodeEntry {
+    fn entry(&self, identity: &Identity, state: NodeState) -> NodeEntry {
         NodeEntry {
             id: identity.id.clone(),
             hostname: self.hostname.clone(),
-            state: state.into(),
+            state,
             family: identity.family.as_str().into(),
             addr: identity.internal_addr.to_string(),
             external_addrs: identity
@@ -539,7 +549,11 @@ impl ClusterNode {
             advertised_gossip: identity.gossip.advertise.to_string(),
             listen_grpc: identity.grpc.listen.to_string(),
             zone: identity.zone.clone(),
-            registered_unix: now_unix(),
+            registered_unix: self
+                .record()
+                .map(|r| r.registered_unix)
+                .filter(|t| *t > 0)
+                .unwrap_or_else(now_unix),
             reason: String::new(),
         }
     }
@@ -551,12 +565,16 @@ impl ClusterNode {
         let mut inner = self.inner.lock().await;
         match &inner.membership {
             Some(m) => {
-                let state = if inner.synced { "ACTIVE" } else { "JOINING" };
+                let state = if inner.synced {
+                    NodeState::Active
+                } else {
+                    NodeState::Joining
+                };
                 m.publish(&self.entry(identity, state)).await
             }
             None => {
                 inner.synced = false;
-                let entry = self.entry(identity, "JOINING");
+                let entry = self.entry(identity, NodeState::Joining);
                 match Membership::start(
                     &record.name,
                     &entry,
@@ -607,7 +625,7 @@ impl ClusterNode {
         let membership = self.inner.lock().await.membership.take();
         if let Some(m) = membership {
             if let Some(identity) = self.identity.borrow().identity.clone() {
-                m.publish(&self.entry(&identity, "LEAVING")).await;
+                m.publish(&self.entry(&identity, NodeState::Leaving)).await;
                 // Three gossip rounds (200 ms each) for the peers to hear it: they then show
                 // this node LEFT, not merely DOWN, once it goes silent.
                 tokio::time::sleep(Duration::from_millis(600)).await;
@@ -636,7 +654,7 @@ impl ClusterNode {
         let members = self.members().await.map(|(_, m)| m).unwrap_or_default();
         let live: Vec<String> = members
             .iter()
-            .filter(|m| m.status == "OK")
+            .filter(|m| m.healthy())
             .map(|m| m.entry.id.clone())
             .collect();
         let facts = JoinerFacts {
@@ -659,7 +677,7 @@ impl ClusterNode {
                 log::info!("node {} joins cluster {}", req.node_id, record.name);
                 let mut seeds: Vec<String> = members
                     .iter()
-                    .filter(|m| m.status == "OK")
+                    .filter(|m| m.healthy())
                     .map(|m| m.entry.advertised_gossip.clone())
                     .collect();
                 seeds.sort();
@@ -886,7 +904,7 @@ impl ClusterNode {
                 ),
             ));
         }
-        if member.status == "OK" {
+        if member.healthy() {
             return Err(conflict(
                 "node_is_up",
                 format!("node '{target}' is up; its internal address can only change while it is down; fix: stop it first"),
@@ -901,7 +919,7 @@ impl ClusterNode {
     /// `node <ID> forget`: removes a dead node from every member's view.
     pub async fn forget(&self, target: &str) -> Result<serde_json::Value, Refused> {
         let (_, member) = self.member(target).await?;
-        if member.status == "OK" {
+        if member.healthy() {
             return Err(conflict(
                 "node_is_up",
                 format!("node '{target}' is alive; only a DOWN node can be forgotten"),
@@ -987,7 +1005,7 @@ impl ClusterNode {
         };
         let inner = self.inner.lock().await;
         if let Some(m) = &inner.membership {
-            let mut entry = self.entry(&identity, "JOINING");
+            let mut entry = self.entry(&identity, NodeState::Joining);
             entry.reason = reason.to_string();
             m.publish(&entry).await;
         }
@@ -1249,8 +1267,11 @@ pub struct ClusterService {
 fn member_pb(m: &MemberView) -> pb::Member {
     pb::Member {
         id: m.entry.id.clone(),
-        status: m.status.clone(),
-        state: m.entry.state.clone(),
+        status: match m.status {
+            Health::Ok => "OK".into(),
+            Health::Down => "DOWN".into(),
+        },
+        state: m.entry.state.as_str().into(),
         addr: m.entry.addr.clone(),
         external_addrs: m.entry.external_addrs.clone(),
         family: m.entry.family.clone(),

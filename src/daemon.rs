@@ -127,6 +127,7 @@ async fn run(opts: Options, settings: Settings) -> anyhow::Result<()> {
             None
         }
     };
+    fsutil::remove_stale_temporaries(&daemon.settings.runtime_dir.join("identity.env"));
     daemon.write_env();
     daemon.log_preflight(&snapshot);
     log::info!("serving: gRPC on {grpc_listen}, HTTP on {http_listen}");
