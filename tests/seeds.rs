@@ -1654,6 +1654,36 @@ fn tempo_ipv6_block_without_the_address_line_listens_as_the_seed_shows() {
     );
 }
 
+/// tempo-configure-ipv6.md: "This sample listen configuration will allow the gRPC and HTTP servers
+/// to listen on IPv6, and configure the various memberlist components to enable IPv6." — the block
+/// `stackring render tempo` prints on an IPv6-only host is the seed's block made right: the same
+/// sections with `enable_inet6: true`, a routable advertised address instead of `'::'`, and a file
+/// stackring itself accepts (operators keep one Tempo-shaped file).
+#[test]
+fn tempo_rendered_block_is_the_seeds_block_made_right() {
+    let lan = Lan::new("trender");
+    let host = node(&lan, "trh", &["2001:db8:705::1/64"]);
+    let out = host.stackring("", &["render", "tempo"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rendered = text(&out.stdout);
+    let tree: Value = serde_saphyr::from_str(&rendered).unwrap();
+    for path in [
+        "/ingester/lifecycler/enable_inet6",
+        "/compactor/ring/enable_inet6",
+        "/metrics_generator/ring/enable_inet6",
+    ] {
+        assert_eq!(tree.pointer(path), Some(&json!(true)), "{path}: {rendered}");
+    }
+    assert_eq!(
+        tree.pointer("/ingester/lifecycler/address"),
+        Some(&json!("2001:db8:705::1")),
+        "{rendered}"
+    );
+    assert_eq!(tree.pointer("/memberlist/bind_addr/0"), Some(&json!("::")));
+    let (code, out) = validate(&rendered);
+    assert_eq!(code, 0, "stackring reads what it renders: {out}");
+}
+
 /// tempo-configure-ipv6.md: `grpc_listen_address: '::0'` / `http_listen_address: '::0'` — `::0`
 /// is the unspecified address, accepted as a listen address, listening as `*` (both families)
 /// like Tempo's Go servers.
