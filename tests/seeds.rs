@@ -1958,6 +1958,17 @@ fn tempo_metrics_generator_instance_port_is_the_advertised_port() {
 
 /// Declarative bootstrap: `node1` creates, `node2` joins through `join_members` (YAML list text).
 fn declarative_pair(tag: &str, net: &str, join_members: &str, joiner_hosts: Option<&str>) {
+    declarative_pair_with(tag, net, join_members, joiner_hosts, "");
+}
+
+/// `declarative_pair` with `memberlist` keys (YAML lines, indented by two) for both nodes.
+fn declarative_pair_with(
+    tag: &str,
+    net: &str,
+    join_members: &str,
+    joiner_hosts: Option<&str>,
+    memberlist: &str,
+) {
     let lan = Lan::new(tag);
     let n1 = node(
         &lan,
@@ -1974,7 +1985,10 @@ fn declarative_pair(tag: &str, net: &str, join_members: &str, joiner_hosts: Opti
     }
     let _d1 = serve(
         &n1,
-        &format!("lifecycler: {{id: node1}}\n{}", declared(&n1, "decl", true)),
+        &format!(
+            "lifecycler: {{id: node1}}\n{}\nmemberlist:\n{memberlist}  join_members: []\n",
+            declared(&n1, "decl", true)
+        ),
     );
     wait_for("node1 to create the cluster", T, || {
         (bootstrap_of(&n1)["state"] == "completed").then_some(())
@@ -1982,7 +1996,7 @@ fn declarative_pair(tag: &str, net: &str, join_members: &str, joiner_hosts: Opti
     let _d2 = serve(
         &n2,
         &format!(
-            "lifecycler: {{id: node2}}\n{}\nmemberlist:\n  join_members: {join_members}\n",
+            "lifecycler: {{id: node2}}\n{}\nmemberlist:\n{memberlist}  join_members: {join_members}\n",
             declared(&n2, "decl", false)
         ),
     );
@@ -2048,6 +2062,30 @@ fn join_members_joiner_without_the_flag_joins_a_use_internal_ipv6_cluster() {
     for m in converged(&n1, 2) {
         assert_eq!(m["family"], "ipv6", "{m}");
     }
+}
+
+/// SPEC §6: `memberlist.join_members` with a bare host: the port is the operator's own
+/// `memberlist.bind_port` (dskit's default), here not 7946.
+#[test]
+fn join_members_bare_host_takes_the_configured_bind_port() {
+    declarative_pair_with(
+        "jmbind",
+        "906",
+        "['2001:db8:906::1']",
+        None,
+        "  bind_port: 7947\n",
+    );
+}
+
+/// SPEC §6: `memberlist.join_members` with a host name (no `dns+`), as dskit resolves it.
+#[test]
+fn join_members_host_name_and_port_forms_a_cluster() {
+    declarative_pair(
+        "jmname",
+        "907",
+        "['seed1.example:7946']",
+        Some("2001:db8:907::1 seed1.example"),
+    );
 }
 
 /// SPEC §6: "retry with backoff while its seeds are unreachable" — and its log names the key the
