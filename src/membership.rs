@@ -70,6 +70,13 @@ pub struct NodeEntry {
     /// Why the node is not ACTIVE (e.g. its new address is not bound), empty otherwise.
     #[serde(default)]
     pub reason: String,
+    /// How many admin changes this node has applied to itself.
+    #[serde(default)]
+    pub admin_version: u64,
+    /// When (ms) the newest admin change it applied was made: gossiped changes older than this
+    /// are already in its entry.
+    #[serde(default)]
+    pub applied_ms: u64,
 }
 
 /// A member as this node sees it.

@@ -139,6 +139,8 @@ mod tests {
                 zone: "z<1>".into(),
                 registered_unix: 1_700_000_000,
                 reason: String::new(),
+                admin_version: 0,
+                applied_ms: 0,
             },
             status,
             last_seen_ms_ago: 33_000,
