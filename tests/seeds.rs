@@ -1919,6 +1919,98 @@ fn tempo_lifecycler_port_listens_on_9095_and_advertises_12345() {
     );
 }
 
+/// A sidecar proxy: a TCP relay inside `ns` from `listen` to `to`, for as long as the value lives.
+/// Counts the connections it relayed.
+struct Proxy {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    relayed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Proxy {
+    fn start(ns: &Netns, listen: &str, to: &str) -> Proxy {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let stop = Arc::new(AtomicBool::new(false));
+        let relayed = Arc::new(AtomicUsize::new(0));
+        let (listen, to): (SocketAddr, SocketAddr) = (listen.parse().unwrap(), to.parse().unwrap());
+        let listener = ns.run(move || std::net::TcpListener::bind(listen).unwrap());
+        listener.set_nonblocking(true).unwrap();
+        let (flag, count) = (stop.clone(), relayed.clone());
+        ns.spawn(move || {
+            while !flag.load(Ordering::SeqCst) {
+                let Ok((client, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                let Ok(server) = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(2))
+                else {
+                    continue;
+                };
+                count.fetch_add(1, Ordering::SeqCst);
+                client.set_nonblocking(false).unwrap();
+                for (mut from, mut into) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut into);
+                        let _ = into.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Proxy { stop, relayed }
+    }
+
+    fn relayed(&self) -> usize {
+        self.relayed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// tempo-sidecar-proxies.md: "Additionally, the ring contents must reflect the proxy's port so that
+/// traffic from other pods goes through the proxy." — with the seed's `ingester: lifecycler: port:
+/// 12345` and a sidecar on 12345, a peer reaches the node through the proxy and its ring says so.
+#[test]
+fn tempo_traffic_from_other_nodes_goes_through_the_proxy_port() {
+    let lan = Lan::new("sproxy");
+    let host = node(&lan, "sph", &["2001:db8:805::1/64"]);
+    let peer = node(&lan, "spp", &["2001:db8:805::2/64"]);
+    // gRPC on loopback only: the proxy is the one way in from other nodes.
+    let _d = serve(
+        &host,
+        &format!("{TEMPO_LIFECYCLER_PORT}server:\n  grpc_listen_address: '::1'\n"),
+    );
+    let proxy = Proxy::start(&host, "[2001:db8:805::1]:12345", "[::1]:9095");
+    let _p = serve(&peer, "lifecycler: {id: peer}");
+    ok("create", create(&host, "proxied", json!({"name": "px"})));
+    // The operator names the node as the ring advertises it.
+    let advertised = wait_for("px in its own ring", T, || ring_entry(&host, "px"))
+        ["advertised_grpc"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(advertised, "[2001:db8:805::1]:12345");
+    ok(
+        "join through the proxy",
+        join(&peer, "proxied", &advertised, json!({})),
+    );
+    assert!(proxy.relayed() >= 1, "the join went through the proxy");
+    let seen = wait_for("px in the peer's ring", T, || {
+        ring_entry(&peer, "px").filter(|e| e["status"] == "OK")
+    });
+    assert_eq!(seen["advertised_grpc"], "[2001:db8:805::1]:12345", "{seen}");
+    assert!(
+        !tcp_connects(&peer, "[2001:db8:805::1]:9095"),
+        "the listen port is not reachable from other nodes: only the proxy is"
+    );
+}
+
 /// tempo-sidecar-proxies.md: "To set an instance port for the metrics-generator, use this
 /// configuration: `metrics_generator: ring: instance_port: 12345`". stackring has one advertised
 /// gRPC port: `instance_port` sets it; given with a different `lifecycler.port` it is a config
