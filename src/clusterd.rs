@@ -14,7 +14,7 @@ use crate::peer::PeerAddr;
 use crate::snapshot::{Family, HostSnapshot};
 use crate::state::StateRx;
 use serde::Serialize;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -1397,7 +1397,12 @@ impl ClusterNode {
             if self.record().is_some() {
                 return;
             }
-            match self.bootstrap_with(request.clone(), action).await {
+            // A reload may have changed memberlist.join_members: use the running value.
+            let mut request = request.clone();
+            if !declared.create {
+                request.seeds = Seeds::Gossip(self.settings().join_members);
+            }
+            match self.bootstrap_with(request, action).await {
                 Ok(_) => {
                     log::info!("declarative bootstrap: {name} {} done", declared.name);
                     return;
@@ -1542,22 +1547,6 @@ fn internal(e: impl std::fmt::Display) -> Refused {
     }
 }
 
-/// `2001:db8::10` → `http://[2001:db8::10]:9095`; `host` → `http://host:9095`; ports kept.
-pub fn grpc_uri(seed: &str, default_port: u16) -> String {
-    let seed = seed.trim();
-    if let Ok(ip) = seed.parse::<IpAddr>() {
-        return format!("http://{}", SocketAddr::new(ip, default_port));
-    }
-    if let Ok(sa) = seed.parse::<SocketAddr>() {
-        return format!("http://{sa}");
-    }
-    if seed.contains(':') {
-        format!("http://{seed}")
-    } else {
-        format!("http://{seed}:{default_port}")
-    }
-}
-
 async fn call_join(uri: &str, request: pb::JoinRequest) -> Result<pb::JoinReply, String> {
     let endpoint = tonic::transport::Endpoint::from_shared(uri.to_string())
         .map_err(|e| e.to_string())?
@@ -1680,22 +1669,4 @@ fn async_stream(
             }
         },
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn seeds_become_grpc_uris() {
-        assert_eq!(grpc_uri("2001:db8::10", 9095), "http://[2001:db8::10]:9095");
-        assert_eq!(
-            grpc_uri("[2001:db8::10]:19095", 9095),
-            "http://[2001:db8::10]:19095"
-        );
-        assert_eq!(grpc_uri("192.0.2.1", 9095), "http://192.0.2.1:9095");
-        assert_eq!(grpc_uri("192.0.2.1:7000", 9095), "http://192.0.2.1:7000");
-        assert_eq!(grpc_uri("node-b", 9095), "http://node-b:9095");
-        assert_eq!(grpc_uri("node-b:7000", 9095), "http://node-b:7000");
-    }
 }
