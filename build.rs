@@ -33,10 +33,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let commit =
         git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown commit".into());
-    println!(
-        "cargo:rustc-env=STACKRING_VERSION={} ({commit})",
-        std::env::var("CARGO_PKG_VERSION")?
-    );
+    let version = std::env::var("CARGO_PKG_VERSION")?;
+    println!("cargo:rustc-env=STACKRING_VERSION={version} ({commit})");
+    // One word for tables (`status nodes` VERSION): 0.1.0+5ae489c.
+    let short: String = commit.chars().take(7).collect();
+    let build = if commit.starts_with("unknown") {
+        version
+    } else {
+        format!("{version}+{short}")
+    };
+    println!("cargo:rustc-env=STACKRING_BUILD={build}");
     let fds = protox::compile(["proto/stackring.proto"], ["proto"])?;
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("stackring_descriptor.bin"), fds.encode_to_vec())?;

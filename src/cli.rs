@@ -491,7 +491,7 @@ fn status_nodes(settings: &Settings, json: bool) -> i32 {
         );
         return 0;
     }
-    let rows: Vec<[String; 7]> = doc["nodes"]
+    let rows: Vec<[String; 9]> = doc["nodes"]
         .as_array()
         .map(|nodes| {
             nodes
@@ -514,6 +514,8 @@ fn status_nodes(settings: &Settings, json: bool) -> i32 {
                         text("addr"),
                         externals.join(","),
                         text("hostname"),
+                        text("zone"),
+                        text("version"),
                         text("family"),
                         text("advertised_grpc"),
                         status,
@@ -527,6 +529,8 @@ fn status_nodes(settings: &Settings, json: bool) -> i32 {
         "ADDRESS",
         "EXTERNAL_ADDRESS",
         "HOSTNAME",
+        "ZONE",
+        "VERSION",
         "FAMILY",
         "ADVERTISED",
         "STATUS",

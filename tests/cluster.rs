@@ -155,8 +155,34 @@ fn three_node_ipv6_only_cluster_forms_fails_over_and_rejoins() {
         text(&out.stdout)
     };
     let table = cli(&hosts[1], &daemons[1], &["status", "nodes"]);
+    // rladmin's columns plus ZONE and VERSION (the build each node runs).
+    let header: Vec<&str> = table
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "NODE:ID",
+            "ADDRESS",
+            "EXTERNAL_ADDRESS",
+            "HOSTNAME",
+            "ZONE",
+            "VERSION",
+            "FAMILY",
+            "ADVERTISED",
+            "STATUS"
+        ],
+        "{table}"
+    );
+    let version = env!("CARGO_PKG_VERSION");
     assert!(
-        table.contains("NODE:ID") && table.contains("ADVERTISED"),
+        table
+            .lines()
+            .filter(|l| l.contains("node:node"))
+            .all(|l| l.contains(&format!(" {version}"))),
         "{table}"
     );
     assert!(
@@ -293,7 +319,7 @@ fn joins_are_refused_with_sub_codes_and_bad_input_changes_nothing() {
         r#"{{"action":"create_cluster","cluster":{{"name":"{}"}}}}"#,
         "x".repeat(100_000)
     );
-    let (code, _) = http(
+    let (code, doc) = http(
         &seed,
         "POST",
         "[::1]",
@@ -301,6 +327,34 @@ fn joins_are_refused_with_sub_codes_and_bad_input_changes_nothing() {
         Some(&huge),
     );
     assert_eq!(code, 413);
+    // Every error in the documented JSON shape, the ones axum answers by itself too.
+    assert_eq!(doc["error_code"], "PayloadTooLarge", "{doc}");
+    let (code, doc) = http(&seed, "GET", "[::1]", "/v1/bootstrap/create_cluster", None);
+    assert_eq!(
+        (code, doc["error_code"].as_str()),
+        (405, Some("MethodNotAllowed")),
+        "{doc}"
+    );
+    assert!(
+        doc["description"].as_str().unwrap().contains("use POST"),
+        "{doc}"
+    );
+    let (code, doc) = http(&seed, "GET", "[::1]", "/v2/nothing", None);
+    assert_eq!(
+        (code, doc["error_code"].as_str()),
+        (404, Some("NotFound")),
+        "{doc}"
+    );
+    // `/` lists the endpoints.
+    let (code, doc) = http(&seed, "GET", "[::1]", "/", None);
+    assert_eq!(code, 200, "{doc}");
+    let paths: Vec<&str> = doc["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["path"].as_str())
+        .collect();
+    assert!(paths.contains(&"/v1/bootstrap/join_cluster"), "{doc}");
 
     let (code, doc) = create(&seed, "[::1]", "c6", json!({"use_internal_ipv6": true}));
     assert_eq!(code, 200, "{doc}");
