@@ -371,8 +371,27 @@ fn run_preflight(
     fix: bool,
     json: bool,
 ) -> i32 {
-    let inputs = preflight::gather(settings, snapshot, hosts_file, cluster_family);
+    // On a node where the daemon runs, its ports are taken by itself: not a finding.
+    let socket = settings.runtime_dir.join(daemon::ADMIN_SOCKET);
+    let daemon_running = match std::os::unix::net::UnixStream::connect(&socket) {
+        Ok(_) => true,
+        // Not root: the socket is root-only, but only a live daemon makes it.
+        Err(e) => e.kind() == std::io::ErrorKind::PermissionDenied,
+    };
+    let inputs = if daemon_running {
+        preflight::gather_without_ports(settings, snapshot, hosts_file, cluster_family)
+    } else {
+        preflight::gather(settings, snapshot, hosts_file, cluster_family)
+    };
     let mut checks = preflight::evaluate(settings, &inputs);
+    if daemon_running {
+        for c in checks.iter_mut().filter(|c| c.code == "port.in_use") {
+            c.message = format!(
+                "the gRPC, HTTP and gossip ports are the running stackring daemon's (it answers on {})",
+                socket.display()
+            );
+        }
+    }
     if fix {
         match preflight::fix_hosts(&inputs, &checks) {
             Ok(fixed) => {

@@ -683,8 +683,9 @@ impl ClusterNode {
         Some((record.name.clone(), members))
     }
 
-    /// SIGTERM: say LEAVING, then stop gossiping.
+    /// SIGTERM: remember the peers, say LEAVING, then stop gossiping.
     pub async fn leave(&self) {
+        self.remember_peers().await;
         let membership = self.inner.lock().await.membership.take();
         if let Some(m) = membership {
             if let Some(identity) = self.identity.borrow().identity.clone() {
@@ -1268,7 +1269,7 @@ impl ClusterNode {
                 let Some(node) = node.upgrade() else { return };
                 // Remember where the peers are, for a restart (the creator has no seeds of its
                 // own; a peer that moved is reached at its new address).
-                if peers_checked.elapsed() >= Duration::from_secs(2) {
+                if peers_checked.elapsed() >= Duration::from_secs(1) {
                     peers_checked = std::time::Instant::now();
                     node.remember_peers().await;
                 }

@@ -41,6 +41,29 @@ fn ready_is_sent_only_after_the_ports_accept_connections() {
     assert_eq!(http_get(&ns, "/ready").0, 200);
     let (_, metrics) = http_get(&ns, "/metrics");
     assert!(metrics.contains("stackring_ready 1"), "{metrics}");
+    // `stackring preflight` beside the running daemon: its ports are its own, not a conflict.
+    let config = d.config.to_str().unwrap().to_string();
+    let out = ns
+        .command(STACKRING)
+        .args(["--config", &config, "preflight", "--json"])
+        .output()
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let port = doc["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["code"] == "port.in_use")
+        .unwrap()
+        .clone();
+    assert_eq!(port["result"], "pass", "{doc}");
+    assert!(
+        port["message"]
+            .as_str()
+            .unwrap()
+            .contains("running stackring daemon"),
+        "{port}"
+    );
 }
 
 /// SPEC §5 (amended): waiting for an address never holds up boot. READY=1 comes at once (the
