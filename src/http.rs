@@ -6,11 +6,12 @@ use crate::clusterd::{ClusterNode, ErrorBody};
 use crate::metrics::Metrics;
 use crate::state::StateRx;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// Bootstrap bodies are a few hundred bytes; anything much larger is refused before parsing.
@@ -40,6 +41,8 @@ pub fn router(state: HttpState) -> Router {
         .route("/ring", get(ring))
         .route("/ring/forget", post(ring_forget))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // Bodies arrive whole within a deadline (slow-body attacks), before any handler runs.
+        .layer(axum::middleware::from_fn(crate::limits::body_deadline))
         .with_state(state)
 }
 
@@ -111,11 +114,20 @@ async fn nodes(State(s): State<HttpState>) -> Response {
 
 fn error(status: u16, body: ErrorBody) -> Response {
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
-    (code, Json(body)).into_response()
+    let retry = body.retry_after_s;
+    let mut response = (code, Json(body)).into_response();
+    if let Some(secs) = retry {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+    }
+    response
 }
 
 /// Mutating calls over TCP need the cluster credentials (HTTP Basic); the admin socket is trusted.
-async fn authorize(s: &HttpState, headers: &HeaderMap) -> Result<(), Response> {
+/// Checks go through the cluster's guard: a source that keeps failing gets 429 with
+/// `Retry-After` (no argon2 work), and so does everyone while the verification queue is full.
+async fn authorize(s: &HttpState, peer: SocketAddr, headers: &HeaderMap) -> Result<(), Response> {
     if s.trusted {
         return Ok(());
     }
@@ -135,19 +147,24 @@ async fn authorize(s: &HttpState, headers: &HeaderMap) -> Result<(), Response> {
         .and_then(|v| v.strip_prefix("Basic "))
         .and_then(base64_decode)
         .and_then(|b| String::from_utf8(b).ok());
-    let ok = match credentials.as_deref().and_then(|c| c.split_once(':')) {
-        Some((user, password)) => s.cluster.check_credentials(user, password).await,
-        None => false,
-    };
-    if ok {
-        Ok(())
-    } else {
-        let mut response = error(401, ErrorBody::new("Unauthorized", None, "this call changes the cluster: send the cluster credentials (HTTP Basic), or use the CLI on a node"));
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Basic realm=\"stackring\""),
-        );
-        Err(response)
+    let source = Some(crate::limits::canonical(peer.ip()));
+    let given = credentials.as_deref().and_then(|c| c.split_once(':'));
+    match s.cluster.check_credentials(source, given).await {
+        Ok(()) => Ok(()),
+        Err(crate::authguard::Denied::Invalid) => {
+            let mut response = error(401, ErrorBody::new("Unauthorized", None, "this call changes the cluster: send the cluster credentials (HTTP Basic), or use the CLI on a node"));
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Basic realm=\"stackring\""),
+            );
+            Err(response)
+        }
+        Err(throttled) => {
+            let mut body =
+                ErrorBody::new("TooManyRequests", Some("rate_limited"), throttled.message(source));
+            body.retry_after_s = throttled.retry_after_secs();
+            Err(error(429, body))
+        }
     }
 }
 
@@ -182,11 +199,12 @@ fn admin_result(result: Result<serde_json::Value, crate::clusterd::Refused>) -> 
 
 async fn external_addr(
     State(s): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = authorize(&s, &headers).await {
+    if let Err(r) = authorize(&s, peer, &headers).await {
         return r;
     }
     admin_result(s.cluster.change_external(&id, &body).await)
@@ -194,11 +212,12 @@ async fn external_addr(
 
 async fn addr(
     State(s): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = authorize(&s, &headers).await {
+    if let Err(r) = authorize(&s, peer, &headers).await {
         return r;
     }
     admin_result(s.cluster.set_addr(&id, &body).await)
@@ -206,10 +225,11 @@ async fn addr(
 
 async fn forget(
     State(s): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = authorize(&s, &headers).await {
+    if let Err(r) = authorize(&s, peer, &headers).await {
         return r;
     }
     admin_result(s.cluster.forget(&id).await)
@@ -234,8 +254,13 @@ async fn ring(State(s): State<HttpState>, headers: HeaderMap) -> Response {
 }
 
 /// The ring page's Forget button (a form post of `id=<node>`).
-async fn ring_forget(State(s): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = authorize(&s, &headers).await {
+async fn ring_forget(
+    State(s): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = authorize(&s, peer, &headers).await {
         return r;
     }
     let body = String::from_utf8_lossy(&body);
