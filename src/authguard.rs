@@ -24,6 +24,9 @@ pub(crate) const PER_SOURCE_IN_FLIGHT: usize = 2;
 /// Checks waiting or running at once, all sources together: at ~40 ms of argon2 each, the last
 /// one in the queue waits about a second.
 pub(crate) const QUEUE_MAX: usize = 24;
+/// Of the queue, the places only sources without a recent failure may take: a flood of guesses
+/// (each guessing source has failed) never fills the queue a first-time joiner needs.
+pub(crate) const CLEAN_RESERVE: usize = 8;
 /// Sources remembered at once (a failure table that cannot grow without bound).
 const MAX_SOURCES: usize = 16_384;
 /// A source's record is forgotten this long after its last failure (when not blocked).
@@ -201,6 +204,7 @@ impl AuthGuard {
             });
         }
         let tracked = sources.len() < MAX_SOURCES || sources.contains_key(&key);
+        let mut clean = !tracked;
         if tracked {
             let s = sources.entry(key).or_insert(Source {
                 failures: 0,
@@ -215,6 +219,7 @@ impl AuthGuard {
                     retry_after: until - now,
                 });
             }
+            clean = s.failures == 0;
             if s.in_flight >= PER_SOURCE_IN_FLIGHT {
                 drop(sources);
                 self.metrics.auth_shed.inc();
@@ -224,7 +229,12 @@ impl AuthGuard {
             }
         }
         let queued = self.queued.fetch_add(1, Ordering::SeqCst);
-        if queued >= QUEUE_MAX {
+        let room = if clean {
+            QUEUE_MAX
+        } else {
+            QUEUE_MAX - CLEAN_RESERVE
+        };
+        if queued >= room {
             self.queued.fetch_sub(1, Ordering::SeqCst);
             drop(sources);
             self.metrics.auth_shed.inc();
@@ -296,6 +306,19 @@ mod tests {
         let text = guard.metrics.render();
         assert!(text.contains("stackring_auth_failures_total{reason=\"wrong_password\"} 5"), "{text}");
         assert!(text.contains("stackring_auth_failures_total{reason=\"backoff\"} 1"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_source_that_has_failed_cannot_take_the_last_places() {
+        let guard = Arc::new(AuthGuard::new(Arc::new(Metrics::new())));
+        let dirty: IpAddr = "2001:db8::66".parse().unwrap();
+        assert_eq!(guard.check(Some(dirty), async { Outcome::WrongPassword }).await, Err(Denied::Invalid));
+        guard.queued.store(QUEUE_MAX - CLEAN_RESERVE, Ordering::SeqCst);
+        let r = guard.check(Some(dirty), async { Outcome::WrongPassword }).await;
+        assert!(matches!(r, Err(Denied::Busy { .. })), "{r:?}");
+        let clean: IpAddr = "2001:db8::7".parse().unwrap();
+        assert_eq!(guard.check(Some(clean), async { Outcome::Valid }).await, Ok(()));
+        guard.queued.store(0, Ordering::SeqCst);
     }
 
     #[tokio::test]

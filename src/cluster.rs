@@ -609,6 +609,53 @@ mod tests {
     }
 
     #[test]
+    fn credentials_files_hold_one_user_password_line() {
+        assert_eq!(
+            parse_credentials("admin:correct horse\n"),
+            Ok(("admin".into(), "correct horse".into()))
+        );
+        for (text, problem) in [
+            ("", "no 'username:password' line"),
+            ("just a password", "no 'username:password' line"),
+            ("admin:short", "8–1024"),
+            (":correct horse", "username"),
+            ("admin:correct horse\nroot:other password", "more than one line"),
+        ] {
+            let e = parse_credentials(text).unwrap_err();
+            assert!(e.contains(problem), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_wrong_username_is_told_apart_only_after_argon2_ran() {
+        use crate::authguard::Outcome;
+        let record = ClusterRecord {
+            name: "c".into(),
+            family: Family::Ipv6,
+            use_internal_ipv6: true,
+            username: "admin".into(),
+            password_hash: hash_password("correct horse").unwrap(),
+            node_id: "n1".into(),
+            node_addr: None,
+            external_addrs: None,
+            seeds: vec![],
+            applied: Default::default(),
+        };
+        let time = |user: &str, password: &str| {
+            let t = std::time::Instant::now();
+            let outcome = credentials(&record, user, password);
+            (outcome, t.elapsed())
+        };
+        let (wrong_user, t_user) = time("nobody", "wrong horse");
+        let (wrong_password, t_password) = time("admin", "wrong horse");
+        assert_eq!(wrong_user, Outcome::WrongUsername);
+        assert_eq!(wrong_password, Outcome::WrongPassword);
+        assert_eq!(time("admin", "correct horse").0, Outcome::Valid);
+        // Both ran argon2 (milliseconds), not a string comparison (microseconds).
+        assert!(t_user * 4 > t_password && t_password * 4 > t_user, "{t_user:?} vs {t_password:?}");
+    }
+
+    #[test]
     fn credentials_are_hashed_and_hidden() {
         let hash = hash_password("secret-pass").unwrap();
         assert!(hash.starts_with("$argon2id$"), "{hash}");

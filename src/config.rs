@@ -1152,6 +1152,8 @@ server:\n  grpc_listen_address: '::0'\n  grpc_listen_port: 9095\n  http_listen_a
                 "not a valid node id",
             ),
             ("distributor: {ring: {}}", "distributor", "not a known key"),
+            ("node: {external_addr: ['fe80::1']}", "node.external_addr", "link-local"),
+            ("node: {external_addr: ['169.254.1.1']}", "node.external_addr", "link-local"),
         ];
         for (yaml, key, problem) in table {
             let errors = parse_str(yaml, "n").unwrap_err().0;
@@ -1441,5 +1443,14 @@ server:\n  grpc_listen_address: '::0'\n  grpc_listen_port: 9095\n  http_listen_a
         assert!(text.contains("lifecycler.address"), "{text}");
         assert!(text.contains("'::'"), "{text}");
         assert!(text.contains("fix:"), "{text}");
+    }
+
+    #[test]
+    fn huge_values_are_echoed_cut() {
+        let huge = "x".repeat(1_000_000);
+        let errors = errors(&format!("server: {{grpc_listen_address: '{huge}'}}"));
+        let text = errors[0].to_string();
+        assert!(text.len() < 400, "{} bytes", text.len());
+        assert!(text.contains("… (1000000 bytes)"), "{text}");
     }
 }

@@ -148,8 +148,8 @@ impl Drop for Slot {
             open.0
         };
         self.limits.gauge().set(emptied as i64);
-        if emptied == 0 {
-            release_memory_soon();
+        if emptied <= BURST_OVER && BURST_PEAK.swap(0, std::sync::atomic::Ordering::Relaxed) > BURST {
+            release_memory();
         }
     }
 }
@@ -200,6 +200,7 @@ impl Limits {
             *open.1.entry(peer).or_insert(0) += 1;
             open.0
         };
+        BURST_PEAK.fetch_max(total, std::sync::atomic::Ordering::Relaxed);
         self.gauge().set(total as i64);
         Ok(Slot {
             limits: self.clone(),
@@ -208,19 +209,16 @@ impl Limits {
     }
 }
 
-/// After a burst of connections has gone, give the freed heap back to the kernel (glibc keeps
-/// it in its arenas otherwise: 2,000 closed connections left 55 MB resident). At most once a
-/// second.
-fn release_memory_soon() {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    if LAST.swap(now, Ordering::Relaxed) == now {
-        return;
-    }
+/// A burst: more than this many connections open on one listener at once.
+const BURST: usize = 64;
+/// The burst is over when a listener is back to this many.
+const BURST_OVER: usize = 8;
+/// The highest connection count of any listener since the last release.
+static BURST_PEAK: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// After a burst of connections has gone, give the freed heap back to the kernel: glibc keeps it
+/// in its arenas otherwise (2,000 closed connections left 55 MB resident).
+fn release_memory() {
     // SAFETY: malloc_trim only returns free memory to the kernel.
     unsafe {
         libc::malloc_trim(0);
