@@ -498,12 +498,8 @@ fn status_nodes(settings: &Settings, json: bool) -> i32 {
                         .as_array()
                         .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
                         .unwrap_or_default();
-                    let status = status_cell(
-                        &text("status"),
-                        &text("state"),
-                        &text("reason"),
-                        n["last_seen_ms_ago"].as_u64().unwrap_or(u64::MAX),
-                    );
+                    // The daemon's own wording (`MemberView::summary`), as `/ring` shows it.
+                    let status = text("summary");
                     let marker = if n["local"].as_bool() == Some(true) {
                         "*"
                     } else {
@@ -554,27 +550,6 @@ fn status_nodes(settings: &Settings, json: bool) -> i32 {
         line(row.iter().map(String::as_str).collect());
     }
     0
-}
-
-/// The STATUS column: health first, and the ring state when it is not the usual ACTIVE, so that
-/// a node that is joining or was stopped never reads as plain "OK".
-fn status_cell(status: &str, state: &str, reason: &str, last_seen_ms_ago: u64) -> String {
-    let seen = if last_seen_ms_ago == u64::MAX {
-        "never seen".to_string()
-    } else {
-        format!("last seen {}s ago", last_seen_ms_ago / 1000)
-    };
-    let because = if reason.is_empty() {
-        String::new()
-    } else {
-        format!(": {reason}")
-    };
-    match (status, state) {
-        ("OK", "ACTIVE") => "OK".into(),
-        ("OK", state) => format!("OK, {state}{because}"),
-        (_, "LEFT") => format!("LEFT, {seen}"),
-        (status, _) => format!("{status}, {seen}"),
-    }
 }
 
 /// A node id as the operator typed it, checked as the server checks it (`cluster::valid_name`):
@@ -737,7 +712,7 @@ fn wait_for_identity(runtime_dir: &Path, timeout: std::time::Duration) -> i32 {
 
 #[cfg(test)]
 mod tests {
-    use super::{node_id_arg, parse_duration, path_segment, status_cell};
+    use super::{node_id_arg, parse_duration, path_segment};
 
     #[test]
     fn node_ids_are_checked_as_the_server_checks_them_and_encoded() {
@@ -758,32 +733,6 @@ mod tests {
         }
         assert_eq!(path_segment("node-1_a.b~"), "node-1_a.b~");
         assert_eq!(path_segment("a/b\r\n c"), "a%2Fb%0D%0A%20c");
-    }
-
-    #[test]
-    fn status_cell_shows_health_and_any_state_but_active() {
-        let never = u64::MAX;
-        for (status, state, reason, ago, want) in [
-            ("OK", "ACTIVE", "", 0, "OK"),
-            ("OK", "JOINING", "", 0, "OK, JOINING"),
-            (
-                "OK",
-                "JOINING",
-                "fd00::9 is not bound",
-                0,
-                "OK, JOINING: fd00::9 is not bound",
-            ),
-            ("OK", "LEAVING", "", 0, "OK, LEAVING"),
-            ("DOWN", "LEFT", "", 3_400, "LEFT, last seen 3s ago"),
-            ("DOWN", "ACTIVE", "", 33_999, "DOWN, last seen 33s ago"),
-            ("DOWN", "ACTIVE", "", never, "DOWN, never seen"),
-        ] {
-            assert_eq!(
-                status_cell(status, state, reason, ago),
-                want,
-                "{status} {state}"
-            );
-        }
     }
 
     #[test]

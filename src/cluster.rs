@@ -343,6 +343,134 @@ pub struct ClusterRecord {
     /// Per admin change kind (`addr`, `external_addrs`), the time (ms) of the newest one applied.
     #[serde(default)]
     pub applied: std::collections::BTreeMap<String, u64>,
+    /// When this node joined (or created) the cluster: dskit's "Registered At", which admin
+    /// changes and restarts do not move. 0 in records written before it was kept.
+    #[serde(default)]
+    pub registered_unix: u64,
+    /// Increases by one with every admin change applied to this node (external addresses,
+    /// internal address): the answer to a change carries it, and the entry publishes it.
+    #[serde(default)]
+    pub admin_version: u64,
+}
+
+/// `node <ID> external_addr add|set|remove`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExternalOp {
+    Add,
+    Set,
+    Remove,
+}
+
+impl ExternalOp {
+    pub fn parse(text: &str) -> Option<ExternalOp> {
+        match text {
+            "add" => Some(ExternalOp::Add),
+            "set" => Some(ExternalOp::Set),
+            "remove" => Some(ExternalOp::Remove),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExternalOp::Add => "add",
+            ExternalOp::Set => "set",
+            ExternalOp::Remove => "remove",
+        }
+    }
+}
+
+/// Why an admin change is refused: a sub-code and words naming the fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminRefusal {
+    pub sub_code: &'static str,
+    pub description: String,
+}
+
+/// The external addresses after `op` (Redis Enterprise's `rladmin node <ID> external_addr`).
+/// Pure, so every node computes the same result from the same list.
+pub fn apply_external(
+    node: &str,
+    current: &[IpAddr],
+    op: ExternalOp,
+    addrs: &[IpAddr],
+) -> Result<Vec<IpAddr>, AdminRefusal> {
+    let mut next = current.to_vec();
+    match op {
+        ExternalOp::Set => {
+            next.clear();
+            for a in addrs {
+                if !next.contains(a) {
+                    next.push(*a);
+                }
+            }
+        }
+        ExternalOp::Add => {
+            for a in addrs {
+                if !next.contains(a) {
+                    next.push(*a);
+                }
+            }
+        }
+        ExternalOp::Remove => {
+            let missing: Vec<String> = addrs
+                .iter()
+                .filter(|a| !current.contains(a))
+                .map(|a| a.to_string())
+                .collect();
+            if !missing.is_empty() {
+                return Err(AdminRefusal {
+                    sub_code: "not_an_external_addr",
+                    description: format!(
+                        "node '{node}' has no external address {}",
+                        missing.join(", ")
+                    ),
+                });
+            }
+            next.retain(|a| !addrs.contains(a));
+            if next.is_empty() {
+                return Err(AdminRefusal {
+                    sub_code: "no_external_addr_left",
+                    description: format!("removing these would leave node '{node}' without an external address; fix: use `set`"),
+                });
+            }
+        }
+    }
+    Ok(next)
+}
+
+/// Proof that an admin change relayed from one member to another comes from a member: a keyed
+/// BLAKE2b over the change, keyed with the cluster's credential hash that every member holds
+/// (and nobody outside the cluster). Node certificates replace it with mutual TLS.
+pub fn relay_proof<S: AsRef<str>>(key: &str, fields: &[S]) -> String {
+    use blake2::digest::{Mac, Update};
+    use blake2::Blake2bMac512;
+    // BLAKE2b takes keys up to 64 bytes: hash the PHC string down to one.
+    let key = blake2::Blake2b512::default()
+        .chain(b"stackring relay key v1\0")
+        .chain(key.as_bytes());
+    let key = blake2::digest::FixedOutput::finalize_fixed(key);
+    let mut mac = <Blake2bMac512 as blake2::digest::KeyInit>::new_from_slice(&key)
+        .expect("64 bytes is a valid BLAKE2b key");
+    for f in fields {
+        let f = f.as_ref();
+        Mac::update(&mut mac, &(f.len() as u64).to_le_bytes());
+        Mac::update(&mut mac, f.as_bytes());
+    }
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Constant-time comparison of two proofs.
+pub fn proofs_match(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 pub fn hash_password(password: &str) -> Result<String, String> {
@@ -640,6 +768,8 @@ mod tests {
             external_addrs: None,
             seeds: vec![],
             applied: Default::default(),
+            admin_version: 0,
+            registered_unix: 0,
         };
         let time = |user: &str, password: &str| {
             let t = std::time::Instant::now();
@@ -682,6 +812,8 @@ mod tests {
             external_addrs: None,
             seeds: vec![],
             applied: Default::default(),
+            registered_unix: 0,
+            admin_version: 0,
         };
         let v4 = ClusterRecord {
             family: Family::Ipv4,
@@ -815,6 +947,59 @@ mod tests {
                 }
                 _ => panic!("{facts:?}: got {got:?}, want {want:?}"),
             }
+        }
+    }
+
+    /// Redis Enterprise's `rladmin node <ID> external_addr add|set|remove`, applied in order.
+    #[test]
+    fn external_addr_operations_table() {
+        let ip = |t: &str| t.parse::<IpAddr>().unwrap();
+        let a = ip("198.51.100.31");
+        let b = ip("198.51.100.32");
+        let c = ip("2001:db8::33");
+        use ExternalOp::*;
+        type Row = (
+            Vec<IpAddr>,
+            ExternalOp,
+            Vec<IpAddr>,
+            Result<Vec<IpAddr>, &'static str>,
+        );
+        let table: Vec<Row> = vec![
+            (vec![a], Add, vec![b], Ok(vec![a, b])),
+            (vec![a], Add, vec![a], Ok(vec![a])),
+            (vec![a, b], Set, vec![c], Ok(vec![c])),
+            (vec![a], Set, vec![b, b, c], Ok(vec![b, c])),
+            (vec![a, b], Remove, vec![a], Ok(vec![b])),
+            (vec![a], Remove, vec![b], Err("not_an_external_addr")),
+            (vec![a], Remove, vec![a], Err("no_external_addr_left")),
+        ];
+        for (current, op, addrs, want) in table {
+            let got = apply_external("n2", &current, op, &addrs).map_err(|r| r.sub_code);
+            assert_eq!(got, want, "{current:?} {op:?} {addrs:?}");
+        }
+        // The sequence: set then add, back to back.
+        let after_set = apply_external("n2", &[a], Set, &[a]).unwrap();
+        let after_add = apply_external("n2", &after_set, Add, &[b]).unwrap();
+        assert_eq!(after_add, vec![a, b]);
+    }
+
+    #[test]
+    fn relay_proofs_bind_key_and_every_field() {
+        let p = relay_proof("$argon2id$k1", &["n2", "set", "198.51.100.1", "17"]);
+        assert_eq!(p.len(), 128);
+        assert!(proofs_match(
+            &p,
+            &relay_proof("$argon2id$k1", &["n2", "set", "198.51.100.1", "17"])
+        ));
+        for other in [
+            relay_proof("$argon2id$k2", &["n2", "set", "198.51.100.1", "17"]),
+            relay_proof("$argon2id$k1", &["n3", "set", "198.51.100.1", "17"]),
+            relay_proof("$argon2id$k1", &["n2", "add", "198.51.100.1", "17"]),
+            relay_proof("$argon2id$k1", &["n2", "set", "198.51.100.1", "18"]),
+            // Field boundaries count: "n2s" + "et" is not "n2" + "set".
+            relay_proof("$argon2id$k1", &["n2s", "et", "198.51.100.1", "17"]),
+        ] {
+            assert!(!proofs_match(&p, &other));
         }
     }
 }

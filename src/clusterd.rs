@@ -2,19 +2,19 @@
 //! the gRPC Cluster service, and the gossip membership it starts. The rules live in `cluster`.
 
 use crate::cluster::{
-    self, Action, Bootstrap, BootstrapRequest, ClusterRecord, JoinerFacts, Seeds,
+    self, Action, Bootstrap, BootstrapRequest, ClusterRecord, ExternalOp, JoinerFacts, Seeds,
 };
 use crate::config::{ConfigError, Settings};
 use crate::decide::{decide, usability, Context, Identity};
 use crate::grpc::pb;
 use crate::membership::{
-    now_unix, MemberView, Membership, NodeEntry, FORGET_PREFIX, OVERRIDE_PREFIX,
+    now_unix, Health, MemberView, Membership, NodeEntry, NodeState, FORGET_PREFIX, OVERRIDE_PREFIX,
 };
 use crate::peer::PeerAddr;
 use crate::snapshot::{Family, HostSnapshot};
 use crate::state::StateRx;
 use serde::Serialize;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -108,7 +108,16 @@ pub struct ClusterNode {
     hostname: String,
     /// Every credential check goes through it (per-source backoff, bounded queue).
     auth: crate::authguard::AuthGuard,
+    /// Every change of the record goes through `update_record`, one at a time.
+    record_write: std::sync::Mutex<()>,
+    /// Relayed admin changes seen lately, (sent_ms, nonce): a replay is refused.
+    seen_relays: std::sync::Mutex<std::collections::VecDeque<(u64, u64)>>,
 }
+
+/// How far a relayed change's clock may be from ours, and how long its nonce is remembered.
+const RELAY_WINDOW_MS: u64 = 60_000;
+/// Nonces remembered at most (a flood cannot grow memory without bound).
+const RELAY_NONCES: usize = 10_000;
 
 /// `<state_dir>/cluster.json`, if this node belongs to a cluster.
 pub fn load_record(state_dir: &std::path::Path) -> anyhow::Result<Option<ClusterRecord>> {
@@ -151,6 +160,14 @@ impl ClusterNode {
         metrics: Arc<crate::metrics::Metrics>,
     ) -> anyhow::Result<Arc<ClusterNode>> {
         let state_dir = settings.state_dir.clone();
+        let stale = crate::fsutil::remove_stale_temporaries(&state_dir.join(RECORD_FILE));
+        if stale > 0 {
+            log::warn!(
+                "removed {stale} unfinished {} write(s) left by a killed process in {}",
+                RECORD_FILE,
+                state_dir.display()
+            );
+        }
         let record = load_record(&state_dir)?;
         let status = BootstrapStatus {
             state: if record.is_some() {
@@ -168,6 +185,8 @@ impl ClusterNode {
             }),
             status: std::sync::Mutex::new(status),
             bootstrapping: Mutex::new(()),
+            record_write: std::sync::Mutex::new(()),
+            seen_relays: std::sync::Mutex::new(Default::default()),
             record_tx,
             state_dir,
             host,
@@ -342,6 +361,8 @@ impl ClusterNode {
             external_addrs: request.external_addrs.clone(),
             seeds: vec![],
             applied: Default::default(),
+            registered_unix: now_unix(),
+            admin_version: 0,
         };
         self.adopt(record, identity).await
     }
@@ -449,6 +470,8 @@ impl ClusterNode {
                         external_addrs: request.external_addrs.clone(),
                         seeds,
                         applied: Default::default(),
+                        registered_unix: now_unix(),
+                        admin_version: 0,
                     };
                     return self.adopt(record, &identity).await;
                 }
@@ -507,7 +530,7 @@ impl ClusterNode {
         identity: &Identity,
     ) -> Result<(), Refused> {
         self.persist(&record).map_err(internal)?;
-        let entry = self.entry(identity, "ACTIVE");
+        let entry = self.entry(identity, NodeState::Active);
         let membership = Membership::start(
             &record.name,
             &entry,
@@ -536,6 +559,41 @@ impl ClusterNode {
         Ok(())
     }
 
+    /// The one way the record changes once it exists: one change at a time, computed from the
+    /// current record, made durable before anyone sees it. A change that cannot be written is
+    /// refused and changes nothing (persist first, acknowledge second).
+    fn update_record<T>(
+        &self,
+        change: impl FnOnce(&mut ClusterRecord) -> Result<T, Refused>,
+    ) -> Result<(Arc<ClusterRecord>, T), Refused> {
+        let _one_at_a_time = self.record_write.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.record().ok_or_else(|| {
+            conflict(
+                "not_in_cluster",
+                "this node does not belong to a cluster yet".into(),
+            )
+        })?;
+        let mut next = (*current).clone();
+        let out = change(&mut next)?;
+        if next == *current {
+            return Ok((current, out));
+        }
+        self.persist(&next).map_err(|e| Refused {
+            http_status: 507,
+            body: ErrorBody::new(
+                "StorageError",
+                Some("not_durable"),
+                format!(
+                    "{e}; the change was not applied, on any node; fix: free space or repair {} (node.state_dir), then retry",
+                    self.state_dir.display()
+                ),
+            ),
+        })?;
+        let next = Arc::new(next);
+        self.record_tx.send_replace(Some(next.clone()));
+        Ok((next, out))
+    }
+
     fn persist(&self, record: &ClusterRecord) -> Result<(), String> {
         let json = serde_json::to_vec_pretty(record).map_err(|e| e.to_string())?;
         std::fs::create_dir_all(&self.state_dir)
@@ -545,11 +603,11 @@ impl ClusterNode {
             .map_err(|e| format!("cannot write {}: {e}", path.display()))
     }
 
-    fn entry(&self, identity: &Identity, state: &str) -> NodeEntry {
+    fn entry(&self, identity: &Identity, state: NodeState) -> NodeEntry {
         NodeEntry {
             id: identity.id.clone(),
             hostname: self.hostname.clone(),
-            state: state.into(),
+            state,
             family: identity.family.as_str().into(),
             addr: identity.internal_addr.to_string(),
             external_addrs: identity
@@ -562,8 +620,17 @@ impl ClusterNode {
             advertised_gossip: identity.gossip.advertise.to_string(),
             listen_grpc: identity.grpc.listen.to_string(),
             zone: identity.zone.clone(),
-            registered_unix: now_unix(),
+            registered_unix: self
+                .record()
+                .map(|r| r.registered_unix)
+                .filter(|t| *t > 0)
+                .unwrap_or_else(now_unix),
             reason: String::new(),
+            admin_version: self.record().map(|r| r.admin_version).unwrap_or(0),
+            applied_ms: self
+                .record()
+                .and_then(|r| r.applied.values().max().copied())
+                .unwrap_or(0),
         }
     }
 
@@ -574,12 +641,16 @@ impl ClusterNode {
         let mut inner = self.inner.lock().await;
         match &inner.membership {
             Some(m) => {
-                let state = if inner.synced { "ACTIVE" } else { "JOINING" };
+                let state = if inner.synced {
+                    NodeState::Active
+                } else {
+                    NodeState::Joining
+                };
                 m.publish(&self.entry(identity, state)).await
             }
             None => {
                 inner.synced = false;
-                let entry = self.entry(identity, "JOINING");
+                let entry = self.entry(identity, NodeState::Joining);
                 match Membership::start(
                     &record.name,
                     &entry,
@@ -602,14 +673,13 @@ impl ClusterNode {
         if let Some(m) = &inner.membership {
             let peers = m.peer_gossip_addrs().await;
             if !peers.is_empty() && peers != record.seeds {
-                let updated = ClusterRecord {
-                    seeds: peers,
-                    ..(*record).clone()
-                };
-                if let Err(e) = self.persist(&updated) {
-                    log::warn!("{e}");
+                let remembered = self.update_record(|r| {
+                    r.seeds = peers;
+                    Ok(())
+                });
+                if let Err(e) = remembered {
+                    log::warn!("cannot remember the peers: {}", e.body.description);
                 }
-                self.record_tx.send_replace(Some(Arc::new(updated)));
             }
         }
     }
@@ -630,7 +700,7 @@ impl ClusterNode {
         let membership = self.inner.lock().await.membership.take();
         if let Some(m) = membership {
             if let Some(identity) = self.identity.borrow().identity.clone() {
-                m.publish(&self.entry(&identity, "LEAVING")).await;
+                m.publish(&self.entry(&identity, NodeState::Leaving)).await;
                 // Three gossip rounds (200 ms each) for the peers to hear it: they then show
                 // this node LEFT, not merely DOWN, once it goes silent.
                 tokio::time::sleep(Duration::from_millis(600)).await;
@@ -663,7 +733,7 @@ impl ClusterNode {
         let members = self.members().await.map(|(_, m)| m).unwrap_or_default();
         let live: Vec<String> = members
             .iter()
-            .filter(|m| m.status == "OK")
+            .filter(|m| m.healthy())
             .map(|m| m.entry.id.clone())
             .collect();
         let facts = JoinerFacts {
@@ -698,7 +768,7 @@ impl ClusterNode {
                 log::info!("node {} joins cluster {}", req.node_id, record.name);
                 let mut seeds: Vec<String> = members
                     .iter()
-                    .filter(|m| m.status == "OK")
+                    .filter(|m| m.healthy())
                     .map(|m| m.entry.advertised_gossip.clone())
                     .collect();
                 seeds.sort();
@@ -750,6 +820,59 @@ pub struct AddrChange {
 struct Override {
     value: serde_json::Value,
     at_ms: u64,
+}
+
+/// The fields a relay proof covers, in order.
+fn relay_fields<'a>(
+    node: &'a str,
+    action: &'a str,
+    addrs: &[String],
+    sent_ms: u64,
+    nonce: u64,
+    from: &'a str,
+) -> Vec<String> {
+    vec![
+        node.to_string(),
+        action.to_string(),
+        addrs.join(","),
+        sent_ms.to_string(),
+        nonce.to_string(),
+        from.to_string(),
+    ]
+}
+
+fn random_u64() -> u64 {
+    use argon2::password_hash::rand_core::{OsRng, RngCore};
+    OsRng.next_u64()
+}
+
+/// The answer to an external-address change: the list, and the node's new version once applied.
+fn external_reply(node: &str, list: &[IpAddr], version: Option<u64>) -> serde_json::Value {
+    let texts: Vec<String> = list.iter().map(|a| a.to_string()).collect();
+    let mut reply = serde_json::json!({"node": node, "external_addrs": texts});
+    if let Some(v) = version {
+        reply["version"] = serde_json::json!(v);
+    }
+    reply
+}
+
+async fn call_apply_change(
+    uri: &str,
+    request: pb::ApplyChangeRequest,
+) -> Result<pb::ApplyChangeReply, String> {
+    let endpoint = tonic::transport::Endpoint::from_shared(uri.to_string())
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(10));
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    pb::cluster_client::ClusterClient::new(channel)
+        .apply_change(request)
+        .await
+        .map(|r| r.into_inner())
+        .map_err(|s| s.message().to_string())
 }
 
 fn now_ms() -> u64 {
@@ -849,28 +972,27 @@ impl ClusterNode {
     }
 
     /// `node <ID> external_addr add|set|remove <IP…>`: unbound addresses are allowed (an elastic IP).
+    /// A live node applies changes to itself, one at a time in the order they reach it, durably,
+    /// and answers with its new version; the member that took the change relays it there. Only a
+    /// node that is down gets the change through gossip, applied when it comes back.
     pub async fn change_external(
         &self,
         target: &str,
         body: &[u8],
     ) -> Result<serde_json::Value, Refused> {
-        let change: ExternalChange =
-            crate::jsonbody::parse(body).map_err(|e| bad_request(e.to_string()))?;
-        let addrs = parse_addrs("addrs", &change.addrs)?;
-        if addrs.is_empty() {
-            return Err(bad_request(
-                "addrs: empty; fix: name at least one address".into(),
-            ));
-        }
-        let (_, member) = self.member(target).await?;
-        // Allowed (an operator may mean it), but said: clients of that address reach another node.
+        let mut reply = self.change_external_unchecked(target, body).await?;
+        // Allowed (an operator may mean it), but said: clients of an address that is another
+        // node's internal address reach that node.
         let (_, members) = self.members().await.unwrap_or_default();
-        let warnings: Vec<String> = addrs
-            .iter()
+        let warnings: Vec<String> = reply["external_addrs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.as_str())
             .filter_map(|a| {
                 let owner = members
                     .iter()
-                    .find(|m| m.entry.id != target && m.entry.addr == a.to_string())?;
+                    .find(|m| m.entry.id != target && m.entry.addr == a)?;
                 Some(format!(
                     "{a} is the internal address of node '{}': clients of {a} would reach that node, not '{target}'",
                     owner.entry.id
@@ -880,62 +1002,276 @@ impl ClusterNode {
         for w in &warnings {
             log::warn!("external_addr of node {target}: {w}");
         }
-        let mut current: Vec<IpAddr> = member
-            .entry
+        if !warnings.is_empty() {
+            reply["warnings"] = serde_json::json!(warnings);
+        }
+        Ok(reply)
+    }
+
+    async fn change_external_unchecked(
+        &self,
+        target: &str,
+        body: &[u8],
+    ) -> Result<serde_json::Value, Refused> {
+        let change: ExternalChange =
+            crate::jsonbody::parse(body).map_err(|e| bad_request(e.to_string()))?;
+        let op = ExternalOp::parse(&change.action).ok_or_else(|| {
+            bad_request(format!(
+                "action: '{}' is not add, set or remove; fix: use one of them",
+                crate::jsonbody::echo(&change.action)
+            ))
+        })?;
+        let addrs = parse_addrs("addrs", &change.addrs)?;
+        if addrs.is_empty() {
+            return Err(bad_request(
+                "addrs: empty; fix: name at least one address".into(),
+            ));
+        }
+        let record = self.record().ok_or_else(|| {
+            conflict(
+                "not_in_cluster",
+                "this node does not belong to a cluster yet".into(),
+            )
+        })?;
+        if target == record.node_id {
+            let (version, list) = self.apply_external_here(op, &addrs)?;
+            return Ok(external_reply(target, &list, Some(version)));
+        }
+        let (_, member) = self.member(target).await?;
+        if member.healthy() {
+            return self.relay_external(&record, &member, op, &addrs).await;
+        }
+        // Down: the change waits in gossip. Start from the newest change already waiting for it,
+        // so that back-to-back changes build on each other.
+        let prefix = format!("{OVERRIDE_PREFIX}{target}/external_addrs");
+        let waiting = {
+            let inner = self.inner.lock().await;
+            match &inner.membership {
+                Some(m) => m.keys_with_prefix(&prefix).await,
+                None => vec![],
+            }
+        };
+        let pending = waiting
+            .iter()
+            .filter_map(|(_, _, v)| serde_json::from_str::<Override>(v).ok())
+            .filter(|o| o.at_ms > member.entry.applied_ms)
+            .max_by_key(|o| o.at_ms)
+            .and_then(|o| serde_json::from_value::<Vec<IpAddr>>(o.value).ok());
+        let base = pending.unwrap_or_else(|| {
+            member
+                .entry
+                .external_addrs
+                .iter()
+                .filter_map(|a| a.parse().ok())
+                .collect()
+        });
+        let list = cluster::apply_external(target, &base, op, &addrs)
+            .map_err(|r| conflict(r.sub_code, r.description))?;
+        let texts: Vec<String> = list.iter().map(|a| a.to_string()).collect();
+        self.gossip_override(target, "external_addrs", serde_json::json!(texts))
+            .await?;
+        log::info!(
+            "external addresses of node {target} set to {} (it is down: applied when it comes back)",
+            texts.join(", ")
+        );
+        let mut reply = external_reply(target, &list, None);
+        reply["pending"] = serde_json::json!(true);
+        Ok(reply)
+    }
+
+    /// Applies an external-address change to this node: the one sequencer of its own entry.
+    fn apply_external_here(
+        &self,
+        op: ExternalOp,
+        addrs: &[IpAddr],
+    ) -> Result<(u64, Vec<IpAddr>), Refused> {
+        // Without an admin change yet, the list is what the host decided.
+        let decided = self
+            .identity
+            .borrow()
+            .identity
+            .as_ref()
+            .map(|i| i.external_addrs.clone())
+            .unwrap_or_default();
+        let (record, list) = self.update_record(|r| {
+            let base = r.external_addrs.clone().unwrap_or(decided);
+            let next = cluster::apply_external(&r.node_id, &base, op, addrs)
+                .map_err(|x| conflict(x.sub_code, x.description))?;
+            r.external_addrs = Some(next.clone());
+            r.admin_version += 1;
+            r.applied.insert("external_addrs".into(), now_ms());
+            Ok(next)
+        })?;
+        let texts: Vec<String> = list.iter().map(|a| a.to_string()).collect();
+        log::info!(
+            "external addresses of this node set to {} (version {})",
+            texts.join(", "),
+            record.admin_version
+        );
+        Ok((record.admin_version, list))
+    }
+
+    /// Sends a change to the live node it is for, and waits for its answer.
+    async fn relay_external(
+        &self,
+        record: &ClusterRecord,
+        member: &MemberView,
+        op: ExternalOp,
+        addrs: &[IpAddr],
+    ) -> Result<serde_json::Value, Refused> {
+        let target = member.entry.id.as_str();
+        let texts: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+        let sent_ms = now_ms();
+        let nonce = random_u64();
+        let proof = cluster::relay_proof(
+            &record.password_hash,
+            &relay_fields(target, op.as_str(), &texts, sent_ms, nonce, &record.node_id),
+        );
+        let request = pb::ApplyChangeRequest {
+            node_id: target.to_string(),
+            action: op.as_str().to_string(),
+            addrs: texts,
+            sent_ms,
+            nonce,
+            proof,
+            from: record.node_id.clone(),
+        };
+        let uri = format!("http://{}", member.entry.advertised_grpc);
+        let unreachable = |e: String| {
+            Refused {
+            http_status: 503,
+            body: ErrorBody::new(
+                "AdminError",
+                Some("node_unreachable"),
+                format!("node '{target}' did not answer at {uri} ({e}); the change was not applied; fix: retry (a node that is DOWN takes changes through gossip)"),
+            ),
+        }
+        };
+        let reply = call_apply_change(&uri, request)
+            .await
+            .map_err(unreachable)?;
+        if let Some(r) = reply.refusal {
+            let status = if r.error_code == "StorageError" {
+                507
+            } else {
+                409
+            };
+            return Err(Refused {
+                http_status: status,
+                body: ErrorBody::new(&r.error_code, Some(&r.sub_code), r.description),
+            });
+        }
+        let list: Vec<IpAddr> = reply
             .external_addrs
             .iter()
             .filter_map(|a| a.parse().ok())
             .collect();
-        match change.action.as_str() {
-            "set" => current = addrs,
-            "add" => {
-                for a in addrs {
-                    if !current.contains(&a) {
-                        current.push(a);
-                    }
-                }
-            }
-            "remove" => {
-                let missing: Vec<String> = addrs
-                    .iter()
-                    .filter(|a| !current.contains(a))
-                    .map(|a| a.to_string())
-                    .collect();
-                if !missing.is_empty() {
-                    return Err(conflict(
-                        "not_an_external_addr",
-                        format!(
-                            "node '{target}' has no external address {}",
-                            missing.join(", ")
-                        ),
-                    ));
-                }
-                current.retain(|a| !addrs.contains(a));
-                if current.is_empty() {
-                    return Err(conflict(
-                        "no_external_addr_left",
-                        format!("removing these would leave node '{target}' without an external address; fix: use `set`"),
-                    ));
-                }
-            }
-            other => {
-                return Err(bad_request(format!(
-                    "action: '{other}' is not add, set or remove"
-                )))
-            }
+        Ok(external_reply(target, &list, Some(reply.version)))
+    }
+
+    /// The called node's side of `Cluster.ApplyChange`.
+    pub async fn handle_apply_change(&self, req: pb::ApplyChangeRequest) -> pb::ApplyChangeReply {
+        let refuse = |error_code: &str, sub_code: &str, description: String| pb::ApplyChangeReply {
+            refusal: Some(pb::JoinRefusal {
+                error_code: error_code.into(),
+                sub_code: sub_code.into(),
+                description,
+            }),
+            ..Default::default()
+        };
+        let Some(record) = self.record() else {
+            return refuse(
+                "AdminError",
+                "not_in_cluster",
+                "the called node does not belong to a cluster".into(),
+            );
+        };
+        if req.node_id != record.node_id {
+            return refuse(
+                "AdminError",
+                "wrong_node",
+                format!(
+                    "this is node '{}', not '{}'",
+                    record.node_id,
+                    crate::jsonbody::echo(&req.node_id)
+                ),
+            );
         }
-        let list: Vec<String> = current.iter().map(|a| a.to_string()).collect();
-        self.gossip_override(target, "external_addrs", serde_json::json!(list))
-            .await?;
-        log::info!(
-            "external addresses of node {target} set to {}",
-            list.join(", ")
+        let expected = cluster::relay_proof(
+            &record.password_hash,
+            &relay_fields(
+                &req.node_id,
+                &req.action,
+                &req.addrs,
+                req.sent_ms,
+                req.nonce,
+                &req.from,
+            ),
         );
-        let mut answer = serde_json::json!({"node": target, "external_addrs": list});
-        if !warnings.is_empty() {
-            answer["warnings"] = serde_json::json!(warnings);
+        if !cluster::proofs_match(&expected, &req.proof) {
+            log::warn!(
+                "refused a relayed admin change without a member's proof (from '{}')",
+                crate::jsonbody::echo(&req.from)
+            );
+            return refuse(
+                "AdminError",
+                "not_a_member",
+                "the change does not carry a member's proof".into(),
+            );
         }
-        Ok(answer)
+        let now = now_ms();
+        if now.abs_diff(req.sent_ms) > RELAY_WINDOW_MS {
+            return refuse(
+                "AdminError",
+                "stale_request",
+                format!(
+                    "the change was sent {} s from this node's clock; fix: synchronise the clocks (NTP) and retry",
+                    now.abs_diff(req.sent_ms) / 1000
+                ),
+            );
+        }
+        {
+            let mut seen = self.seen_relays.lock().unwrap_or_else(|p| p.into_inner());
+            while seen
+                .front()
+                .is_some_and(|(at, _)| now.saturating_sub(*at) > 2 * RELAY_WINDOW_MS)
+                || seen.len() >= RELAY_NONCES
+            {
+                seen.pop_front();
+            }
+            if seen.iter().any(|(_, n)| *n == req.nonce) {
+                return refuse(
+                    "AdminError",
+                    "replayed",
+                    "this change was already received once".into(),
+                );
+            }
+            seen.push_back((req.sent_ms, req.nonce));
+        }
+        let Some(op) = ExternalOp::parse(&req.action) else {
+            return refuse(
+                "InvalidRequest",
+                "bad_action",
+                "action is not add, set or remove".into(),
+            );
+        };
+        let addrs = match parse_addrs("addrs", &req.addrs) {
+            Ok(a) if !a.is_empty() => a,
+            Ok(_) => return refuse("InvalidRequest", "bad_addrs", "addrs: empty".into()),
+            Err(r) => return refuse("InvalidRequest", "bad_addrs", r.body.description),
+        };
+        match self.apply_external_here(op, &addrs) {
+            Ok((version, list)) => pb::ApplyChangeReply {
+                refusal: None,
+                version,
+                external_addrs: list.iter().map(|a| a.to_string()).collect(),
+            },
+            Err(r) => refuse(
+                &r.body.error_code,
+                r.body.sub_code.as_deref().unwrap_or("refused"),
+                r.body.description,
+            ),
+        }
     }
 
     /// `node <ID> addr set <IP>`: only for a node that is down, only within the cluster's family.
@@ -958,7 +1294,7 @@ impl ClusterNode {
                 ),
             ));
         }
-        if member.status == "OK" {
+        if member.healthy() {
             return Err(conflict(
                 "node_is_up",
                 format!("node '{target}' is up; its internal address can only change while it is down; fix: stop it first"),
@@ -973,7 +1309,7 @@ impl ClusterNode {
     /// `node <ID> forget`: removes a dead node from every member's view.
     pub async fn forget(&self, target: &str) -> Result<serde_json::Value, Refused> {
         let (_, member) = self.member(target).await?;
-        if member.status == "OK" {
+        if member.healthy() {
             return Err(conflict(
                 "node_is_up",
                 format!("node '{target}' is alive; only a DOWN node can be forgotten"),
@@ -1006,36 +1342,46 @@ impl ClusterNode {
                     continue;
                 };
                 let prefix = format!("{OVERRIDE_PREFIX}{}/", record.node_id);
+                drop(record);
                 let (changes, heard_from_peers, synced) = {
                     let inner = node.inner.lock().await;
                     let Some(m) = &inner.membership else { return };
                     let peers = m.members().await.iter().any(|p| !p.local);
                     (m.keys_with_prefix(&prefix).await, peers, inner.synced)
                 };
-                let mut updated = (*record).clone();
-                for what in ["addr", "external_addrs"] {
-                    let newest = changes
-                        .iter()
-                        .filter(|(_, k, _)| k.strip_prefix(&prefix) == Some(what))
-                        .filter_map(|(_, _, v)| serde_json::from_str::<Override>(v).ok())
-                        .max_by_key(|o| o.at_ms);
-                    let Some(change) = newest else { continue };
-                    if change.at_ms <= updated.applied.get(what).copied().unwrap_or(0) {
+                let applied = node.update_record(|updated| {
+                    let mut any = false;
+                    for what in ["addr", "external_addrs"] {
+                        let newest = changes
+                            .iter()
+                            .filter(|(_, k, _)| k.strip_prefix(&prefix) == Some(what))
+                            .filter_map(|(_, _, v)| serde_json::from_str::<Override>(v).ok())
+                            .max_by_key(|o| o.at_ms);
+                        let Some(change) = newest else { continue };
+                        if change.at_ms <= updated.applied.get(what).copied().unwrap_or(0) {
+                            continue;
+                        }
+                        match what {
+                            "addr" => updated.node_addr = serde_json::from_value(change.value).ok(),
+                            _ => {
+                                updated.external_addrs = serde_json::from_value(change.value).ok()
+                            }
+                        }
+                        updated.applied.insert(what.to_string(), change.at_ms);
+                        updated.admin_version += 1;
+                        any = true;
+                        log::info!("applying an admin change of this node's {what}, made while it was down");
+                    }
+                    Ok(any)
+                });
+                match applied {
+                    Ok((_, true)) => continue,
+                    Ok((_, false)) => {}
+                    // Not durable: applied on a later round, once it can be written.
+                    Err(e) => {
+                        log::error!("{}", e.body.description);
                         continue;
                     }
-                    match what {
-                        "addr" => updated.node_addr = serde_json::from_value(change.value).ok(),
-                        _ => updated.external_addrs = serde_json::from_value(change.value).ok(),
-                    }
-                    updated.applied.insert(what.to_string(), change.at_ms);
-                    log::info!("applying an admin change of this node's {what}");
-                }
-                if updated != *record {
-                    if let Err(e) = node.persist(&updated) {
-                        log::error!("{e}");
-                    }
-                    node.record_tx.send_replace(Some(Arc::new(updated)));
-                    continue;
                 }
                 // Heard from the cluster (or alone for 3 s) with every change applied: ACTIVE,
                 // if the identity still holds.
@@ -1059,7 +1405,7 @@ impl ClusterNode {
         };
         let inner = self.inner.lock().await;
         if let Some(m) = &inner.membership {
-            let mut entry = self.entry(&identity, "JOINING");
+            let mut entry = self.entry(&identity, NodeState::Joining);
             entry.reason = reason.to_string();
             m.publish(&entry).await;
         }
@@ -1146,7 +1492,12 @@ impl ClusterNode {
             if self.record().is_some() {
                 return;
             }
-            match self.bootstrap_with(request.clone(), action).await {
+            // A reload may have changed memberlist.join_members: use the running value.
+            let mut request = request.clone();
+            if !declared.create {
+                request.seeds = Seeds::Gossip(self.settings().join_members);
+            }
+            match self.bootstrap_with(request, action).await {
                 Ok(_) => {
                     log::info!("declarative bootstrap: {name} {} done", declared.name);
                     return;
@@ -1293,22 +1644,6 @@ fn internal(e: impl std::fmt::Display) -> Refused {
     }
 }
 
-/// `2001:db8::10` → `http://[2001:db8::10]:9095`; `host` → `http://host:9095`; ports kept.
-pub fn grpc_uri(seed: &str, default_port: u16) -> String {
-    let seed = seed.trim();
-    if let Ok(ip) = seed.parse::<IpAddr>() {
-        return format!("http://{}", SocketAddr::new(ip, default_port));
-    }
-    if let Ok(sa) = seed.parse::<SocketAddr>() {
-        return format!("http://{sa}");
-    }
-    if seed.contains(':') {
-        format!("http://{seed}")
-    } else {
-        format!("http://{seed}:{default_port}")
-    }
-}
-
 enum JoinCallError {
     Unreachable(String),
     /// `RESOURCE_EXHAUSTED`: the seed sheds load or makes this node wait.
@@ -1373,8 +1708,11 @@ pub struct ClusterService {
 fn member_pb(m: &MemberView) -> pb::Member {
     pb::Member {
         id: m.entry.id.clone(),
-        status: m.status.clone(),
-        state: m.entry.state.clone(),
+        status: match m.status {
+            Health::Ok => "OK".into(),
+            Health::Down => "DOWN".into(),
+        },
+        state: m.entry.state.as_str().into(),
         addr: m.entry.addr.clone(),
         external_addrs: m.entry.external_addrs.clone(),
         family: m.entry.family.clone(),
@@ -1416,6 +1754,15 @@ impl pb::cluster_server::Cluster for ClusterService {
             .handle_join(source, request.into_inner())
             .await
             .map(tonic::Response::new)
+    }
+
+    async fn apply_change(
+        &self,
+        request: tonic::Request<pb::ApplyChangeRequest>,
+    ) -> Result<tonic::Response<pb::ApplyChangeReply>, tonic::Status> {
+        Ok(tonic::Response::new(
+            self.node.handle_apply_change(request.into_inner()).await,
+        ))
     }
 
     async fn members(
@@ -1460,22 +1807,4 @@ fn async_stream(
             }
         },
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn seeds_become_grpc_uris() {
-        assert_eq!(grpc_uri("2001:db8::10", 9095), "http://[2001:db8::10]:9095");
-        assert_eq!(
-            grpc_uri("[2001:db8::10]:19095", 9095),
-            "http://[2001:db8::10]:19095"
-        );
-        assert_eq!(grpc_uri("192.0.2.1", 9095), "http://192.0.2.1:9095");
-        assert_eq!(grpc_uri("192.0.2.1:7000", 9095), "http://192.0.2.1:7000");
-        assert_eq!(grpc_uri("node-b", 9095), "http://node-b:9095");
-        assert_eq!(grpc_uri("node-b:7000", 9095), "http://node-b:7000");
-    }
 }

@@ -156,6 +156,44 @@ impl Settings {
     }
 }
 
+/// Keys a running daemon cannot take on a reload (SIGHUP): what is bound or opened once at start.
+/// Returns each key whose value differs between `running` and `new`, with why.
+pub fn restart_needed(running: &Settings, new: &Settings) -> Vec<(&'static str, &'static str)> {
+    let mut keys = Vec::new();
+    let mut check = |differs: bool, key: &'static str, why: &'static str| {
+        if differs {
+            keys.push((key, why));
+        }
+    };
+    check(
+        running.runtime_dir != new.runtime_dir,
+        "node.runtime_dir",
+        "admin.sock and identity.env are opened there at start",
+    );
+    check(
+        running.state_dir != new.state_dir,
+        "node.state_dir",
+        "the cluster record is read from there at start",
+    );
+    check(
+        running.gossip != new.gossip,
+        "memberlist.bind_addr/bind_port",
+        "the gossip socket is bound once",
+    );
+    check(
+        running.gossip_advertise_addr != new.gossip_advertise_addr
+            || running.gossip_advertise_port != new.gossip_advertise_port,
+        "memberlist.advertise_addr/advertise_port",
+        "peers know this node by its gossip address",
+    );
+    check(
+        running.cluster != new.cluster,
+        "cluster",
+        "the declarative bootstrap runs once, at start",
+    );
+    keys
+}
+
 /// Reads and validates a config file. A missing file at the default path means "all defaults";
 /// a missing file named explicitly is an error.
 pub fn load(path: &Path, explicit: bool, default_id: &str) -> Result<Settings, ConfigErrors> {
@@ -1452,5 +1490,31 @@ server:\n  grpc_listen_address: '::0'\n  grpc_listen_port: 9095\n  http_listen_a
         let text = errors[0].to_string();
         assert!(text.len() < 400, "{} bytes", text.len());
         assert!(text.contains("… (1000000 bytes)"), "{text}");
+    }
+
+    #[test]
+    fn reload_refuses_keys_that_need_a_restart_and_takes_the_others() {
+        let running = parse_str("node: {runtime_dir: /run/a, state_dir: /var/lib/a}", "n").unwrap();
+        let table: &[(&str, &[&str])] = &[
+            ("node: {runtime_dir: /run/a, state_dir: /var/lib/a}", &[]),
+            (
+                "node: {runtime_dir: /run/a, state_dir: /var/lib/a}\nlifecycler: {port: 19095}\nmemberlist: {join_members: ['[2001:db8::1]:7946']}\nserver: {http_listen_port: 3300}",
+                &[],
+            ),
+            ("node: {runtime_dir: /run/b, state_dir: /var/lib/a}", &["node.runtime_dir"]),
+            ("node: {runtime_dir: /run/a}", &["node.state_dir"]),
+            (
+                "node: {runtime_dir: /run/a, state_dir: /var/lib/a}\nmemberlist: {bind_port: 7947, advertise_port: 17946}",
+                &["memberlist.bind_addr/bind_port", "memberlist.advertise_addr/advertise_port"],
+            ),
+        ];
+        for (yaml, want) in table {
+            let new = parse_str(yaml, "n").unwrap();
+            let got: Vec<&str> = restart_needed(&running, &new)
+                .iter()
+                .map(|(k, _)| *k)
+                .collect();
+            assert_eq!(got, *want, "{yaml}");
+        }
     }
 }

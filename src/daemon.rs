@@ -154,6 +154,7 @@ async fn run(opts: Options, settings: Settings) -> anyhow::Result<()> {
             None
         }
     };
+    fsutil::remove_stale_temporaries(&daemon.settings.runtime_dir.join("identity.env"));
     daemon.write_env();
     daemon.log_preflight(&snapshot);
     log::info!("serving: gRPC on {grpc_listen}, HTTP on {http_listen}");
@@ -239,14 +240,11 @@ impl Daemon {
                 if self.bound.is_some() {
                     self.announce(&identity);
                 }
-                let fields = |id: &Identity| {
-                    (
-                        id.family.as_str(),
-                        id.internal_addr.to_string(),
-                        id.internal_interface.clone(),
-                    )
-                };
-                let (family, addr, iface) = fields(&identity);
+                let (family, addr, iface) = (
+                    identity.family.as_str(),
+                    identity.internal_addr.to_string(),
+                    identity.internal_interface.clone(),
+                );
                 match &self.identity {
                     Some(old) if old.internal_addr != identity.internal_addr => {
                         self.metrics.renumberings.inc();
@@ -390,7 +388,21 @@ impl Daemon {
     fn reload(&mut self, snapshot: &HostSnapshot) {
         systemd::reloading();
         let path = self.opts.config_path.clone();
-        match config::load_checked(&path, self.opts.config_explicit, &self.opts.default_id) {
+        let loaded = config::load_checked(&path, self.opts.config_explicit, &self.opts.default_id);
+        let restart = match &loaded {
+            Ok(new) => config::restart_needed(&self.settings, new),
+            Err(_) => vec![],
+        };
+        match loaded {
+            Ok(_) if !restart.is_empty() => {
+                self.metrics
+                    .reloads
+                    .get_or_create(&vec![("result".into(), "restart_needed".into())])
+                    .inc();
+                for (key, why) in &restart {
+                    log::error!(key = *key; "reload refused, keeping the running configuration: {key} changed, and {why}; fix: `systemctl restart stackring` to apply it");
+                }
+            }
             Ok(settings) => {
                 self.cluster.set_settings(settings.clone());
                 self.settings = settings;

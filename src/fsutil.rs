@@ -38,9 +38,62 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
     result
 }
 
+/// Removes the temporary files `write_atomic` leaves for `path` when a writer is killed between
+/// create and rename (`kill -9`, power loss). Called at start, before this process writes `path`.
+/// Returns how many were removed.
+pub fn remove_stale_temporaries(path: &Path) -> usize {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return 0;
+    };
+    let prefix = format!(".{}.tmp.", name.to_string_lossy());
+    let own = format!("{prefix}{}", std::process::id());
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.starts_with(&prefix)
+                && n != own
+                && n[prefix.len()..].bytes().all(|b| b.is_ascii_digit())
+        })
+        .filter(|e| fs::remove_file(e.path()).is_ok())
+        .count()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_temporaries_of_a_killed_writer_are_removed() {
+        let dir =
+            std::env::temp_dir().join(format!("stackring-fsutil-stale-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("cluster.json");
+        fs::write(dir.join(".cluster.json.tmp.4242"), b"half").unwrap();
+        fs::write(dir.join(".cluster.json.tmp.17"), b"half").unwrap();
+        fs::write(dir.join(".cluster.json.tmp.x"), b"not ours").unwrap();
+        fs::write(dir.join(".other.json.tmp.4242"), b"not ours").unwrap();
+        fs::write(&path, b"{}").unwrap();
+        assert_eq!(remove_stale_temporaries(&path), 2);
+        let mut left: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                ".cluster.json.tmp.x",
+                ".other.json.tmp.4242",
+                "cluster.json"
+            ]
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn replaces_the_whole_file_and_leaves_no_temporary() {

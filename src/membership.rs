@@ -20,6 +20,36 @@ pub const OVERRIDE_PREFIX: &str = "override/";
 /// Short rounds: a 30-node cluster converges in a few of them, a dead node is seen within seconds.
 const GOSSIP_INTERVAL: Duration = Duration::from_millis(200);
 
+/// A node's place in the cluster's life cycle, as it publishes it (LEFT is derived, see
+/// `MemberView`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum NodeState {
+    Joining,
+    Active,
+    Leaving,
+    Left,
+}
+
+impl NodeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Joining => "JOINING",
+            NodeState::Active => "ACTIVE",
+            NodeState::Leaving => "LEAVING",
+            NodeState::Left => "LEFT",
+        }
+    }
+}
+
+/// Whether the failure detector hears the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Health {
+    Ok,
+    Down,
+}
+
 /// What a node publishes about itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeEntry {
@@ -27,7 +57,7 @@ pub struct NodeEntry {
     pub hostname: String,
     /// JOINING, ACTIVE, LEAVING as published; LEFT in a view when a node that said LEAVING
     /// has gone silent (a graceful stop, unlike a crash, which stays ACTIVE and DOWN).
-    pub state: String,
+    pub state: NodeState,
     pub family: String,
     pub addr: String,
     pub external_addrs: Vec<String>,
@@ -40,6 +70,13 @@ pub struct NodeEntry {
     /// Why the node is not ACTIVE (e.g. its new address is not bound), empty otherwise.
     #[serde(default)]
     pub reason: String,
+    /// How many admin changes this node has applied to itself.
+    #[serde(default)]
+    pub admin_version: u64,
+    /// When (ms) the newest admin change it applied was made: gossiped changes older than this
+    /// are already in its entry.
+    #[serde(default)]
+    pub applied_ms: u64,
 }
 
 /// A member as this node sees it.
@@ -47,12 +84,41 @@ pub struct NodeEntry {
 pub struct MemberView {
     #[serde(flatten)]
     pub entry: NodeEntry,
-    /// "OK", or "DOWN" when the failure detector considers the node dead.
-    pub status: String,
+    /// OK, or DOWN when the failure detector considers the node dead.
+    pub status: Health,
     pub last_seen_ms_ago: u64,
     pub local: bool,
     /// Chitchat generation (start time, ms) of the row shown: `forget` hides this one.
     pub generation: u64,
+    /// The one wording of state and health that the CLI, `/ring` and the JSON all show.
+    pub summary: String,
+}
+
+impl MemberView {
+    pub fn healthy(&self) -> bool {
+        self.status == Health::Ok
+    }
+}
+
+/// "OK" for a healthy active node; otherwise the health and whatever else an operator should
+/// know: `OK, JOINING: <why>`, `OK, LEAVING`, `LEFT, last seen 2.5s ago`, `DOWN, last seen 33s ago`.
+pub fn summary(status: Health, state: NodeState, reason: &str, last_seen_ms_ago: u64) -> String {
+    let seen = match last_seen_ms_ago {
+        u64::MAX => "never seen".to_string(),
+        ms if ms < 10_000 => format!("last seen {:.1}s ago", ms as f64 / 1000.0),
+        ms => format!("last seen {}s ago", ms / 1000),
+    };
+    let because = if reason.is_empty() {
+        String::new()
+    } else {
+        format!(": {reason}")
+    };
+    match (status, state) {
+        (Health::Ok, NodeState::Active) => "OK".into(),
+        (Health::Ok, state) => format!("OK, {}{because}", state.as_str()),
+        (Health::Down, NodeState::Left) => format!("LEFT, {seen}"),
+        (Health::Down, _) => format!("DOWN, {seen}"),
+    }
 }
 
 pub struct Membership {
@@ -297,17 +363,20 @@ impl Membership {
             }
             generation.insert(node_id.clone(), id.generation_id);
             let mut entry = entry;
-            if !alive && entry.state == "LEAVING" {
-                entry.state = "LEFT".into();
+            if !alive && entry.state == NodeState::Leaving {
+                entry.state = NodeState::Left;
             }
+            let status = if alive { Health::Ok } else { Health::Down };
+            let summary = summary(status, entry.state, &entry.reason, last_seen_ms_ago);
             newest.insert(
                 node_id,
                 MemberView {
                     entry,
-                    status: if alive { "OK".into() } else { "DOWN".into() },
+                    status,
                     last_seen_ms_ago,
                     local,
                     generation: id.generation_id,
+                    summary,
                 },
             );
         }
@@ -385,5 +454,41 @@ impl Membership {
             task.abort();
         }
         let _ = handle.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One wording of state and health for every view; a node that is joining or was stopped
+    /// never reads as plain "OK", and a recent death does not read "0s ago".
+    #[test]
+    fn summary_shows_health_and_any_state_but_active() {
+        let never = u64::MAX;
+        use Health::*;
+        use NodeState::*;
+        for (status, state, reason, ago, want) in [
+            (Ok, Active, "", 0, "OK"),
+            (Ok, Joining, "", 0, "OK, JOINING"),
+            (
+                Ok,
+                Joining,
+                "fd00::9 is not bound",
+                0,
+                "OK, JOINING: fd00::9 is not bound",
+            ),
+            (Ok, Leaving, "", 0, "OK, LEAVING"),
+            (Down, Left, "", 3_400, "LEFT, last seen 3.4s ago"),
+            (Down, Active, "", 850, "DOWN, last seen 0.8s ago"),
+            (Down, Active, "", 33_999, "DOWN, last seen 33s ago"),
+            (Down, Active, "", never, "DOWN, never seen"),
+        ] {
+            assert_eq!(
+                summary(status, state, reason, ago),
+                want,
+                "{status:?} {state:?}"
+            );
+        }
     }
 }

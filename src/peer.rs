@@ -228,9 +228,20 @@ mod tests {
 
     #[test]
     fn default_port_applies_only_without_one() {
-        let p = PeerAddr::parse("2001:db8::1").unwrap();
-        assert_eq!(p.host_port(7946), "[2001:db8::1]:7946");
-        let p = PeerAddr::parse("dns+ring:17946").unwrap();
-        assert_eq!(p.host_port(7946), "ring:17946");
+        for (text, want) in [
+            ("2001:db8::10", "[2001:db8::10]:9095"),
+            ("[2001:db8::10]:19095", "[2001:db8::10]:19095"),
+            ("192.0.2.1", "192.0.2.1:9095"),
+            ("192.0.2.1:7000", "192.0.2.1:7000"),
+            ("node-b", "node-b:9095"),
+            ("node-b:7000", "node-b:7000"),
+            ("dns+ring:17946", "ring:17946"),
+        ] {
+            assert_eq!(
+                PeerAddr::parse(text).unwrap().host_port(9095),
+                want,
+                "{text}"
+            );
+        }
     }
 }

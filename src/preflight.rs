@@ -173,7 +173,11 @@ pub fn evaluate(settings: &Settings, inputs: &Inputs) -> Vec<Check> {
         .addresses
         .values()
         .filter(|a| {
-            a.tentative() && !a.dad_failed() && Some(a.family()) == family.or(Some(Family::Ipv6))
+            // Link-local addresses are never internal: their DAD is not worth a warning.
+            a.tentative()
+                && !a.dad_failed()
+                && !crate::config::is_link_local(&a.ip)
+                && Some(a.family()) == family.or(Some(Family::Ipv6))
         })
         .map(|a| a.ip.to_string())
         .collect();

@@ -53,16 +53,21 @@ pub fn page(cluster: &str, members: &[MemberView]) -> String {
     let mut rows = String::new();
     for m in members {
         let e = &m.entry;
-        let healthy = m.status == "OK";
+        let healthy = m.healthy();
+        // dskit's words: OK or UNHEALTHY; the same summary as `status nodes` beside it.
         let health = if healthy {
-            "ACTIVE".to_string()
+            "OK".to_string()
         } else {
-            "UNHEALTHY".to_string()
+            format!("UNHEALTHY <small>({})</small>", esc(&m.summary))
         };
         let state = if e.reason.is_empty() {
-            esc(&e.state)
+            esc(e.state.as_str())
         } else {
-            format!("{} <small>({})</small>", esc(&e.state), esc(&e.reason))
+            format!(
+                "{} <small>({})</small>",
+                esc(e.state.as_str()),
+                esc(&e.reason)
+            )
         };
         let action = if healthy {
             String::new()
@@ -116,14 +121,14 @@ tr.down td {{ background: #fdd; }}
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::membership::NodeEntry;
+    use crate::membership::{summary, Health, NodeEntry, NodeState};
 
-    fn member(id: &str, status: &str) -> MemberView {
+    fn member(id: &str, status: Health) -> MemberView {
         MemberView {
             entry: NodeEntry {
                 id: id.into(),
                 hostname: "h".into(),
-                state: "ACTIVE".into(),
+                state: NodeState::Active,
                 family: "ipv6".into(),
                 addr: "2001:db8::1".into(),
                 external_addrs: vec!["203.0.113.1".into()],
@@ -134,17 +139,20 @@ mod tests {
                 zone: "z<1>".into(),
                 registered_unix: 1_700_000_000,
                 reason: String::new(),
+                admin_version: 0,
+                applied_ms: 0,
             },
-            status: status.into(),
+            status,
             last_seen_ms_ago: 33_000,
             local: false,
             generation: 1,
+            summary: summary(status, NodeState::Active, "", 33_000),
         }
     }
 
     #[test]
     fn page_shows_columns_escapes_and_offers_forget_only_for_unhealthy() {
-        let html = page("c1", &[member("a", "OK"), member("b", "DOWN")]);
+        let html = page("c1", &[member("a", Health::Ok), member("b", Health::Down)]);
         for col in [
             "Instance ID",
             "Availability Zone",
@@ -165,6 +173,14 @@ mod tests {
         assert_eq!(html.matches("<button").count(), 1);
         assert!(html.contains("value=\"b\""));
         assert!(html.contains("2023-11-14 22:13:20 UTC"));
-        assert!(!html.contains(">::<") && !html.contains("0.0.0.0"));
+        // dskit's Health words, with the same summary `status nodes` prints; the state in its
+        // own column (a crashed node stays ACTIVE there, as in dskit).
+        assert!(html.contains("<td>ACTIVE</td><td>OK</td>"), "{html}");
+        assert!(
+            html.contains(
+                "<td>ACTIVE</td><td>UNHEALTHY <small>(DOWN, last seen 33s ago)</small></td>"
+            ),
+            "{html}"
+        );
     }
 }

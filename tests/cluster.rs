@@ -1033,3 +1033,263 @@ fn declarative_bootstrap_clusters_without_an_operator() {
         "{boot}"
     );
 }
+
+/// The external addresses a sequence of `rladmin node <ID> external_addr add|set|remove`
+/// commands implies, applied in order (the oracle of the test below).
+fn model_apply(list: &mut Vec<String>, op: &str, addrs: &[&str]) {
+    match op {
+        "set" => {
+            list.clear();
+            for a in addrs {
+                if !list.iter().any(|x| x == a) {
+                    list.push(a.to_string());
+                }
+            }
+        }
+        "add" => {
+            for a in addrs {
+                if !list.iter().any(|x| x == a) {
+                    list.push(a.to_string());
+                }
+            }
+        }
+        "remove" => list.retain(|x| !addrs.contains(&x.as_str())),
+        _ => unreachable!(),
+    }
+}
+
+/// Issue 11: `external_addr set` then `add`, back to back, once ended as the *old* list plus the
+/// added address. Admin changes are ordered and applied exactly once: 100 mixed commands sent back
+/// to back from every node (one third on the target itself) end in exactly the state their order
+/// implies, on every node, and after a `kill -9` and restart of the target too; each answer
+/// carries the target's new version.
+#[test]
+fn back_to_back_admin_changes_apply_in_order_everywhere_and_survive_restarts() {
+    let lan = Lan::new("lanord");
+    let (hosts, mut daemons) = ipv6_cluster(&lan, "250", 3);
+    let pool = [
+        "198.51.100.31",
+        "198.51.100.32",
+        "203.0.113.33",
+        "2001:db8:ff::34",
+        "2001:db8:ff::35",
+        "192.0.2.36",
+    ];
+    let mut model: Vec<String> = externals_of(&hosts[0], "node2");
+    let mut seed: u64 = 0x5eed;
+    let mut next = |n: u64| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) % n
+    };
+    let mut last_version = None::<u64>;
+    let started = Instant::now();
+    for i in 0..100 {
+        let issuer = i % 3;
+        let a = pool[next(pool.len() as u64) as usize];
+        let b = pool[next(pool.len() as u64) as usize];
+        let op = match next(3) {
+            0 => "set",
+            1 => "add",
+            _ if model.len() >= 2 => "remove",
+            _ => "add",
+        };
+        let addrs: Vec<&str> = match op {
+            "remove" => vec![model[next(model.len() as u64) as usize].as_str()]
+                .into_iter()
+                .map(|s| pool.iter().find(|p| **p == s).copied().unwrap_or(s))
+                .collect::<Vec<&str>>(),
+            "set" => vec![a, b],
+            _ => vec![a],
+        };
+        let addrs: Vec<String> = addrs.iter().map(|s| s.to_string()).collect();
+        let refs: Vec<&str> = addrs.iter().map(String::as_str).collect();
+        let mut args = vec!["node", "node2", "external_addr", op];
+        args.extend(refs.iter().copied());
+        let (code, out, err) = cli(&hosts[issuer], &daemons[issuer], &args);
+        assert_eq!(
+            code,
+            0,
+            "command {i} {args:?} from node{}: {out}{err}",
+            issuer + 1
+        );
+        model_apply(&mut model, op, &refs);
+        let answer: Value = serde_json::from_str(&out).unwrap_or_else(|_| panic!("{out}"));
+        assert_eq!(
+            answer["external_addrs"],
+            json!(model),
+            "command {i} {args:?}: the answer is the state its order implies"
+        );
+        let version = answer["version"].as_u64().expect("a version");
+        if let Some(last) = last_version {
+            assert_eq!(version, last + 1, "command {i}: exactly once, in order");
+        }
+        last_version = Some(version);
+    }
+    println!(
+        "100 back-to-back admin changes from 3 nodes: {:?}",
+        started.elapsed()
+    );
+    for ns in &hosts {
+        wait_for(
+            &format!("node2's external addresses {model:?} on {}", ns.name),
+            Duration::from_secs(10),
+            || (externals_of(ns, "node2") == model).then_some(()),
+        );
+    }
+    // Durable: a kill -9 and restart of the target keeps exactly that state.
+    let _ = daemons[1].child.kill();
+    let _ = daemons[1].child.wait();
+    let mut back = daemons[1].restart(&hosts[1]);
+    back.expect("READY=1", Duration::from_secs(15));
+    daemons[1] = back;
+    for ns in &hosts {
+        wait_for(
+            &format!("node2 back with {model:?} on {}", ns.name),
+            Duration::from_secs(15),
+            || {
+                let all = nodes(ns, "[::1]");
+                all.iter()
+                    .any(|n| {
+                        n["id"] == "node2"
+                            && n["status"] == "OK"
+                            && n["state"] == "ACTIVE"
+                            && n["admin_version"].as_u64() == last_version
+                    })
+                    .then_some(())
+                    .filter(|_| externals_of(ns, "node2") == model)
+            },
+        );
+    }
+}
+
+/// A tmpfs mounted for a test, unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mount tmpfs on {}", dir.display());
+        Tmpfs(dir.to_path_buf())
+    }
+
+    /// Fills it up: returns the filler file.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.0.join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0u8; 4096];
+        for _ in 0..100_000 {
+            if f.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+        let _ = f.sync_all();
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Issue 11: with the state directory full, a change was acknowledged, applied in memory and
+/// lost at the next restart. Persist first, acknowledge second: the change is refused, naming the
+/// path and the errno, and changes nothing on any node, before or after a restart.
+#[test]
+fn a_change_that_cannot_be_made_durable_is_refused_and_changes_nothing() {
+    let lan = Lan::new("landisk");
+    let seed = lan.host("dk1", &["2001:db8:260::1/64"]);
+    let full = lan.host("dk2", &["2001:db8:260::2/64"]);
+    let disk = Tmpfs::mount(&full.dir().join("state"), "256k");
+    let mut d1 = Daemon::start(&seed, "lifecycler: {id: node1}", &[]);
+    let mut d2 = Daemon::start(&full, "lifecycler: {id: node2}", &[]);
+    d1.expect("READY=1", Duration::from_secs(15));
+    d2.expect("READY=1", Duration::from_secs(15));
+    let (code, doc) = create(&seed, "[::1]", "disk", json!({}));
+    assert_eq!(code, 200, "{doc}");
+    let (code, doc) = join(
+        &full,
+        "[::1]",
+        "disk",
+        "2001:db8:260::1",
+        "correct horse",
+        json!({}),
+    );
+    assert_eq!(code, 200, "{doc}");
+    for ns in [&seed, &full] {
+        wait_for("both nodes OK and ACTIVE", Duration::from_secs(10), || {
+            let all = nodes(ns, "[::1]");
+            (all.len() == 2
+                && all
+                    .iter()
+                    .all(|n| n["status"] == "OK" && n["state"] == "ACTIVE"))
+            .then_some(())
+        });
+    }
+    let before = externals_of(&seed, "node2");
+    let filler = disk.fill();
+
+    // From the other node, and on the full node itself: refused, saying why and where.
+    for (ns, d) in [(&seed, &d1), (&full, &d2)] {
+        let (code, out, err) = cli(
+            ns,
+            d,
+            &["node", "node2", "external_addr", "set", "198.51.100.50"],
+        );
+        assert_eq!(code, 1, "{out}{err}");
+        assert!(
+            err.contains("cluster.json") && err.contains("No space left on device"),
+            "{err}"
+        );
+        assert!(err.contains("not applied"), "{err}");
+    }
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(externals_of(&seed, "node2"), before);
+    assert_eq!(externals_of(&full, "node2"), before);
+
+    // Still nothing after a restart (on a full disk: reading needs no space).
+    let _ = d2.child.kill();
+    let _ = d2.child.wait();
+    let mut d2 = d2.restart(&full);
+    d2.expect("READY=1", Duration::from_secs(15));
+    wait_for("node2 back", Duration::from_secs(15), || {
+        (status_of(&nodes(&seed, "[::1]"), "node2").as_deref() == Some("OK")).then_some(())
+    });
+    assert_eq!(externals_of(&seed, "node2"), before);
+
+    // Space again: the same change goes through and stays.
+    std::fs::remove_file(filler).unwrap();
+    let (code, out, err) = cli(
+        &seed,
+        &d1,
+        &["node", "node2", "external_addr", "set", "198.51.100.50"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    for ns in [&seed, &full] {
+        wait_for("the change everywhere", Duration::from_secs(10), || {
+            (externals_of(ns, "node2") == ["198.51.100.50"]).then_some(())
+        });
+    }
+    drop(d2);
+    drop(d1);
+    drop(disk);
+}

@@ -241,14 +241,12 @@ fn watchdog_reload_and_stop_follow_the_protocol() {
     );
 
     // A good reload: RELOADING=1 (with MONOTONIC_USEC), READY=1, new advertised port.
-    std::fs::write(
-        &d.config,
-        format!(
-            "lifecycler: {{port: 19095}}\nnode: {{runtime_dir: '{}'}}\n",
-            d.runtime_dir.display()
-        ),
-    )
-    .unwrap();
+    let node = format!(
+        "node: {{runtime_dir: '{}', state_dir: '{}'}}\n",
+        d.runtime_dir.display(),
+        d.state_dir.display()
+    );
+    std::fs::write(&d.config, format!("lifecycler: {{port: 19095}}\n{node}")).unwrap();
     d.signal(libc::SIGHUP);
     let reloading = d.expect("RELOADING=1", Duration::from_secs(5));
     assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
@@ -260,6 +258,32 @@ fn watchdog_reload_and_stop_follow_the_protocol() {
     assert!(d
         .env_file()
         .contains("STACKRING_GRPC_ADVERTISE_PORT=19095\n"));
+
+    // A key that needs a restart (where identity.env and admin.sock live) is refused whole: the
+    // port change beside it does not apply either, and nothing moves.
+    let moved = d.runtime_dir.with_file_name("run-moved");
+    std::fs::write(
+        &d.config,
+        format!(
+            "lifecycler: {{port: 29095}}\nnode: {{runtime_dir: '{}', state_dir: '{}'}}\n",
+            moved.display(),
+            d.state_dir.display()
+        ),
+    )
+    .unwrap();
+    d.signal(libc::SIGHUP);
+    d.expect("RELOADING=1", Duration::from_secs(5));
+    d.expect("READY=1", Duration::from_secs(5));
+    assert_eq!(
+        identity_at(&ns, "127.0.0.1")["grpc"]["advertise"],
+        "192.0.2.50:19095"
+    );
+    assert!(!moved.join("identity.env").exists());
+    let (_, metrics) = http_get_at(&ns, "127.0.0.1", "/metrics");
+    assert!(
+        metrics.contains("stackring_reloads_total{result=\"restart_needed\"} 1"),
+        "{metrics}"
+    );
 
     // A bad reload changes nothing and the daemon stays up.
     std::fs::write(&d.config, "lifecycler: {address: '::'}\n").unwrap();
