@@ -76,7 +76,9 @@ impl Denied {
     pub(crate) fn message(&self, source: Option<IpAddr>) -> String {
         let from = source.map(|s| format!(" from {s}")).unwrap_or_default();
         match self {
-            Denied::Invalid => "the cluster refused the credentials: check username and password".into(),
+            Denied::Invalid => {
+                "the cluster refused the credentials: check username and password".into()
+            }
             Denied::Backoff { .. } => format!(
                 "too many failed credential checks{from}; retry after {} s",
                 self.retry_after_secs().unwrap_or(1)
@@ -294,30 +296,56 @@ mod tests {
     #[tokio::test]
     async fn a_guessing_source_waits_and_others_do_not() {
         let guard = AuthGuard::new(Arc::new(Metrics::new()));
-        let (bad, good): (IpAddr, IpAddr) = ("2001:db8::66".parse().unwrap(), "2001:db8::7".parse().unwrap());
+        let (bad, good): (IpAddr, IpAddr) = (
+            "2001:db8::66".parse().unwrap(),
+            "2001:db8::7".parse().unwrap(),
+        );
         for _ in 0..FREE_TRIES {
-            let r = guard.check(Some(bad), async { Outcome::WrongPassword }).await;
+            let r = guard
+                .check(Some(bad), async { Outcome::WrongPassword })
+                .await;
             assert_eq!(r, Err(Denied::Invalid));
         }
         let r = guard.check(Some(bad), async { Outcome::Valid }).await;
         assert!(matches!(r, Err(Denied::Backoff { .. })), "{r:?}");
         assert_eq!(r.unwrap_err().retry_after_secs(), Some(1));
-        assert_eq!(guard.check(Some(good), async { Outcome::Valid }).await, Ok(()));
+        assert_eq!(
+            guard.check(Some(good), async { Outcome::Valid }).await,
+            Ok(())
+        );
         let text = guard.metrics.render();
-        assert!(text.contains("stackring_auth_failures_total{reason=\"wrong_password\"} 5"), "{text}");
-        assert!(text.contains("stackring_auth_failures_total{reason=\"backoff\"} 1"), "{text}");
+        assert!(
+            text.contains("stackring_auth_failures_total{reason=\"wrong_password\"} 5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("stackring_auth_failures_total{reason=\"backoff\"} 1"),
+            "{text}"
+        );
     }
 
     #[tokio::test]
     async fn a_source_that_has_failed_cannot_take_the_last_places() {
         let guard = Arc::new(AuthGuard::new(Arc::new(Metrics::new())));
         let dirty: IpAddr = "2001:db8::66".parse().unwrap();
-        assert_eq!(guard.check(Some(dirty), async { Outcome::WrongPassword }).await, Err(Denied::Invalid));
-        guard.queued.store(QUEUE_MAX - CLEAN_RESERVE, Ordering::SeqCst);
-        let r = guard.check(Some(dirty), async { Outcome::WrongPassword }).await;
+        assert_eq!(
+            guard
+                .check(Some(dirty), async { Outcome::WrongPassword })
+                .await,
+            Err(Denied::Invalid)
+        );
+        guard
+            .queued
+            .store(QUEUE_MAX - CLEAN_RESERVE, Ordering::SeqCst);
+        let r = guard
+            .check(Some(dirty), async { Outcome::WrongPassword })
+            .await;
         assert!(matches!(r, Err(Denied::Busy { .. })), "{r:?}");
         let clean: IpAddr = "2001:db8::7".parse().unwrap();
-        assert_eq!(guard.check(Some(clean), async { Outcome::Valid }).await, Ok(()));
+        assert_eq!(
+            guard.check(Some(clean), async { Outcome::Valid }).await,
+            Ok(())
+        );
         guard.queued.store(0, Ordering::SeqCst);
     }
 
@@ -341,7 +369,11 @@ mod tests {
         while guard.queued.load(Ordering::SeqCst) < QUEUE_MAX {
             tokio::task::yield_now().await;
         }
-        let r = guard.check(Some("2001:db8::ff".parse().unwrap()), async { Outcome::Valid }).await;
+        let r = guard
+            .check(Some("2001:db8::ff".parse().unwrap()), async {
+                Outcome::Valid
+            })
+            .await;
         assert!(matches!(r, Err(Denied::Busy { .. })), "{r:?}");
         release.send_replace(true);
         for h in held {

@@ -747,7 +747,10 @@ mod tests {
             ("just a password", "no 'username:password' line"),
             ("admin:short", "8–1024"),
             (":correct horse", "username"),
-            ("admin:correct horse\nroot:other password", "more than one line"),
+            (
+                "admin:correct horse\nroot:other password",
+                "more than one line",
+            ),
         ] {
             let e = parse_credentials(text).unwrap_err();
             assert!(e.contains(problem), "{text:?}: {e}");
@@ -782,7 +785,10 @@ mod tests {
         assert_eq!(wrong_password, Outcome::WrongPassword);
         assert_eq!(time("admin", "correct horse").0, Outcome::Valid);
         // Both ran argon2 (milliseconds), not a string comparison (microseconds).
-        assert!(t_user * 4 > t_password && t_password * 4 > t_user, "{t_user:?} vs {t_password:?}");
+        assert!(
+            t_user * 4 > t_password && t_password * 4 > t_user,
+            "{t_user:?} vs {t_password:?}"
+        );
     }
 
     #[test]

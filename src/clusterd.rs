@@ -403,7 +403,10 @@ impl ClusterNode {
                 Err(JoinCallError::Unreachable(e)) => {
                     unreachable.push(format!("{seed} (gRPC {uri}): {e}"))
                 }
-                Err(JoinCallError::Throttled { message, retry_after_s }) => {
+                Err(JoinCallError::Throttled {
+                    message,
+                    retry_after_s,
+                }) => {
                     let mut body = ErrorBody::new(
                         "TooManyRequests",
                         Some("rate_limited"),
@@ -759,7 +762,11 @@ impl ClusterNode {
             Ok(()) => Some(cluster::validate_joiner(&record, &facts, &live)),
             Err(crate::authguard::Denied::Invalid) => Some(Err(cluster::invalid_credentials())),
             Err(throttled) => {
-                log::warn!("join of node {}: {}", req.node_id, throttled.message(source));
+                log::warn!(
+                    "join of node {}: {}",
+                    req.node_id,
+                    throttled.message(source)
+                );
                 return Err(throttled.status(source));
             }
         };
@@ -1601,7 +1608,9 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: tonic::Request<pb::ExternalAddrsRequest>,
     ) -> Result<tonic::Response<pb::AdminReply>, tonic::Status> {
-        let source = request.remote_addr().map(|a| crate::limits::canonical(a.ip()));
+        let source = request
+            .remote_addr()
+            .map(|a| crate::limits::canonical(a.ip()));
         let r = request.into_inner();
         self.authorize(source, r.credentials.as_ref()).await?;
         let body = serde_json::json!({"action": r.action, "addrs": r.addrs}).to_string();
@@ -1612,7 +1621,9 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: tonic::Request<pb::SetAddrRequest>,
     ) -> Result<tonic::Response<pb::AdminReply>, tonic::Status> {
-        let source = request.remote_addr().map(|a| crate::limits::canonical(a.ip()));
+        let source = request
+            .remote_addr()
+            .map(|a| crate::limits::canonical(a.ip()));
         let r = request.into_inner();
         self.authorize(source, r.credentials.as_ref()).await?;
         let body = serde_json::json!({"addr": r.addr}).to_string();
@@ -1623,7 +1634,9 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: tonic::Request<pb::ForgetRequest>,
     ) -> Result<tonic::Response<pb::AdminReply>, tonic::Status> {
-        let source = request.remote_addr().map(|a| crate::limits::canonical(a.ip()));
+        let source = request
+            .remote_addr()
+            .map(|a| crate::limits::canonical(a.ip()));
         let r = request.into_inner();
         self.authorize(source, r.credentials.as_ref()).await?;
         admin_reply(self.node.forget(&r.node_id).await)
@@ -1647,7 +1660,10 @@ fn internal(e: impl std::fmt::Display) -> Refused {
 enum JoinCallError {
     Unreachable(String),
     /// `RESOURCE_EXHAUSTED`: the seed sheds load or makes this node wait.
-    Throttled { message: String, retry_after_s: u64 },
+    Throttled {
+        message: String,
+        retry_after_s: u64,
+    },
 }
 
 /// How long a join keeps retrying a seed that answers "busy" before telling its caller to wait.
@@ -1749,7 +1765,9 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: tonic::Request<pb::JoinRequest>,
     ) -> Result<tonic::Response<pb::JoinReply>, tonic::Status> {
-        let source = request.remote_addr().map(|a| crate::limits::canonical(a.ip()));
+        let source = request
+            .remote_addr()
+            .map(|a| crate::limits::canonical(a.ip()));
         self.node
             .handle_join(source, request.into_inner())
             .await

@@ -7,11 +7,11 @@
 use crate::clusterd::{effective_settings, ClusterNode};
 use crate::config::{self, Settings, EXIT_CONFIG};
 use crate::decide::{decide, server_listen, Context, Identity};
+use crate::limits::{self, Guarded, Limits};
 use crate::metrics::Metrics;
 use crate::netlink::HostWatch;
 use crate::snapshot::HostSnapshot;
 use crate::state::{Published, StateTx};
-use crate::limits::{self, Guarded, Limits};
 use crate::{fsutil, grpc, http, preflight, render, systemd};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,7 +30,11 @@ pub struct Options {
 /// Runs the daemon; returns the process exit code.
 pub async fn serve(opts: Options) -> i32 {
     limit_malloc_retention();
-    let settings = match config::load_checked(&opts.config_path, opts.config_explicit, &opts.default_id) {
+    let settings = match config::load_checked(
+        &opts.config_path,
+        opts.config_explicit,
+        &opts.default_id,
+    ) {
         Ok(s) => s,
         Err(errors) => {
             for e in &errors.0 {
@@ -112,8 +116,18 @@ async fn run(opts: Options, settings: Settings) -> anyhow::Result<()> {
         state: state_rx.clone(),
         metrics: daemon.metrics.clone(),
         cluster: cluster.clone(),
-        grpc_limits: Limits::new("grpc", per_listener, limits::PER_PEER, daemon.metrics.clone()),
-        http_limits: Limits::new("http", per_listener, limits::PER_PEER, daemon.metrics.clone()),
+        grpc_limits: Limits::new(
+            "grpc",
+            per_listener,
+            limits::PER_PEER,
+            daemon.metrics.clone(),
+        ),
+        http_limits: Limits::new(
+            "http",
+            per_listener,
+            limits::PER_PEER,
+            daemon.metrics.clone(),
+        ),
     };
     let mut servers = serving.start(grpc_listen, http_listen).await?;
     daemon.bound = Some((grpc_listen, http_listen));
@@ -137,7 +151,8 @@ async fn run(opts: Options, settings: Settings) -> anyhow::Result<()> {
                         match listener.accept().await {
                             Ok((stream, _)) => match admin_limits.admit(limits::UNIX_PEER.ip()) {
                                 Ok(slot) => {
-                                    let io = Guarded::new(stream, Some(slot), limits::STALL_TIMEOUT);
+                                    let io =
+                                        Guarded::new(stream, Some(slot), limits::STALL_TIMEOUT);
                                     return (io, limits::UNIX_PEER);
                                 }
                                 Err(_) => continue,
@@ -536,7 +551,10 @@ impl Serving {
             let (listener, http_limits) = (listener.clone(), http_limits.clone());
             async move {
                 let (stream, peer, slot) = limits::accept(&listener, &http_limits, true).await;
-                (Guarded::new(stream, Some(slot), limits::STALL_TIMEOUT), peer)
+                (
+                    Guarded::new(stream, Some(slot), limits::STALL_TIMEOUT),
+                    peer,
+                )
             }
         };
         let http = limits::serve_http(router, next, shutdown_signal(stopped));

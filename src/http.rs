@@ -160,8 +160,11 @@ async fn authorize(s: &HttpState, peer: SocketAddr, headers: &HeaderMap) -> Resu
             Err(response)
         }
         Err(throttled) => {
-            let mut body =
-                ErrorBody::new("TooManyRequests", Some("rate_limited"), throttled.message(source));
+            let mut body = ErrorBody::new(
+                "TooManyRequests",
+                Some("rate_limited"),
+                throttled.message(source),
+            );
             body.retry_after_s = throttled.retry_after_secs();
             Err(error(429, body))
         }

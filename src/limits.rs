@@ -148,7 +148,8 @@ impl Drop for Slot {
             open.0
         };
         self.limits.gauge().set(emptied as i64);
-        if emptied <= BURST_OVER && BURST_PEAK.swap(0, std::sync::atomic::Ordering::Relaxed) > BURST {
+        if emptied <= BURST_OVER && BURST_PEAK.swap(0, std::sync::atomic::Ordering::Relaxed) > BURST
+        {
             release_memory();
         }
     }
@@ -426,7 +427,9 @@ pub(crate) async fn accept_error(e: &std::io::Error) {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     if LOGGED.swap(now, Ordering::Relaxed) + 10 <= now {
-        log::warn!("accept: {e}; fix: raise LimitNOFILE= in the unit if this is 'Too many open files'");
+        log::warn!(
+            "accept: {e}; fix: raise LimitNOFILE= in the unit if this is 'Too many open files'"
+        );
     }
     // EMFILE/ENFILE/ENOBUFS: the connection stays in the backlog; try again shortly.
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -598,8 +601,8 @@ mod tests {
     async fn a_talking_peer_is_held_until_it_stalls() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let (mut client, server) = tokio::io::duplex(64);
-        let mut guarded =
-            Guarded::new(server, None, Duration::from_secs(60)).first_bytes(4, Duration::from_secs(5));
+        let mut guarded = Guarded::new(server, None, Duration::from_secs(60))
+            .first_bytes(4, Duration::from_secs(5));
         client.write_all(b"abcd").await.unwrap();
         let mut buf = [0u8; 4];
         guarded.read_exact(&mut buf).await.unwrap();

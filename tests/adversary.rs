@@ -35,7 +35,11 @@ fn raise_own_nofile() -> u64 {
 }
 
 /// A TCP connection from `source` (any local address when `None`) to `to`.
-fn connect_from(source: Option<IpAddr>, to: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+fn connect_from(
+    source: Option<IpAddr>,
+    to: SocketAddr,
+    timeout: Duration,
+) -> std::io::Result<TcpStream> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(to), Type::STREAM, None)?;
     if let Some(ip) = source {
@@ -48,7 +52,11 @@ fn connect_from(source: Option<IpAddr>, to: SocketAddr, timeout: Duration) -> st
 }
 
 /// One HTTP/1.1 exchange on a fresh connection: (status, headers, body).
-fn exchange(source: Option<IpAddr>, to: SocketAddr, request: &str) -> std::io::Result<(u16, String, String)> {
+fn exchange(
+    source: Option<IpAddr>,
+    to: SocketAddr,
+    request: &str,
+) -> std::io::Result<(u16, String, String)> {
     let mut s = connect_from(source, to, Duration::from_secs(3))?;
     s.write_all(request.as_bytes())?;
     let mut raw = Vec::new();
@@ -81,7 +89,11 @@ fn base64(text: &str) -> String {
     const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in text.as_bytes().chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -105,7 +117,12 @@ fn ready_ms(source: Option<IpAddr>, to: SocketAddr) -> (u16, f64) {
         let mut raw = Vec::new();
         s.read_to_end(&mut raw)?;
         let text = String::from_utf8_lossy(&raw).into_owned();
-        Ok::<u16, std::io::Error>(text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0))
+        Ok::<u16, std::io::Error>(
+            text.split_whitespace()
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0),
+        )
     })()
     .unwrap_or(0);
     (status, start.elapsed().as_secs_f64() * 1000.0)
@@ -139,7 +156,12 @@ fn node(lan: &Lan, tag: &str, cidr: &str, yaml: &str) -> (Netns, Daemon, IpAddr)
 #[test]
 fn slowloris_half_sent_requests_and_slow_bodies_are_dropped_within_seconds() {
     let lan = Lan::new("slow");
-    let (ns, _d, ip) = node(&lan, "slown", "2001:db8:500::1/64", "lifecycler: {id: node1}");
+    let (ns, _d, ip) = node(
+        &lan,
+        "slown",
+        "2001:db8:500::1/64",
+        "lifecycler: {id: node1}",
+    );
     let to = SocketAddr::new(ip, 3200);
     let figures = ns.run(move || {
         let started = Instant::now();
@@ -189,10 +211,22 @@ fn slowloris_half_sent_requests_and_slow_bodies_are_dropped_within_seconds() {
         (out, percentile(&mut probes, 0.5), percentile(&mut probes, 1.0), started.elapsed())
     });
     let (dropped, p50, max, took) = figures;
-    for kind in ["half-sent request", "silent connection", "slow body", "idle keep-alive"] {
-        let secs: Vec<f64> = dropped.iter().filter(|d| d.0 == kind).map(|d| d.1).collect();
+    for kind in [
+        "half-sent request",
+        "silent connection",
+        "slow body",
+        "idle keep-alive",
+    ] {
+        let secs: Vec<f64> = dropped
+            .iter()
+            .filter(|d| d.0 == kind)
+            .map(|d| d.1)
+            .collect();
         let worst = secs.iter().cloned().fold(0.0, f64::max);
-        println!("{kind}: {} connections, all dropped after at most {worst:.1} s", secs.len());
+        println!(
+            "{kind}: {} connections, all dropped after at most {worst:.1} s",
+            secs.len()
+        );
         let bound = if kind == "slow body" { 12.0 } else { 7.0 };
         assert!(worst < bound, "{kind}: held {worst:.1} s");
     }
@@ -235,7 +269,10 @@ fn grpc_connections_that_send_only_the_http2_preface_are_dropped() {
     });
     let (worst, held_now, grpc_ms) = ns.run(move || {
         // A real gRPC client (from the node itself) is served meanwhile.
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         let grpc_ms = rt.block_on(async move {
             let t = Instant::now();
             let channel = tonic::transport::Endpoint::from_shared(format!("http://{to}"))
@@ -265,7 +302,10 @@ fn grpc_connections_that_send_only_the_http2_preface_are_dropped() {
 /// starts a unit: `/ready` (from another host) stays fast, refused connections are counted, and
 /// RSS comes back down after they close.
 fn flood(wrapper: &[&str], tag: &str, net: &str) {
-    assert!(raise_own_nofile() >= 6_000, "the test needs 6,000 descriptors");
+    assert!(
+        raise_own_nofile() >= 6_000,
+        "the test needs 6,000 descriptors"
+    );
     let lan = Lan::new(tag);
     let ns = lan.host(&format!("{tag}n"), &[&format!("2001:db8:{net}::1/64")]);
     let ip: IpAddr = format!("2001:db8:{net}::1").parse().unwrap();
@@ -277,7 +317,11 @@ fn flood(wrapper: &[&str], tag: &str, net: &str) {
         (comm.trim() == "stackring").then_some(d.child.id())
     });
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
-    let nofile = limits.lines().find(|l| l.starts_with("Max open files")).unwrap_or("").to_string();
+    let nofile = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap_or("")
+        .to_string();
     let attacker = lan.host(&format!("{tag}a"), &[]);
     let sources: Vec<IpAddr> = (0..20)
         .map(|i| {
@@ -333,7 +377,11 @@ fn flood(wrapper: &[&str], tag: &str, net: &str) {
     });
     let failed = answers.iter().filter(|a| a.0 != 200).count();
     let mut probes: Vec<f64> = answers.iter().map(|a| a.1).collect();
-    let metrics_during = monitor.run(move || exchange(None, to, &get("/metrics")).map(|r| r.2).unwrap_or_default());
+    let metrics_during = monitor.run(move || {
+        exchange(None, to, &get("/metrics"))
+            .map(|r| r.2)
+            .unwrap_or_default()
+    });
     tx_hold.send(()).unwrap();
     flooder.join().unwrap();
     let closed_at = Instant::now();
@@ -394,7 +442,12 @@ fn create(to: SocketAddr, name: &str) -> (u16, String) {
         "cluster": {"name": name},
         "credentials": {"username": "admin", "password": "correct horse"},
     });
-    let r = exchange(None, to, &post("/v1/bootstrap/create_cluster", None, &body.to_string())).unwrap();
+    let r = exchange(
+        None,
+        to,
+        &post("/v1/bootstrap/create_cluster", None, &body.to_string()),
+    )
+    .unwrap();
     (r.0, r.2)
 }
 
@@ -404,7 +457,12 @@ fn join(to: SocketAddr, seed: &str) -> (u16, String) {
         "cluster": {"nodes": [seed]},
         "credentials": {"username": "admin", "password": "correct horse"},
     });
-    let r = exchange(None, to, &post("/v1/bootstrap/join_cluster", None, &body.to_string())).unwrap();
+    let r = exchange(
+        None,
+        to,
+        &post("/v1/bootstrap/join_cluster", None, &body.to_string()),
+    )
+    .unwrap();
     (r.0, r.2)
 }
 
@@ -414,9 +472,11 @@ fn join(to: SocketAddr, seed: &str) -> (u16, String) {
 #[test]
 fn brute_force_gets_429_and_a_legitimate_join_still_succeeds_during_a_flood() {
     let lan = Lan::new("brute");
-    let (seed_ns, _seed, seed_ip) = node(&lan, "brs", "2001:db8:550::1/64", "lifecycler: {id: node1}");
+    let (seed_ns, _seed, seed_ip) =
+        node(&lan, "brs", "2001:db8:550::1/64", "lifecycler: {id: node1}");
     let seed_http = SocketAddr::new(seed_ip, 3200);
-    let (code, body) = seed_ns.run(move || create(SocketAddr::new("::1".parse().unwrap(), 3200), "brute"));
+    let (code, body) =
+        seed_ns.run(move || create(SocketAddr::new("::1".parse().unwrap(), 3200), "brute"));
     assert_eq!(code, 200, "{body}");
     let attacker = lan.host("bra", &[]);
     let sources: Vec<IpAddr> = (0..32)
@@ -434,12 +494,19 @@ fn brute_force_gets_429_and_a_legitimate_join_still_succeeds_during_a_flood() {
         let mut counts = std::collections::BTreeMap::new();
         let mut retry_after = None;
         for _ in 0..300 {
-            let (status, head, _) = exchange(Some(one), seed_http, &post("/v1/nodes/node1/forget", Some("admin:wrong horse"), "")).unwrap();
+            let (status, head, _) = exchange(
+                Some(one),
+                seed_http,
+                &post("/v1/nodes/node1/forget", Some("admin:wrong horse"), ""),
+            )
+            .unwrap();
             *counts.entry(status).or_insert(0) += 1;
             if status == 429 && retry_after.is_none() {
-                retry_after = head
-                    .lines()
-                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("retry-after: ").map(str::to_string));
+                retry_after = head.lines().find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("retry-after: ")
+                        .map(str::to_string)
+                });
             }
         }
         (counts, retry_after, started.elapsed())
@@ -456,28 +523,45 @@ fn brute_force_gets_429_and_a_legitimate_join_still_succeeds_during_a_flood() {
             let mut ms: Vec<f64> = (0..4)
                 .map(|_| {
                     let t = Instant::now();
-                    let (status, _, _) = exchange(Some(source), seed_http, &post("/v1/nodes/node1/forget", Some(credentials), "")).unwrap();
+                    let (status, _, _) = exchange(
+                        Some(source),
+                        seed_http,
+                        &post("/v1/nodes/node1/forget", Some(credentials), ""),
+                    )
+                    .unwrap();
                     assert_eq!(status, 401);
                     t.elapsed().as_secs_f64() * 1000.0
                 })
                 .collect();
             percentile(&mut ms, 0.5)
         };
-        (time(wrong_user, "nobody:correct horse"), time(wrong_password, "admin:wrong horse"))
+        (
+            time(wrong_user, "nobody:correct horse"),
+            time(wrong_password, "admin:wrong horse"),
+        )
     });
     let ratio = user_ms.max(password_ms) / user_ms.min(password_ms);
     println!("wrong username {user_ms:.1} ms, wrong password {password_ms:.1} ms (median of 4; ratio {ratio:.2})");
-    assert!(ratio < 3.0, "a wrong username answers in {user_ms:.1} ms, a wrong password in {password_ms:.1} ms");
+    assert!(
+        ratio < 3.0,
+        "a wrong username answers in {user_ms:.1} ms, a wrong password in {password_ms:.1} ms"
+    );
 
     // gRPC: the same source guessing Admin calls is told RESOURCE_EXHAUSTED with the wait.
     let grpc_source = sources[3];
     let grpc_answers = attacker.run(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async move {
             use stackring::grpc::pb;
             let socket = tokio::net::TcpSocket::new_v6().unwrap();
             socket.bind(SocketAddr::new(grpc_source, 0)).unwrap();
-            let stream = socket.connect(SocketAddr::new(seed_ip, 9095)).await.unwrap();
+            let stream = socket
+                .connect(SocketAddr::new(seed_ip, 9095))
+                .await
+                .unwrap();
             let channel = tonic::transport::Endpoint::from_static("http://seed:9095")
                 .connect_with_connector(ConnectOnce(Arc::new(std::sync::Mutex::new(Some(stream)))))
                 .await
@@ -495,12 +579,19 @@ fn brute_force_gets_429_and_a_legitimate_join_still_succeeds_during_a_flood() {
                     })
                     .await;
                 let s = r.unwrap_err();
-                answers.push((s.code(), s.message().to_string(), s.metadata().get("retry-after").is_some()));
+                answers.push((
+                    s.code(),
+                    s.message().to_string(),
+                    s.metadata().get("retry-after").is_some(),
+                ));
             }
             answers
         })
     });
-    println!("gRPC Admin with a wrong password, 8 times: {:?}", grpc_answers.iter().map(|a| a.0).collect::<Vec<_>>());
+    println!(
+        "gRPC Admin with a wrong password, 8 times: {:?}",
+        grpc_answers.iter().map(|a| a.0).collect::<Vec<_>>()
+    );
     assert_eq!(grpc_answers[0].0, tonic::Code::Unauthenticated);
     let last = grpc_answers.last().unwrap();
     assert_eq!(last.0, tonic::Code::ResourceExhausted, "{last:?}");
@@ -515,7 +606,10 @@ fn brute_force_gets_429_and_a_legitimate_join_still_succeeds_during_a_flood() {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     const MAX_FLOOD: usize = 200_000;
     let sent = Arc::new(AtomicUsize::new(0));
-    let outcomes = Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::<u16, usize>::new()));
+    let outcomes = Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::<
+        u16,
+        usize,
+    >::new()));
     let flood_sources: Vec<IpAddr> = sources[4..].to_vec();
     let workers: Vec<_> = (0..450)
         .map(|i| {
@@ -527,19 +621,28 @@ fn brute_force_gets_429_and_a_legitimate_join_still_succeeds_during_a_flood() {
                     && started.elapsed() < Duration::from_secs(30)
                     && sent.fetch_add(1, Ordering::SeqCst) < MAX_FLOOD
                 {
-                    let status = exchange(Some(source), seed_http, &post("/v1/nodes/node1/forget", Some("admin:wrong horse"), ""))
-                        .map(|r| r.0)
-                        .unwrap_or(0);
+                    let status = exchange(
+                        Some(source),
+                        seed_http,
+                        &post("/v1/nodes/node1/forget", Some("admin:wrong horse"), ""),
+                    )
+                    .map(|r| r.0)
+                    .unwrap_or(0);
                     *outcomes.lock().unwrap().entry(status).or_insert(0) += 1;
                 }
             })
         })
         .collect();
     // Let the flood build up first.
-    wait_for("the flood to start", Duration::from_secs(10), || (sent.load(Ordering::SeqCst) >= 450).then_some(()));
+    wait_for("the flood to start", Duration::from_secs(10), || {
+        (sent.load(Ordering::SeqCst) >= 450).then_some(())
+    });
     let (code, body, join_took) = joiner_ns.run(move || {
         let t = Instant::now();
-        let (code, body) = join(SocketAddr::new("::1".parse().unwrap(), 3200), "2001:db8:550::1");
+        let (code, body) = join(
+            SocketAddr::new("::1".parse().unwrap(), 3200),
+            "2001:db8:550::1",
+        );
         (code, body, t.elapsed())
     });
     let sent_by_join_end = sent.load(Ordering::SeqCst);
@@ -547,19 +650,40 @@ fn brute_force_gets_429_and_a_legitimate_join_still_succeeds_during_a_flood() {
     for w in workers {
         w.join().unwrap();
     }
-    let metrics = seed_ns.run(|| exchange(None, SocketAddr::new("::1".parse().unwrap(), 3200), &get("/metrics")).unwrap().2);
+    let metrics = seed_ns.run(|| {
+        exchange(
+            None,
+            SocketAddr::new("::1".parse().unwrap(), 3200),
+            &get("/metrics"),
+        )
+        .unwrap()
+        .2
+    });
     println!(
         "legitimate join during a flood of 450 concurrent wrong passwords: HTTP {code} in {join_took:?}; flood answers {:?} ({} requests)",
         outcomes.lock().unwrap(),
         sent.load(Ordering::SeqCst).min(MAX_FLOOD)
     );
-    assert!(sent_by_join_end < MAX_FLOOD, "the flood ended before the join did");
+    assert!(
+        sent_by_join_end < MAX_FLOOD,
+        "the flood ended before the join did"
+    );
     for line in metrics.lines().filter(|l| l.starts_with("stackring_auth_")) {
         println!("  {line}");
     }
     assert_eq!(code, 200, "{body}");
-    assert!(join_took < Duration::from_secs(10), "join took {join_took:?}");
-    assert!(metric(&metrics, "stackring_auth_shed_total") + metric(&metrics, "stackring_auth_failures_total{reason=\"backoff\"}") > 0.0);
+    assert!(
+        join_took < Duration::from_secs(10),
+        "join took {join_took:?}"
+    );
+    assert!(
+        metric(&metrics, "stackring_auth_shed_total")
+            + metric(
+                &metrics,
+                "stackring_auth_failures_total{reason=\"backoff\"}"
+            )
+            > 0.0
+    );
 }
 
 /// A tonic connector that hands out one prepared connection (bound to a chosen source address).
@@ -571,7 +695,10 @@ impl tower_service::Service<tonic::transport::Uri> for ConnectOnce {
     type Error = std::io::Error;
     type Future = std::future::Ready<std::io::Result<Self::Response>>;
 
-    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
         std::task::Poll::Ready(Ok(()))
     }
 
@@ -589,15 +716,35 @@ impl tower_service::Service<tonic::transport::Uri> for ConnectOnce {
 #[test]
 fn node_ids_cannot_inject_requests_and_unreachable_external_addresses_are_refused() {
     let lan = Lan::new("crlf");
-    let (ns1, d1, _) = node(&lan, "crl1", "2001:db8:560::1/64", "lifecycler: {id: node1}");
-    let (ns2, _d2, _) = node(&lan, "crl2", "2001:db8:560::2/64", "lifecycler: {id: node2}");
+    let (ns1, d1, _) = node(
+        &lan,
+        "crl1",
+        "2001:db8:560::1/64",
+        "lifecycler: {id: node1}",
+    );
+    let (ns2, _d2, _) = node(
+        &lan,
+        "crl2",
+        "2001:db8:560::2/64",
+        "lifecycler: {id: node2}",
+    );
     let local = SocketAddr::new("::1".parse().unwrap(), 3200);
     assert_eq!(ns1.run(move || create(local, "crlf")).0, 200);
     let (code, body) = ns2.run(move || join(local, "2001:db8:560::1"));
     assert_eq!(code, 200, "{body}");
     let cli = |args: &[&str]| {
-        let out = ns1.command(&binary()).arg("--config").arg(&d1.config).args(args).output().unwrap();
-        (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+        let out = ns1
+            .command(&binary())
+            .arg("--config")
+            .arg(&d1.config)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            text(&out.stdout),
+            text(&out.stderr),
+        )
     };
     wait_for("node2 listed on node1", Duration::from_secs(15), || {
         let (code, out, _) = cli(&["status", "nodes", "--json"]);
@@ -610,11 +757,17 @@ fn node_ids_cannot_inject_requests_and_unreachable_external_addresses_are_refuse
     );
     let (code, _, err) = cli(&["node", &injection, "forget"]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("is not a node id") && err.contains("fix: use 1–63 characters"), "{err}");
+    assert!(
+        err.contains("is not a node id") && err.contains("fix: use 1–63 characters"),
+        "{err}"
+    );
     assert!(!err.contains('\r'), "the id is echoed escaped: {err}");
     let (code, _, err) = cli(&["node", "../../etc/passwd", "forget"]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("'../../etc/passwd' is not a node id; fix: use 1–63 characters from A–Z"), "{err}");
+    assert!(
+        err.contains("'../../etc/passwd' is not a node id; fix: use 1–63 characters from A–Z"),
+        "{err}"
+    );
     println!("../../etc/passwd: {}", err.trim());
     // The server checks with the same rule (a request that bypasses the CLI).
     let sock = d1.runtime_dir.join("admin.sock");
@@ -625,7 +778,10 @@ fn node_ids_cannot_inject_requests_and_unreachable_external_addresses_are_refuse
         s.read_to_string(&mut out).unwrap();
         out
     };
-    assert!(raw.starts_with("HTTP/1.1 400") && raw.contains("is not a valid node id"), "{raw}");
+    assert!(
+        raw.starts_with("HTTP/1.1 400") && raw.contains("is not a valid node id"),
+        "{raw}"
+    );
 
     let (code, out, err) = cli(&["node", "node:node2", "external_addr", "add", "203.0.113.7"]);
     assert_eq!(code, 0, "{err}");
@@ -637,7 +793,10 @@ fn node_ids_cannot_inject_requests_and_unreachable_external_addresses_are_refuse
     }
     let (code, _, err) = cli(&["node", "node2", "external_addr", "add", "2001:db8:560::1"]);
     assert_eq!(code, 0, "{err}");
-    assert!(err.contains("warning: 2001:db8:560::1 is the internal address of node 'node1'"), "{err}");
+    assert!(
+        err.contains("warning: 2001:db8:560::1 is the internal address of node 'node1'"),
+        "{err}"
+    );
     // Nothing injected: node2's externals never held 203.0.113.66.
     let (_, listed, _) = cli(&["status", "nodes", "--json"]);
     assert!(!listed.contains("203.0.113.66"), "{listed}");
@@ -663,7 +822,11 @@ fn oversized_values_are_not_echoed_and_bad_credentials_files_fail_validation() {
     let (code, err) = validate(&format!("server: {{grpc_listen_address: '{huge}'}}"));
     assert_eq!(code, 78);
     println!("10 MB value: {} bytes of error: {}", err.len(), err.trim());
-    assert!(err.len() < 1_000 && err.contains("(10000000 bytes)"), "{} bytes", err.len());
+    assert!(
+        err.len() < 1_000 && err.contains("(10000000 bytes)"),
+        "{} bytes",
+        err.len()
+    );
     let (code, err) = validate(&format!("memberlist: {{join_members: ['{huge}']}}"));
     assert_eq!(code, 78);
     assert!(err.len() < 1_000, "{} bytes", err.len());
@@ -682,22 +845,29 @@ fn oversized_values_are_not_echoed_and_bad_credentials_files_fail_validation() {
         (malformed, "has no 'username:password' line"),
     ];
     let cluster = |path: &std::path::Path| {
-        format!("cluster: {{name: c1, credentials_file: '{}', create: true}}", path.display())
+        format!(
+            "cluster: {{name: c1, credentials_file: '{}', create: true}}",
+            path.display()
+        )
     };
     assert_eq!(validate(&cluster(&good)).0, 0);
     for (path, problem) in &cases {
         let (code, err) = validate(&cluster(path));
         assert_eq!(code, 78, "{err}");
         assert!(
-            err.contains(&format!("cluster.credentials_file: '{}' {problem}", path.display()))
-                && err.contains("fix:"),
+            err.contains(&format!(
+                "cluster.credentials_file: '{}' {problem}",
+                path.display()
+            )) && err.contains("fix:"),
             "{err}"
         );
     }
     // `serve` refuses the same file the same way, before binding anything.
     let (path, _) = &cases[0];
     let mut d = Daemon::start_via(&ns, &[], &binary(), &cluster(path), &[]);
-    let status = wait_for("serve to exit", Duration::from_secs(10), || d.child.try_wait().unwrap());
+    let status = wait_for("serve to exit", Duration::from_secs(10), || {
+        d.child.try_wait().unwrap()
+    });
     assert_eq!(status.code(), Some(78));
 
     // HTTP: a 60 KB value in a request is not echoed whole either.
@@ -711,11 +881,23 @@ fn oversized_values_are_not_echoed_and_bad_credentials_files_fail_validation() {
             "cluster": {"name": big},
             "credentials": {"username": "admin", "password": "correct horse"},
         });
-        let (code, _, body) = exchange(None, SocketAddr::new("::1".parse().unwrap(), 3200), &post("/v1/bootstrap/create_cluster", None, &body.to_string())).unwrap();
+        let (code, _, body) = exchange(
+            None,
+            SocketAddr::new("::1".parse().unwrap(), 3200),
+            &post("/v1/bootstrap/create_cluster", None, &body.to_string()),
+        )
+        .unwrap();
         let doc: Value = serde_json::from_str(&body).unwrap_or_default();
-        (code, doc["description"].as_str().unwrap_or(&body).to_string())
+        (
+            code,
+            doc["description"].as_str().unwrap_or(&body).to_string(),
+        )
     });
     assert_eq!(code, 400);
-    assert!(description.len() < 400, "{} bytes: {description}", description.len());
+    assert!(
+        description.len() < 400,
+        "{} bytes: {description}",
+        description.len()
+    );
     println!("60 KB cluster name: {description}");
 }
