@@ -1190,8 +1190,8 @@ server:\n  grpc_listen_address: '::0'\n  grpc_listen_port: 9095\n  http_listen_a
                 "not a valid node id",
             ),
             ("distributor: {ring: {}}", "distributor", "not a known key"),
-            ("node: {external_addr: ['fe80::1']}", "node.external_addr", "link-local"),
-            ("node: {external_addr: ['169.254.1.1']}", "node.external_addr", "link-local"),
+            ("node: {external_addr: ['fe80::1']}", "node.external_addr[0]", "link-local"),
+            ("node: {external_addr: ['169.254.1.1']}", "node.external_addr[0]", "link-local"),
         ];
         for (yaml, key, problem) in table {
             let errors = parse_str(yaml, "n").unwrap_err().0;
