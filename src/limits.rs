@@ -67,7 +67,7 @@ pub(crate) fn raise_nofile(listeners: u64) -> (u64, usize) {
             }
         }
     }
-    let soft = lim.rlim_cur as u64;
+    let soft: u64 = lim.rlim_cur;
     (soft, budget(soft, listeners))
 }
 

@@ -31,7 +31,7 @@ fn raise_own_nofile() -> u64 {
         lim.rlim_cur = lim.rlim_max;
         libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
     }
-    lim.rlim_cur as u64
+    lim.rlim_cur
 }
 
 /// A TCP connection from `source` (any local address when `None`) to `to`.
