@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 #[derive(Parser, Debug)]
 #[command(
     name = "stackring",
-    version,
+    version = env!("STACKRING_VERSION"),
     about = "Network identity and membership agent of a clustered appliance"
 )]
 pub struct Cli {
@@ -119,7 +119,10 @@ pub enum StatusCommand {
 #[derive(Subcommand, Debug)]
 pub enum ConfigCommand {
     /// Validate a configuration file: exit 0 when valid, 78 (EX_CONFIG) with every error otherwise.
-    Validate { file: PathBuf },
+    Validate {
+        /// The file to check (default: the global --config, else /etc/stackring/stackring.yaml).
+        file: Option<PathBuf>,
+    },
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -150,7 +153,8 @@ pub fn run(cli: Cli) -> i32 {
         command: ConfigCommand::Validate { file },
     } = &cli.command
     {
-        return validate(file, &default_id);
+        // `stackring --config F config validate` checks F, as every other command reads it.
+        return validate(file.as_deref().unwrap_or(&config_path), &default_id);
     }
     if let Command::Serve = cli.command {
         return runtime.block_on(daemon::serve(daemon::Options {
@@ -487,7 +491,7 @@ fn status_nodes(settings: &Settings, json: bool) -> i32 {
         );
         return 0;
     }
-    let rows: Vec<[String; 7]> = doc["nodes"]
+    let rows: Vec<[String; 9]> = doc["nodes"]
         .as_array()
         .map(|nodes| {
             nodes
@@ -510,6 +514,8 @@ fn status_nodes(settings: &Settings, json: bool) -> i32 {
                         text("addr"),
                         externals.join(","),
                         text("hostname"),
+                        text("zone"),
+                        text("version"),
                         text("family"),
                         text("advertised_grpc"),
                         status,
@@ -523,6 +529,8 @@ fn status_nodes(settings: &Settings, json: bool) -> i32 {
         "ADDRESS",
         "EXTERNAL_ADDRESS",
         "HOSTNAME",
+        "ZONE",
+        "VERSION",
         "FAMILY",
         "ADVERTISED",
         "STATUS",

@@ -634,6 +634,7 @@ impl ClusterNode {
                 .record()
                 .and_then(|r| r.applied.values().max().copied())
                 .unwrap_or(0),
+            version: env!("STACKRING_BUILD").to_string(),
         }
     }
 

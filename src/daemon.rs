@@ -448,9 +448,12 @@ impl Daemon {
         systemd::ready(&status);
     }
 
-    fn stop(&self) {
+    /// SIGTERM: consumers of identity.env must not take a stopped node's values as current.
+    fn stop(&mut self) {
         systemd::stopping("stopping");
         log::info!("stopping");
+        self.not_ready = Some("stackring is stopped".into());
+        self.write_env();
     }
 }
 

@@ -26,8 +26,56 @@ pub struct HttpState {
     pub trusted: bool,
 }
 
+/// What `GET /` lists: every endpoint, its method and what it is for.
+const ENDPOINTS: &[(&str, &str, &str)] = &[
+    (
+        "GET",
+        "/ready",
+        "200 when the identity is decided, else 503 with the reason",
+    ),
+    ("GET", "/v1/identity", "this node's identity (JSON)"),
+    ("GET", "/metrics", "Prometheus metrics"),
+    (
+        "GET",
+        "/v1/bootstrap",
+        "bootstrap state and the host's available addresses",
+    ),
+    (
+        "POST",
+        "/v1/bootstrap/create_cluster",
+        "create a cluster (Redis Enterprise's request shape)",
+    ),
+    (
+        "POST",
+        "/v1/bootstrap/join_cluster",
+        "join a cluster through one of its nodes",
+    ),
+    ("GET", "/v1/nodes", "the members as this node sees them"),
+    (
+        "POST",
+        "/v1/nodes/{id}/external_addr",
+        "{\"action\": \"add|set|remove\", \"addrs\": [...]} (cluster credentials)",
+    ),
+    (
+        "POST",
+        "/v1/nodes/{id}/addr",
+        "{\"addr\": \"...\"} for a node that is down (cluster credentials)",
+    ),
+    (
+        "POST",
+        "/v1/nodes/{id}/forget",
+        "remove a DOWN node (cluster credentials)",
+    ),
+    (
+        "GET",
+        "/ring",
+        "the ring page (JSON with Accept: application/json)",
+    ),
+];
+
 pub fn router(state: HttpState) -> Router {
     Router::new()
+        .route("/", get(index))
         .route("/ready", get(ready))
         .route("/v1/identity", get(identity))
         .route("/metrics", get(metrics))
@@ -40,10 +88,102 @@ pub fn router(state: HttpState) -> Router {
         .route("/v1/nodes/{id}/forget", post(forget))
         .route("/ring", get(ring))
         .route("/ring/forget", post(ring_forget))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // Bodies arrive whole within a deadline (slow-body attacks), before any handler runs.
         .layer(axum::middleware::from_fn(crate::limits::body_deadline))
+        .layer(axum::middleware::map_response(plain_errors_as_json))
         .with_state(state)
+}
+
+async fn index() -> Response {
+    let endpoints: Vec<serde_json::Value> = ENDPOINTS
+        .iter()
+        .map(|(method, path, what)| serde_json::json!({"method": method, "path": path, "description": what}))
+        .collect();
+    Json(serde_json::json!({"service": "stackring", "version": env!("STACKRING_VERSION"), "endpoints": endpoints})).into_response()
+}
+
+async fn not_found(uri: axum::http::Uri) -> Response {
+    error(
+        404,
+        ErrorBody::new(
+            "NotFound",
+            None,
+            format!(
+                "no endpoint {}; fix: GET / lists them",
+                crate::jsonbody::echo(uri.path())
+            ),
+        ),
+    )
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    let path = uri.path();
+    let allowed: Vec<&str> = ENDPOINTS
+        .iter()
+        .filter(|(_, p, _)| path_matches(p, path))
+        .map(|(m, _, _)| *m)
+        .collect();
+    error(
+        405,
+        ErrorBody::new(
+            "MethodNotAllowed",
+            None,
+            format!(
+                "{method} is not allowed on {}; fix: use {}",
+                crate::jsonbody::echo(path),
+                allowed.join(" or ")
+            ),
+        ),
+    )
+}
+
+/// `/v1/nodes/{id}/addr` matches `/v1/nodes/node2/addr`.
+fn path_matches(pattern: &str, path: &str) -> bool {
+    let (p, q): (Vec<&str>, Vec<&str>) = (pattern.split('/').collect(), path.split('/').collect());
+    p.len() == q.len()
+        && p.iter()
+            .zip(&q)
+            .all(|(a, b)| a == b || (a.starts_with('{') && a.ends_with('}')))
+}
+
+/// Errors that axum answers by itself in plain text (413 for a body over the limit, 415, 422)
+/// get the documented JSON shape `{error_code, description}` too.
+async fn plain_errors_as_json(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (code, description) = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            "PayloadTooLarge",
+            format!("the body is over {MAX_BODY_BYTES} bytes; fix: send a smaller request"),
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "UnsupportedMediaType",
+            "fix: send Content-Type: application/json".to_string(),
+        ),
+        _ => (
+            "Error",
+            status
+                .canonical_reason()
+                .unwrap_or("request refused")
+                .to_string(),
+        ),
+    };
+    let retry = response.headers().get(header::RETRY_AFTER).cloned();
+    let mut json = error(status.as_u16(), ErrorBody::new(code, None, description));
+    if let Some(v) = retry {
+        json.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    json
 }
 
 async fn ready(State(s): State<HttpState>) -> impl IntoResponse {

@@ -510,37 +510,48 @@ pub(crate) async fn body_deadline(
     use axum::response::IntoResponse;
     let (parts, body) = request.into_parts();
     let read = axum::body::to_bytes(body, crate::http::MAX_BODY_BYTES);
+    let refuse = |status: axum::http::StatusCode, code: &str, description: String| {
+        let body = crate::clusterd::ErrorBody::new(code, None, description);
+        let mut response = (status, axum::Json(body)).into_response();
+        if status == axum::http::StatusCode::REQUEST_TIMEOUT {
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
+        response
+    };
     let bytes = match tokio::time::timeout(BODY_TIMEOUT, read).await {
         Ok(Ok(bytes)) => bytes,
         Ok(Err(e)) => {
             let too_big = std::error::Error::source(&e)
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            let (code, text) = if too_big {
-                (
+            return if too_big {
+                refuse(
                     axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                    "PayloadTooLarge",
                     format!(
-                        "the body is larger than {} bytes\n",
+                        "the body is over {} bytes; fix: send a smaller request",
                         crate::http::MAX_BODY_BYTES
                     ),
                 )
             } else {
-                (
+                refuse(
                     axum::http::StatusCode::BAD_REQUEST,
-                    format!("the body could not be read: {e}\n"),
+                    "InvalidRequest",
+                    format!("the body could not be read ({e}); fix: send the whole body"),
                 )
             };
-            return (code, text).into_response();
         }
         Err(_) => {
-            return (
+            return refuse(
                 axum::http::StatusCode::REQUEST_TIMEOUT,
-                [(axum::http::header::CONNECTION, "close")],
+                "RequestTimeout",
                 format!(
-                    "the body did not arrive within {} s\n",
+                    "the body did not arrive within {} s; fix: send the whole request at once",
                     BODY_TIMEOUT.as_secs()
                 ),
             )
-                .into_response()
         }
     };
     next.run(axum::extract::Request::from_parts(

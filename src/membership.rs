@@ -77,6 +77,9 @@ pub struct NodeEntry {
     /// are already in its entry.
     #[serde(default)]
     pub applied_ms: u64,
+    /// The stackring build the node runs (rladmin's VERSION column).
+    #[serde(default)]
+    pub version: String,
 }
 
 /// A member as this node sees it.

@@ -141,6 +141,7 @@ mod tests {
                 reason: String::new(),
                 admin_version: 0,
                 applied_ms: 0,
+                version: "0.1.0+abcdef0".into(),
             },
             status,
             last_seen_ms_ago: 33_000,

@@ -94,7 +94,78 @@ fn config_goes_before_or_after_the_subcommand_and_a_missing_explicit_file_is_an_
 fn help_lists_every_subcommand() {
     let out = Command::new(STACKRING).arg("--help").output().unwrap();
     let help = text(&out.stdout);
-    for cmd in ["serve", "inspect", "preflight", "config", "render"] {
-        assert!(help.contains(cmd), "{help}");
+    // Each command on a line of its own in the Commands section (not a word found in an option).
+    let commands: Vec<&str> = help
+        .split("Commands:")
+        .nth(1)
+        .unwrap_or_default()
+        .split("Options:")
+        .next()
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    for cmd in [
+        "serve",
+        "inspect",
+        "preflight",
+        "config",
+        "render",
+        "node",
+        "status",
+        "wait",
+    ] {
+        assert!(
+            commands.contains(&cmd),
+            "{cmd} missing from {commands:?}\n{help}"
+        );
     }
+}
+
+/// `stackring --config F config validate` checks F, like every other command reads it.
+#[test]
+fn config_validate_takes_the_global_config() {
+    let dir = std::env::temp_dir().join(format!("stackring-cli-global-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.yaml");
+    std::fs::write(&bad, "lifecycler: {address: '::'}\n").unwrap();
+    let out = Command::new(STACKRING)
+        .args(["--config", bad.to_str().unwrap(), "config", "validate"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("lifecycler.address"),
+        "{}",
+        text(&out.stderr)
+    );
+    let good = dir.join("good.yaml");
+    std::fs::write(&good, "lifecycler: {port: 19095}\n").unwrap();
+    let out = Command::new(STACKRING)
+        .args(["config", "validate", "--config", good.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `--version` names the build: version and commit.
+#[test]
+fn version_names_the_commit() {
+    let out = Command::new(STACKRING).arg("--version").output().unwrap();
+    let v = text(&out.stdout);
+    let commit = v
+        .split('(')
+        .nth(1)
+        .and_then(|rest| rest.strip_suffix(")\n"))
+        .unwrap_or_default();
+    assert!(
+        v.starts_with(&format!("stackring {} (", env!("CARGO_PKG_VERSION"))),
+        "{v}"
+    );
+    assert!(
+        commit == "unknown commit"
+            || (commit.len() == 12 && commit.chars().all(|c| c.is_ascii_hexdigit())),
+        "{v}"
+    );
 }

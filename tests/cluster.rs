@@ -155,8 +155,34 @@ fn three_node_ipv6_only_cluster_forms_fails_over_and_rejoins() {
         text(&out.stdout)
     };
     let table = cli(&hosts[1], &daemons[1], &["status", "nodes"]);
+    // rladmin's columns plus ZONE and VERSION (the build each node runs).
+    let header: Vec<&str> = table
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "NODE:ID",
+            "ADDRESS",
+            "EXTERNAL_ADDRESS",
+            "HOSTNAME",
+            "ZONE",
+            "VERSION",
+            "FAMILY",
+            "ADVERTISED",
+            "STATUS"
+        ],
+        "{table}"
+    );
+    let version = env!("CARGO_PKG_VERSION");
     assert!(
-        table.contains("NODE:ID") && table.contains("ADVERTISED"),
+        table
+            .lines()
+            .filter(|l| l.contains("node:node"))
+            .all(|l| l.contains(&format!(" {version}"))),
         "{table}"
     );
     assert!(
@@ -293,7 +319,7 @@ fn joins_are_refused_with_sub_codes_and_bad_input_changes_nothing() {
         r#"{{"action":"create_cluster","cluster":{{"name":"{}"}}}}"#,
         "x".repeat(100_000)
     );
-    let (code, _) = http(
+    let (code, doc) = http(
         &seed,
         "POST",
         "[::1]",
@@ -301,6 +327,34 @@ fn joins_are_refused_with_sub_codes_and_bad_input_changes_nothing() {
         Some(&huge),
     );
     assert_eq!(code, 413);
+    // Every error in the documented JSON shape, the ones axum answers by itself too.
+    assert_eq!(doc["error_code"], "PayloadTooLarge", "{doc}");
+    let (code, doc) = http(&seed, "GET", "[::1]", "/v1/bootstrap/create_cluster", None);
+    assert_eq!(
+        (code, doc["error_code"].as_str()),
+        (405, Some("MethodNotAllowed")),
+        "{doc}"
+    );
+    assert!(
+        doc["description"].as_str().unwrap().contains("use POST"),
+        "{doc}"
+    );
+    let (code, doc) = http(&seed, "GET", "[::1]", "/v2/nothing", None);
+    assert_eq!(
+        (code, doc["error_code"].as_str()),
+        (404, Some("NotFound")),
+        "{doc}"
+    );
+    // `/` lists the endpoints.
+    let (code, doc) = http(&seed, "GET", "[::1]", "/", None);
+    assert_eq!(code, 200, "{doc}");
+    let paths: Vec<&str> = doc["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["path"].as_str())
+        .collect();
+    assert!(paths.contains(&"/v1/bootstrap/join_cluster"), "{doc}");
 
     let (code, doc) = create(&seed, "[::1]", "c6", json!({"use_internal_ipv6": true}));
     assert_eq!(code, 200, "{doc}");
@@ -1292,4 +1346,77 @@ fn a_change_that_cannot_be_made_durable_is_refused_and_changes_nothing() {
     drop(d2);
     drop(d1);
     drop(disk);
+}
+
+/// Issue 11 ("kill -9 during writes"): a daemon killed at any moment of a `create_cluster`
+/// leaves either no record or a whole one, never a torn file or a stale temporary, and starts
+/// again either idle or completed.
+#[test]
+fn kill_9_at_any_moment_of_a_create_leaves_a_whole_record_or_none() {
+    let ns = Netns::new("kill9");
+    ns.nic("eth0").addr("2001:db8:270::1/64", "eth0");
+    let body = r#"{"action":"create_cluster","cluster":{"name":"k9"},"credentials":{"username":"admin","password":"correct horse"}}"#;
+    let mut outcomes = std::collections::BTreeMap::<String, u32>::new();
+    for i in 0..12u64 {
+        let d = Daemon::start(&ns, "lifecycler: {id: node1}", &[]);
+        let mut d = d;
+        d.expect("READY=1", Duration::from_secs(15));
+        let mut post = ns
+            .command("curl")
+            .args([
+                "-s",
+                "-g",
+                "-X",
+                "POST",
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                body,
+                "http://[::1]:3200/v1/bootstrap/create_cluster",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Kill at a different moment each round: before, during and after argon2 and the write.
+        std::thread::sleep(Duration::from_millis(i * 30));
+        let _ = d.child.kill();
+        let _ = d.child.wait();
+        let _ = post.wait();
+        let leftovers: Vec<String> = std::fs::read_dir(&d.state_dir)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n != "cluster.json")
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Ok(text) = std::fs::read_to_string(d.state_dir.join("cluster.json")) {
+            let parsed: Value = serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("round {i}: torn cluster.json ({e}): {text}"));
+            assert_eq!(parsed["name"], "k9");
+        }
+        let mut again = d.restart(&ns);
+        again.expect("READY=1", Duration::from_secs(15));
+        let (_, boot) = http(&ns, "GET", "[::1]", "/v1/bootstrap", None);
+        let state = boot["state"].as_str().unwrap_or_default().to_string();
+        assert!(state == "idle" || state == "completed", "round {i}: {boot}");
+        let after: Vec<String> = std::fs::read_dir(&d.state_dir)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.contains(".tmp."))
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(
+            after.is_empty(),
+            "round {i}: stale temporaries {after:?} (before restart: {leftovers:?})"
+        );
+        *outcomes.entry(state).or_default() += 1;
+        drop(again);
+        let _ = std::fs::remove_dir_all(&d.state_dir);
+    }
+    println!("kill -9 during create_cluster, 12 rounds: {outcomes:?}");
 }

@@ -301,6 +301,13 @@ fn watchdog_reload_and_stop_follow_the_protocol() {
         d.child.try_wait().unwrap()
     });
     assert_eq!(status.code(), Some(0));
+    // A stopped node's identity.env says so (outside systemd nothing removes it).
+    let env = d.env_file();
+    assert!(env.contains("STACKRING_READY=0\n"), "{env}");
+    assert!(
+        env.contains("STACKRING_REASON=\"stackring is stopped\""),
+        "{env}"
+    );
 }
 
 #[test]
