@@ -158,7 +158,16 @@ async fn plain_errors_as_json(response: Response) -> Response {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
+    // Only axum's own plain answers: our handlers' plain text (`/ready`'s 503 "not ready: <why>")
+    // carries the reason and stays as it is.
+    let axums_own = matches!(
+        status,
+        StatusCode::PAYLOAD_TOO_LARGE
+            | StatusCode::UNSUPPORTED_MEDIA_TYPE
+            | StatusCode::UNPROCESSABLE_ENTITY
+            | StatusCode::BAD_REQUEST
+    );
+    if !axums_own || is_json {
         return response;
     }
     let (code, description) = match status {
