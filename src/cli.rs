@@ -244,7 +244,7 @@ pub fn run(cli: Cli) -> i32 {
 }
 
 fn validate(file: &Path, default_id: &str) -> i32 {
-    match config::load(file, true, default_id) {
+    match config::load_checked(file, true, default_id) {
         Ok(_) => {
             println!("{}: valid", file.display());
             0
@@ -579,7 +579,44 @@ fn status_nodes(settings: &Settings, json: bool) -> i32 {
     0
 }
 
+/// A node id as the operator typed it, checked as the server checks it (`cluster::valid_name`):
+/// `node:node1` (as `status nodes` prints it, `*` marking the local node) is `node1`.
+pub(crate) fn node_id_arg(text: &str) -> Result<&str, String> {
+    let id = text.strip_prefix('*').unwrap_or(text);
+    let id = id.strip_prefix("node:").unwrap_or(id);
+    if crate::cluster::valid_name(id) {
+        Ok(id)
+    } else {
+        Err(format!(
+            "'{}' is not a node id; fix: {} (as `stackring status nodes` shows it, with or without 'node:')",
+            crate::jsonbody::echo(&text.escape_debug().to_string()),
+            crate::cluster::NAME_RULE
+        ))
+    }
+}
+
+/// A path segment, percent-encoded (RFC 3986: everything but unreserved characters), so that no
+/// value can end the request line or add a path component.
+pub(crate) fn path_segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 fn node_command(settings: &Settings, id: &str, action: &NodeAction) -> i32 {
+    let id = match node_id_arg(id) {
+        Ok(id) => path_segment(id),
+        Err(e) => {
+            eprintln!("stackring: {e}");
+            return 2;
+        }
+    };
     let (path, body) = match action {
         NodeAction::ExternalAddr { op, addrs } => {
             let op = match op {
@@ -606,6 +643,10 @@ fn node_command(settings: &Settings, id: &str, action: &NodeAction) -> i32 {
     ) {
         Ok((200, answer)) => {
             println!("{answer}");
+            let doc: serde_json::Value = serde_json::from_str(&answer).unwrap_or_default();
+            for w in doc["warnings"].as_array().into_iter().flatten() {
+                eprintln!("stackring: warning: {}", w.as_str().unwrap_or_default());
+            }
             0
         }
         Ok((_, answer)) => {
@@ -698,7 +739,28 @@ fn wait_for_identity(runtime_dir: &Path, timeout: std::time::Duration) -> i32 {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_duration;
+    use super::{node_id_arg, parse_duration, path_segment};
+
+    #[test]
+    fn node_ids_are_checked_as_the_server_checks_them_and_encoded() {
+        assert_eq!(node_id_arg("node1"), Ok("node1"));
+        assert_eq!(node_id_arg("node:node1"), Ok("node1"));
+        assert_eq!(node_id_arg("*node:node2"), Ok("node2"));
+        for bad in [
+            "../../etc/passwd",
+            "node1\r\nPOST /v1/nodes/node2/forget HTTP/1.1",
+            "",
+            "node:",
+            "a b",
+            "x/y",
+        ] {
+            let e = node_id_arg(bad).expect_err(bad);
+            assert!(e.contains("fix: use 1–63 characters"), "{bad}: {e}");
+            assert!(!e.contains('\r') && !e.contains('\n'), "{bad}: {e}");
+        }
+        assert_eq!(path_segment("node-1_a.b~"), "node-1_a.b~");
+        assert_eq!(path_segment("a/b\r\n c"), "a%2Fb%0D%0A%20c");
+    }
 
     #[test]
     fn wait_timeouts_read_like_systemd_durations() {

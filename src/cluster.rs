@@ -124,7 +124,7 @@ pub fn validate_bootstrap(
             value: if value.is_empty() {
                 String::new()
             } else {
-                format!("'{value}'")
+                format!("'{}'", crate::jsonbody::echo(value))
             },
             problem: problem.into(),
             fix: fix.into(),
@@ -220,10 +220,10 @@ pub fn validate_bootstrap(
     let mut externals = Vec::new();
     for (i, text) in identity.external_addr.iter().enumerate() {
         match parse_address(text) {
-            Ok(ip) if ip.is_unspecified() || ip.is_multicast() || ip.is_loopback() => err(
+            Ok(ip) if crate::config::external_refusal(&ip).is_some() => err(
                 &format!("node.identity.external_addr[{i}]"),
                 text,
-                "cannot be reached by clients (unspecified, loopback or multicast)",
+                crate::config::external_refusal(&ip).unwrap_or_default(),
                 "write a unicast address clients can reach",
             ),
             Ok(ip) => externals.push(ip),
@@ -285,6 +285,29 @@ pub fn parse_address(text: &str) -> Result<IpAddr, (&'static str, String)> {
             "write an address such as 192.0.2.10 or 2001:db8::10".to_string(),
         )
     })
+}
+
+/// The rule [`valid_name`] checks, in words, for error messages.
+pub const NAME_RULE: &str = "use 1–63 characters from A–Z, a–z, 0–9, '-', '_' and '.'";
+
+/// A `cluster.credentials_file`'s text: one `username:password` line (surrounding whitespace
+/// ignored), with the lengths the bootstrap API accepts. Pure; the loader and the declarative
+/// bootstrap both read the file through it.
+pub fn parse_credentials(text: &str) -> Result<(String, String), &'static str> {
+    let line = text.trim();
+    let Some((user, password)) = line.split_once(':') else {
+        return Err("has no 'username:password' line");
+    };
+    if line.contains('\n') {
+        return Err("has more than one line");
+    }
+    if user.trim().is_empty() || user.len() > 128 {
+        return Err("has an empty or too long username (1–128 characters)");
+    }
+    if password.len() < 8 || password.len() > 1024 {
+        return Err("has a password that is not 8–1024 characters long");
+    }
+    Ok((user.to_string(), password.to_string()))
 }
 
 /// Cluster and node names: what fits in a DNS label and a ring id.
@@ -507,12 +530,44 @@ pub fn validate_join(
     password: &str,
     live_ids: &[String],
 ) -> Result<(), JoinRefusal> {
-    if username != record.username || !verify_password(password, &record.password_hash) {
-        return Err(refuse(
-            "invalid_credentials",
-            "the cluster refused the credentials: check username and password".into(),
-        ));
+    if credentials(record, username, password) != crate::authguard::Outcome::Valid {
+        return Err(invalid_credentials());
     }
+    validate_joiner(record, joiner, live_ids)
+}
+
+/// `invalid_credentials`: the same words whether the username or the password was wrong.
+pub fn invalid_credentials() -> JoinRefusal {
+    refuse(
+        "invalid_credentials",
+        "the cluster refused the credentials: check username and password".into(),
+    )
+}
+
+/// Checks `username`/`password` against the record in constant time: argon2 runs whether or not
+/// the username matches (a wrong username costs what a wrong password costs, so timing does not
+/// tell which usernames exist), and the username is compared without an early exit.
+pub(crate) fn credentials(
+    record: &ClusterRecord,
+    username: &str,
+    password: &str,
+) -> crate::authguard::Outcome {
+    use crate::authguard::{constant_time_eq, Outcome};
+    let user_ok = constant_time_eq(username.as_bytes(), record.username.as_bytes());
+    let password_ok = verify_password(password, &record.password_hash);
+    match (user_ok, password_ok) {
+        (true, true) => Outcome::Valid,
+        (false, _) => Outcome::WrongUsername,
+        (true, false) => Outcome::WrongPassword,
+    }
+}
+
+/// The joiner's facts against the cluster, once its credentials are known to be good.
+pub fn validate_joiner(
+    record: &ClusterRecord,
+    joiner: &JoinerFacts,
+    live_ids: &[String],
+) -> Result<(), JoinRefusal> {
     if let Some(name) = joiner.cluster_name.as_ref().filter(|n| **n != record.name) {
         return Err(refuse(
             "cluster_name_mismatch",
@@ -679,6 +734,61 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown field `colour`"), "{err}");
+    }
+
+    #[test]
+    fn credentials_files_hold_one_user_password_line() {
+        assert_eq!(
+            parse_credentials("admin:correct horse\n"),
+            Ok(("admin".into(), "correct horse".into()))
+        );
+        for (text, problem) in [
+            ("", "no 'username:password' line"),
+            ("just a password", "no 'username:password' line"),
+            ("admin:short", "8–1024"),
+            (":correct horse", "username"),
+            (
+                "admin:correct horse\nroot:other password",
+                "more than one line",
+            ),
+        ] {
+            let e = parse_credentials(text).unwrap_err();
+            assert!(e.contains(problem), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_wrong_username_is_told_apart_only_after_argon2_ran() {
+        use crate::authguard::Outcome;
+        let record = ClusterRecord {
+            name: "c".into(),
+            family: Family::Ipv6,
+            use_internal_ipv6: true,
+            username: "admin".into(),
+            password_hash: hash_password("correct horse").unwrap(),
+            node_id: "n1".into(),
+            node_addr: None,
+            external_addrs: None,
+            seeds: vec![],
+            applied: Default::default(),
+            admin_version: 0,
+            registered_unix: 0,
+        };
+        let time = |user: &str, password: &str| {
+            let t = std::time::Instant::now();
+            let outcome = credentials(&record, user, password);
+            (outcome, t.elapsed())
+        };
+        let (wrong_user, t_user) = time("nobody", "wrong horse");
+        let (wrong_password, t_password) = time("admin", "wrong horse");
+        assert_eq!(wrong_user, Outcome::WrongUsername);
+        assert_eq!(wrong_password, Outcome::WrongPassword);
+        assert_eq!(time("admin", "correct horse").0, Outcome::Valid);
+        // Both ran argon2 (milliseconds), not a string comparison (microseconds).
+        assert!(
+            t_user * 4 > t_password && t_password * 4 > t_user,
+            "{t_user:?} vs {t_password:?}"
+        );
     }
 
     #[test]

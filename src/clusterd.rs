@@ -48,6 +48,9 @@ pub struct ErrorBody {
     pub description: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<ConfigError>,
+    /// With a 429: seconds to wait before trying again (also sent as `Retry-After`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_s: Option<u64>,
 }
 
 impl ErrorBody {
@@ -57,6 +60,7 @@ impl ErrorBody {
             sub_code: sub_code.map(str::to_string),
             description: description.into(),
             errors: vec![],
+            retry_after_s: None,
         }
     }
 
@@ -71,6 +75,7 @@ impl ErrorBody {
             sub_code: None,
             description,
             errors,
+            retry_after_s: None,
         }
     }
 }
@@ -101,6 +106,8 @@ pub struct ClusterNode {
     identity: StateRx,
     settings: RwLock<Settings>,
     hostname: String,
+    /// Every credential check goes through it (per-source backoff, bounded queue).
+    auth: crate::authguard::AuthGuard,
     /// Every change of the record goes through `update_record`, one at a time.
     record_write: std::sync::Mutex<()>,
     /// Relayed admin changes seen lately, (sent_ms, nonce): a replay is refused.
@@ -150,6 +157,7 @@ impl ClusterNode {
         host: watch::Receiver<Arc<HostSnapshot>>,
         identity: StateRx,
         hostname: String,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> anyhow::Result<Arc<ClusterNode>> {
         let state_dir = settings.state_dir.clone();
         let stale = crate::fsutil::remove_stale_temporaries(&state_dir.join(RECORD_FILE));
@@ -185,6 +193,7 @@ impl ClusterNode {
             identity,
             settings: RwLock::new(settings),
             hostname,
+            auth: crate::authguard::AuthGuard::new(metrics),
         }))
     }
 
@@ -390,8 +399,25 @@ impl ClusterNode {
                     continue;
                 }
             };
-            match call_join(&uri, ask.clone()).await {
-                Err(e) => unreachable.push(format!("{seed} (gRPC {uri}): {e}")),
+            match call_join_patiently(&uri, ask.clone()).await {
+                Err(JoinCallError::Unreachable(e)) => {
+                    unreachable.push(format!("{seed} (gRPC {uri}): {e}"))
+                }
+                Err(JoinCallError::Throttled {
+                    message,
+                    retry_after_s,
+                }) => {
+                    let mut body = ErrorBody::new(
+                        "TooManyRequests",
+                        Some("rate_limited"),
+                        format!("{seed} (gRPC {uri}) asks to wait: {message}; fix: retry after {retry_after_s} s"),
+                    );
+                    body.retry_after_s = Some(retry_after_s);
+                    return Err(Refused {
+                        http_status: 429,
+                        body,
+                    });
+                }
                 Ok(reply) => {
                     if let Some(r) = reply.refusal {
                         let status = if r.sub_code == "invalid_credentials" {
@@ -698,8 +724,12 @@ impl ClusterNode {
         }
     }
 
-    /// The contacted node's side of `Cluster.Join`.
-    pub async fn handle_join(&self, req: pb::JoinRequest) -> pb::JoinReply {
+    /// The contacted node's side of `Cluster.Join`; `source` is the caller's address (backoff).
+    pub async fn handle_join(
+        &self,
+        source: Option<IpAddr>,
+        req: pb::JoinRequest,
+    ) -> Result<pb::JoinReply, tonic::Status> {
         let refused = |r: cluster::JoinRefusal| pb::JoinReply {
             refusal: Some(pb::JoinRefusal {
                 error_code: r.error_code.into(),
@@ -709,11 +739,11 @@ impl ClusterNode {
             ..Default::default()
         };
         let Some(record) = self.record() else {
-            return refused(cluster::JoinRefusal {
+            return Ok(refused(cluster::JoinRefusal {
                 error_code: "NodeBootstrapError",
                 sub_code: "not_in_cluster",
                 description: "the contacted node does not belong to a cluster yet".into(),
-            });
+            }));
         };
         let members = self.members().await.map(|(_, m)| m).unwrap_or_default();
         let live: Vec<String> = members
@@ -728,13 +758,29 @@ impl ClusterNode {
             has_ipv6: req.has_ipv6,
             use_internal_ipv6: req.use_internal_ipv6,
         };
-        // argon2 is deliberately slow: keep it off the async workers.
-        let check = {
+        // Credentials first, through the guard (backoff, bounded queue); argon2 off the workers.
+        let verified = {
             let record = record.clone();
             let (username, password) = (req.username.clone(), req.password.clone());
-            let live = live.clone();
-            argon2(move || cluster::validate_join(&record, &facts, &username, &password, &live))
+            self.auth
+                .check(source, async move {
+                    argon2(move || cluster::credentials(&record, &username, &password))
+                        .await
+                        .unwrap_or(crate::authguard::Outcome::Missing)
+                })
                 .await
+        };
+        let check = match verified {
+            Ok(()) => Some(cluster::validate_joiner(&record, &facts, &live)),
+            Err(crate::authguard::Denied::Invalid) => Some(Err(cluster::invalid_credentials())),
+            Err(throttled) => {
+                log::warn!(
+                    "join of node {}: {}",
+                    req.node_id,
+                    throttled.message(source)
+                );
+                return Err(throttled.status(source));
+            }
         };
         match check {
             Some(Ok(())) => {
@@ -745,7 +791,7 @@ impl ClusterNode {
                     .map(|m| m.entry.advertised_gossip.clone())
                     .collect();
                 seeds.sort();
-                pb::JoinReply {
+                Ok(pb::JoinReply {
                     refusal: None,
                     cluster_name: record.name.clone(),
                     family: record.family.as_str().into(),
@@ -753,7 +799,7 @@ impl ClusterNode {
                     username: record.username.clone(),
                     password_hash: record.password_hash.clone(),
                     seeds,
-                }
+                })
             }
             Some(Err(refusal)) => {
                 log::warn!(
@@ -762,13 +808,13 @@ impl ClusterNode {
                     refusal.sub_code,
                     refusal.description
                 );
-                refused(refusal)
+                Ok(refused(refusal))
             }
-            None => refused(cluster::JoinRefusal {
+            None => Ok(refused(cluster::JoinRefusal {
                 error_code: "InternalError",
                 sub_code: "internal",
                 description: "the credential check did not complete".into(),
-            }),
+            })),
         }
     }
 }
@@ -874,17 +920,29 @@ fn parse_addrs(key: &str, texts: &[String]) -> Result<Vec<IpAddr>, Refused> {
     texts
         .iter()
         .map(|t| match cluster::parse_address(t) {
-            Ok(ip) if ip.is_unspecified() || ip.is_multicast() || ip.is_loopback() => Err(bad_request(format!(
-                "{key}: '{t}' cannot be reached (unspecified, loopback or multicast); fix: give a unicast address"
+            Ok(ip) => match crate::config::external_refusal(&ip) {
+                Some(why) => Err(bad_request(format!(
+                    "{key}: '{ip}' {why}; fix: give a unicast address clients can reach"
+                ))),
+                None => Ok(ip),
+            },
+            Err((problem, fix)) => Err(bad_request(format!(
+                "{key}: '{}' {problem}; fix: {fix}",
+                crate::jsonbody::echo(t)
             ))),
-            Ok(ip) => Ok(ip),
-            Err((problem, fix)) => Err(bad_request(format!("{key}: '{t}' {problem}; fix: {fix}"))),
         })
         .collect()
 }
 
 impl ClusterNode {
     async fn member(&self, id: &str) -> Result<(ClusterRecord, MemberView), Refused> {
+        if !cluster::valid_name(id) {
+            return Err(bad_request(format!(
+                "node id '{}' is not a valid node id; fix: {} (as `status nodes` shows it)",
+                crate::jsonbody::echo(&id.escape_debug().to_string()),
+                cluster::NAME_RULE
+            )));
+        }
         let record = self.record().ok_or_else(|| {
             conflict(
                 "not_in_cluster",
@@ -937,6 +995,39 @@ impl ClusterNode {
     /// and answers with its new version; the member that took the change relays it there. Only a
     /// node that is down gets the change through gossip, applied when it comes back.
     pub async fn change_external(
+        &self,
+        target: &str,
+        body: &[u8],
+    ) -> Result<serde_json::Value, Refused> {
+        let mut reply = self.change_external_unchecked(target, body).await?;
+        // Allowed (an operator may mean it), but said: clients of an address that is another
+        // node's internal address reach that node.
+        let (_, members) = self.members().await.unwrap_or_default();
+        let warnings: Vec<String> = reply["external_addrs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.as_str())
+            .filter_map(|a| {
+                let owner = members
+                    .iter()
+                    .find(|m| m.entry.id != target && m.entry.addr == a)?;
+                Some(format!(
+                    "{a} is the internal address of node '{}': clients of {a} would reach that node, not '{target}'",
+                    owner.entry.id
+                ))
+            })
+            .collect();
+        for w in &warnings {
+            log::warn!("external_addr of node {target}: {w}");
+        }
+        if !warnings.is_empty() {
+            reply["warnings"] = serde_json::json!(warnings);
+        }
+        Ok(reply)
+    }
+
+    async fn change_external_unchecked(
         &self,
         target: &str,
         body: &[u8],
@@ -1348,18 +1439,31 @@ impl ClusterNode {
 }
 
 impl ClusterNode {
-    /// Whether `username`/`password` are the cluster's (argon2 runs off the async workers).
-    pub async fn check_credentials(&self, username: &str, password: &str) -> bool {
+    /// Whether `username`/`password` are the cluster's, through the guard: a source that keeps
+    /// failing waits, a full queue answers busy at once (argon2 runs off the async workers).
+    /// `None` credentials: missing or malformed (counted as a failure too).
+    pub(crate) async fn check_credentials(
+        &self,
+        source: Option<IpAddr>,
+        credentials: Option<(&str, &str)>,
+    ) -> Result<(), crate::authguard::Denied> {
+        use crate::authguard::Outcome;
         let Some(record) = self.record() else {
-            return false;
+            return Err(crate::authguard::Denied::Invalid);
         };
-        if username != record.username {
-            return false;
-        }
-        let (password, hash) = (password.to_string(), record.password_hash.clone());
-        argon2(move || cluster::verify_password(&password, &hash))
+        let given = credentials.map(|(u, p)| (u.to_string(), p.to_string()));
+        self.auth
+            .check(source, async move {
+                match given {
+                    Some((username, password)) => {
+                        argon2(move || cluster::credentials(&record, &username, &password))
+                            .await
+                            .unwrap_or(Outcome::Missing)
+                    }
+                    None => Outcome::Missing,
+                }
+            })
             .await
-            .unwrap_or(false)
     }
 }
 
@@ -1377,20 +1481,18 @@ impl ClusterNode {
         }
         let path = declared.credentials_file.display().to_string();
         let credentials = match std::fs::read_to_string(&declared.credentials_file) {
-            Ok(text) => text
-                .trim()
-                .split_once(':')
-                .map(|(u, p)| (u.to_string(), p.to_string())),
+            Ok(text) => cluster::parse_credentials(&text),
             Err(e) => {
                 log::error!("cluster.credentials_file {path}: {e}; fix: create it with one line 'username:password'");
                 return;
             }
         };
-        let Some((username, password)) = credentials else {
-            log::error!(
-                "cluster.credentials_file {path}: no 'username:password' line; fix: write one"
-            );
-            return;
+        let (username, password) = match credentials {
+            Ok(c) => c,
+            Err(problem) => {
+                log::error!("cluster.credentials_file {path} {problem}; fix: write one line 'username:password' (password 8–1024 characters)");
+                return;
+            }
         };
         let (action, name) = if declared.create {
             (Action::Create, "create_cluster")
@@ -1434,6 +1536,7 @@ impl ClusterNode {
                                 | "not_in_cluster"
                                 | "no_identity"
                                 | "hosts_ipv6_localhost"
+                                | "rate_limited"
                         )
                     ) =>
                 {
@@ -1484,18 +1587,16 @@ pub struct AdminService {
 impl AdminService {
     async fn authorize(
         &self,
+        source: Option<IpAddr>,
         credentials: Option<&pb::AdminCredentials>,
     ) -> Result<(), tonic::Status> {
-        let ok = match credentials {
-            Some(c) => self.node.check_credentials(&c.username, &c.password).await,
-            None => false,
-        };
-        if ok {
-            Ok(())
-        } else {
-            Err(tonic::Status::unauthenticated(
+        let given = credentials.map(|c| (c.username.as_str(), c.password.as_str()));
+        match self.node.check_credentials(source, given).await {
+            Ok(()) => Ok(()),
+            Err(crate::authguard::Denied::Invalid) => Err(tonic::Status::unauthenticated(
                 "this call changes the cluster: send the cluster credentials",
-            ))
+            )),
+            Err(throttled) => Err(throttled.status(source)),
         }
     }
 }
@@ -1526,8 +1627,11 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: tonic::Request<pb::ExternalAddrsRequest>,
     ) -> Result<tonic::Response<pb::AdminReply>, tonic::Status> {
+        let source = request
+            .remote_addr()
+            .map(|a| crate::limits::canonical(a.ip()));
         let r = request.into_inner();
-        self.authorize(r.credentials.as_ref()).await?;
+        self.authorize(source, r.credentials.as_ref()).await?;
         let body = serde_json::json!({"action": r.action, "addrs": r.addrs}).to_string();
         admin_reply(self.node.change_external(&r.node_id, body.as_bytes()).await)
     }
@@ -1536,8 +1640,11 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: tonic::Request<pb::SetAddrRequest>,
     ) -> Result<tonic::Response<pb::AdminReply>, tonic::Status> {
+        let source = request
+            .remote_addr()
+            .map(|a| crate::limits::canonical(a.ip()));
         let r = request.into_inner();
-        self.authorize(r.credentials.as_ref()).await?;
+        self.authorize(source, r.credentials.as_ref()).await?;
         let body = serde_json::json!({"addr": r.addr}).to_string();
         admin_reply(self.node.set_addr(&r.node_id, body.as_bytes()).await)
     }
@@ -1546,8 +1653,11 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: tonic::Request<pb::ForgetRequest>,
     ) -> Result<tonic::Response<pb::AdminReply>, tonic::Status> {
+        let source = request
+            .remote_addr()
+            .map(|a| crate::limits::canonical(a.ip()));
         let r = request.into_inner();
-        self.authorize(r.credentials.as_ref()).await?;
+        self.authorize(source, r.credentials.as_ref()).await?;
         admin_reply(self.node.forget(&r.node_id).await)
     }
 }
@@ -1566,21 +1676,63 @@ fn internal(e: impl std::fmt::Display) -> Refused {
     }
 }
 
-async fn call_join(uri: &str, request: pb::JoinRequest) -> Result<pb::JoinReply, String> {
+enum JoinCallError {
+    Unreachable(String),
+    /// `RESOURCE_EXHAUSTED`: the seed sheds load or makes this node wait.
+    Throttled {
+        message: String,
+        retry_after_s: u64,
+    },
+}
+
+/// How long a join keeps retrying a seed that answers "busy" before telling its caller to wait.
+const JOIN_BUSY_PATIENCE: Duration = Duration::from_secs(10);
+
+/// `call_join`, retrying while the seed sheds load and its `retry-after` fits in
+/// [`JOIN_BUSY_PATIENCE`]: a legitimate join during a flood of guesses waits its turn in seconds.
+async fn call_join_patiently(
+    uri: &str,
+    request: pb::JoinRequest,
+) -> Result<pb::JoinReply, JoinCallError> {
+    let started = std::time::Instant::now();
+    loop {
+        match call_join(uri, request.clone()).await {
+            Err(JoinCallError::Throttled { retry_after_s, .. })
+                if started.elapsed() + Duration::from_secs(retry_after_s) < JOIN_BUSY_PATIENCE =>
+            {
+                tokio::time::sleep(Duration::from_secs(retry_after_s)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn call_join(uri: &str, request: pb::JoinRequest) -> Result<pb::JoinReply, JoinCallError> {
     let endpoint = tonic::transport::Endpoint::from_shared(uri.to_string())
-        .map_err(|e| e.to_string())?
+        .map_err(|e| JoinCallError::Unreachable(e.to_string()))?
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(15));
     let channel = endpoint
         .connect()
         .await
-        .map_err(|e| format!("cannot connect ({e})"))?;
+        .map_err(|e| JoinCallError::Unreachable(format!("cannot connect ({e})")))?;
     let mut client = pb::cluster_client::ClusterClient::new(channel);
-    client
-        .join(request)
-        .await
-        .map(|r| r.into_inner())
-        .map_err(|s| s.message().to_string())
+    match client.join(request).await {
+        Ok(r) => Ok(r.into_inner()),
+        Err(s) if s.code() == tonic::Code::ResourceExhausted => {
+            let retry_after_s = s
+                .metadata()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1u64);
+            Err(JoinCallError::Throttled {
+                message: s.message().to_string(),
+                retry_after_s,
+            })
+        }
+        Err(s) => Err(JoinCallError::Unreachable(s.message().to_string())),
+    }
 }
 
 /// The gRPC Cluster service.
@@ -1632,9 +1784,13 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: tonic::Request<pb::JoinRequest>,
     ) -> Result<tonic::Response<pb::JoinReply>, tonic::Status> {
-        Ok(tonic::Response::new(
-            self.node.handle_join(request.into_inner()).await,
-        ))
+        let source = request
+            .remote_addr()
+            .map(|a| crate::limits::canonical(a.ip()));
+        self.node
+            .handle_join(source, request.into_inner())
+            .await
+            .map(tonic::Response::new)
     }
 
     async fn apply_change(

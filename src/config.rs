@@ -211,6 +211,55 @@ pub fn load(path: &Path, explicit: bool, default_id: &str) -> Result<Settings, C
     }
 }
 
+/// [`load`], then the files the configuration names (what `config validate` and `serve` check
+/// alike; the pure parser reads no files): `cluster.credentials_file` must exist, be readable and
+/// hold one `username:password` line. Commands that only talk to the daemon (`status`, `node`,
+/// `wait`) use [`load`]: they run without root and need no credentials.
+pub fn load_checked(
+    path: &Path,
+    explicit: bool,
+    default_id: &str,
+) -> Result<Settings, ConfigErrors> {
+    let settings = load(path, explicit, default_id)?;
+    let errors = check_files(&settings);
+    if errors.is_empty() {
+        Ok(settings)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+/// The file checks of [`load_checked`].
+pub fn check_files(settings: &Settings) -> Vec<ConfigError> {
+    let Some(declared) = &settings.cluster else {
+        return vec![];
+    };
+    let path = &declared.credentials_file;
+    let error = |problem: String, fix: &str| ConfigError {
+        key: "cluster.credentials_file".into(),
+        value: format!("'{}'", crate::jsonbody::echo(&path.display().to_string())),
+        problem,
+        fix: fix.into(),
+    };
+    match std::fs::read_to_string(path) {
+        Ok(text) => match crate::cluster::parse_credentials(&text) {
+            Ok(_) => vec![],
+            Err(problem) => vec![error(
+                problem.into(),
+                "write one line 'username:password' (username 1–128 characters, password 8–1024)",
+            )],
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![error(
+            "does not exist".into(),
+            "create it with one line 'username:password' (mode 0600), or correct the path",
+        )],
+        Err(e) => vec![error(
+            format!("cannot be read ({e})"),
+            "make it a regular file readable by the service (root), mode 0600",
+        )],
+    }
+}
+
 /// Parses and validates YAML text. Empty text is the default configuration.
 pub fn parse_str(text: &str, default_id: &str) -> Result<Settings, ConfigErrors> {
     let tree: Value = if text.trim().is_empty() {
@@ -220,7 +269,7 @@ pub fn parse_str(text: &str, default_id: &str) -> Result<Settings, ConfigErrors>
             ConfigErrors(vec![ConfigError {
                 key: "(file)".into(),
                 value: String::new(),
-                problem: format!("is not valid YAML: {e}"),
+                problem: format!("is not valid YAML: {}", cap_lines(&e.to_string())),
                 fix: "correct the YAML syntax at the position shown".into(),
             }])
         })?
@@ -744,13 +793,7 @@ impl Validator {
         let refusal = match role {
             AddrRole::Listen => None,
             AddrRole::Advertised => advertised_refusal(&ip),
-            AddrRole::External => {
-                if ip.is_unspecified() || ip.is_multicast() || ip.is_loopback() {
-                    Some("cannot be reached by clients (unspecified, loopback or multicast)")
-                } else {
-                    None
-                }
-            }
+            AddrRole::External => external_refusal(&ip),
         };
         if let Some(why) = refusal {
             let fix = match role {
@@ -902,10 +945,10 @@ impl Validator {
             if value != first {
                 self.errors.push(ConfigError {
                     key: key.clone(),
-                    value: format!("'{}'", show(value)),
+                    value: format!("'{}'", crate::jsonbody::echo(&show(value))),
                     problem: format!(
                         "differs from {first_key} '{}': both set the same thing for this node",
-                        show(first)
+                        crate::jsonbody::echo(&show(first))
                     ),
                     fix: format!("give {key} and {first_key} the same value, or keep one"),
                 });
@@ -933,12 +976,7 @@ impl Validator {
             Value::String(_) => return None,
             _ => "",
         };
-        if id.is_empty()
-            || id.len() > 63
-            || !id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        {
+        if !crate::cluster::valid_name(id) {
             self.error(
                 &format!("{section}.id"),
                 value,
@@ -998,6 +1036,18 @@ pub fn advertised_refusal(ip: &IpAddr) -> Option<&'static str> {
     }
 }
 
+/// Why clients cannot use an address as a node's external address, if they cannot: the one rule for
+/// the config, the bootstrap request and `node <ID> external_addr`.
+pub fn external_refusal(ip: &IpAddr) -> Option<&'static str> {
+    if ip.is_unspecified() || ip.is_multicast() || ip.is_loopback() {
+        Some("cannot be reached by clients (unspecified, loopback or multicast)")
+    } else if is_link_local(ip) {
+        Some("is link-local: clients cannot reach it without naming an interface, and it is not routed")
+    } else {
+        None
+    }
+}
+
 pub fn is_link_local(ip: &IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_link_local(),
@@ -1020,12 +1070,27 @@ pub fn interface_name_problem(name: &str) -> Option<&'static str> {
     }
 }
 
-/// A YAML value as it appears in an error message.
+/// A parser's message with each line cut to a readable length (its snippet quotes the input).
+fn cap_lines(text: &str) -> String {
+    text.lines()
+        .map(|l| {
+            if l.chars().count() > 200 {
+                crate::jsonbody::echo(l)
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A YAML value as it appears in an error message (at most ~80 characters of it).
 fn show(value: &Value) -> String {
+    use crate::jsonbody::echo;
     match value {
         Value::Null => String::new(),
-        Value::String(s) => format!("'{s}'"),
-        other => other.to_string(),
+        Value::String(s) => format!("'{}'", echo(s)),
+        other => echo(&other.to_string()),
     }
 }
 
@@ -1128,6 +1193,8 @@ server:\n  grpc_listen_address: '::0'\n  grpc_listen_port: 9095\n  http_listen_a
                 "not a valid node id",
             ),
             ("querier: {ring: {}}", "querier", "not a known key"),
+            ("node: {external_addr: ['fe80::1']}", "node.external_addr[0]", "link-local"),
+            ("node: {external_addr: ['169.254.1.1']}", "node.external_addr[0]", "link-local"),
         ];
         for (yaml, key, problem) in table {
             let errors = parse_str(yaml, "n").unwrap_err().0;
@@ -1417,6 +1484,15 @@ server:\n  grpc_listen_address: '::0'\n  grpc_listen_port: 9095\n  http_listen_a
         assert!(text.contains("lifecycler.address"), "{text}");
         assert!(text.contains("'::'"), "{text}");
         assert!(text.contains("fix:"), "{text}");
+    }
+
+    #[test]
+    fn huge_values_are_echoed_cut() {
+        let huge = "x".repeat(1_000_000);
+        let errors = errors(&format!("server: {{grpc_listen_address: '{huge}'}}"));
+        let text = errors[0].to_string();
+        assert!(text.len() < 400, "{} bytes", text.len());
+        assert!(text.contains("… (1000000 bytes)"), "{text}");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 use crate::clusterd::{effective_settings, ClusterNode};
 use crate::config::{self, Settings, EXIT_CONFIG};
 use crate::decide::{decide, server_listen, Context, Identity};
+use crate::limits::{self, Guarded, Limits};
 use crate::metrics::Metrics;
 use crate::netlink::HostWatch;
 use crate::snapshot::HostSnapshot;
@@ -29,7 +30,11 @@ pub struct Options {
 /// Runs the daemon; returns the process exit code.
 pub async fn serve(opts: Options) -> i32 {
     limit_malloc_retention();
-    let settings = match config::load(&opts.config_path, opts.config_explicit, &opts.default_id) {
+    let settings = match config::load_checked(
+        &opts.config_path,
+        opts.config_explicit,
+        &opts.default_id,
+    ) {
         Ok(s) => s,
         Err(errors) => {
             for e in &errors.0 {
@@ -63,6 +68,13 @@ struct Daemon {
 
 async fn run(opts: Options, settings: Settings) -> anyhow::Result<()> {
     systemd::status("reading network interfaces");
+    // Descriptors first: systemd's default soft limit (1,024) is for select() users; raise it to
+    // the hard limit and size the listeners' connection caps to what is left.
+    let (nofile, per_listener) = limits::raise_nofile(2);
+    log::info!(
+        "descriptors: soft limit {nofile}; up to {per_listener} connections per listener, {} per peer address",
+        limits::PER_PEER.min(per_listener)
+    );
     let metrics = Arc::new(Metrics::new());
     let overruns = metrics.netlink_overruns.clone();
     let host = HostWatch::start(move || {
@@ -76,6 +88,7 @@ async fn run(opts: Options, settings: Settings) -> anyhow::Result<()> {
         snapshots.clone(),
         state_rx.clone(),
         opts.default_id.clone(),
+        metrics.clone(),
     )?;
     let mut records = cluster.records();
     let mut daemon = Daemon {
@@ -103,6 +116,18 @@ async fn run(opts: Options, settings: Settings) -> anyhow::Result<()> {
         state: state_rx.clone(),
         metrics: daemon.metrics.clone(),
         cluster: cluster.clone(),
+        grpc_limits: Limits::new(
+            "grpc",
+            per_listener,
+            limits::PER_PEER,
+            daemon.metrics.clone(),
+        ),
+        http_limits: Limits::new(
+            "http",
+            per_listener,
+            limits::PER_PEER,
+            daemon.metrics.clone(),
+        ),
     };
     let mut servers = serving.start(grpc_listen, http_listen).await?;
     daemon.bound = Some((grpc_listen, http_listen));
@@ -116,11 +141,28 @@ async fn run(opts: Options, settings: Settings) -> anyhow::Result<()> {
                 trusted: true,
             });
             let stop = shutdown_signal(shutdown_rx.clone());
-            Some(tokio::spawn(async move {
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(stop)
-                    .await
-            }))
+            // Root only, yet bounded like the others: a stuck script cannot pile up connections.
+            let admin_limits = Limits::new("admin", 64, 64, daemon.metrics.clone());
+            let listener = Arc::new(listener);
+            let next = move || {
+                let (listener, admin_limits) = (listener.clone(), admin_limits.clone());
+                async move {
+                    loop {
+                        match listener.accept().await {
+                            Ok((stream, _)) => match admin_limits.admit(limits::UNIX_PEER.ip()) {
+                                Ok(slot) => {
+                                    let io =
+                                        Guarded::new(stream, Some(slot), limits::STALL_TIMEOUT);
+                                    return (io, limits::UNIX_PEER);
+                                }
+                                Err(_) => continue,
+                            },
+                            Err(e) => limits::accept_error(&e).await,
+                        }
+                    }
+                }
+            };
+            Some(tokio::spawn(limits::serve_http(router, next, stop)))
         }
         Err(e) => {
             log::warn!("no admin socket, the local CLI cannot reach this daemon: {e}");
@@ -361,7 +403,7 @@ impl Daemon {
     fn reload(&mut self, snapshot: &HostSnapshot) {
         systemd::reloading();
         let path = self.opts.config_path.clone();
-        let loaded = config::load(&path, self.opts.config_explicit, &self.opts.default_id);
+        let loaded = config::load_checked(&path, self.opts.config_explicit, &self.opts.default_id);
         let restart = match &loaded {
             Ok(new) => config::restart_needed(&self.settings, new),
             Err(_) => vec![],
@@ -467,6 +509,9 @@ struct Serving {
     state: crate::state::StateRx,
     metrics: Arc<Metrics>,
     cluster: Arc<ClusterNode>,
+    /// Connection caps, kept across moves of the listen addresses.
+    grpc_limits: Arc<Limits>,
+    http_limits: Arc<Limits>,
 }
 
 /// The gRPC and HTTP servers on their TCP listeners.
@@ -495,7 +540,7 @@ impl Serving {
         let (stop, stopped) = watch::channel(false);
         let grpc = grpc::router(self.state.clone(), self.cluster.clone())?
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+                limits::grpc_incoming(grpc_listener, self.grpc_limits.clone()),
                 shutdown_signal(stopped.clone()),
             );
         let router = http::router(http::HttpState {
@@ -504,19 +549,25 @@ impl Serving {
             cluster: self.cluster.clone(),
             trusted: false,
         });
-        let http =
-            axum::serve(http_listener, router).with_graceful_shutdown(shutdown_signal(stopped));
+        let (listener, http_limits) = (Arc::new(http_listener), self.http_limits.clone());
+        let next = move || {
+            let (listener, http_limits) = (listener.clone(), http_limits.clone());
+            async move {
+                let (stream, peer, slot) = limits::accept(&listener, &http_limits, true).await;
+                (
+                    Guarded::new(stream, Some(slot), limits::STALL_TIMEOUT),
+                    peer,
+                )
+            }
+        };
+        let http = limits::serve_http(router, next, shutdown_signal(stopped));
         let tasks = vec![
             tokio::spawn(async move {
                 if let Err(e) = grpc.await {
                     log::error!("gRPC server: {e}");
                 }
             }),
-            tokio::spawn(async move {
-                if let Err(e) = http.await {
-                    log::error!("HTTP server: {e}");
-                }
-            }),
+            tokio::spawn(http),
         ];
         Ok(TcpServers { stop, tasks })
     }

@@ -82,7 +82,16 @@ pub fn router(
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .build_v1()?;
+    use crate::limits::*;
     Ok(tonic::transport::Server::builder()
+        // Dead or silent peers are found by HTTP/2 pings; a connection cannot open streams
+        // without bound; a call that cannot answer in time ends (the joiner's own limit is 15 s).
+        .http2_keepalive_interval(Some(H2_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(H2_KEEPALIVE_TIMEOUT))
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+        .http2_max_pending_accept_reset_streams(Some(64))
+        .http2_max_header_list_size(64 * 1024)
+        .timeout(GRPC_REQUEST_TIMEOUT)
         .add_service(reflection)
         .add_service(pb::identity_server::IdentityServer::new(
             IdentityService::new(state),

@@ -6,11 +6,12 @@ use crate::clusterd::{ClusterNode, ErrorBody};
 use crate::metrics::Metrics;
 use crate::state::StateRx;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// Bootstrap bodies are a few hundred bytes; anything much larger is refused before parsing.
@@ -90,6 +91,8 @@ pub fn router(state: HttpState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // Bodies arrive whole within a deadline (slow-body attacks), before any handler runs.
+        .layer(axum::middleware::from_fn(crate::limits::body_deadline))
         .layer(axum::middleware::map_response(plain_errors_as_json))
         .with_state(state)
 }
@@ -155,7 +158,16 @@ async fn plain_errors_as_json(response: Response) -> Response {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
+    // Only axum's own plain answers: our handlers' plain text (`/ready`'s 503 "not ready: <why>")
+    // carries the reason and stays as it is.
+    let axums_own = matches!(
+        status,
+        StatusCode::PAYLOAD_TOO_LARGE
+            | StatusCode::UNSUPPORTED_MEDIA_TYPE
+            | StatusCode::UNPROCESSABLE_ENTITY
+            | StatusCode::BAD_REQUEST
+    );
+    if !axums_own || is_json {
         return response;
     }
     let (code, description) = match status {
@@ -251,11 +263,20 @@ async fn nodes(State(s): State<HttpState>) -> Response {
 
 fn error(status: u16, body: ErrorBody) -> Response {
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
-    (code, Json(body)).into_response()
+    let retry = body.retry_after_s;
+    let mut response = (code, Json(body)).into_response();
+    if let Some(secs) = retry {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+    }
+    response
 }
 
 /// Mutating calls over TCP need the cluster credentials (HTTP Basic); the admin socket is trusted.
-async fn authorize(s: &HttpState, headers: &HeaderMap) -> Result<(), Response> {
+/// Checks go through the cluster's guard: a source that keeps failing gets 429 with
+/// `Retry-After` (no argon2 work), and so does everyone while the verification queue is full.
+async fn authorize(s: &HttpState, peer: SocketAddr, headers: &HeaderMap) -> Result<(), Response> {
     if s.trusted {
         return Ok(());
     }
@@ -275,19 +296,27 @@ async fn authorize(s: &HttpState, headers: &HeaderMap) -> Result<(), Response> {
         .and_then(|v| v.strip_prefix("Basic "))
         .and_then(base64_decode)
         .and_then(|b| String::from_utf8(b).ok());
-    let ok = match credentials.as_deref().and_then(|c| c.split_once(':')) {
-        Some((user, password)) => s.cluster.check_credentials(user, password).await,
-        None => false,
-    };
-    if ok {
-        Ok(())
-    } else {
-        let mut response = error(401, ErrorBody::new("Unauthorized", None, "this call changes the cluster: send the cluster credentials (HTTP Basic), or use the CLI on a node"));
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Basic realm=\"stackring\""),
-        );
-        Err(response)
+    let source = Some(crate::limits::canonical(peer.ip()));
+    let given = credentials.as_deref().and_then(|c| c.split_once(':'));
+    match s.cluster.check_credentials(source, given).await {
+        Ok(()) => Ok(()),
+        Err(crate::authguard::Denied::Invalid) => {
+            let mut response = error(401, ErrorBody::new("Unauthorized", None, "this call changes the cluster: send the cluster credentials (HTTP Basic), or use the CLI on a node"));
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Basic realm=\"stackring\""),
+            );
+            Err(response)
+        }
+        Err(throttled) => {
+            let mut body = ErrorBody::new(
+                "TooManyRequests",
+                Some("rate_limited"),
+                throttled.message(source),
+            );
+            body.retry_after_s = throttled.retry_after_secs();
+            Err(error(429, body))
+        }
     }
 }
 
@@ -322,11 +351,12 @@ fn admin_result(result: Result<serde_json::Value, crate::clusterd::Refused>) -> 
 
 async fn external_addr(
     State(s): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = authorize(&s, &headers).await {
+    if let Err(r) = authorize(&s, peer, &headers).await {
         return r;
     }
     admin_result(s.cluster.change_external(&id, &body).await)
@@ -334,11 +364,12 @@ async fn external_addr(
 
 async fn addr(
     State(s): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = authorize(&s, &headers).await {
+    if let Err(r) = authorize(&s, peer, &headers).await {
         return r;
     }
     admin_result(s.cluster.set_addr(&id, &body).await)
@@ -346,10 +377,11 @@ async fn addr(
 
 async fn forget(
     State(s): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = authorize(&s, &headers).await {
+    if let Err(r) = authorize(&s, peer, &headers).await {
         return r;
     }
     admin_result(s.cluster.forget(&id).await)
@@ -374,8 +406,13 @@ async fn ring(State(s): State<HttpState>, headers: HeaderMap) -> Response {
 }
 
 /// The ring page's Forget button (a form post of `id=<node>`).
-async fn ring_forget(State(s): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = authorize(&s, &headers).await {
+async fn ring_forget(
+    State(s): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = authorize(&s, peer, &headers).await {
         return r;
     }
     let body = String::from_utf8_lossy(&body);

@@ -20,7 +20,11 @@
 //! - [`fsutil`]: atomic, durable file writes.
 //! - [`jsonbody`]: request bodies parsed with errors naming the JSON path, value and fix.
 //! - [`ipfmt`]: fast canonical address text for large JSON outputs (same text as `Display`).
+//! - [`limits`]: listener limits: connections per listener and per peer, stall and first-bytes
+//!   timeouts, the descriptor budget, the HTTP/1 accept loop (header-read and body timeouts).
+//! - [`authguard`]: password guessing: per-source backoff, bounded verification queue (429).
 //! - [`cli`]: the admin CLI.
+pub mod authguard;
 pub mod cli;
 pub mod cluster;
 pub mod clusterd;
@@ -33,6 +37,7 @@ pub mod hosts;
 pub mod http;
 pub mod ipfmt;
 pub mod jsonbody;
+pub mod limits;
 pub mod membership;
 pub mod metrics;
 pub mod netlink;

@@ -19,6 +19,15 @@ pub struct Metrics {
     pub netlink_overruns: Counter,
     /// Always 1, labelled with the current family, address and interface.
     pub identity_info: Family<Labels, Gauge>,
+    /// Open client connections, by listener.
+    pub connections: Family<Labels, Gauge>,
+    /// Connections closed at accept, by listener and reason (`per_peer`, `listener`).
+    pub connections_refused: Family<Labels, Counter>,
+    /// Refused credential checks, by reason (`wrong_username`, `wrong_password`, `missing`,
+    /// `backoff`).
+    pub auth_failures: Family<Labels, Counter>,
+    /// Credential checks not run because the verification queue was full.
+    pub auth_shed: Counter,
 }
 
 impl Metrics {
@@ -59,6 +68,26 @@ impl Metrics {
             "stackring_identity_info",
             "The current identity (value always 1)",
             m.identity_info.clone(),
+        );
+        r.register(
+            "stackring_connections",
+            "Open client connections by listener",
+            m.connections.clone(),
+        );
+        r.register(
+            "stackring_connections_refused",
+            "Connections closed at accept by listener and reason (per_peer, listener)",
+            m.connections_refused.clone(),
+        );
+        r.register(
+            "stackring_auth_failures",
+            "Refused credential checks by reason (wrong_username, wrong_password, missing, backoff)",
+            m.auth_failures.clone(),
+        );
+        r.register(
+            "stackring_auth_shed",
+            "Credential checks not run because the verification queue was full (answered 429)",
+            m.auth_shed.clone(),
         );
         m
     }

@@ -50,6 +50,39 @@ impl Daemon {
         state_dir: std::path::PathBuf,
         env: &[(&str, &str)],
     ) -> Daemon {
+        Daemon::launch_via(ns, &[], STACKRING, config, runtime_dir, state_dir, env)
+    }
+
+    /// Like `start`, with the daemon run through `wrapper` (e.g. `prlimit --nofile=1024:`, as
+    /// systemd starts a unit without `LimitNOFILE=`) and from `binary` (another build, to measure
+    /// a "before").
+    pub fn start_via(
+        ns: &Netns,
+        wrapper: &[&str],
+        binary: &str,
+        yaml: &str,
+        env: &[(&str, &str)],
+    ) -> Daemon {
+        let runtime_dir = ns.dir().join("run");
+        let state_dir = ns.dir().join("state");
+        let yaml = format!(
+            "{yaml}\nnode: {{runtime_dir: '{}', state_dir: '{}'}}\n",
+            runtime_dir.display(),
+            state_dir.display()
+        );
+        let config = ns.write_config(&yaml);
+        Daemon::launch_via(ns, wrapper, binary, config, runtime_dir, state_dir, env)
+    }
+
+    pub fn launch_via(
+        ns: &Netns,
+        wrapper: &[&str],
+        binary: &str,
+        config: std::path::PathBuf,
+        runtime_dir: std::path::PathBuf,
+        state_dir: std::path::PathBuf,
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let socket_path = ns.dir().join(format!("notify-{}.sock", rand_suffix()));
         let socket = UnixDatagram::bind(&socket_path).unwrap();
         let (tx, notes) = mpsc::channel();
@@ -61,7 +94,14 @@ impl Daemon {
                 }
             }
         });
-        let mut cmd = ns.command(STACKRING);
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = ns.command(program);
+                c.args(args).arg(binary);
+                c
+            }
+            None => ns.command(binary),
+        };
         cmd.arg("--config").arg(&config).arg("serve");
         cmd.env("NOTIFY_SOCKET", &socket_path)
             .env("STACKRING_LOG", "stderr");
