@@ -452,14 +452,28 @@ pub fn admin_request(
     stream
         .read_to_end(&mut response)
         .map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&response);
+    parse_admin_response(&response)
+}
+
+/// The daemon's answer on the admin socket (`Connection: close`, so the whole stream): its status
+/// (an HTTP status code, 100–599) and its body, the bytes after the first blank line.
+pub fn parse_admin_response(response: &[u8]) -> Result<(u16, String), String> {
+    let text = String::from_utf8_lossy(response);
     let (head, body) = text
         .split_once("\r\n\r\n")
         .ok_or("the daemon sent a malformed answer")?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
+    let mut status_line = head.lines().next().unwrap_or_default().split(' ');
+    if !status_line
+        .next()
+        .is_some_and(|version| version.starts_with("HTTP/1."))
+    {
+        return Err("the daemon sent a malformed answer".into());
+    }
+    let status = status_line
+        .next()
+        .filter(|c| c.len() == 3 && c.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|c| c.parse().ok())
+        .filter(|c| (100..=599).contains(c))
         .ok_or("the daemon sent no status")?;
     Ok((status, body.to_string()))
 }

@@ -124,7 +124,7 @@ pub fn validate_bootstrap(
             value: if value.is_empty() {
                 String::new()
             } else {
-                format!("'{value}'")
+                format!("'{}'", crate::jsonbody::echo(value))
             },
             problem: problem.into(),
             fix: fix.into(),

@@ -899,7 +899,7 @@ impl Validator {
             if value != first {
                 self.errors.push(ConfigError {
                     key: key.clone(),
-                    value: format!("'{}'", show(value)),
+                    value: format!("'{}'", crate::jsonbody::echo(&show(value))),
                     problem: format!(
                         "differs from {first_key} '{}': both set the same thing for this node",
                         show(first)
@@ -1019,10 +1019,11 @@ pub fn interface_name_problem(name: &str) -> Option<&'static str> {
 
 /// A YAML value as it appears in an error message.
 fn show(value: &Value) -> String {
+    use crate::jsonbody::echo;
     match value {
         Value::Null => String::new(),
-        Value::String(s) => format!("'{s}'"),
-        other => other.to_string(),
+        Value::String(s) => format!("'{}'", echo(s)),
+        other => echo(&other.to_string()),
     }
 }
 
