@@ -709,4 +709,34 @@ mod tests {
             assert!(e.contains("e.g."), "{bad}: {e}");
         }
     }
+
+    /// `HTTP/1.1 0 x`, or a first line that is not HTTP at all, was read as status 0 or 65535 and
+    /// reported as the daemon's answer; fuzz/ (admin_response) checks it for any input.
+    #[test]
+    fn admin_answers_need_an_http_status_line_and_code() {
+        use super::parse_admin_response;
+        assert_eq!(
+            parse_admin_response(b"HTTP/1.1 404 Not Found\r\ncontent-length: 2\r\n\r\n{}"),
+            Ok((404, "{}".to_string()))
+        );
+        assert_eq!(
+            parse_admin_response(b"HTTP/1.0 200 OK\r\n\r\n"),
+            Ok((200, String::new()))
+        );
+        for bad in [
+            &b"HTTP/1.1 0 x\r\n\r\n"[..],
+            b"HTTP/1.1 65535 x\r\n\r\n",
+            b"HTTP/1.1 +200 OK\r\n\r\n",
+            b"\r\n200 200\r\n\r\n",
+            b"SSH-2.0 200\r\n\r\n",
+            b"HTTP/1.1 200 OK",
+            b"",
+        ] {
+            assert!(
+                parse_admin_response(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
 }

@@ -1038,6 +1038,23 @@ mod tests {
         }
     }
 
+    /// Issue 11 item 5 (a 10 MB value echoed whole); fuzz/ (config) checks it for any input.
+    #[test]
+    fn long_values_are_not_echoed_whole() {
+        let long = "9".repeat(5000);
+        for yaml in [
+            format!("server: {{ grpc_listen_port: '{long}' }}"),
+            format!("server: {{ grpc_listen_port: {long} }}"),
+            format!("memberlist: {{ join_members: ['{long}'] }}"),
+            format!("node: {{ addr: 'x{long}' }}"),
+        ] {
+            for e in errors(&yaml) {
+                assert!(e.value.chars().count() <= 110, "{yaml:.60}: {e:?}");
+                assert!(e.to_string().len() < 1000, "{yaml:.60}: {e}");
+            }
+        }
+    }
+
     #[test]
     fn empty_file_is_all_defaults() {
         let s = parse_str("", "node-a").unwrap();
