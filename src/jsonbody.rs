@@ -221,7 +221,12 @@ mod tests {
             ("", "(body)", "is empty", "one JSON object"),
             // Found by fuzz/ (bootstrap_body, admin_body): an empty key gave an error without one.
             (r#"{"":1}"#, "\"\"", "not a known key", "cluster or node"),
-            (r#"{"","cluster":{}}"#, "\"\"", "not a known key", "remove it"),
+            (
+                r#"{"","cluster":{}}"#,
+                "\"\"",
+                "not a known key",
+                "remove it",
+            ),
             (
                 r#"{"cluster":{"name":"c","":1}}"#,
                 "cluster.\"\"",

@@ -60,7 +60,10 @@ fn every_fuzz_target_runs_clean_from_its_corpus() {
     assert!(build.success(), "cargo fuzz build failed");
     eprintln!("fuzz targets built in {:?}", started.elapsed());
 
-    let list = cargo_fuzz(&fuzz_dir).arg("list").output().expect("cargo fuzz list");
+    let list = cargo_fuzz(&fuzz_dir)
+        .arg("list")
+        .output()
+        .expect("cargo fuzz list");
     let targets: Vec<String> = String::from_utf8_lossy(&list.stdout)
         .lines()
         .map(|l| l.trim().to_string())

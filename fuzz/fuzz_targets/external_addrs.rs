@@ -52,8 +52,14 @@ fuzz_target!(|input: Input| {
     if !addrs.is_empty() {
         match &result {
             Ok(next) => {
-                assert!(!next.is_empty(), "{op:?} {addrs:?} on {current:?}: empty list");
-                assert!(no_duplicates(next), "{op:?} {addrs:?} on {current:?}: {next:?}");
+                assert!(
+                    !next.is_empty(),
+                    "{op:?} {addrs:?} on {current:?}: empty list"
+                );
+                assert!(
+                    no_duplicates(next),
+                    "{op:?} {addrs:?} on {current:?}: {next:?}"
+                );
                 match op {
                     ExternalOp::Set => {
                         assert!(addrs.iter().all(|a| next.contains(a)));
@@ -62,17 +68,22 @@ fuzz_target!(|input: Input| {
                     ExternalOp::Add => {
                         assert!(addrs.iter().all(|a| next.contains(a)));
                         assert!(current.iter().all(|a| next.contains(a)));
-                        assert!(next.iter().all(|a| addrs.contains(a) || current.contains(a)));
+                        assert!(next
+                            .iter()
+                            .all(|a| addrs.contains(a) || current.contains(a)));
                     }
                     ExternalOp::Remove => {
                         assert!(addrs.iter().all(|a| !next.contains(a)));
                         assert!(next.iter().all(|a| current.contains(a)));
-                        assert_eq!(next.len() + {
-                            let mut named: Vec<IpAddr> = addrs.clone();
-                            named.sort();
-                            named.dedup();
-                            named.len()
-                        }, current.len());
+                        assert_eq!(
+                            next.len() + {
+                                let mut named: Vec<IpAddr> = addrs.clone();
+                                named.sort();
+                                named.dedup();
+                                named.len()
+                            },
+                            current.len()
+                        );
                     }
                 }
                 // Applying the same change again changes nothing (set/add are idempotent).
@@ -90,7 +101,10 @@ fuzz_target!(|input: Input| {
 
     let proof = relay_proof(&input.key, &input.fields);
     assert_eq!(proof.len(), 128);
-    assert!(proofs_match(&proof, &relay_proof(&input.key, &input.fields)));
+    assert!(proofs_match(
+        &proof,
+        &relay_proof(&input.key, &input.fields)
+    ));
     if input.fields.len() >= 2 && !input.fields[0].is_empty() {
         // Move the first character of field 0 to the end of field 1: a different change.
         let mut moved = input.fields.clone();
@@ -99,5 +113,8 @@ fuzz_target!(|input: Input| {
         assert!(!proofs_match(&proof, &relay_proof(&input.key, &moved)));
     }
     let other_key = format!("{}x", input.key);
-    assert!(!proofs_match(&proof, &relay_proof(&other_key, &input.fields)));
+    assert!(!proofs_match(
+        &proof,
+        &relay_proof(&other_key, &input.fields)
+    ));
 });
