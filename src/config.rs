@@ -220,7 +220,8 @@ pub fn parse_str(text: &str, default_id: &str) -> Result<Settings, ConfigErrors>
             ConfigErrors(vec![ConfigError {
                 key: "(file)".into(),
                 value: String::new(),
-                problem: format!("is not valid YAML: {e}"),
+                // The parser quotes the offending scalar whole: cut, the position stays first.
+                problem: format!("is not valid YAML: {}", cut(&e.to_string(), 300)),
                 fix: "correct the YAML syntax at the position shown".into(),
             }])
         })?
@@ -1024,6 +1025,16 @@ pub fn interface_name_problem(name: &str) -> Option<&'static str> {
 }
 
 /// A YAML value as it appears in an error message.
+/// `text`, cut to `max` characters (with its length in bytes when cut).
+fn cut(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_string()
+    } else {
+        let kept: String = text.chars().take(max).collect();
+        format!("{kept}… ({} bytes)", text.len())
+    }
+}
+
 fn show(value: &Value) -> String {
     use crate::jsonbody::echo;
     match value {
