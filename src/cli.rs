@@ -475,14 +475,28 @@ pub fn admin_request(
     stream
         .read_to_end(&mut response)
         .map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&response);
+    parse_admin_response(&response)
+}
+
+/// The daemon's answer on the admin socket (`Connection: close`, so the whole stream): its status
+/// (an HTTP status code, 100–599) and its body, the bytes after the first blank line.
+pub fn parse_admin_response(response: &[u8]) -> Result<(u16, String), String> {
+    let text = String::from_utf8_lossy(response);
     let (head, body) = text
         .split_once("\r\n\r\n")
         .ok_or("the daemon sent a malformed answer")?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
+    let mut status_line = head.lines().next().unwrap_or_default().split(' ');
+    if !status_line
+        .next()
+        .is_some_and(|version| version.starts_with("HTTP/1."))
+    {
+        return Err("the daemon sent a malformed answer".into());
+    }
+    let status = status_line
+        .next()
+        .filter(|c| c.len() == 3 && c.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|c| c.parse().ok())
+        .filter(|c| (100..=599).contains(c))
         .ok_or("the daemon sent no status")?;
     Ok((status, body.to_string()))
 }
@@ -782,6 +796,36 @@ mod tests {
         for bad in ["", "fast", "5 parsecs", "-1", "2d"] {
             let e = parse_duration(bad).expect_err(bad);
             assert!(e.contains("e.g."), "{bad}: {e}");
+        }
+    }
+
+    /// `HTTP/1.1 0 x`, or a first line that is not HTTP at all, was read as status 0 or 65535 and
+    /// reported as the daemon's answer; fuzz/ (admin_response) checks it for any input.
+    #[test]
+    fn admin_answers_need_an_http_status_line_and_code() {
+        use super::parse_admin_response;
+        assert_eq!(
+            parse_admin_response(b"HTTP/1.1 404 Not Found\r\ncontent-length: 2\r\n\r\n{}"),
+            Ok((404, "{}".to_string()))
+        );
+        assert_eq!(
+            parse_admin_response(b"HTTP/1.0 200 OK\r\n\r\n"),
+            Ok((200, String::new()))
+        );
+        for bad in [
+            &b"HTTP/1.1 0 x\r\n\r\n"[..],
+            b"HTTP/1.1 65535 x\r\n\r\n",
+            b"HTTP/1.1 +200 OK\r\n\r\n",
+            b"\r\n200 200\r\n\r\n",
+            b"SSH-2.0 200\r\n\r\n",
+            b"HTTP/1.1 200 OK",
+            b"",
+        ] {
+            assert!(
+                parse_admin_response(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 }

@@ -835,10 +835,23 @@ pub struct AddrChange {
 }
 
 /// An admin change in flight, as gossiped by the node that took it.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-struct Override {
-    value: serde_json::Value,
-    at_ms: u64,
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Override {
+    pub value: serde_json::Value,
+    pub at_ms: u64,
+}
+
+/// The newest change made after `after_ms` among the values read out of gossip keys; values that
+/// are not changes (another version's, a corrupt one) are skipped.
+pub fn newest_override<'a>(
+    values: impl IntoIterator<Item = &'a str>,
+    after_ms: u64,
+) -> Option<Override> {
+    values
+        .into_iter()
+        .filter_map(|v| serde_json::from_str::<Override>(v).ok())
+        .filter(|o| o.at_ms > after_ms)
+        .max_by_key(|o| o.at_ms)
 }
 
 /// The fields a relay proof covers, in order.
@@ -1070,12 +1083,11 @@ impl ClusterNode {
                 None => vec![],
             }
         };
-        let pending = waiting
-            .iter()
-            .filter_map(|(_, _, v)| serde_json::from_str::<Override>(v).ok())
-            .filter(|o| o.at_ms > member.entry.applied_ms)
-            .max_by_key(|o| o.at_ms)
-            .and_then(|o| serde_json::from_value::<Vec<IpAddr>>(o.value).ok());
+        let pending = newest_override(
+            waiting.iter().map(|(_, _, v)| v.as_str()),
+            member.entry.applied_ms,
+        )
+        .and_then(|o| serde_json::from_value::<Vec<IpAddr>>(o.value).ok());
         let base = pending.unwrap_or_else(|| {
             member
                 .entry
@@ -1378,15 +1390,14 @@ impl ClusterNode {
                 let applied = node.update_record(|updated| {
                     let mut any = false;
                     for what in ["addr", "external_addrs"] {
-                        let newest = changes
-                            .iter()
-                            .filter(|(_, k, _)| k.strip_prefix(&prefix) == Some(what))
-                            .filter_map(|(_, _, v)| serde_json::from_str::<Override>(v).ok())
-                            .max_by_key(|o| o.at_ms);
+                        let newest = newest_override(
+                            changes
+                                .iter()
+                                .filter(|(_, k, _)| k.strip_prefix(&prefix) == Some(what))
+                                .map(|(_, _, v)| v.as_str()),
+                            updated.applied.get(what).copied().unwrap_or(0),
+                        );
                         let Some(change) = newest else { continue };
-                        if change.at_ms <= updated.applied.get(what).copied().unwrap_or(0) {
-                            continue;
-                        }
                         match what {
                             "addr" => updated.node_addr = serde_json::from_value(change.value).ok(),
                             _ => {

@@ -377,8 +377,14 @@ impl Validator {
                     if allowed.contains(&k.as_str()) {
                         out.insert(k.as_str(), v);
                     } else {
+                        // An empty key (`'': 1`, `! :`) is written `""`, so that the error still
+                        // names one (found by fuzz/ config); a long one is cut.
+                        let k = match k.as_str() {
+                            "" => "\"\"".to_string(),
+                            k => crate::jsonbody::echo(k),
+                        };
                         let full = if key.is_empty() {
-                            k.clone()
+                            k
                         } else {
                             format!("{key}.{k}")
                         };
@@ -1102,6 +1108,36 @@ mod tests {
         match parse_str(yaml, "node-a") {
             Ok(s) => panic!("expected an error for {yaml:?}, got {s:?}"),
             Err(e) => e.0,
+        }
+    }
+
+    /// Issue 11 item 5 (a 10 MB value echoed whole); fuzz/ (config) checks it for any input.
+    #[test]
+    fn long_values_are_not_echoed_whole() {
+        let long = "9".repeat(5000);
+        for yaml in [
+            format!("server: {{ grpc_listen_port: '{long}' }}"),
+            format!("server: {{ grpc_listen_port: {long} }}"),
+            format!("memberlist: {{ join_members: ['{long}'] }}"),
+            format!("node: {{ addr: 'x{long}' }}"),
+        ] {
+            for e in errors(&yaml) {
+                assert!(e.value.chars().count() <= 110, "{yaml:.60}: {e:?}");
+                assert!(e.to_string().len() < 1000, "{yaml:.60}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn empty_keys_are_named() {
+        for (yaml, key) in [
+            ("! :", "\"\""),
+            ("'': 1", "\"\""),
+            ("server: { '': 1 }", "server.\"\""),
+        ] {
+            let e = errors(yaml);
+            assert_eq!(e[0].key, key, "{yaml}: {e:?}");
+            assert!(e[0].fix.contains("use one of"), "{yaml}: {e:?}");
         }
     }
 

@@ -65,11 +65,17 @@ fn explain(path: String, inner: &serde_json::Error) -> ConfigError {
                     fix: format!("add \"{field}\""),
                 }
             } else if let Some(field) = between(bare, "unknown field `", "`") {
-                // The path already ends with the unknown key.
-                let key = if path.is_empty() || path == "." {
-                    field.to_string()
+                // The path already ends with the unknown key; an empty key (`{"": 1}`) is
+                // written `""`, so that the error still names one.
+                let key = if field.is_empty() {
+                    match path.trim_end_matches('.') {
+                        "" => "\"\"".to_string(),
+                        parent => format!("{parent}.\"\""),
+                    }
+                } else if path.is_empty() || path == "." {
+                    echo(field)
                 } else {
-                    path.clone()
+                    echo(&path)
                 };
                 let known = bare
                     .split_once("expected ")
@@ -213,6 +219,20 @@ mod tests {
                 "one JSON object",
             ),
             ("", "(body)", "is empty", "one JSON object"),
+            // Found by fuzz/ (bootstrap_body, admin_body): an empty key gave an error without one.
+            (r#"{"":1}"#, "\"\"", "not a known key", "cluster or node"),
+            (
+                r#"{"","cluster":{}}"#,
+                "\"\"",
+                "not a known key",
+                "remove it",
+            ),
+            (
+                r#"{"cluster":{"name":"c","":1}}"#,
+                "cluster.\"\"",
+                "not a known key",
+                "name or nodes",
+            ),
             ("{", "(body)", "EOF while parsing", "one JSON object"),
         ];
         for (body, key, problem, fix) in table {

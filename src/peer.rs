@@ -146,13 +146,17 @@ impl serde::Serialize for PeerAddr {
 }
 
 fn parse_port(text: &str) -> Result<u16, PeerProblem> {
+    // Digits only: `str::parse` also takes a sign (`+6`), which then prints as another address.
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(problem("has a port that is not a number"));
+    }
     match text.parse::<u32>() {
         Ok(n) if (1..=65535).contains(&n) => Ok(n as u16),
-        Ok(_) => Err(PeerProblem {
+        // Digits, but 0 or more than a port (or a u32) holds.
+        _ => Err(PeerProblem {
             problem: "has a port out of range",
             fix: "use a port 1–65535 (the gossip port is memberlist.bind_port, 7946 by default)",
         }),
-        Err(_) => Err(problem("has a port that is not a number")),
     }
 }
 
@@ -166,10 +170,15 @@ fn port_or_problem(port: u16) -> Result<u16, PeerProblem> {
     Ok(port)
 }
 
-/// RFC 1123 host names (underscores allowed, as resolvers do for service names).
+/// RFC 1123 host names (underscores allowed, as resolvers do for service names). The last label
+/// is not all digits (RFC 3696 §2): `192.0.2.300` or `010.0.0.1` is a mistyped address, not a name.
 fn valid_dns_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
+        && !name
+            .rsplit('.')
+            .next()
+            .is_some_and(|last| last.bytes().all(|b| b.is_ascii_digit()))
         && name.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
@@ -219,6 +228,15 @@ mod tests {
             ("-bad-:7946", "DNS name"),
             ("192.0.2.1:0", "port 0"),
             ("node:x", "not a number"),
+            // Found by fuzz/ (peer_addr): `+6` was read as port 6, so the text named a host
+            // `0.0.0.1` and printed as the address 0.0.0.1:6.
+            ("dns+0.0.0.1:+6", "not a number"),
+            ("node:+7946", "not a number"),
+            ("node:", "not a number"),
+            ("node:99999999999", "out of range"),
+            ("192.0.2.300:7946", "not an IP address or a DNS name"),
+            ("010.0.0.1", "not an IP address or a DNS name"),
+            ("ring.42", "not an IP address or a DNS name"),
         ];
         for (text, needle) in bad {
             let e = PeerAddr::parse(text).expect_err(text);
