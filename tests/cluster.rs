@@ -542,21 +542,6 @@ fn joins_are_refused_with_sub_codes_and_bad_input_changes_nothing() {
 }
 
 /// `stackring <args>` inside `ns` against the daemon `d` (the CLI talks over the admin socket).
-fn cli(ns: &Netns, d: &Daemon, args: &[&str]) -> (i32, String, String) {
-    let out = ns
-        .command(STACKRING)
-        .arg("--config")
-        .arg(&d.config)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        text(&out.stdout),
-        text(&out.stderr),
-    )
-}
-
 /// An IPv6-only cluster of `n` nodes on `2001:db8:<net>::<i>`, formed through the HTTP API.
 fn ipv6_cluster(lan: &Lan, net: &str, n: usize) -> (Vec<Netns>, Vec<Daemon>) {
     let (hosts, daemons) = start_nodes(lan, net, n);

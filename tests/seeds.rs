@@ -259,22 +259,6 @@ fn completed(ns: &Netns) {
     }
 }
 
-/// `stackring <args>` inside `ns` against the daemon `d` (admin socket): (exit, stdout, stderr).
-fn cli(ns: &Netns, d: &Daemon, args: &[&str]) -> (i32, String, String) {
-    let out = ns
-        .command(STACKRING)
-        .arg("--config")
-        .arg(&d.config)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        text(&out.stdout),
-        text(&out.stderr),
-    )
-}
-
 /// `stackring config validate` on `yaml`: (exit, stderr + stdout).
 fn validate(yaml: &str) -> (i32, String) {
     let dir = std::env::temp_dir().join(format!("stackring-seeds-{}", std::process::id()));

@@ -243,3 +243,20 @@ pub fn identity_at(ns: &Netns, host: &str) -> Value {
     assert_eq!(code, 200, "{body}");
     serde_json::from_str(&body).unwrap()
 }
+
+/// `stackring <args>` inside `ns` against the daemon `d` (its config, so its admin socket):
+/// (exit code, stdout, stderr).
+pub fn cli(ns: &Netns, d: &Daemon, args: &[&str]) -> (i32, String, String) {
+    let out = ns
+        .command(STACKRING)
+        .arg("--config")
+        .arg(&d.config)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        text(&out.stdout),
+        text(&out.stderr),
+    )
+}
