@@ -21,15 +21,7 @@ impl Daemon {
     /// Starts `serve` with `yaml` plus this test's own `node.runtime_dir`/`node.state_dir`
     /// (so `yaml` must not have a `node:` section).
     pub fn start(ns: &Netns, yaml: &str, env: &[(&str, &str)]) -> Daemon {
-        let runtime_dir = ns.dir().join("run");
-        let state_dir = ns.dir().join("state");
-        let yaml = format!(
-            "{yaml}\nnode: {{runtime_dir: '{}', state_dir: '{}'}}\n",
-            runtime_dir.display(),
-            state_dir.display()
-        );
-        let config = ns.write_config(&yaml);
-        Daemon::launch(ns, config, runtime_dir, state_dir, env)
+        Daemon::start_via(ns, &[], STACKRING, yaml, env)
     }
 
     /// Starts `serve` again with the same files (a restart after a crash).
