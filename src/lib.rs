@@ -1,50 +1,52 @@
 //! stackring: the network-identity and membership agent of a clustered appliance.
 //!
-//! Module map (pure core first, I/O at the edges):
-//! - [`snapshot`]: our own types for links, addresses and default routes; events that change them.
-//! - [`config`]: YAML (Tempo/dskit keys) → validated [`config::Settings`]; errors name key, value, fix.
-//! - [`decide`]: snapshot + settings (+ cluster family, previous identity) → [`decide::Identity`].
-//! - [`peer`]: peer addresses as operators write them (`join_members`, `cluster.nodes`).
-//! - [`cluster`]: bootstrap request validation, the cluster record, credentials, join validation.
-//! - [`preflight`]: host readiness checks with stable codes (pure `evaluate`, I/O in `gather`).
-//! - [`ring`]: the `/ring` HTML page (dskit columns + family, addresses, listen vs advertised).
-//! - [`render`]: identity → `identity.env` text and Tempo's network block.
-//! - [`hosts`]: `/etc/hosts` parsing and the byte-preserving fix.
-//! - [`state`]: what the daemon publishes (identity or reason, generation) and its JSON view.
-//! - [`netlink`]: rtnetlink dump and live watch (subscribe, dump, debounce, re-dump on overrun).
-//! - [`clusterd`]: bootstrap state machine, persisted record, gRPC Cluster service (the I/O side).
-//! - [`membership`]: gossip membership on chitchat: node entries, liveness, last seen.
-//! - [`daemon`]: `serve`: phases, sd_notify, signals, identity.env, servers.
-//! - [`grpc`], [`http`], [`metrics`]: the daemon's servers (tonic + reflection, axum, Prometheus).
-//! - [`systemd`]: sd_notify and journald/stderr logging that never fail the daemon.
-//! - [`fsutil`]: atomic, durable file writes.
-//! - [`jsonbody`]: request bodies parsed with errors naming the JSON path, value and fix.
-//! - [`ipfmt`]: fast canonical address text for large JSON outputs (same text as `Display`).
-//! - [`limits`]: listener limits: connections per listener and per peer, stall and first-bytes
-//!   timeouts, the descriptor budget, the HTTP/1 accept loop (header-read and body timeouts).
-//! - [`authguard`]: password guessing: per-source backoff, bounded verification queue (429).
-//! - [`cli`]: the admin CLI.
-pub mod authguard;
+//! Module map. Dependencies point one way: `cli` and `serve` → `api` → `agent` → `core`; `core`
+//! depends on nothing else in the crate, and nothing in it does I/O or is async.
+//!
+//! - [`core`] — pure rules, tested with tables:
+//!   - `core::net`: address roles (what may be advertised, listened on, given as external), node
+//!     names; the one validator of each.
+//!   - `core::snapshot`: our own types for links, addresses and default routes; events that change them.
+//!   - `core::config`: YAML (Tempo/dskit keys) → validated `Settings`; errors name key, value, fix.
+//!   - `core::decide`: snapshot + settings (+ cluster family, previous identity) → `Identity`.
+//!   - `core::peer`: peer addresses as operators write them (`join_members`, `cluster.nodes`).
+//!   - `core::cluster`: the cluster record, bootstrap and join validation, admin operations with
+//!     their ordering rule, credentials, relay proofs, the bootstrap state machine.
+//!   - `core::members`: member projection (gossip states → one row per node, OK/DOWN, LEFT).
+//!   - `core::preflight`: host readiness checks with stable codes (pure `evaluate`, I/O in `gather`).
+//!   - `core::ring`, `core::render`, `core::hosts`, `core::state`, `core::ipfmt`: the `/ring` page,
+//!     `identity.env` and Tempo blocks, `/etc/hosts` parsing and fix, what the daemon publishes, fast
+//!     address text.
+//! - [`agent`] — the daemon's moving parts, each owning its state:
+//!   - `agent::node`: the cluster node (bootstrap, persisted record, admin changes, join client).
+//!   - `agent::membership`: gossip on chitchat with the transport injected (UDP, or in memory in tests).
+//!   - `agent::netlink`, `agent::systemd`, `agent::metrics`, `agent::fsutil`: the kernel's interfaces,
+//!     sd_notify and logging, Prometheus, atomic durable files.
+//! - [`api`] — the wire: `api::http` (axum), `api::grpc` (tonic services), `api::error` (one error
+//!   type → HTTP response or gRPC status), `api::jsonbody`, `api::limits`, `api::authguard`.
+//! - [`proto`] — the generated gRPC types (public: the API for programs).
+//! - [`cli`] — the admin CLI (one dispatch `match`, one admin client).
+//! - `serve` — wiring: bind, build, READY=1, the identity loop, signals, shutdown.
 pub mod cli;
-pub mod cluster;
-pub mod clusterd;
-pub mod config;
-pub mod daemon;
-pub mod decide;
-pub mod fsutil;
-pub mod grpc;
-pub mod hosts;
-pub mod http;
-pub mod ipfmt;
-pub mod jsonbody;
-pub mod limits;
-pub mod membership;
-pub mod metrics;
-pub mod netlink;
-pub mod peer;
-pub mod preflight;
-pub mod render;
-pub mod ring;
-pub mod snapshot;
-pub mod state;
-pub mod systemd;
+pub mod proto;
+
+pub(crate) mod agent;
+pub(crate) mod api;
+pub(crate) mod core;
+pub(crate) mod serve;
+
+/// What the fuzz targets and integration tests drive directly (not an API: it may change).
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::agent::membership::NodeEntry;
+    pub use crate::agent::node::{newest_override, AddrChange, ExternalChange, Override};
+    pub use crate::agent::systemd::init_logging;
+    pub use crate::api::jsonbody::parse as parse_json_body;
+    pub use crate::cli::parse_admin_response;
+    pub use crate::core::cluster::{
+        apply_external, parse_address, proofs_match, relay_proof, valid_name, validate_bootstrap,
+        Action, BootstrapRequest, ExternalOp, Seeds,
+    };
+    pub use crate::core::config::{parse_str, ConfigError};
+    pub use crate::core::peer::{PeerAddr, PeerHost};
+}

@@ -3,6 +3,6 @@ use stackring::cli::{self, Cli};
 
 fn main() {
     let cli = Cli::parse();
-    stackring::systemd::init_logging(cli.verbose);
+    stackring::fuzzing::init_logging(cli.verbose);
     std::process::exit(cli::run(cli));
 }

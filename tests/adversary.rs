@@ -280,9 +280,9 @@ fn grpc_connections_that_send_only_the_http2_preface_are_dropped() {
                 .connect()
                 .await
                 .unwrap();
-            let mut client = stackring::grpc::pb::identity_client::IdentityClient::new(channel);
+            let mut client = stackring::proto::pb::identity_client::IdentityClient::new(channel);
             client
-                .get(stackring::grpc::pb::GetIdentityRequest::default())
+                .get(stackring::proto::pb::GetIdentityRequest::default())
                 .await
                 .unwrap();
             t.elapsed().as_secs_f64() * 1000.0
@@ -555,7 +555,7 @@ fn brute_force_gets_429_and_a_legitimate_join_still_succeeds_during_a_flood() {
             .build()
             .unwrap();
         rt.block_on(async move {
-            use stackring::grpc::pb;
+            use stackring::proto::pb;
             let socket = tokio::net::TcpSocket::new_v6().unwrap();
             socket.bind(SocketAddr::new(grpc_source, 0)).unwrap();
             let stream = socket

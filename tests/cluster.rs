@@ -828,9 +828,9 @@ fn a_node_behind_a_sidecar_proxy_advertises_the_proxy_port_and_is_reached_throug
                     .connect()
                     .await
                     .map_err(|e| e.to_string())?;
-                let mut client = stackring::grpc::pb::cluster_client::ClusterClient::new(channel);
+                let mut client = stackring::proto::pb::cluster_client::ClusterClient::new(channel);
                 let reply = client
-                    .members(stackring::grpc::pb::MembersRequest {})
+                    .members(stackring::proto::pb::MembersRequest {})
                     .await
                     .map_err(|e| e.to_string())?;
                 Ok(reply.into_inner().members.len())
@@ -846,7 +846,7 @@ fn a_node_behind_a_sidecar_proxy_advertises_the_proxy_port_and_is_reached_throug
 
     // gRPC Admin through the proxy: refused without credentials, applied with them.
     let (unauthenticated, applied) = peer.run(|| {
-        use stackring::grpc::pb;
+        use stackring::proto::pb;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -888,7 +888,7 @@ fn a_node_behind_a_sidecar_proxy_advertises_the_proxy_port_and_is_reached_throug
 
     // Cluster.Watch streams the members now, then again on a change (here: node 'peer' stops).
     let watched = peer.spawn(|| {
-        use stackring::grpc::pb;
+        use stackring::proto::pb;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

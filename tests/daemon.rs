@@ -4,7 +4,7 @@
 mod common;
 use common::serve::*;
 use common::*;
-use stackring::grpc::pb;
+use stackring::proto::pb;
 use std::os::unix::net::UnixDatagram;
 use std::process::Stdio;
 use std::sync::mpsc;

@@ -4,9 +4,9 @@
 //! prints back to itself.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use stackring::cluster::{parse_address, ExternalOp};
-use stackring::clusterd::{AddrChange, ExternalChange};
-use stackring::config::ConfigError;
+use stackring::fuzzing::{parse_address, ExternalOp};
+use stackring::fuzzing::{AddrChange, ExternalChange};
+use stackring::fuzzing::ConfigError;
 
 fn check(e: &ConfigError) {
     assert!(!e.key.is_empty(), "an error without a key: {e:?}");
@@ -28,7 +28,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if which % 2 == 0 {
-        match stackring::jsonbody::parse::<ExternalChange>(body) {
+        match stackring::fuzzing::parse_json_body::<ExternalChange>(body) {
             Ok(change) => {
                 if let Some(op) = ExternalOp::parse(&change.action) {
                     assert_eq!(op.as_str(), change.action);
@@ -38,7 +38,7 @@ fuzz_target!(|data: &[u8]| {
             Err(e) => check(&e),
         }
     } else {
-        match stackring::jsonbody::parse::<AddrChange>(body) {
+        match stackring::fuzzing::parse_json_body::<AddrChange>(body) {
             Ok(change) => address(&change.addr),
             Err(e) => check(&e),
         }

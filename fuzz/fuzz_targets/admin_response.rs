@@ -4,7 +4,7 @@
 //! round-trips.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use stackring::cli::parse_admin_response;
+use stackring::fuzzing::parse_admin_response;
 
 fuzz_target!(|data: &[u8]| {
     match parse_admin_response(data) {

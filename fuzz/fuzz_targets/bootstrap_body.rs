@@ -4,9 +4,9 @@
 //! valid values (names, addresses, seeds that print back to themselves).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use stackring::cluster::{valid_name, validate_bootstrap, Action, BootstrapRequest, Seeds};
-use stackring::config::ConfigError;
-use stackring::peer::PeerAddr;
+use stackring::fuzzing::{valid_name, validate_bootstrap, Action, BootstrapRequest, Seeds};
+use stackring::fuzzing::ConfigError;
+use stackring::fuzzing::PeerAddr;
 
 const MAX_VALUE_CHARS: usize = 110;
 
@@ -22,7 +22,7 @@ fn check(e: &ConfigError) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let req = match stackring::jsonbody::parse::<BootstrapRequest>(data) {
+    let req = match stackring::fuzzing::parse_json_body::<BootstrapRequest>(data) {
         Ok(req) => req,
         Err(e) => return check(&e),
     };

@@ -2,7 +2,7 @@
 //! error names a key and a fix and echoes at most ~100 characters of the value it is about.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use stackring::config::{parse_str, ConfigError};
+use stackring::fuzzing::{parse_str, ConfigError};
 
 /// `jsonbody::echo` keeps 80 characters, then "… (N bytes)", in quotes.
 const MAX_VALUE_CHARS: usize = 110;

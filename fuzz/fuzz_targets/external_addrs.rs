@@ -7,7 +7,7 @@
 #![no_main]
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use stackring::cluster::{apply_external, proofs_match, relay_proof, ExternalOp};
+use stackring::fuzzing::{apply_external, proofs_match, relay_proof, ExternalOp};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 #[derive(Debug, Arbitrary)]

@@ -10,8 +10,8 @@
 #![no_main]
 use chitchat::{ChitchatId, Deserializable, Serializable};
 use libfuzzer_sys::fuzz_target;
-use stackring::clusterd::{newest_override, Override};
-use stackring::membership::NodeEntry;
+use stackring::fuzzing::{newest_override, Override};
+use stackring::fuzzing::NodeEntry;
 use std::net::IpAddr;
 
 struct Input {

@@ -3,7 +3,7 @@
 //! refusal always says what is wrong and how to write it.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use stackring::peer::{PeerAddr, PeerHost};
+use stackring::fuzzing::{PeerAddr, PeerHost};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

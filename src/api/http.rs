@@ -1,10 +1,10 @@
 //! HTTP (axum): `/ready`, `/v1/identity`, `/metrics`, the bootstrap API and `/v1/nodes`.
 //! The same router serves the root-only admin unix socket the local CLI uses.
 
-use crate::cluster::Action;
-use crate::clusterd::{ClusterNode, ErrorBody};
-use crate::metrics::Metrics;
-use crate::state::StateRx;
+use crate::agent::metrics::Metrics;
+use crate::agent::node::{ClusterNode, ErrorBody};
+use crate::core::cluster::Action;
+use crate::core::state::StateRx;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -92,7 +92,7 @@ pub fn router(state: HttpState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // Bodies arrive whole within a deadline (slow-body attacks), before any handler runs.
-        .layer(axum::middleware::from_fn(crate::limits::body_deadline))
+        .layer(axum::middleware::from_fn(crate::api::limits::body_deadline))
         .layer(axum::middleware::map_response(plain_errors_as_json))
         .with_state(state)
 }
@@ -113,7 +113,7 @@ async fn not_found(uri: axum::http::Uri) -> Response {
             None,
             format!(
                 "no endpoint {}; fix: GET / lists them",
-                crate::jsonbody::echo(uri.path())
+                crate::api::jsonbody::echo(uri.path())
             ),
         ),
     )
@@ -133,7 +133,7 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
             None,
             format!(
                 "{method} is not allowed on {}; fix: use {}",
-                crate::jsonbody::echo(path),
+                crate::api::jsonbody::echo(path),
                 allowed.join(" or ")
             ),
         ),
@@ -296,11 +296,11 @@ async fn authorize(s: &HttpState, peer: SocketAddr, headers: &HeaderMap) -> Resu
         .and_then(|v| v.strip_prefix("Basic "))
         .and_then(base64_decode)
         .and_then(|b| String::from_utf8(b).ok());
-    let source = Some(crate::limits::canonical(peer.ip()));
+    let source = Some(crate::api::limits::canonical(peer.ip()));
     let given = credentials.as_deref().and_then(|c| c.split_once(':'));
     match s.cluster.check_credentials(source, given).await {
         Ok(()) => Ok(()),
-        Err(crate::authguard::Denied::Invalid) => {
+        Err(crate::api::authguard::Denied::Invalid) => {
             let mut response = error(401, ErrorBody::new("Unauthorized", None, "this call changes the cluster: send the cluster credentials (HTTP Basic), or use the CLI on a node"));
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -342,7 +342,7 @@ fn base64_decode(text: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-fn admin_result(result: Result<serde_json::Value, crate::clusterd::Refused>) -> Response {
+fn admin_result(result: Result<serde_json::Value, crate::agent::node::Refused>) -> Response {
     match result {
         Ok(v) => Json(v).into_response(),
         Err(r) => error(r.http_status, r.body),
@@ -399,7 +399,7 @@ async fn ring(State(s): State<HttpState>, headers: HeaderMap) -> Response {
     } else {
         (
             [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-            crate::ring::page(&name, &members),
+            crate::core::ring::page(&name, &members),
         )
             .into_response()
     }

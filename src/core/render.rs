@@ -1,7 +1,7 @@
 //! Pure renderings of an identity: the `identity.env` file and Tempo's network config block.
 
-use crate::decide::Identity;
-use crate::snapshot::Family;
+use crate::core::decide::Identity;
+use crate::core::snapshot::Family;
 use std::fmt::Write;
 use std::net::IpAddr;
 
@@ -107,7 +107,7 @@ pub fn tempo_block(id: &Identity) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decide::Endpoint;
+    use crate::core::decide::Endpoint;
 
     fn identity() -> Identity {
         Identity {
@@ -184,7 +184,8 @@ STACKRING_GOSSIP_ADVERTISE_PORT=7946
         assert!(!text.contains("address: '::'\n    port"), "{text}");
         // It is YAML that parses, and stackring reads what it renders.
         let _: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
-        let read = crate::config::parse_str(&text, "n").unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let read =
+            crate::core::config::parse_str(&text, "n").unwrap_or_else(|e| panic!("{e}\n{text}"));
         assert_eq!(read.advertise_port, Some(19095));
         assert!(read.use_internal_ipv6);
     }

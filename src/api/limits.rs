@@ -125,7 +125,7 @@ pub(crate) struct Limits {
     name: &'static str,
     rule: Admission,
     open: Mutex<(usize, HashMap<IpAddr, usize>)>,
-    metrics: Arc<crate::metrics::Metrics>,
+    metrics: Arc<crate::agent::metrics::Metrics>,
 }
 
 /// One admitted connection; dropping it frees the slot.
@@ -160,7 +160,7 @@ impl Limits {
         name: &'static str,
         max_total: usize,
         per_peer: usize,
-        metrics: Arc<crate::metrics::Metrics>,
+        metrics: Arc<crate::agent::metrics::Metrics>,
     ) -> Arc<Limits> {
         Arc::new(Limits {
             name,
@@ -501,7 +501,7 @@ pub(crate) async fn serve_http<F, Fut, IO>(
     }
 }
 
-/// Middleware: the body must arrive whole (and within [`crate::http::MAX_BODY_BYTES`]) within
+/// Middleware: the body must arrive whole (and within [`crate::api::http::MAX_BODY_BYTES`]) within
 /// [`BODY_TIMEOUT`]; a slow body gets `408`, an oversized one `413`.
 pub(crate) async fn body_deadline(
     request: axum::extract::Request,
@@ -509,9 +509,9 @@ pub(crate) async fn body_deadline(
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
     let (parts, body) = request.into_parts();
-    let read = axum::body::to_bytes(body, crate::http::MAX_BODY_BYTES);
+    let read = axum::body::to_bytes(body, crate::api::http::MAX_BODY_BYTES);
     let refuse = |status: axum::http::StatusCode, code: &str, description: String| {
-        let body = crate::clusterd::ErrorBody::new(code, None, description);
+        let body = crate::agent::node::ErrorBody::new(code, None, description);
         let mut response = (status, axum::Json(body)).into_response();
         if status == axum::http::StatusCode::REQUEST_TIMEOUT {
             response.headers_mut().insert(
@@ -532,7 +532,7 @@ pub(crate) async fn body_deadline(
                     "PayloadTooLarge",
                     format!(
                         "the body is over {} bytes; fix: send a smaller request",
-                        crate::http::MAX_BODY_BYTES
+                        crate::api::http::MAX_BODY_BYTES
                     ),
                 )
             } else {

@@ -1,9 +1,9 @@
 //! The cluster's pure rules (SPEC §6): bootstrap requests in Redis Enterprise's shape, the cluster
 //! record a node keeps, credentials, and the join validation an existing node applies. No I/O.
 
-use crate::config::{advertised_refusal, ConfigError};
-use crate::peer::PeerAddr;
-use crate::snapshot::Family;
+use crate::core::config::{advertised_refusal, ConfigError};
+use crate::core::peer::PeerAddr;
+use crate::core::snapshot::Family;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
@@ -124,7 +124,7 @@ pub fn validate_bootstrap(
             value: if value.is_empty() {
                 String::new()
             } else {
-                format!("'{}'", crate::jsonbody::echo(value))
+                format!("'{}'", crate::api::jsonbody::echo(value))
             },
             problem: problem.into(),
             fix: fix.into(),
@@ -220,10 +220,10 @@ pub fn validate_bootstrap(
     let mut externals = Vec::new();
     for (i, text) in identity.external_addr.iter().enumerate() {
         match parse_address(text) {
-            Ok(ip) if crate::config::external_refusal(&ip).is_some() => err(
+            Ok(ip) if crate::core::config::external_refusal(&ip).is_some() => err(
                 &format!("node.identity.external_addr[{i}]"),
                 text,
-                crate::config::external_refusal(&ip).unwrap_or_default(),
+                crate::core::config::external_refusal(&ip).unwrap_or_default(),
                 "write a unicast address clients can reach",
             ),
             Ok(ip) => externals.push(ip),
@@ -466,11 +466,30 @@ pub fn relay_proof<S: AsRef<str>>(key: &str, fields: &[S]) -> String {
 
 /// Constant-time comparison of two proofs.
 pub fn proofs_match(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+    constant_time_eq(a.as_bytes(), b.as_bytes())
+}
+
+/// Byte strings compared in time that depends only on their lengths' maximum, not on where they
+/// differ (the username must not be guessable by timing, any more than the password).
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len().max(b.len());
+    let mut diff = (a.len() != b.len()) as u8;
+    for i in 0..n {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= x ^ y;
+    }
+    std::hint::black_box(diff) == 0
+}
+
+/// What the credentials check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Valid,
+    WrongUsername,
+    WrongPassword,
+    /// No credentials, or not in the `user:password` shape.
+    Missing,
 }
 
 pub fn hash_password(password: &str) -> Result<String, String> {
@@ -522,20 +541,6 @@ fn refuse(sub_code: &'static str, description: String) -> JoinRefusal {
     }
 }
 
-/// The contacted node's checks, in the order an operator would fix them.
-pub fn validate_join(
-    record: &ClusterRecord,
-    joiner: &JoinerFacts,
-    username: &str,
-    password: &str,
-    live_ids: &[String],
-) -> Result<(), JoinRefusal> {
-    if credentials(record, username, password) != crate::authguard::Outcome::Valid {
-        return Err(invalid_credentials());
-    }
-    validate_joiner(record, joiner, live_ids)
-}
-
 /// `invalid_credentials`: the same words whether the username or the password was wrong.
 pub fn invalid_credentials() -> JoinRefusal {
     refuse(
@@ -547,12 +552,7 @@ pub fn invalid_credentials() -> JoinRefusal {
 /// Checks `username`/`password` against the record in constant time: argon2 runs whether or not
 /// the username matches (a wrong username costs what a wrong password costs, so timing does not
 /// tell which usernames exist), and the username is compared without an early exit.
-pub(crate) fn credentials(
-    record: &ClusterRecord,
-    username: &str,
-    password: &str,
-) -> crate::authguard::Outcome {
-    use crate::authguard::{constant_time_eq, Outcome};
+pub(crate) fn credentials(record: &ClusterRecord, username: &str, password: &str) -> Outcome {
     let user_ok = constant_time_eq(username.as_bytes(), record.username.as_bytes());
     let password_ok = verify_password(password, &record.password_hash);
     match (user_ok, password_ok) {
@@ -635,6 +635,20 @@ pub fn validate_joiner(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The contacted node's checks, in the order an operator would fix them.
+    fn validate_join(
+        record: &ClusterRecord,
+        joiner: &JoinerFacts,
+        username: &str,
+        password: &str,
+        live_ids: &[String],
+    ) -> Result<(), JoinRefusal> {
+        if credentials(record, username, password) != Outcome::Valid {
+            return Err(invalid_credentials());
+        }
+        validate_joiner(record, joiner, live_ids)
+    }
 
     fn request(json: &str) -> BootstrapRequest {
         serde_json::from_str(json).unwrap()
@@ -759,7 +773,6 @@ mod tests {
 
     #[test]
     fn a_wrong_username_is_told_apart_only_after_argon2_ran() {
-        use crate::authguard::Outcome;
         let record = ClusterRecord {
             name: "c".into(),
             family: Family::Ipv6,

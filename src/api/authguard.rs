@@ -8,7 +8,7 @@
 //! ([`QUEUE_MAX`]): beyond it the answer is an immediate "busy, retry in N s", so a queue of
 //! guesses can never grow into a join's timeout. The backoff rule is pure ([`backoff`]).
 
-use crate::metrics::Metrics;
+use crate::agent::metrics::Metrics;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -41,15 +41,7 @@ pub(crate) fn backoff(failures: u32) -> Duration {
     (Duration::from_secs(1) * (1u32 << doublings)).min(MAX_BACKOFF)
 }
 
-/// What the credentials check found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    Valid,
-    WrongUsername,
-    WrongPassword,
-    /// No credentials, or not in the `user:password` shape.
-    Missing,
-}
+pub(crate) use crate::core::cluster::Outcome;
 
 /// Why a check was not passed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -254,22 +246,10 @@ impl AuthGuard {
     }
 }
 
-/// Byte strings compared in time that depends only on their lengths' maximum, not on where they
-/// differ (the username must not be guessable by timing, any more than the password).
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let n = a.len().max(b.len());
-    let mut diff = (a.len() != b.len()) as u8;
-    for i in 0..n {
-        let x = a.get(i).copied().unwrap_or(0);
-        let y = b.get(i).copied().unwrap_or(0);
-        diff |= x ^ y;
-    }
-    std::hint::black_box(diff) == 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::cluster::constant_time_eq;
 
     #[test]
     fn backoff_starts_after_the_free_tries_and_doubles_to_a_cap() {

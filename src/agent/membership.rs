@@ -284,7 +284,7 @@ impl Membership {
             node: entry.id.clone(),
             grpc: entry.advertised_grpc.clone(),
         }));
-        let discovery_task = match crate::daemon::listen_socket(listen) {
+        let discovery_task = match crate::serve::listen_socket(listen) {
             Ok(listener) => Some(tokio::spawn(serve_discovery(listener, discovery.clone()))),
             Err(e) => {
                 log::warn!("gossip port {listen} over TCP: {e}; nodes cannot join through this node's memberlist address");
@@ -439,10 +439,6 @@ impl Membership {
             *e = (*e).max(cutoff);
         }
         out
-    }
-
-    pub fn self_id(&self) -> &str {
-        &self.self_id.node_id
     }
 
     pub async fn shutdown(self) {

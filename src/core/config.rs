@@ -4,8 +4,8 @@
 //! full key path (`server.grpc_listen_port`), the offending value and the fix — and so that all errors
 //! are reported at once. Nothing here binds a socket or reads the network.
 
-use crate::peer::PeerAddr;
-use crate::snapshot::Family;
+use crate::core::peer::PeerAddr;
+use crate::core::snapshot::Family;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -237,12 +237,15 @@ pub fn check_files(settings: &Settings) -> Vec<ConfigError> {
     let path = &declared.credentials_file;
     let error = |problem: String, fix: &str| ConfigError {
         key: "cluster.credentials_file".into(),
-        value: format!("'{}'", crate::jsonbody::echo(&path.display().to_string())),
+        value: format!(
+            "'{}'",
+            crate::api::jsonbody::echo(&path.display().to_string())
+        ),
         problem,
         fix: fix.into(),
     };
     match std::fs::read_to_string(path) {
-        Ok(text) => match crate::cluster::parse_credentials(&text) {
+        Ok(text) => match crate::core::cluster::parse_credentials(&text) {
             Ok(_) => vec![],
             Err(problem) => vec![error(
                 problem.into(),
@@ -381,7 +384,7 @@ impl Validator {
                         // names one (found by fuzz/ config); a long one is cut.
                         let k = match k.as_str() {
                             "" => "\"\"".to_string(),
-                            k => crate::jsonbody::echo(k),
+                            k => crate::api::jsonbody::echo(k),
                         };
                         let full = if key.is_empty() {
                             k
@@ -603,7 +606,7 @@ impl Validator {
 
     fn declared_cluster(&mut self, c: &BTreeMap<&str, &Value>) -> Option<DeclaredCluster> {
         let name = match c.get("name") {
-            Some(Value::String(n)) if crate::cluster::valid_name(n) => Some(n.clone()),
+            Some(Value::String(n)) if crate::core::cluster::valid_name(n) => Some(n.clone()),
             Some(other) => {
                 self.error(
                     "cluster.name",
@@ -951,10 +954,10 @@ impl Validator {
             if value != first {
                 self.errors.push(ConfigError {
                     key: key.clone(),
-                    value: format!("'{}'", crate::jsonbody::echo(&show(value))),
+                    value: format!("'{}'", crate::api::jsonbody::echo(&show(value))),
                     problem: format!(
                         "differs from {first_key} '{}': both set the same thing for this node",
-                        crate::jsonbody::echo(&show(first))
+                        crate::api::jsonbody::echo(&show(first))
                     ),
                     fix: format!("give {key} and {first_key} the same value, or keep one"),
                 });
@@ -982,7 +985,7 @@ impl Validator {
             Value::String(_) => return None,
             _ => "",
         };
-        if !crate::cluster::valid_name(id) {
+        if !crate::core::cluster::valid_name(id) {
             self.error(
                 &format!("{section}.id"),
                 value,
@@ -1081,7 +1084,7 @@ fn cap_lines(text: &str) -> String {
     text.lines()
         .map(|l| {
             if l.chars().count() > 200 {
-                crate::jsonbody::echo(l)
+                crate::api::jsonbody::echo(l)
             } else {
                 l.to_string()
             }
@@ -1092,7 +1095,7 @@ fn cap_lines(text: &str) -> String {
 
 /// A YAML value as it appears in an error message (at most ~80 characters of it).
 fn show(value: &Value) -> String {
-    use crate::jsonbody::echo;
+    use crate::api::jsonbody::echo;
     match value {
         Value::Null => String::new(),
         Value::String(s) => format!("'{}'", echo(s)),

@@ -3,12 +3,12 @@
 //! `gather` reads the host (hosts file, sysctl, sockets); `evaluate` is pure and turns what was
 //! read into checks with stable codes, so scripts and the unit's `ExecStartPre=` can rely on them.
 
-use crate::config::Settings;
-use crate::decide::{
+use crate::core::config::Settings;
+use crate::core::decide::{
     decide, is_site_local, server_listen, usability, Context, Identity, NotReady, Unusable,
 };
-use crate::hosts;
-use crate::snapshot::{Family, HostSnapshot};
+use crate::core::hosts;
+use crate::core::snapshot::{Family, HostSnapshot};
 use serde::Serialize;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
@@ -176,7 +176,7 @@ pub fn evaluate(settings: &Settings, inputs: &Inputs) -> Vec<Check> {
             // Link-local addresses are never internal: their DAD is not worth a warning.
             a.tentative()
                 && !a.dad_failed()
-                && !crate::config::is_link_local(&a.ip)
+                && !crate::core::config::is_link_local(&a.ip)
                 && Some(a.family()) == family.or(Some(Family::Ipv6))
         })
         .map(|a| a.ip.to_string())
@@ -400,8 +400,8 @@ pub fn fix_hosts(inputs: &Inputs, checks: &[Check]) -> std::io::Result<Vec<&'sta
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::parse_str;
-    use crate::snapshot::{AddrFlags, Address, HostEvent, Link, OperState, Scope};
+    use crate::core::config::parse_str;
+    use crate::core::snapshot::{AddrFlags, Address, HostEvent, Link, OperState, Scope};
 
     fn host(addrs: &[(&str, u32)]) -> HostSnapshot {
         let mut s = HostSnapshot::default();

@@ -1,8 +1,8 @@
 //! What the daemon publishes to its servers (HTTP, gRPC) and writes to `identity.env`: the current
 //! identity or the reason there is none, with a generation that increases on every change.
 
-use crate::decide::{Endpoint, Identity};
-use crate::snapshot::Family;
+use crate::core::decide::{Endpoint, Identity};
+use crate::core::snapshot::Family;
 use serde::Serialize;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -47,7 +47,7 @@ pub struct IdentityView {
     pub family_reason: Option<String>,
     pub internal_addr: Option<IpAddr>,
     pub internal_interface: Option<String>,
-    #[serde(serialize_with = "crate::ipfmt::serialize_list")]
+    #[serde(serialize_with = "crate::core::ipfmt::serialize_list")]
     pub external_addrs: Vec<IpAddr>,
     pub grpc: Option<Endpoint>,
     pub http: Option<Endpoint>,

@@ -1,7 +1,7 @@
 //! Request bodies (JSON) parsed into typed requests, with errors an operator can act on: the JSON
 //! path of the bad key, the value, what is wrong and the fix, never a parser's column alone. Pure.
 
-use crate::config::ConfigError;
+use crate::core::config::ConfigError;
 use serde::de::DeserializeOwned;
 
 /// Longest value echoed back in an error: a 10 MB value is not repeated whole.

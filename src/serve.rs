@@ -4,15 +4,17 @@
 //! and HTTP → write `identity.env` → `READY=1`. Then follow the host: re-decide on every change,
 //! rewrite `identity.env`, re-publish; reload on SIGHUP; leave on SIGTERM.
 
-use crate::clusterd::{effective_settings, ClusterNode};
-use crate::config::{self, Settings, EXIT_CONFIG};
-use crate::decide::{decide, server_listen, Context, Identity};
-use crate::limits::{self, Guarded, Limits};
-use crate::metrics::Metrics;
-use crate::netlink::HostWatch;
-use crate::snapshot::HostSnapshot;
-use crate::state::{Published, StateTx};
-use crate::{fsutil, grpc, http, preflight, render, systemd};
+use crate::agent::metrics::Metrics;
+use crate::agent::netlink::HostWatch;
+use crate::agent::node::{effective_settings, ClusterNode};
+use crate::agent::{fsutil, systemd};
+use crate::api::limits::{self, Guarded, Limits};
+use crate::api::{grpc, http};
+use crate::core::config::{self, Settings, EXIT_CONFIG};
+use crate::core::decide::{decide, server_listen, Context, Identity};
+use crate::core::snapshot::HostSnapshot;
+use crate::core::state::{Published, StateTx};
+use crate::core::{preflight, render};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -506,7 +508,7 @@ pub(crate) fn listen_socket(addr: std::net::SocketAddr) -> std::io::Result<TcpLi
 
 /// What the TCP servers serve, to start them again on new listen addresses.
 struct Serving {
-    state: crate::state::StateRx,
+    state: crate::core::state::StateRx,
     metrics: Arc<Metrics>,
     cluster: Arc<ClusterNode>,
     /// Connection caps, kept across moves of the listen addresses.

@@ -4,8 +4,8 @@
 //! which internal address, which external addresses and which listen/advertise endpoints this node
 //! has comes from `decide`.
 
-use crate::config::{is_link_local, Settings};
-use crate::snapshot::{Address, Family, HostSnapshot, Scope};
+use crate::core::config::{is_link_local, Settings};
+use crate::core::snapshot::{Address, Family, HostSnapshot, Scope};
 use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
 use std::fmt;
@@ -506,7 +506,7 @@ pub fn address_report<'a>(
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AddressVerdict<'a> {
-    #[serde(serialize_with = "crate::ipfmt::serialize")]
+    #[serde(serialize_with = "crate::core::ipfmt::serialize")]
     pub address: IpAddr,
     pub prefix_len: u8,
     pub family: Family,
@@ -520,8 +520,8 @@ pub struct AddressVerdict<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::parse_str;
-    use crate::snapshot::{AddrFlags, DefaultRoute, HostEvent, Link, OperState};
+    use crate::core::config::parse_str;
+    use crate::core::snapshot::{AddrFlags, DefaultRoute, HostEvent, Link, OperState};
 
     /// A host built from a compact description: `("eth0", up, [("2001:db8::5", flags)])`.
     struct Host(HostSnapshot);

@@ -1,18 +1,18 @@
 //! The cluster at the edge: bootstrap state machine (create / join), the persisted cluster record,
 //! the gRPC Cluster service, and the gossip membership it starts. The rules live in `cluster`.
 
-use crate::cluster::{
-    self, Action, Bootstrap, BootstrapRequest, ClusterRecord, ExternalOp, JoinerFacts, Seeds,
-};
-use crate::config::{ConfigError, Settings};
-use crate::decide::{decide, usability, Context, Identity};
-use crate::grpc::pb;
-use crate::membership::{
+use crate::agent::membership::{
     now_unix, Health, MemberView, Membership, NodeEntry, NodeState, FORGET_PREFIX, OVERRIDE_PREFIX,
 };
-use crate::peer::PeerAddr;
-use crate::snapshot::{Family, HostSnapshot};
-use crate::state::StateRx;
+use crate::core::cluster::{
+    self, Action, Bootstrap, BootstrapRequest, ClusterRecord, ExternalOp, JoinerFacts, Seeds,
+};
+use crate::core::config::{ConfigError, Settings};
+use crate::core::decide::{decide, usability, Context, Identity};
+use crate::core::peer::PeerAddr;
+use crate::core::snapshot::{Family, HostSnapshot};
+use crate::core::state::StateRx;
+use crate::proto::pb;
 use serde::Serialize;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -107,7 +107,7 @@ pub struct ClusterNode {
     settings: RwLock<Settings>,
     hostname: String,
     /// Every credential check goes through it (per-source backoff, bounded queue).
-    auth: crate::authguard::AuthGuard,
+    auth: crate::api::authguard::AuthGuard,
     /// Every change of the record goes through `update_record`, one at a time.
     record_write: std::sync::Mutex<()>,
     /// Relayed admin changes seen lately, (sent_ms, nonce): a replay is refused.
@@ -157,10 +157,10 @@ impl ClusterNode {
         host: watch::Receiver<Arc<HostSnapshot>>,
         identity: StateRx,
         hostname: String,
-        metrics: Arc<crate::metrics::Metrics>,
+        metrics: Arc<crate::agent::metrics::Metrics>,
     ) -> anyhow::Result<Arc<ClusterNode>> {
         let state_dir = settings.state_dir.clone();
-        let stale = crate::fsutil::remove_stale_temporaries(&state_dir.join(RECORD_FILE));
+        let stale = crate::agent::fsutil::remove_stale_temporaries(&state_dir.join(RECORD_FILE));
         if stale > 0 {
             log::warn!(
                 "removed {stale} unfinished {} write(s) left by a killed process in {}",
@@ -193,7 +193,7 @@ impl ClusterNode {
             identity,
             settings: RwLock::new(settings),
             hostname,
-            auth: crate::authguard::AuthGuard::new(metrics),
+            auth: crate::api::authguard::AuthGuard::new(metrics),
         }))
     }
 
@@ -259,7 +259,7 @@ impl ClusterNode {
             body: ErrorBody::invalid(errors),
         };
         let request: BootstrapRequest =
-            crate::jsonbody::parse(body).map_err(|e| invalid(vec![e]))?;
+            crate::api::jsonbody::parse(body).map_err(|e| invalid(vec![e]))?;
         let request = cluster::validate_bootstrap(request, action).map_err(invalid)?;
         self.bootstrap_with(request, action).await
     }
@@ -328,7 +328,7 @@ impl ClusterNode {
         }
         if let Some(flag) = request.use_internal_ipv6 {
             s.use_internal_ipv6 = flag;
-            s.use_internal_ipv6_written = Some(crate::config::WrittenFlag {
+            s.use_internal_ipv6_written = Some(crate::core::config::WrittenFlag {
                 value: flag,
                 key: "node.identity.use_internal_ipv6".into(),
             });
@@ -516,7 +516,7 @@ impl ClusterNode {
                 for m in members {
                     out.push((
                         m.to_string(),
-                        crate::membership::discover_grpc(&m.host_port(settings.gossip.port))
+                        crate::agent::membership::discover_grpc(&m.host_port(settings.gossip.port))
                             .await
                             .map(|grpc| format!("http://{grpc}")),
                     ));
@@ -602,7 +602,7 @@ impl ClusterNode {
         std::fs::create_dir_all(&self.state_dir)
             .map_err(|e| format!("cannot create {}: {e}", self.state_dir.display()))?;
         let path = self.state_dir.join(RECORD_FILE);
-        crate::fsutil::write_atomic(&path, &json, 0o600)
+        crate::agent::fsutil::write_atomic(&path, &json, 0o600)
             .map_err(|e| format!("cannot write {}: {e}", path.display()))
     }
 
@@ -766,13 +766,15 @@ impl ClusterNode {
                 .check(source, async move {
                     argon2(move || cluster::credentials(&record, &username, &password))
                         .await
-                        .unwrap_or(crate::authguard::Outcome::Missing)
+                        .unwrap_or(crate::api::authguard::Outcome::Missing)
                 })
                 .await
         };
         let check = match verified {
             Ok(()) => Some(cluster::validate_joiner(&record, &facts, &live)),
-            Err(crate::authguard::Denied::Invalid) => Some(Err(cluster::invalid_credentials())),
+            Err(crate::api::authguard::Denied::Invalid) => {
+                Some(Err(cluster::invalid_credentials()))
+            }
             Err(throttled) => {
                 log::warn!(
                     "join of node {}: {}",
@@ -933,7 +935,7 @@ fn parse_addrs(key: &str, texts: &[String]) -> Result<Vec<IpAddr>, Refused> {
     texts
         .iter()
         .map(|t| match cluster::parse_address(t) {
-            Ok(ip) => match crate::config::external_refusal(&ip) {
+            Ok(ip) => match crate::core::config::external_refusal(&ip) {
                 Some(why) => Err(bad_request(format!(
                     "{key}: '{ip}' {why}; fix: give a unicast address clients can reach"
                 ))),
@@ -941,7 +943,7 @@ fn parse_addrs(key: &str, texts: &[String]) -> Result<Vec<IpAddr>, Refused> {
             },
             Err((problem, fix)) => Err(bad_request(format!(
                 "{key}: '{}' {problem}; fix: {fix}",
-                crate::jsonbody::echo(t)
+                crate::api::jsonbody::echo(t)
             ))),
         })
         .collect()
@@ -952,7 +954,7 @@ impl ClusterNode {
         if !cluster::valid_name(id) {
             return Err(bad_request(format!(
                 "node id '{}' is not a valid node id; fix: {} (as `status nodes` shows it)",
-                crate::jsonbody::echo(&id.escape_debug().to_string()),
+                crate::api::jsonbody::echo(&id.escape_debug().to_string()),
                 cluster::NAME_RULE
             )));
         }
@@ -1046,11 +1048,11 @@ impl ClusterNode {
         body: &[u8],
     ) -> Result<serde_json::Value, Refused> {
         let change: ExternalChange =
-            crate::jsonbody::parse(body).map_err(|e| bad_request(e.to_string()))?;
+            crate::api::jsonbody::parse(body).map_err(|e| bad_request(e.to_string()))?;
         let op = ExternalOp::parse(&change.action).ok_or_else(|| {
             bad_request(format!(
                 "action: '{}' is not add, set or remove; fix: use one of them",
-                crate::jsonbody::echo(&change.action)
+                crate::api::jsonbody::echo(&change.action)
             ))
         })?;
         let addrs = parse_addrs("addrs", &change.addrs)?;
@@ -1224,7 +1226,7 @@ impl ClusterNode {
                 format!(
                     "this is node '{}', not '{}'",
                     record.node_id,
-                    crate::jsonbody::echo(&req.node_id)
+                    crate::api::jsonbody::echo(&req.node_id)
                 ),
             );
         }
@@ -1242,7 +1244,7 @@ impl ClusterNode {
         if !cluster::proofs_match(&expected, &req.proof) {
             log::warn!(
                 "refused a relayed admin change without a member's proof (from '{}')",
-                crate::jsonbody::echo(&req.from)
+                crate::api::jsonbody::echo(&req.from)
             );
             return refuse(
                 "AdminError",
@@ -1308,9 +1310,9 @@ impl ClusterNode {
     /// `node <ID> addr set <IP>`: only for a node that is down, only within the cluster's family.
     pub async fn set_addr(&self, target: &str, body: &[u8]) -> Result<serde_json::Value, Refused> {
         let change: AddrChange =
-            crate::jsonbody::parse(body).map_err(|e| bad_request(e.to_string()))?;
+            crate::api::jsonbody::parse(body).map_err(|e| bad_request(e.to_string()))?;
         let ip = parse_addrs("addr", std::slice::from_ref(&change.addr))?[0];
-        if let Some(why) = crate::config::advertised_refusal(&ip) {
+        if let Some(why) = crate::core::config::advertised_refusal(&ip) {
             return Err(bad_request(format!("addr: '{ip}' {why}")));
         }
         let (record, member) = self.member(target).await?;
@@ -1457,10 +1459,10 @@ impl ClusterNode {
         &self,
         source: Option<IpAddr>,
         credentials: Option<(&str, &str)>,
-    ) -> Result<(), crate::authguard::Denied> {
-        use crate::authguard::Outcome;
+    ) -> Result<(), crate::api::authguard::Denied> {
+        use crate::api::authguard::Outcome;
         let Some(record) = self.record() else {
-            return Err(crate::authguard::Denied::Invalid);
+            return Err(crate::api::authguard::Denied::Invalid);
         };
         let given = credentials.map(|(u, p)| (u.to_string(), p.to_string()));
         self.auth
@@ -1484,7 +1486,7 @@ impl ClusterNode {
     /// backoff while no seed answers (or the seed has not created the cluster yet).
     pub async fn declare(
         self: &Arc<Self>,
-        declared: crate::config::DeclaredCluster,
+        declared: crate::core::config::DeclaredCluster,
         join_members: Vec<PeerAddr>,
     ) {
         if self.record().is_some() {
@@ -1574,10 +1576,10 @@ fn check_hosts_file(family: Family) -> Result<(), Refused> {
     if family != Family::Ipv6 {
         return Ok(());
     }
-    let path = crate::preflight::HOSTS_PATH;
+    let path = crate::core::preflight::HOSTS_PATH;
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let localhost = IpAddr::V6(std::net::Ipv6Addr::LOCALHOST);
-    if crate::hosts::maps(&text, localhost, "localhost") {
+    if crate::core::hosts::maps(&text, localhost, "localhost") {
         return Ok(());
     }
     Err(Refused {
@@ -1604,7 +1606,7 @@ impl AdminService {
         let given = credentials.map(|c| (c.username.as_str(), c.password.as_str()));
         match self.node.check_credentials(source, given).await {
             Ok(()) => Ok(()),
-            Err(crate::authguard::Denied::Invalid) => Err(tonic::Status::unauthenticated(
+            Err(crate::api::authguard::Denied::Invalid) => Err(tonic::Status::unauthenticated(
                 "this call changes the cluster: send the cluster credentials",
             )),
             Err(throttled) => Err(throttled.status(source)),
@@ -1640,7 +1642,7 @@ impl pb::admin_server::Admin for AdminService {
     ) -> Result<tonic::Response<pb::AdminReply>, tonic::Status> {
         let source = request
             .remote_addr()
-            .map(|a| crate::limits::canonical(a.ip()));
+            .map(|a| crate::api::limits::canonical(a.ip()));
         let r = request.into_inner();
         self.authorize(source, r.credentials.as_ref()).await?;
         let body = serde_json::json!({"action": r.action, "addrs": r.addrs}).to_string();
@@ -1653,7 +1655,7 @@ impl pb::admin_server::Admin for AdminService {
     ) -> Result<tonic::Response<pb::AdminReply>, tonic::Status> {
         let source = request
             .remote_addr()
-            .map(|a| crate::limits::canonical(a.ip()));
+            .map(|a| crate::api::limits::canonical(a.ip()));
         let r = request.into_inner();
         self.authorize(source, r.credentials.as_ref()).await?;
         let body = serde_json::json!({"addr": r.addr}).to_string();
@@ -1666,7 +1668,7 @@ impl pb::admin_server::Admin for AdminService {
     ) -> Result<tonic::Response<pb::AdminReply>, tonic::Status> {
         let source = request
             .remote_addr()
-            .map(|a| crate::limits::canonical(a.ip()));
+            .map(|a| crate::api::limits::canonical(a.ip()));
         let r = request.into_inner();
         self.authorize(source, r.credentials.as_ref()).await?;
         admin_reply(self.node.forget(&r.node_id).await)
@@ -1797,7 +1799,7 @@ impl pb::cluster_server::Cluster for ClusterService {
     ) -> Result<tonic::Response<pb::JoinReply>, tonic::Status> {
         let source = request
             .remote_addr()
-            .map(|a| crate::limits::canonical(a.ip()));
+            .map(|a| crate::api::limits::canonical(a.ip()));
         self.node
             .handle_join(source, request.into_inner())
             .await

@@ -1,11 +1,13 @@
 //! The admin CLI: argument parsing and the one-shot commands (`inspect`, `preflight`, `config
 //! validate`, `render`). `serve` hands over to `daemon`.
 
-use crate::config::{self, Settings, DEFAULT_CONFIG_PATH, EXIT_CONFIG};
-use crate::decide::{address_report, decide, Context};
-use crate::preflight::{self, Outcome, Severity};
-use crate::state::IdentityView;
-use crate::{daemon, netlink, render};
+use crate::agent::netlink;
+use crate::core::config::{self, Settings, DEFAULT_CONFIG_PATH, EXIT_CONFIG};
+use crate::core::decide::{address_report, decide, Context};
+use crate::core::preflight::{self, Outcome, Severity};
+use crate::core::render;
+use crate::core::state::IdentityView;
+use crate::serve;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -157,7 +159,7 @@ pub fn run(cli: Cli) -> i32 {
         return validate(file.as_deref().unwrap_or(&config_path), &default_id);
     }
     if let Command::Serve = cli.command {
-        return runtime.block_on(daemon::serve(daemon::Options {
+        return runtime.block_on(serve::serve(serve::Options {
             config_path,
             config_explicit: explicit,
             default_id,
@@ -193,14 +195,14 @@ pub fn run(cli: Cli) -> i32 {
         }
     };
     // Decide as the daemon does: a node of a cluster has the cluster's family and its overrides.
-    let record = match crate::clusterd::load_record(&settings.state_dir) {
+    let record = match crate::agent::node::load_record(&settings.state_dir) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("stackring: {e}");
             None
         }
     };
-    let settings = crate::clusterd::effective_settings(&settings, record.as_ref());
+    let settings = crate::agent::node::effective_settings(&settings, record.as_ref());
     let ctx = Context {
         cluster_family: record.as_ref().map(|r| r.family),
         previous: None,
@@ -263,14 +265,14 @@ fn validate(file: &Path, default_id: &str) -> i32 {
 struct InspectJson<'a> {
     #[serde(flatten)]
     identity: IdentityView,
-    links: Vec<&'a crate::snapshot::Link>,
-    addresses: Vec<crate::decide::AddressVerdict<'a>>,
-    default_routes: Vec<&'a crate::snapshot::DefaultRoute>,
+    links: Vec<&'a crate::core::snapshot::Link>,
+    addresses: Vec<crate::core::decide::AddressVerdict<'a>>,
+    default_routes: Vec<&'a crate::core::snapshot::DefaultRoute>,
 }
 
 fn inspect(
     settings: &Settings,
-    snapshot: &crate::snapshot::HostSnapshot,
+    snapshot: &crate::core::snapshot::HostSnapshot,
     ctx: Context<'_>,
     json: bool,
 ) -> i32 {
@@ -365,14 +367,14 @@ fn inspect(
 
 fn run_preflight(
     settings: &Settings,
-    snapshot: crate::snapshot::HostSnapshot,
+    snapshot: crate::core::snapshot::HostSnapshot,
     hosts_file: &Path,
-    cluster_family: Option<crate::snapshot::Family>,
+    cluster_family: Option<crate::core::snapshot::Family>,
     fix: bool,
     json: bool,
 ) -> i32 {
     // On a node where the daemon runs, its ports are taken by itself: not a finding.
-    let socket = settings.runtime_dir.join(daemon::ADMIN_SOCKET);
+    let socket = settings.runtime_dir.join(serve::ADMIN_SOCKET);
     let daemon_running = match std::os::unix::net::UnixStream::connect(&socket) {
         Ok(_) => true,
         // Not root: the socket is root-only, but only a live daemon makes it.
@@ -451,7 +453,7 @@ pub fn admin_request(
     body: Option<&str>,
 ) -> Result<(u16, String), String> {
     use std::io::Read;
-    let socket = runtime_dir.join(daemon::ADMIN_SOCKET);
+    let socket = runtime_dir.join(serve::ADMIN_SOCKET);
     let mut stream = std::os::unix::net::UnixStream::connect(&socket).map_err(|e| {
         format!("cannot reach the local daemon at {} ({e}); fix: start it (systemctl start stackring) and run this as root", socket.display())
     })?;
@@ -598,13 +600,13 @@ fn status_nodes(settings: &Settings, json: bool) -> i32 {
 pub(crate) fn node_id_arg(text: &str) -> Result<&str, String> {
     let id = text.strip_prefix('*').unwrap_or(text);
     let id = id.strip_prefix("node:").unwrap_or(id);
-    if crate::cluster::valid_name(id) {
+    if crate::core::cluster::valid_name(id) {
         Ok(id)
     } else {
         Err(format!(
             "'{}' is not a node id; fix: {} (as `stackring status nodes` shows it, with or without 'node:')",
-            crate::jsonbody::echo(&text.escape_debug().to_string()),
-            crate::cluster::NAME_RULE
+            crate::api::jsonbody::echo(&text.escape_debug().to_string()),
+            crate::core::cluster::NAME_RULE
         ))
     }
 }

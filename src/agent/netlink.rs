@@ -5,7 +5,7 @@
 //! change falls between the dump and the first event; when the kernel reports an overrun (events
 //! were lost) it dumps again.
 
-use crate::snapshot::{
+use crate::core::snapshot::{
     AddrFlags, Address, DefaultRoute, Family, HostEvent, HostSnapshot, Link, OperState, Scope,
 };
 use futures::channel::mpsc::UnboundedReceiver;

@@ -1,7 +1,7 @@
 //! The `/ring` page: dskit's ring-status columns plus family, internal/external addresses and
 //! listen versus advertised endpoints. Pure rendering; the handler lives in `http`.
 
-use crate::membership::{now_unix, MemberView};
+use crate::agent::membership::{now_unix, MemberView};
 
 /// Escapes text for HTML element content and attribute values.
 pub fn esc(s: &str) -> String {
@@ -121,7 +121,7 @@ tr.down td {{ background: #fdd; }}
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::membership::{summary, Health, NodeEntry, NodeState};
+    use crate::agent::membership::{summary, Health, NodeEntry, NodeState};
 
     fn member(id: &str, status: Health) -> MemberView {
         MemberView {

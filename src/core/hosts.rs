@@ -41,7 +41,7 @@ pub fn write_fixed(path: &Path, original: &str, fixed: &str) -> io::Result<()> {
     let mode = std::fs::metadata(path)
         .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
         .unwrap_or(0o644);
-    match crate::fsutil::write_atomic(path, fixed.as_bytes(), mode) {
+    match crate::agent::fsutil::write_atomic(path, fixed.as_bytes(), mode) {
         Err(e)
             if e.raw_os_error() == Some(libc::EBUSY) || e.raw_os_error() == Some(libc::EXDEV) =>
         {

@@ -197,9 +197,6 @@ impl Address {
     pub fn temporary(&self) -> bool {
         self.family() == Family::Ipv6 && self.flags.has(AddrFlags::SECONDARY)
     }
-    pub fn permanent(&self) -> bool {
-        self.flags.has(AddrFlags::PERMANENT)
-    }
     /// The identity of an address in the kernel: updates (DAD done, lifetimes) re-send the same key.
     pub fn key(&self) -> AddrKey {
         (self.link_index, self.ip, self.prefix_len)

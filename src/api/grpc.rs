@@ -1,20 +1,13 @@
 //! gRPC (tonic): the Identity service, with server reflection.
 
-use crate::state::{Published, StateRx};
+use crate::core::state::{Published, StateRx};
 use futures::Stream;
 use std::pin::Pin;
 use tokio_stream::wrappers::WatchStream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
-/// Generated from `proto/stackring.proto` by build.rs.
-pub mod pb {
-    tonic::include_proto!("stackring.v1");
-}
-
-/// The encoded descriptor set of our protos, for reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/stackring_descriptor.bin"));
+use crate::proto::{pb, FILE_DESCRIPTOR_SET};
 
 pub struct IdentityService {
     state: StateRx,
@@ -27,7 +20,7 @@ impl IdentityService {
 }
 
 pub fn reply(published: &Published) -> pb::IdentityReply {
-    let endpoint = |e: &crate::decide::Endpoint| pb::Endpoint {
+    let endpoint = |e: &crate::core::decide::Endpoint| pb::Endpoint {
         listen: e.listen.to_string(),
         advertise: e.advertise.to_string(),
     };
@@ -77,12 +70,12 @@ impl pb::identity_server::Identity for IdentityService {
 /// The tonic router with Identity, Cluster, Admin and reflection (v1).
 pub fn router(
     state: StateRx,
-    cluster: std::sync::Arc<crate::clusterd::ClusterNode>,
+    cluster: std::sync::Arc<crate::agent::node::ClusterNode>,
 ) -> Result<tonic::transport::server::Router, tonic_reflection::server::Error> {
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    use crate::limits::*;
+    use crate::api::limits::*;
     Ok(tonic::transport::Server::builder()
         // Dead or silent peers are found by HTTP/2 pings; a connection cannot open streams
         // without bound; a call that cannot answer in time ends (the joiner's own limit is 15 s).
@@ -97,11 +90,11 @@ pub fn router(
             IdentityService::new(state),
         ))
         .add_service(pb::cluster_server::ClusterServer::new(
-            crate::clusterd::ClusterService {
+            crate::agent::node::ClusterService {
                 node: cluster.clone(),
             },
         ))
         .add_service(pb::admin_server::AdminServer::new(
-            crate::clusterd::AdminService { node: cluster },
+            crate::agent::node::AdminService { node: cluster },
         )))
 }

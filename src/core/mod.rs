@@ -1,0 +1,13 @@
+//! The pure core: no I/O, no async. Snapshot + config (+ cluster facts) → identity, join validation,
+//! cluster rules, member projection, and the texts operators read. Tested with tables.
+pub(crate) mod cluster;
+pub(crate) mod config;
+pub(crate) mod decide;
+pub(crate) mod hosts;
+pub(crate) mod ipfmt;
+pub(crate) mod peer;
+pub(crate) mod preflight;
+pub(crate) mod render;
+pub(crate) mod ring;
+pub(crate) mod snapshot;
+pub(crate) mod state;
