@@ -40,7 +40,6 @@ pub(crate) mod serve;
 pub mod fuzzing {
     pub use crate::agent::membership::NodeEntry;
     pub use crate::agent::node::{newest_override, AddrChange, ExternalChange, Override};
-    pub use crate::agent::systemd::init_logging;
     pub use crate::api::jsonbody::parse as parse_json_body;
     pub use crate::cli::parse_admin_response;
     pub use crate::core::cluster::{

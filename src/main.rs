@@ -1,8 +1,3 @@
-use clap::Parser;
-use stackring::cli::{self, Cli};
-
 fn main() {
-    let cli = Cli::parse();
-    stackring::fuzzing::init_logging(cli.verbose);
-    std::process::exit(cli::run(cli));
+    std::process::exit(stackring::cli::main());
 }

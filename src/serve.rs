@@ -22,15 +22,15 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
-pub struct Options {
-    pub config_path: PathBuf,
+pub(crate) struct Options {
+    pub(crate) config_path: PathBuf,
     /// Whether `--config` was given (a missing explicit file is an error, a missing default is not).
-    pub config_explicit: bool,
-    pub default_id: String,
+    pub(crate) config_explicit: bool,
+    pub(crate) default_id: String,
 }
 
 /// Runs the daemon; returns the process exit code.
-pub async fn serve(opts: Options) -> i32 {
+pub(crate) async fn serve(opts: Options) -> i32 {
     limit_malloc_retention();
     let settings = match config::load_checked(
         &opts.config_path,
@@ -626,7 +626,7 @@ fn bind_admin(runtime_dir: &std::path::Path) -> std::io::Result<tokio::net::Unix
     Ok(listener)
 }
 
-pub const ADMIN_SOCKET: &str = "admin.sock";
+pub(crate) const ADMIN_SOCKET: &str = "admin.sock";
 
 async fn shutdown_signal(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;

@@ -7,7 +7,7 @@ use std::path::Path;
 
 /// Writes `contents` to `path` through a temporary file in the same directory, fsyncs it, renames
 /// it over `path` and fsyncs the directory: readers see the old file or the new one, never a part.
-pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -41,7 +41,7 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
 /// Removes the temporary files `write_atomic` leaves for `path` when a writer is killed between
 /// create and rename (`kill -9`, power loss). Called at start, before this process writes `path`.
 /// Returns how many were removed.
-pub fn remove_stale_temporaries(path: &Path) -> usize {
+pub(crate) fn remove_stale_temporaries(path: &Path) -> usize {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
         return 0;
     };

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const NODE_KEY: &str = "node";
 /// `forget/<id>` = the newest generation of `<id>` to hide (set by whichever node forgot it).
-pub const FORGET_PREFIX: &str = "forget/";
+pub(crate) const FORGET_PREFIX: &str = "forget/";
 /// `override/<id>/<what>` = an admin change for node `<id>`, carried by the node that took it.
-pub const OVERRIDE_PREFIX: &str = "override/";
+pub(crate) const OVERRIDE_PREFIX: &str = "override/";
 /// Short rounds: a 30-node cluster converges in a few of them, a dead node is seen within seconds.
 const GOSSIP_INTERVAL: Duration = Duration::from_millis(200);
 
@@ -32,7 +32,7 @@ pub enum NodeState {
 }
 
 impl NodeState {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             NodeState::Joining => "JOINING",
             NodeState::Active => "ACTIVE",
@@ -45,7 +45,7 @@ impl NodeState {
 /// Whether the failure detector hears the node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
-pub enum Health {
+pub(crate) enum Health {
     Ok,
     Down,
 }
@@ -53,59 +53,64 @@ pub enum Health {
 /// What a node publishes about itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeEntry {
-    pub id: String,
-    pub hostname: String,
+    pub(crate) id: String,
+    pub(crate) hostname: String,
     /// JOINING, ACTIVE, LEAVING as published; LEFT in a view when a node that said LEAVING
     /// has gone silent (a graceful stop, unlike a crash, which stays ACTIVE and DOWN).
-    pub state: NodeState,
-    pub family: String,
-    pub addr: String,
-    pub external_addrs: Vec<String>,
-    pub advertised_grpc: String,
-    pub advertised_http: String,
-    pub advertised_gossip: String,
-    pub listen_grpc: String,
-    pub zone: String,
-    pub registered_unix: u64,
+    pub(crate) state: NodeState,
+    pub(crate) family: String,
+    pub(crate) addr: String,
+    pub(crate) external_addrs: Vec<String>,
+    pub(crate) advertised_grpc: String,
+    pub(crate) advertised_http: String,
+    pub(crate) advertised_gossip: String,
+    pub(crate) listen_grpc: String,
+    pub(crate) zone: String,
+    pub(crate) registered_unix: u64,
     /// Why the node is not ACTIVE (e.g. its new address is not bound), empty otherwise.
     #[serde(default)]
-    pub reason: String,
+    pub(crate) reason: String,
     /// How many admin changes this node has applied to itself.
     #[serde(default)]
-    pub admin_version: u64,
+    pub(crate) admin_version: u64,
     /// When (ms) the newest admin change it applied was made: gossiped changes older than this
     /// are already in its entry.
     #[serde(default)]
-    pub applied_ms: u64,
+    pub(crate) applied_ms: u64,
     /// The stackring build the node runs (rladmin's VERSION column).
     #[serde(default)]
-    pub version: String,
+    pub(crate) version: String,
 }
 
 /// A member as this node sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct MemberView {
+pub(crate) struct MemberView {
     #[serde(flatten)]
-    pub entry: NodeEntry,
+    pub(crate) entry: NodeEntry,
     /// OK, or DOWN when the failure detector considers the node dead.
-    pub status: Health,
-    pub last_seen_ms_ago: u64,
-    pub local: bool,
+    pub(crate) status: Health,
+    pub(crate) last_seen_ms_ago: u64,
+    pub(crate) local: bool,
     /// Chitchat generation (start time, ms) of the row shown: `forget` hides this one.
-    pub generation: u64,
+    pub(crate) generation: u64,
     /// The one wording of state and health that the CLI, `/ring` and the JSON all show.
-    pub summary: String,
+    pub(crate) summary: String,
 }
 
 impl MemberView {
-    pub fn healthy(&self) -> bool {
+    pub(crate) fn healthy(&self) -> bool {
         self.status == Health::Ok
     }
 }
 
 /// "OK" for a healthy active node; otherwise the health and whatever else an operator should
 /// know: `OK, JOINING: <why>`, `OK, LEAVING`, `LEFT, last seen 2.5s ago`, `DOWN, last seen 33s ago`.
-pub fn summary(status: Health, state: NodeState, reason: &str, last_seen_ms_ago: u64) -> String {
+pub(crate) fn summary(
+    status: Health,
+    state: NodeState,
+    reason: &str,
+    last_seen_ms_ago: u64,
+) -> String {
     let seen = match last_seen_ms_ago {
         u64::MAX => "never seen".to_string(),
         ms if ms < 10_000 => format!("last seen {:.1}s ago", ms as f64 / 1000.0),
@@ -124,7 +129,7 @@ pub fn summary(status: Health, state: NodeState, reason: &str, last_seen_ms_ago:
     }
 }
 
-pub struct Membership {
+pub(crate) struct Membership {
     handle: ChitchatHandle,
     self_id: ChitchatId,
     last_seen: Arc<Mutex<HashMap<ChitchatId, (Heartbeat, Instant)>>>,
@@ -138,16 +143,16 @@ pub struct Membership {
 /// memberlist listens on TCP and UDP at `bind_port`; `join_members` name that port, and a joiner
 /// needs the member's gRPC endpoint (advertised, so a sidecar proxy's port is honoured).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Discovery {
-    pub node: String,
-    pub grpc: String,
+pub(crate) struct Discovery {
+    pub(crate) node: String,
+    pub(crate) grpc: String,
 }
 
 /// How long a joiner waits for a member's discovery answer.
 const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Asks the member at gossip address `host_port` (TCP) where its gRPC endpoint is.
-pub async fn discover_grpc(host_port: &str) -> Result<SocketAddr, String> {
+pub(crate) async fn discover_grpc(host_port: &str) -> Result<SocketAddr, String> {
     use tokio::io::AsyncReadExt;
     let addrs: Vec<SocketAddr> =
         tokio::time::timeout(DISCOVERY_TIMEOUT, tokio::net::lookup_host(host_port))
@@ -210,7 +215,7 @@ async fn serve_discovery(listener: tokio::net::TcpListener, answer: Arc<Mutex<Di
     }
 }
 
-pub fn now_unix() -> u64 {
+pub(crate) fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -219,7 +224,7 @@ pub fn now_unix() -> u64 {
 
 impl Membership {
     /// Binds the gossip socket on `listen` and starts gossiping with `seeds` (host:port strings).
-    pub async fn start(
+    pub(crate) async fn start(
         cluster: &str,
         entry: &NodeEntry,
         listen: SocketAddr,
@@ -302,7 +307,7 @@ impl Membership {
     }
 
     /// Publishes a new version of this node's entry (an identity change, a state change).
-    pub async fn publish(&self, entry: &NodeEntry) {
+    pub(crate) async fn publish(&self, entry: &NodeEntry) {
         let Ok(value) = serde_json::to_string(entry) else {
             return;
         };
@@ -321,7 +326,7 @@ impl Membership {
     }
 
     /// Every node known, one row per node id (its newest generation), sorted by id.
-    pub async fn members(&self) -> Vec<MemberView> {
+    pub(crate) async fn members(&self) -> Vec<MemberView> {
         let forgotten = self.forgotten().await;
         let (states, live): (Vec<(ChitchatId, Option<String>)>, Vec<ChitchatId>) = self
             .handle
@@ -389,7 +394,7 @@ impl Membership {
     }
 
     /// Gossip addresses of the other members, for rejoining after a restart.
-    pub async fn peer_gossip_addrs(&self) -> Vec<String> {
+    pub(crate) async fn peer_gossip_addrs(&self) -> Vec<String> {
         let mut addrs: Vec<String> = self
             .members()
             .await
@@ -403,14 +408,14 @@ impl Membership {
     }
 
     /// Sets a key of this node's own gossip state (admin requests travel this way).
-    pub async fn set_own_key(&self, key: &str, value: &str) {
+    pub(crate) async fn set_own_key(&self, key: &str, value: &str) {
         self.handle
             .with_chitchat(|c| c.self_node_state().set(key, value))
             .await;
     }
 
     /// `(writer id, key, value)` of every key starting with `prefix`, across all known nodes.
-    pub async fn keys_with_prefix(&self, prefix: &str) -> Vec<(String, String, String)> {
+    pub(crate) async fn keys_with_prefix(&self, prefix: &str) -> Vec<(String, String, String)> {
         self.handle
             .with_chitchat(|c| {
                 c.node_states()
@@ -441,7 +446,7 @@ impl Membership {
         out
     }
 
-    pub async fn shutdown(self) {
+    pub(crate) async fn shutdown(self) {
         let Membership {
             handle,
             monitor,

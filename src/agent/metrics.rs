@@ -9,29 +9,29 @@ use prometheus_client::registry::Registry;
 type Labels = Vec<(String, String)>;
 
 #[derive(Default)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
-    pub ready: Gauge,
-    pub identity_changes: Counter,
-    pub renumberings: Counter,
-    pub reloads: Family<Labels, Counter>,
-    pub host_snapshots: Counter,
-    pub netlink_overruns: Counter,
+    pub(crate) ready: Gauge,
+    pub(crate) identity_changes: Counter,
+    pub(crate) renumberings: Counter,
+    pub(crate) reloads: Family<Labels, Counter>,
+    pub(crate) host_snapshots: Counter,
+    pub(crate) netlink_overruns: Counter,
     /// Always 1, labelled with the current family, address and interface.
-    pub identity_info: Family<Labels, Gauge>,
+    pub(crate) identity_info: Family<Labels, Gauge>,
     /// Open client connections, by listener.
-    pub connections: Family<Labels, Gauge>,
+    pub(crate) connections: Family<Labels, Gauge>,
     /// Connections closed at accept, by listener and reason (`per_peer`, `listener`).
-    pub connections_refused: Family<Labels, Counter>,
+    pub(crate) connections_refused: Family<Labels, Counter>,
     /// Refused credential checks, by reason (`wrong_username`, `wrong_password`, `missing`,
     /// `backoff`).
-    pub auth_failures: Family<Labels, Counter>,
+    pub(crate) auth_failures: Family<Labels, Counter>,
     /// Credential checks not run because the verification queue was full.
-    pub auth_shed: Counter,
+    pub(crate) auth_shed: Counter,
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
+    pub(crate) fn new() -> Metrics {
         let mut m = Metrics::default();
         let r = &mut m.registry;
         r.register(
@@ -92,7 +92,7 @@ impl Metrics {
         m
     }
 
-    pub fn set_identity(&self, family: &str, addr: &str, interface: &str) {
+    pub(crate) fn set_identity(&self, family: &str, addr: &str, interface: &str) {
         self.identity_info.clear();
         self.identity_info
             .get_or_create(&vec![
@@ -103,7 +103,7 @@ impl Metrics {
             .set(1);
     }
 
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         let _ = encode(&mut out, &self.registry);
         out

@@ -25,12 +25,12 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 /// Events arriving this close together are applied as one change (an address move is a DEL + NEW).
-pub const DEBOUNCE: Duration = Duration::from_millis(5);
+pub(crate) const DEBOUNCE: Duration = Duration::from_millis(5);
 /// Large enough for a burst of thousands of address events without an overrun.
 const RECEIVE_BUFFER_BYTES: usize = 8 << 20;
 
 #[derive(Debug, thiserror::Error)]
-pub enum NetlinkError {
+pub(crate) enum NetlinkError {
     #[error("cannot open a netlink socket: {0}")]
     Socket(#[from] std::io::Error),
     #[error("netlink request failed: {0}")]
@@ -40,7 +40,7 @@ pub enum NetlinkError {
 type Events = UnboundedReceiver<(NetlinkMessage<RouteNetlinkMessage>, SocketAddr)>;
 
 /// Reads links, addresses and default routes once.
-pub async fn dump_once() -> Result<HostSnapshot, NetlinkError> {
+pub(crate) async fn dump_once() -> Result<HostSnapshot, NetlinkError> {
     let (mut connection, handle, _) = rtnetlink::new_connection()?;
     // Strict checking lets the kernel filter the route dump by table instead of sending every
     // local route of every address.
@@ -86,7 +86,7 @@ async fn dump(handle: &Handle) -> Result<HostSnapshot, NetlinkError> {
 
 /// Read with every snapshot: the sysctl has no netlink event, but turning IPv6 off or on removes
 /// or adds addresses, which are events.
-pub fn ipv6_disabled() -> bool {
+pub(crate) fn ipv6_disabled() -> bool {
     match std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/disable_ipv6") {
         Ok(text) => text.trim() == "1",
         // No such file: the kernel was booted with ipv6.disable=1 (or has no IPv6 at all).
@@ -104,8 +104,8 @@ fn main_table_request<T>(builder: RouteMessageBuilder<T>) -> RouteMessage {
 }
 
 /// A live view of the host: the latest snapshot, republished after every debounced change.
-pub struct HostWatch {
-    pub snapshots: watch::Receiver<Arc<HostSnapshot>>,
+pub(crate) struct HostWatch {
+    pub(crate) snapshots: watch::Receiver<Arc<HostSnapshot>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -118,7 +118,9 @@ impl Drop for HostWatch {
 impl HostWatch {
     /// Subscribes, dumps, and follows changes until dropped. `on_overrun` is called each time the
     /// kernel reports lost events (before the re-dump).
-    pub async fn start(on_overrun: impl Fn() + Send + 'static) -> Result<HostWatch, NetlinkError> {
+    pub(crate) async fn start(
+        on_overrun: impl Fn() + Send + 'static,
+    ) -> Result<HostWatch, NetlinkError> {
         let (mut connection, handle, events) = rtnetlink::new_multicast_connection(&[
             MulticastGroup::Link,
             MulticastGroup::Ipv4Ifaddr,
@@ -233,7 +235,7 @@ fn handle_message(
 }
 
 /// Converts a multicast message into our event, if it is one we follow.
-pub fn event_from(msg: RouteNetlinkMessage) -> Option<HostEvent> {
+pub(crate) fn event_from(msg: RouteNetlinkMessage) -> Option<HostEvent> {
     match msg {
         RouteNetlinkMessage::NewLink(m) => Some(HostEvent::LinkChanged(link_from(&m))),
         RouteNetlinkMessage::DelLink(m) => Some(HostEvent::LinkRemoved(m.header.index)),

@@ -20,7 +20,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::{watch, Mutex};
 
-pub const RECORD_FILE: &str = "cluster.json";
+pub(crate) const RECORD_FILE: &str = "cluster.json";
 
 /// argon2 takes ~19 MiB per hash: one at a time, so thirty simultaneous joins cost 19 MiB, not 570.
 static ARGON2: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
@@ -33,28 +33,32 @@ async fn argon2<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) ->
 
 /// `GET /v1/bootstrap`'s `state` and error, as Redis Enterprise reports them.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct BootstrapStatus {
-    pub state: &'static str,
+pub(crate) struct BootstrapStatus {
+    pub(crate) state: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<ErrorBody>,
+    pub(crate) error: Option<ErrorBody>,
 }
 
 /// The JSON body of every 4xx: `{error_code, sub_code, description}`.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct ErrorBody {
-    pub error_code: String,
+pub(crate) struct ErrorBody {
+    pub(crate) error_code: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub sub_code: Option<String>,
-    pub description: String,
+    pub(crate) sub_code: Option<String>,
+    pub(crate) description: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub errors: Vec<ConfigError>,
+    pub(crate) errors: Vec<ConfigError>,
     /// With a 429: seconds to wait before trying again (also sent as `Retry-After`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub retry_after_s: Option<u64>,
+    pub(crate) retry_after_s: Option<u64>,
 }
 
 impl ErrorBody {
-    pub fn new(code: &str, sub_code: Option<&str>, description: impl Into<String>) -> ErrorBody {
+    pub(crate) fn new(
+        code: &str,
+        sub_code: Option<&str>,
+        description: impl Into<String>,
+    ) -> ErrorBody {
         ErrorBody {
             error_code: code.into(),
             sub_code: sub_code.map(str::to_string),
@@ -64,7 +68,7 @@ impl ErrorBody {
         }
     }
 
-    pub fn invalid(errors: Vec<ConfigError>) -> ErrorBody {
+    pub(crate) fn invalid(errors: Vec<ConfigError>) -> ErrorBody {
         let description = errors
             .iter()
             .map(|e| e.to_string())
@@ -82,9 +86,9 @@ impl ErrorBody {
 
 /// An HTTP-mappable failure of a bootstrap action.
 #[derive(Debug, Clone)]
-pub struct Refused {
-    pub http_status: u16,
-    pub body: ErrorBody,
+pub(crate) struct Refused {
+    pub(crate) http_status: u16,
+    pub(crate) body: ErrorBody,
 }
 
 struct Inner {
@@ -94,7 +98,7 @@ struct Inner {
     synced: bool,
 }
 
-pub struct ClusterNode {
+pub(crate) struct ClusterNode {
     inner: Mutex<Inner>,
     /// Readable while a bootstrap runs (`GET /v1/bootstrap` shows `joining_cluster`).
     status: std::sync::Mutex<BootstrapStatus>,
@@ -120,7 +124,7 @@ const RELAY_WINDOW_MS: u64 = 60_000;
 const RELAY_NONCES: usize = 10_000;
 
 /// `<state_dir>/cluster.json`, if this node belongs to a cluster.
-pub fn load_record(state_dir: &std::path::Path) -> anyhow::Result<Option<ClusterRecord>> {
+pub(crate) fn load_record(state_dir: &std::path::Path) -> anyhow::Result<Option<ClusterRecord>> {
     let path = state_dir.join(RECORD_FILE);
     match std::fs::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
@@ -135,7 +139,7 @@ pub fn load_record(state_dir: &std::path::Path) -> anyhow::Result<Option<Cluster
 }
 
 /// The config as amended by the cluster record (the node's bootstrap-time overrides).
-pub fn effective_settings(base: &Settings, record: Option<&ClusterRecord>) -> Settings {
+pub(crate) fn effective_settings(base: &Settings, record: Option<&ClusterRecord>) -> Settings {
     let mut s = base.clone();
     if let Some(r) = record {
         s.id = r.node_id.clone();
@@ -152,7 +156,7 @@ pub fn effective_settings(base: &Settings, record: Option<&ClusterRecord>) -> Se
 
 impl ClusterNode {
     /// Loads `<state_dir>/cluster.json` if there is one.
-    pub fn new(
+    pub(crate) fn new(
         settings: Settings,
         host: watch::Receiver<Arc<HostSnapshot>>,
         identity: StateRx,
@@ -197,15 +201,15 @@ impl ClusterNode {
         }))
     }
 
-    pub fn record(&self) -> Option<Arc<ClusterRecord>> {
+    pub(crate) fn record(&self) -> Option<Arc<ClusterRecord>> {
         self.record_tx.borrow().clone()
     }
 
-    pub fn records(&self) -> watch::Receiver<Option<Arc<ClusterRecord>>> {
+    pub(crate) fn records(&self) -> watch::Receiver<Option<Arc<ClusterRecord>>> {
         self.record_tx.subscribe()
     }
 
-    pub fn set_settings(&self, settings: Settings) {
+    pub(crate) fn set_settings(&self, settings: Settings) {
         *self.settings.write().unwrap_or_else(|p| p.into_inner()) = settings;
     }
 
@@ -216,7 +220,7 @@ impl ClusterNode {
             .clone()
     }
 
-    pub async fn status(&self) -> BootstrapStatus {
+    pub(crate) async fn status(&self) -> BootstrapStatus {
         self.status
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -230,7 +234,7 @@ impl ClusterNode {
     }
 
     /// The host's usable addresses, for `GET /v1/bootstrap`.
-    pub fn available_addrs(&self) -> Vec<AvailableAddr> {
+    pub(crate) fn available_addrs(&self) -> Vec<AvailableAddr> {
         let snapshot = self.host.borrow().clone();
         snapshot
             .addresses
@@ -249,7 +253,7 @@ impl ClusterNode {
 
     /// `POST /v1/bootstrap/{create_cluster,join_cluster}`: the body parsed and validated, every
     /// problem named with its JSON path, value and fix (nothing changes on a 400).
-    pub async fn bootstrap(
+    pub(crate) async fn bootstrap(
         self: &Arc<Self>,
         body: &[u8],
         action: Action,
@@ -265,7 +269,7 @@ impl ClusterNode {
     }
 
     /// Create or join with a validated request (the HTTP API and declarative bootstrap).
-    pub async fn bootstrap_with(
+    pub(crate) async fn bootstrap_with(
         self: &Arc<Self>,
         request: Bootstrap,
         action: Action,
@@ -640,7 +644,7 @@ impl ClusterNode {
 
     /// Called by the daemon on every identity change: (re)starts gossip for a persisted record after
     /// a restart, and republishes the entry at once (a renumbering reaches peers within a round).
-    pub async fn on_identity(self: &Arc<Self>, identity: &Identity) {
+    pub(crate) async fn on_identity(self: &Arc<Self>, identity: &Identity) {
         let Some(record) = self.record() else { return };
         let mut inner = self.inner.lock().await;
         match &inner.membership {
@@ -699,7 +703,7 @@ impl ClusterNode {
     }
 
     /// Every member as this node sees it; `None` before the node belongs to a cluster.
-    pub async fn members(&self) -> Option<(String, Vec<MemberView>)> {
+    pub(crate) async fn members(&self) -> Option<(String, Vec<MemberView>)> {
         let record = self.record()?;
         let inner = self.inner.lock().await;
         let members = match &inner.membership {
@@ -710,7 +714,7 @@ impl ClusterNode {
     }
 
     /// SIGTERM: remember the peers, say LEAVING, then stop gossiping.
-    pub async fn leave(&self) {
+    pub(crate) async fn leave(&self) {
         self.remember_peers().await;
         let membership = self.inner.lock().await.membership.take();
         if let Some(m) = membership {
@@ -725,7 +729,7 @@ impl ClusterNode {
     }
 
     /// The contacted node's side of `Cluster.Join`; `source` is the caller's address (backoff).
-    pub async fn handle_join(
+    pub(crate) async fn handle_join(
         &self,
         source: Option<IpAddr>,
         req: pb::JoinRequest,
@@ -825,22 +829,22 @@ impl ClusterNode {
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExternalChange {
-    pub action: String,
-    pub addrs: Vec<String>,
+    pub(crate) action: String,
+    pub(crate) addrs: Vec<String>,
 }
 
 /// `POST /v1/nodes/{id}/addr` body.
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AddrChange {
-    pub addr: String,
+    pub(crate) addr: String,
 }
 
 /// An admin change in flight, as gossiped by the node that took it.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Override {
-    pub value: serde_json::Value,
-    pub at_ms: u64,
+    pub(crate) value: serde_json::Value,
+    pub(crate) at_ms: u64,
 }
 
 /// The newest change made after `after_ms` among the values read out of gossip keys; values that
@@ -1009,7 +1013,7 @@ impl ClusterNode {
     /// A live node applies changes to itself, one at a time in the order they reach it, durably,
     /// and answers with its new version; the member that took the change relays it there. Only a
     /// node that is down gets the change through gossip, applied when it comes back.
-    pub async fn change_external(
+    pub(crate) async fn change_external(
         &self,
         target: &str,
         body: &[u8],
@@ -1203,7 +1207,10 @@ impl ClusterNode {
     }
 
     /// The called node's side of `Cluster.ApplyChange`.
-    pub async fn handle_apply_change(&self, req: pb::ApplyChangeRequest) -> pb::ApplyChangeReply {
+    pub(crate) async fn handle_apply_change(
+        &self,
+        req: pb::ApplyChangeRequest,
+    ) -> pb::ApplyChangeReply {
         let refuse = |error_code: &str, sub_code: &str, description: String| pb::ApplyChangeReply {
             refusal: Some(pb::JoinRefusal {
                 error_code: error_code.into(),
@@ -1308,7 +1315,11 @@ impl ClusterNode {
     }
 
     /// `node <ID> addr set <IP>`: only for a node that is down, only within the cluster's family.
-    pub async fn set_addr(&self, target: &str, body: &[u8]) -> Result<serde_json::Value, Refused> {
+    pub(crate) async fn set_addr(
+        &self,
+        target: &str,
+        body: &[u8],
+    ) -> Result<serde_json::Value, Refused> {
         let change: AddrChange =
             crate::api::jsonbody::parse(body).map_err(|e| bad_request(e.to_string()))?;
         let ip = parse_addrs("addr", std::slice::from_ref(&change.addr))?[0];
@@ -1340,7 +1351,7 @@ impl ClusterNode {
     }
 
     /// `node <ID> forget`: removes a dead node from every member's view.
-    pub async fn forget(&self, target: &str) -> Result<serde_json::Value, Refused> {
+    pub(crate) async fn forget(&self, target: &str) -> Result<serde_json::Value, Refused> {
         let (_, member) = self.member(target).await?;
         if member.healthy() {
             return Err(conflict(
@@ -1438,7 +1449,7 @@ impl ClusterNode {
 
     /// The daemon lost its identity (e.g. a new internal address is not bound): tell the cluster
     /// why, keeping the last advertised values.
-    pub async fn on_not_ready(&self, reason: &str) {
+    pub(crate) async fn on_not_ready(&self, reason: &str) {
         let Some(identity) = self.identity.borrow().identity.clone() else {
             return;
         };
@@ -1484,7 +1495,7 @@ impl ClusterNode {
     /// Declarative bootstrap (`cluster:` in the config): create, or join through
     /// `memberlist.join_members`, with the same validation and errors as the HTTP API, retrying with
     /// backoff while no seed answers (or the seed has not created the cluster yet).
-    pub async fn declare(
+    pub(crate) async fn declare(
         self: &Arc<Self>,
         declared: crate::core::config::DeclaredCluster,
         join_members: Vec<PeerAddr>,
@@ -1593,8 +1604,8 @@ fn check_hosts_file(family: Family) -> Result<(), Refused> {
 }
 
 /// The gRPC Admin service: the HTTP admin calls, for programs.
-pub struct AdminService {
-    pub node: Arc<ClusterNode>,
+pub(crate) struct AdminService {
+    pub(crate) node: Arc<ClusterNode>,
 }
 
 impl AdminService {
@@ -1676,10 +1687,10 @@ impl pb::admin_server::Admin for AdminService {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct AvailableAddr {
-    pub address: IpAddr,
-    pub family: Family,
-    pub interface: String,
+pub(crate) struct AvailableAddr {
+    pub(crate) address: IpAddr,
+    pub(crate) family: Family,
+    pub(crate) interface: String,
 }
 
 fn internal(e: impl std::fmt::Display) -> Refused {
@@ -1749,8 +1760,8 @@ async fn call_join(uri: &str, request: pb::JoinRequest) -> Result<pb::JoinReply,
 }
 
 /// The gRPC Cluster service.
-pub struct ClusterService {
-    pub node: Arc<ClusterNode>,
+pub(crate) struct ClusterService {
+    pub(crate) node: Arc<ClusterNode>,
 }
 
 fn member_pb(m: &MemberView) -> pb::Member {

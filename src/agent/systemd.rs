@@ -13,7 +13,7 @@ const NOTIFY_QUEUE: usize = 64;
 /// Sends notification states to `NOTIFY_SOCKET`, in order, from a thread of its own: a service
 /// manager that is slow to read (the socket queue holds ~10 datagrams) must never stall the daemon.
 /// Without `NOTIFY_SOCKET` this does nothing.
-pub fn notify(states: &[NotifyState]) {
+pub(crate) fn notify(states: &[NotifyState<'_>]) {
     static SENDER: OnceLock<Option<SyncSender<String>>> = OnceLock::new();
     let sender = SENDER.get_or_init(|| {
         let path = std::env::var_os("NOTIFY_SOCKET")?;
@@ -56,38 +56,38 @@ fn send_datagram(path: &std::ffi::OsStr, message: &str) -> std::io::Result<()> {
     Ok(())
 }
 
-pub fn ready(status: &str) {
+pub(crate) fn ready(status: &str) {
     notify(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
-pub fn status(status: &str) {
+pub(crate) fn status(status: &str) {
     notify(&[NotifyState::Status(status)]);
 }
 
 /// `RELOADING=1` with the `MONOTONIC_USEC` systemd ≥ 253 requires for `Type=notify-reload`.
-pub fn reloading() {
+pub(crate) fn reloading() {
     match NotifyState::monotonic_usec_now() {
         Ok(now) => notify(&[NotifyState::Reloading, now]),
         Err(_) => notify(&[NotifyState::Reloading]),
     }
 }
 
-pub fn stopping(status: &str) {
+pub(crate) fn stopping(status: &str) {
     notify(&[NotifyState::Stopping, NotifyState::Status(status)]);
 }
 
-pub fn watchdog_ping() {
+pub(crate) fn watchdog_ping() {
     notify(&[NotifyState::Watchdog]);
 }
 
 /// How often to ping the watchdog: half of `WATCHDOG_USEC`, as sd_watchdog_enabled(3) advises.
-pub fn watchdog_interval() -> Option<Duration> {
+pub(crate) fn watchdog_interval() -> Option<Duration> {
     sd_notify::watchdog_enabled().map(|d| d / 2)
 }
 
 /// Installs the logger: journald (with structured fields) when stderr is connected to the journal
 /// or `STACKRING_LOG=journal`, plain stderr otherwise.
-pub fn init_logging(verbose: bool) {
+pub(crate) fn init_logging(verbose: bool) {
     let level = if verbose {
         log::LevelFilter::Debug
     } else {
@@ -116,11 +116,11 @@ pub fn init_logging(verbose: bool) {
 struct StderrLog;
 
 impl log::Log for StderrLog {
-    fn enabled(&self, _: &log::Metadata) -> bool {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
         true
     }
 
-    fn log(&self, record: &log::Record) {
+    fn log(&self, record: &log::Record<'_>) {
         // Library chatter (hyper, h2, tonic) only at debug level and above of their own.
         let target = record.target();
         if !target.starts_with("stackring") && record.level() > log::Level::Warn {

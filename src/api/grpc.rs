@@ -9,17 +9,17 @@ use tonic::{Request, Response, Status};
 
 use crate::proto::{pb, FILE_DESCRIPTOR_SET};
 
-pub struct IdentityService {
+pub(crate) struct IdentityService {
     state: StateRx,
 }
 
 impl IdentityService {
-    pub fn new(state: StateRx) -> IdentityService {
+    pub(crate) fn new(state: StateRx) -> IdentityService {
         IdentityService { state }
     }
 }
 
-pub fn reply(published: &Published) -> pb::IdentityReply {
+pub(crate) fn reply(published: &Published) -> pb::IdentityReply {
     let endpoint = |e: &crate::core::decide::Endpoint| pb::Endpoint {
         listen: e.listen.to_string(),
         advertise: e.advertise.to_string(),
@@ -68,7 +68,7 @@ impl pb::identity_server::Identity for IdentityService {
 }
 
 /// The tonic router with Identity, Cluster, Admin and reflection (v1).
-pub fn router(
+pub(crate) fn router(
     state: StateRx,
     cluster: std::sync::Arc<crate::agent::node::ClusterNode>,
 ) -> Result<tonic::transport::server::Router, tonic_reflection::server::Error> {

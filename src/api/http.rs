@@ -15,15 +15,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// Bootstrap bodies are a few hundred bytes; anything much larger is refused before parsing.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 
 #[derive(Clone)]
-pub struct HttpState {
-    pub state: StateRx,
-    pub metrics: Arc<Metrics>,
-    pub cluster: Arc<ClusterNode>,
+pub(crate) struct HttpState {
+    pub(crate) state: StateRx,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) cluster: Arc<ClusterNode>,
     /// True on the root-only admin socket: mutating calls need no credentials there.
-    pub trusted: bool,
+    pub(crate) trusted: bool,
 }
 
 /// What `GET /` lists: every endpoint, its method and what it is for.
@@ -73,7 +73,7 @@ const ENDPOINTS: &[(&str, &str, &str)] = &[
     ),
 ];
 
-pub fn router(state: HttpState) -> Router {
+pub(crate) fn router(state: HttpState) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/ready", get(ready))

@@ -141,7 +141,7 @@ fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
 }
 
 /// A value for an error message, cut to a readable length.
-pub fn echo(text: &str) -> String {
+pub(crate) fn echo(text: &str) -> String {
     if text.chars().count() <= MAX_ECHO {
         text.to_string()
     } else {

@@ -18,19 +18,19 @@ use std::path::{Path, PathBuf};
     version = env!("STACKRING_VERSION"),
     about = "Network identity and membership agent of a clustered appliance"
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Configuration file (YAML, Tempo/dskit key names).
     #[arg(long, global = true, value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     /// Debug logging.
     #[arg(long, short, global = true)]
-    pub verbose: bool,
+    pub(crate) verbose: bool,
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run the agent (systemd Type=notify service).
     Serve,
     /// Show this host's interfaces and the identity stackring decides from them.
@@ -79,7 +79,7 @@ pub enum Command {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum NodeAction {
+pub(crate) enum NodeAction {
     /// External (client-facing) addresses; unbound ones (an elastic IP) are allowed.
     #[command(name = "external_addr")]
     ExternalAddr {
@@ -98,19 +98,19 @@ pub enum NodeAction {
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
-pub enum ListOp {
+pub(crate) enum ListOp {
     Add,
     Set,
     Remove,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
-pub enum SetOp {
+pub(crate) enum SetOp {
     Set,
 }
 
 #[derive(Subcommand, Debug)]
-pub enum StatusCommand {
+pub(crate) enum StatusCommand {
     /// Every node of the cluster: address, external addresses, family, advertised gRPC, status.
     Nodes {
         #[arg(long)]
@@ -119,7 +119,7 @@ pub enum StatusCommand {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum ConfigCommand {
+pub(crate) enum ConfigCommand {
     /// Validate a configuration file: exit 0 when valid, 78 (EX_CONFIG) with every error otherwise.
     Validate {
         /// The file to check (default: the global --config, else /etc/stackring/stackring.yaml).
@@ -128,13 +128,21 @@ pub enum ConfigCommand {
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
-pub enum RenderFormat {
+pub(crate) enum RenderFormat {
     Env,
     Tempo,
 }
 
+/// The binary's entry: parses the command line, starts logging, runs; returns the exit code.
+pub fn main() -> i32 {
+    use clap::Parser;
+    let cli = Cli::parse();
+    crate::agent::systemd::init_logging(cli.verbose);
+    run(cli)
+}
+
 /// Runs the command; returns the exit code.
-pub fn run(cli: Cli) -> i32 {
+fn run(cli: Cli) -> i32 {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -432,7 +440,7 @@ fn run_preflight(
 }
 
 /// The node id default: the kernel's hostname (of this UTS namespace).
-pub fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .ok()
@@ -441,12 +449,12 @@ pub fn hostname() -> String {
 }
 
 /// `GET path` on the local daemon's admin socket; returns (status, body).
-pub fn admin_get(runtime_dir: &Path, path: &str) -> Result<(u16, String), String> {
+pub(crate) fn admin_get(runtime_dir: &Path, path: &str) -> Result<(u16, String), String> {
     admin_request(runtime_dir, "GET", path, None)
 }
 
 /// A request to the local daemon's admin socket; returns (status, body).
-pub fn admin_request(
+pub(crate) fn admin_request(
     runtime_dir: &Path,
     method: &str,
     path: &str,

@@ -11,11 +11,11 @@ use std::net::IpAddr;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BootstrapRequest {
-    pub action: String,
-    pub cluster: ClusterSpec,
-    pub credentials: CredentialsSpec,
+    pub(crate) action: String,
+    pub(crate) cluster: ClusterSpec,
+    pub(crate) credentials: CredentialsSpec,
     #[serde(default)]
-    pub node: Option<NodeSpec>,
+    pub(crate) node: Option<NodeSpec>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -23,17 +23,17 @@ pub struct BootstrapRequest {
 pub struct ClusterSpec {
     /// Required to create; optional to join (the joiner learns it; a given one must match).
     #[serde(default)]
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     /// For a join: existing nodes' addresses (their gRPC port by default) or `host:port`.
     #[serde(default)]
-    pub nodes: Vec<String>,
+    pub(crate) nodes: Vec<String>,
 }
 
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialsSpec {
-    pub username: String,
-    pub password: String,
+    pub(crate) username: String,
+    pub(crate) password: String,
 }
 
 impl std::fmt::Debug for CredentialsSpec {
@@ -50,34 +50,34 @@ impl std::fmt::Debug for CredentialsSpec {
 #[serde(deny_unknown_fields)]
 pub struct NodeSpec {
     #[serde(default)]
-    pub identity: IdentitySpec,
+    pub(crate) identity: IdentitySpec,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdentitySpec {
     #[serde(default)]
-    pub addr: Option<String>,
+    pub(crate) addr: Option<String>,
     #[serde(default)]
-    pub external_addr: Vec<String>,
+    pub(crate) external_addr: Vec<String>,
     #[serde(default)]
-    pub use_internal_ipv6: Option<bool>,
+    pub(crate) use_internal_ipv6: Option<bool>,
     #[serde(default)]
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
 }
 
 /// A bootstrap request after validation: typed values only.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bootstrap {
     /// `None` on a join that did not name the cluster.
-    pub cluster_name: Option<String>,
-    pub seeds: Seeds,
-    pub username: String,
-    pub password: String,
-    pub addr: Option<IpAddr>,
-    pub external_addrs: Option<Vec<IpAddr>>,
-    pub use_internal_ipv6: Option<bool>,
-    pub name: Option<String>,
+    pub(crate) cluster_name: Option<String>,
+    pub(crate) seeds: Seeds,
+    pub(crate) username: String,
+    pub(crate) password: String,
+    pub(crate) addr: Option<IpAddr>,
+    pub(crate) external_addrs: Option<Vec<IpAddr>>,
+    pub(crate) use_internal_ipv6: Option<bool>,
+    pub(crate) name: Option<String>,
 }
 
 /// Where a joiner finds the cluster.
@@ -91,14 +91,8 @@ pub enum Seeds {
 }
 
 impl Seeds {
-    pub fn is_empty(&self) -> bool {
-        match self {
-            Seeds::Nodes(v) | Seeds::Gossip(v) => v.is_empty(),
-        }
-    }
-
     /// The key the operator wrote them under, for error messages.
-    pub fn key(&self) -> &'static str {
+    pub(crate) fn key(&self) -> &'static str {
         match self {
             Seeds::Nodes(_) => "cluster.nodes",
             Seeds::Gossip(_) => "memberlist.join_members",
@@ -288,12 +282,12 @@ pub fn parse_address(text: &str) -> Result<IpAddr, (&'static str, String)> {
 }
 
 /// The rule [`valid_name`] checks, in words, for error messages.
-pub const NAME_RULE: &str = "use 1–63 characters from A–Z, a–z, 0–9, '-', '_' and '.'";
+pub(crate) const NAME_RULE: &str = "use 1–63 characters from A–Z, a–z, 0–9, '-', '_' and '.'";
 
 /// A `cluster.credentials_file`'s text: one `username:password` line (surrounding whitespace
 /// ignored), with the lengths the bootstrap API accepts. Pure; the loader and the declarative
 /// bootstrap both read the file through it.
-pub fn parse_credentials(text: &str) -> Result<(String, String), &'static str> {
+pub(crate) fn parse_credentials(text: &str) -> Result<(String, String), &'static str> {
     let line = text.trim();
     let Some((user, password)) = line.split_once(':') else {
         return Err("has no 'username:password' line");
@@ -322,35 +316,35 @@ pub fn valid_name(name: &str) -> bool {
 /// What a node remembers about its cluster (persisted in `<state_dir>/cluster.json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ClusterRecord {
-    pub name: String,
+pub(crate) struct ClusterRecord {
+    pub(crate) name: String,
     /// Fixed at create time; never changes in a running cluster.
-    pub family: Family,
-    pub use_internal_ipv6: bool,
-    pub username: String,
+    pub(crate) family: Family,
+    pub(crate) use_internal_ipv6: bool,
+    pub(crate) username: String,
     /// argon2id PHC string: the password itself is never stored or logged.
-    pub password_hash: String,
+    pub(crate) password_hash: String,
     /// This node's id in the cluster.
-    pub node_id: String,
+    pub(crate) node_id: String,
     /// This node's overrides from the bootstrap request.
     #[serde(default)]
-    pub node_addr: Option<IpAddr>,
+    pub(crate) node_addr: Option<IpAddr>,
     #[serde(default)]
-    pub external_addrs: Option<Vec<IpAddr>>,
+    pub(crate) external_addrs: Option<Vec<IpAddr>>,
     /// Gossip addresses to rejoin through after a restart.
     #[serde(default)]
-    pub seeds: Vec<String>,
+    pub(crate) seeds: Vec<String>,
     /// Per admin change kind (`addr`, `external_addrs`), the time (ms) of the newest one applied.
     #[serde(default)]
-    pub applied: std::collections::BTreeMap<String, u64>,
+    pub(crate) applied: std::collections::BTreeMap<String, u64>,
     /// When this node joined (or created) the cluster: dskit's "Registered At", which admin
     /// changes and restarts do not move. 0 in records written before it was kept.
     #[serde(default)]
-    pub registered_unix: u64,
+    pub(crate) registered_unix: u64,
     /// Increases by one with every admin change applied to this node (external addresses,
     /// internal address): the answer to a change carries it, and the entry publishes it.
     #[serde(default)]
-    pub admin_version: u64,
+    pub(crate) admin_version: u64,
 }
 
 /// `node <ID> external_addr add|set|remove`.
@@ -362,7 +356,7 @@ pub enum ExternalOp {
 }
 
 impl ExternalOp {
-    pub fn parse(text: &str) -> Option<ExternalOp> {
+    pub(crate) fn parse(text: &str) -> Option<ExternalOp> {
         match text {
             "add" => Some(ExternalOp::Add),
             "set" => Some(ExternalOp::Set),
@@ -371,7 +365,7 @@ impl ExternalOp {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ExternalOp::Add => "add",
             ExternalOp::Set => "set",
@@ -383,8 +377,8 @@ impl ExternalOp {
 /// Why an admin change is refused: a sub-code and words naming the fix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminRefusal {
-    pub sub_code: &'static str,
-    pub description: String,
+    pub(crate) sub_code: &'static str,
+    pub(crate) description: String,
 }
 
 /// The external addresses after `op` (Redis Enterprise's `rladmin node <ID> external_addr`).
@@ -492,7 +486,7 @@ pub(crate) enum Outcome {
     Missing,
 }
 
-pub fn hash_password(password: &str) -> Result<String, String> {
+pub(crate) fn hash_password(password: &str) -> Result<String, String> {
     use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
     let salt = SaltString::generate(&mut OsRng);
     argon2::Argon2::default()
@@ -501,7 +495,7 @@ pub fn hash_password(password: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
-pub fn verify_password(password: &str, phc: &str) -> bool {
+pub(crate) fn verify_password(password: &str, phc: &str) -> bool {
     use argon2::password_hash::{PasswordHash, PasswordVerifier};
     PasswordHash::new(phc)
         .map(|h| {
@@ -514,23 +508,23 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
 
 /// What a joiner tells the node it contacts.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JoinerFacts {
+pub(crate) struct JoinerFacts {
     /// `None`: the joiner did not name the cluster (it learns the name).
-    pub cluster_name: Option<String>,
-    pub node_id: String,
-    pub has_ipv4: bool,
-    pub has_ipv6: bool,
+    pub(crate) cluster_name: Option<String>,
+    pub(crate) node_id: String,
+    pub(crate) has_ipv4: bool,
+    pub(crate) has_ipv6: bool,
     /// `None`: not set by the joiner, which then takes the cluster's family (Redis Enterprise:
     /// "Do not manually set use_internal_ipv6 when joining").
-    pub use_internal_ipv6: Option<bool>,
+    pub(crate) use_internal_ipv6: Option<bool>,
 }
 
 /// Why a join is refused: Redis Enterprise's `NodeBootstrapError` with a sub-code.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct JoinRefusal {
-    pub error_code: &'static str,
-    pub sub_code: &'static str,
-    pub description: String,
+pub(crate) struct JoinRefusal {
+    pub(crate) error_code: &'static str,
+    pub(crate) sub_code: &'static str,
+    pub(crate) description: String,
 }
 
 fn refuse(sub_code: &'static str, description: String) -> JoinRefusal {
@@ -542,7 +536,7 @@ fn refuse(sub_code: &'static str, description: String) -> JoinRefusal {
 }
 
 /// `invalid_credentials`: the same words whether the username or the password was wrong.
-pub fn invalid_credentials() -> JoinRefusal {
+pub(crate) fn invalid_credentials() -> JoinRefusal {
     refuse(
         "invalid_credentials",
         "the cluster refused the credentials: check username and password".into(),
@@ -563,7 +557,7 @@ pub(crate) fn credentials(record: &ClusterRecord, username: &str, password: &str
 }
 
 /// The joiner's facts against the cluster, once its credentials are known to be good.
-pub fn validate_joiner(
+pub(crate) fn validate_joiner(
     record: &ClusterRecord,
     joiner: &JoinerFacts,
     live_ids: &[String],

@@ -13,22 +13,22 @@ use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-pub const DEFAULT_CONFIG_PATH: &str = "/etc/stackring/stackring.yaml";
-pub const DEFAULT_GRPC_PORT: u16 = 9095;
-pub const DEFAULT_HTTP_PORT: u16 = 3200;
-pub const DEFAULT_GOSSIP_PORT: u16 = 7946;
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/stackring";
-pub const DEFAULT_RUNTIME_DIR: &str = "/run/stackring";
+pub(crate) const DEFAULT_CONFIG_PATH: &str = "/etc/stackring/stackring.yaml";
+pub(crate) const DEFAULT_GRPC_PORT: u16 = 9095;
+pub(crate) const DEFAULT_HTTP_PORT: u16 = 3200;
+pub(crate) const DEFAULT_GOSSIP_PORT: u16 = 7946;
+pub(crate) const DEFAULT_STATE_DIR: &str = "/var/lib/stackring";
+pub(crate) const DEFAULT_RUNTIME_DIR: &str = "/run/stackring";
 /// sysexits.h EX_CONFIG: what systemd and operators expect from a configuration error.
-pub const EXIT_CONFIG: i32 = 78;
+pub(crate) const EXIT_CONFIG: i32 = 78;
 
 /// One thing wrong with the configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ConfigError {
-    pub key: String,
-    pub value: String,
-    pub problem: String,
-    pub fix: String,
+    pub(crate) key: String,
+    pub(crate) value: String,
+    pub(crate) problem: String,
+    pub(crate) fix: String,
 }
 
 impl fmt::Display for ConfigError {
@@ -65,74 +65,69 @@ impl std::error::Error for ConfigErrors {}
 
 /// A listen address: `None` means "the unspecified address of the internal family".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ListenSpec {
-    pub address: Option<IpAddr>,
-    pub port: u16,
+pub(crate) struct ListenSpec {
+    pub(crate) address: Option<IpAddr>,
+    pub(crate) port: u16,
 }
 
 /// The validated configuration. Only typed values; the decision reads nothing else.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Settings {
-    pub grpc: ListenSpec,
-    pub http: ListenSpec,
-    pub gossip: ListenSpec,
+    pub(crate) grpc: ListenSpec,
+    pub(crate) http: ListenSpec,
+    pub(crate) gossip: ListenSpec,
     /// `memberlist.advertise_addr`; `None` → the internal address.
-    pub gossip_advertise_addr: Option<IpAddr>,
+    pub(crate) gossip_advertise_addr: Option<IpAddr>,
     /// `memberlist.advertise_port`; `None` → `bind_port`.
-    pub gossip_advertise_port: Option<u16>,
+    pub(crate) gossip_advertise_port: Option<u16>,
     /// `memberlist.join_members`: gossip addresses of members (dskit's meaning).
-    pub join_members: Vec<PeerAddr>,
+    pub(crate) join_members: Vec<PeerAddr>,
     /// `lifecycler.address`: the advertised gRPC address (a proxy's, or the internal one).
-    pub advertise_addr: Option<IpAddr>,
+    pub(crate) advertise_addr: Option<IpAddr>,
     /// `lifecycler.port`: the advertised gRPC port (a sidecar proxy's); `None` → grpc listen port.
-    pub advertise_port: Option<u16>,
+    pub(crate) advertise_port: Option<u16>,
     /// `lifecycler.interface_names`: internal address candidates only from these, in this order.
-    pub interface_names: Vec<String>,
+    pub(crate) interface_names: Vec<String>,
     /// `node.use_internal_ipv6` or one of its aliases (`lifecycler.enable_inet6`, Tempo's
     /// `<component>.ring.enable_inet6`), whichever was written: the effective value.
-    pub use_internal_ipv6: bool,
+    pub(crate) use_internal_ipv6: bool,
     /// The same flag as the operator wrote it: `None` when no key sets it. A joiner that does not
     /// set it takes the cluster's family (Redis Enterprise's rule).
-    pub use_internal_ipv6_written: Option<WrittenFlag>,
-    pub id: String,
-    pub zone: String,
+    pub(crate) use_internal_ipv6_written: Option<WrittenFlag>,
+    pub(crate) id: String,
+    pub(crate) zone: String,
     /// `node.addr`: the pinned internal address.
-    pub internal_addr: Option<IpAddr>,
+    pub(crate) internal_addr: Option<IpAddr>,
     /// `node.external_addr`: `None` → every other usable address.
-    pub external_addrs: Option<Vec<IpAddr>>,
-    pub state_dir: PathBuf,
-    pub runtime_dir: PathBuf,
+    pub(crate) external_addrs: Option<Vec<IpAddr>>,
+    pub(crate) state_dir: PathBuf,
+    pub(crate) runtime_dir: PathBuf,
     /// `cluster:`: create or join by itself at start-up (declarative bootstrap).
-    pub cluster: Option<DeclaredCluster>,
+    pub(crate) cluster: Option<DeclaredCluster>,
 }
 
 /// A boolean as written in the file, with the key that set it (errors name what the operator
 /// wrote, e.g. `ingester.lifecycler.enable_inet6`, not our canonical key).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct WrittenFlag {
-    pub value: bool,
-    pub key: String,
+pub(crate) struct WrittenFlag {
+    pub(crate) value: bool,
+    pub(crate) key: String,
 }
 
 /// The `cluster:` section: what an image that must cluster without an operator declares.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DeclaredCluster {
-    pub name: String,
+pub(crate) struct DeclaredCluster {
+    pub(crate) name: String,
     /// A file holding `username:password` (one line).
-    pub credentials_file: PathBuf,
+    pub(crate) credentials_file: PathBuf,
     /// Exactly one node creates; the others join through `memberlist.join_members`.
-    pub create: bool,
+    pub(crate) create: bool,
 }
 
 impl Settings {
-    /// All defaults, with `id` as the node id (normally the hostname).
-    pub fn defaults(id: &str) -> Settings {
-        parse_str("", id).expect("the empty configuration is valid")
-    }
-
     /// The family that explicit addresses in the config impose, and the key that imposes it.
     /// `::` imposes nothing (a Linux `::` socket also accepts IPv4); `0.0.0.0` means IPv4.
-    pub fn explicit_family(&self) -> Option<(Family, &'static str, IpAddr)> {
+    pub(crate) fn explicit_family(&self) -> Option<(Family, &'static str, IpAddr)> {
         self.explicit_addresses()
             .into_iter()
             .next()
@@ -158,7 +153,10 @@ impl Settings {
 
 /// Keys a running daemon cannot take on a reload (SIGHUP): what is bound or opened once at start.
 /// Returns each key whose value differs between `running` and `new`, with why.
-pub fn restart_needed(running: &Settings, new: &Settings) -> Vec<(&'static str, &'static str)> {
+pub(crate) fn restart_needed(
+    running: &Settings,
+    new: &Settings,
+) -> Vec<(&'static str, &'static str)> {
     let mut keys = Vec::new();
     let mut check = |differs: bool, key: &'static str, why: &'static str| {
         if differs {
@@ -196,7 +194,11 @@ pub fn restart_needed(running: &Settings, new: &Settings) -> Vec<(&'static str, 
 
 /// Reads and validates a config file. A missing file at the default path means "all defaults";
 /// a missing file named explicitly is an error.
-pub fn load(path: &Path, explicit: bool, default_id: &str) -> Result<Settings, ConfigErrors> {
+pub(crate) fn load(
+    path: &Path,
+    explicit: bool,
+    default_id: &str,
+) -> Result<Settings, ConfigErrors> {
     match std::fs::read_to_string(path) {
         Ok(text) => parse_str(&text, default_id),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
@@ -215,7 +217,7 @@ pub fn load(path: &Path, explicit: bool, default_id: &str) -> Result<Settings, C
 /// alike; the pure parser reads no files): `cluster.credentials_file` must exist, be readable and
 /// hold one `username:password` line. Commands that only talk to the daemon (`status`, `node`,
 /// `wait`) use [`load`]: they run without root and need no credentials.
-pub fn load_checked(
+pub(crate) fn load_checked(
     path: &Path,
     explicit: bool,
     default_id: &str,
@@ -230,7 +232,7 @@ pub fn load_checked(
 }
 
 /// The file checks of [`load_checked`].
-pub fn check_files(settings: &Settings) -> Vec<ConfigError> {
+pub(crate) fn check_files(settings: &Settings) -> Vec<ConfigError> {
     let Some(declared) = &settings.cluster else {
         return vec![];
     };
@@ -1031,7 +1033,7 @@ impl Validator {
 }
 
 /// Why an address cannot be advertised to peers, if it cannot.
-pub fn advertised_refusal(ip: &IpAddr) -> Option<&'static str> {
+pub(crate) fn advertised_refusal(ip: &IpAddr) -> Option<&'static str> {
     if ip.is_unspecified() {
         Some("is the unspecified address: peers cannot dial it")
     } else if ip.is_loopback() {
@@ -1047,7 +1049,7 @@ pub fn advertised_refusal(ip: &IpAddr) -> Option<&'static str> {
 
 /// Why clients cannot use an address as a node's external address, if they cannot: the one rule for
 /// the config, the bootstrap request and `node <ID> external_addr`.
-pub fn external_refusal(ip: &IpAddr) -> Option<&'static str> {
+pub(crate) fn external_refusal(ip: &IpAddr) -> Option<&'static str> {
     if ip.is_unspecified() || ip.is_multicast() || ip.is_loopback() {
         Some("cannot be reached by clients (unspecified, loopback or multicast)")
     } else if is_link_local(ip) {
@@ -1057,7 +1059,7 @@ pub fn external_refusal(ip: &IpAddr) -> Option<&'static str> {
     }
 }
 
-pub fn is_link_local(ip: &IpAddr) -> bool {
+pub(crate) fn is_link_local(ip: &IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_link_local(),
         IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
@@ -1065,7 +1067,7 @@ pub fn is_link_local(ip: &IpAddr) -> bool {
 }
 
 /// The kernel's rules for an interface name (`dev_valid_name`), as an explanation when broken.
-pub fn interface_name_problem(name: &str) -> Option<&'static str> {
+pub(crate) fn interface_name_problem(name: &str) -> Option<&'static str> {
     if name.is_empty() {
         Some("is empty")
     } else if name.len() > 15 {

@@ -13,31 +13,31 @@ use std::net::{IpAddr, SocketAddr};
 
 /// Where a server listens and what the node tells its peers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Endpoint {
-    pub listen: SocketAddr,
-    pub advertise: SocketAddr,
+pub(crate) struct Endpoint {
+    pub(crate) listen: SocketAddr,
+    pub(crate) advertise: SocketAddr,
 }
 
 /// This node's network identity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Identity {
-    pub id: String,
-    pub zone: String,
-    pub family: Family,
+pub(crate) struct Identity {
+    pub(crate) id: String,
+    pub(crate) zone: String,
+    pub(crate) family: Family,
     /// Which rule chose the family, in words (`"only IPv6 is usable"`, …).
-    pub family_reason: String,
-    pub internal_addr: IpAddr,
+    pub(crate) family_reason: String,
+    pub(crate) internal_addr: IpAddr,
     /// The interface holding the internal address.
-    pub internal_interface: String,
-    pub external_addrs: Vec<IpAddr>,
-    pub grpc: Endpoint,
-    pub http: Endpoint,
-    pub gossip: Endpoint,
+    pub(crate) internal_interface: String,
+    pub(crate) external_addrs: Vec<IpAddr>,
+    pub(crate) grpc: Endpoint,
+    pub(crate) http: Endpoint,
+    pub(crate) gossip: Endpoint,
 }
 
 impl Identity {
     /// One line for `STATUS=` and logs.
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         format!(
             "advertising {} {} on {} (gRPC {}, gossip {})",
             self.family,
@@ -51,7 +51,7 @@ impl Identity {
 
 /// Why no identity can be decided (yet). The daemon keeps waiting and shows this in `STATUS=`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NotReady {
+pub(crate) enum NotReady {
     /// No usable address of the family that the rules call for.
     NoUsableAddress {
         family: Option<Family>,
@@ -103,7 +103,7 @@ impl fmt::Display for NotReady {
 
 /// Why an address of the host cannot serve as the internal address.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Unusable {
+pub(crate) enum Unusable {
     NoLink,
     Loopback,
     LinkDown,
@@ -115,7 +115,7 @@ pub enum Unusable {
 
 impl Unusable {
     /// Whether waiting can fix it without an operator (DAD finishing, a link coming up).
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         matches!(self, Unusable::Tentative | Unusable::LinkDown)
     }
 }
@@ -138,7 +138,7 @@ impl fmt::Display for Unusable {
 }
 
 /// SPEC §1: whether an address can carry cluster traffic, and if not, why.
-pub fn usability(snapshot: &HostSnapshot, addr: &Address) -> Result<(), Unusable> {
+pub(crate) fn usability(snapshot: &HostSnapshot, addr: &Address) -> Result<(), Unusable> {
     let link = snapshot.link(addr.link_index).ok_or(Unusable::NoLink)?;
     if link.loopback {
         return Err(Unusable::Loopback);
@@ -164,7 +164,7 @@ pub fn usability(snapshot: &HostSnapshot, addr: &Address) -> Result<(), Unusable
 }
 
 /// `fec0::/10`: IPv6 site-local unicast, deprecated by RFC 3879 (the kernel gives it scope `site`).
-pub fn is_site_local(ip: &IpAddr) -> bool {
+pub(crate) fn is_site_local(ip: &IpAddr) -> bool {
     matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfec0)
 }
 
@@ -172,7 +172,11 @@ pub fn is_site_local(ip: &IpAddr) -> bool {
 /// families: the HTTP API is external traffic and must answer at every external address, as Go
 /// services such as Tempo do) unless the kernel has IPv6 off, then `0.0.0.0` (SPEC §3). It does
 /// not depend on the identity, so the servers can answer while the node waits for an address.
-pub fn server_listen(snapshot: &HostSnapshot, address: Option<IpAddr>, port: u16) -> SocketAddr {
+pub(crate) fn server_listen(
+    snapshot: &HostSnapshot,
+    address: Option<IpAddr>,
+    port: u16,
+) -> SocketAddr {
     let unspecified = if snapshot.ipv6_disabled {
         Family::Ipv4.unspecified()
     } else {
@@ -200,15 +204,15 @@ fn special_address(ip: &IpAddr) -> Option<&'static str> {
 
 /// Inputs beyond the host and the config.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Context<'a> {
+pub(crate) struct Context<'a> {
     /// The cluster's family, once this node belongs to a cluster (SPEC §2 rule 1).
-    pub cluster_family: Option<Family>,
+    pub(crate) cluster_family: Option<Family>,
     /// The identity decided last time: its internal address is kept while usable (sticky).
-    pub previous: Option<&'a Identity>,
+    pub(crate) previous: Option<&'a Identity>,
 }
 
 /// SPEC §2–3.
-pub fn decide(
+pub(crate) fn decide(
     snapshot: &HostSnapshot,
     settings: &Settings,
     ctx: Context<'_>,
@@ -476,7 +480,7 @@ fn pending(snapshot: &HostSnapshot, settings: &Settings, family: Option<Family>)
 }
 
 /// Every address of the host with its verdict, for `inspect` and `GET /v1/bootstrap`.
-pub fn address_report<'a>(
+pub(crate) fn address_report<'a>(
     snapshot: &'a HostSnapshot,
     settings: &Settings,
 ) -> Vec<AddressVerdict<'a>> {
@@ -505,16 +509,16 @@ pub fn address_report<'a>(
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct AddressVerdict<'a> {
+pub(crate) struct AddressVerdict<'a> {
     #[serde(serialize_with = "crate::core::ipfmt::serialize")]
-    pub address: IpAddr,
-    pub prefix_len: u8,
-    pub family: Family,
-    pub interface: &'a str,
-    pub flags: Vec<&'static str>,
-    pub usable: bool,
+    pub(crate) address: IpAddr,
+    pub(crate) prefix_len: u8,
+    pub(crate) family: Family,
+    pub(crate) interface: &'a str,
+    pub(crate) flags: Vec<&'static str>,
+    pub(crate) usable: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    pub(crate) reason: Option<String>,
 }
 
 #[cfg(test)]

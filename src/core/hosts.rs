@@ -7,11 +7,11 @@ use std::io::{self, Write};
 use std::net::IpAddr;
 use std::path::Path;
 
-pub const IPV6_LOCALHOST_LINE: &str = "::1\tlocalhost ip6-localhost ip6-loopback";
-pub const IPV4_LOCALHOST_LINE: &str = "127.0.0.1\tlocalhost";
+pub(crate) const IPV6_LOCALHOST_LINE: &str = "::1\tlocalhost ip6-localhost ip6-loopback";
+pub(crate) const IPV4_LOCALHOST_LINE: &str = "127.0.0.1\tlocalhost";
 
 /// Whether some line of `text` maps `ip` to `name` (case-insensitive, as the resolver does).
-pub fn maps(text: &str, ip: IpAddr, name: &str) -> bool {
+pub(crate) fn maps(text: &str, ip: IpAddr, name: &str) -> bool {
     text.lines().any(|line| {
         let line = line.split('#').next().unwrap_or_default();
         let mut fields = line.split_whitespace();
@@ -23,7 +23,7 @@ pub fn maps(text: &str, ip: IpAddr, name: &str) -> bool {
 }
 
 /// `text` with `line` appended, every existing byte kept.
-pub fn with_line(text: &str, line: &str) -> String {
+pub(crate) fn with_line(text: &str, line: &str) -> String {
     let mut out = String::with_capacity(text.len() + line.len() + 2);
     out.push_str(text);
     if !text.is_empty() && !text.ends_with('\n') {
@@ -37,7 +37,7 @@ pub fn with_line(text: &str, line: &str) -> String {
 /// Writes the fixed file. Atomically (temp + rename) where possible; when `path` is a mount point
 /// (containers and `ip netns exec` bind-mount a hosts file over it, so rename fails with EBUSY), the
 /// missing lines are appended in one `write` instead, which readers see whole or not at all.
-pub fn write_fixed(path: &Path, original: &str, fixed: &str) -> io::Result<()> {
+pub(crate) fn write_fixed(path: &Path, original: &str, fixed: &str) -> io::Result<()> {
     let mode = std::fs::metadata(path)
         .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
         .unwrap_or(0o644);

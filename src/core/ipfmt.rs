@@ -6,13 +6,13 @@ use serde::Serializer;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Longest text: `ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff` (39) or `::ffff:255.255.255.255`.
-pub struct IpText {
+pub(crate) struct IpText {
     buf: [u8; 48],
     len: usize,
 }
 
 impl IpText {
-    pub fn new(ip: &IpAddr) -> IpText {
+    pub(crate) fn new(ip: &IpAddr) -> IpText {
         let mut t = IpText {
             buf: [0; 48],
             len: 0,
@@ -24,7 +24,7 @@ impl IpText {
         t
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         // Only ASCII digits, hex letters, '.' and ':' are ever written.
         std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
     }
@@ -110,12 +110,12 @@ impl IpText {
 }
 
 /// `#[serde(serialize_with = "ipfmt::serialize")]` for an `IpAddr` field.
-pub fn serialize<S: Serializer>(ip: &IpAddr, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn serialize<S: Serializer>(ip: &IpAddr, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(IpText::new(ip).as_str())
 }
 
 /// The same for a list of addresses.
-pub fn serialize_list<S: Serializer>(ips: &[IpAddr], s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn serialize_list<S: Serializer>(ips: &[IpAddr], s: S) -> Result<S::Ok, S::Error> {
     use serde::ser::SerializeSeq;
     let mut seq = s.serialize_seq(Some(ips.len()))?;
     for ip in ips {

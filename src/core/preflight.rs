@@ -15,14 +15,14 @@ use std::path::Path;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Severity {
+pub(crate) enum Severity {
     Error,
     Warning,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Pass,
     Fail,
     /// Failed, then repaired by `--fix`.
@@ -32,34 +32,34 @@ pub enum Outcome {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Check {
-    pub code: &'static str,
-    pub severity: Severity,
-    pub result: Outcome,
-    pub message: String,
+pub(crate) struct Check {
+    pub(crate) code: &'static str,
+    pub(crate) severity: Severity,
+    pub(crate) result: Outcome,
+    pub(crate) message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub fix: Option<String>,
+    pub(crate) fix: Option<String>,
 }
 
 impl Check {
-    pub fn is_error(&self) -> bool {
+    pub(crate) fn is_error(&self) -> bool {
         self.severity == Severity::Error && self.result == Outcome::Fail
     }
 }
 
 /// Everything preflight looks at, read from the host by `gather`.
 #[derive(Debug, Clone)]
-pub struct Inputs {
-    pub hosts_path: String,
+pub(crate) struct Inputs {
+    pub(crate) hosts_path: String,
     /// `None` when the file cannot be read.
-    pub hosts_text: Option<String>,
+    pub(crate) hosts_text: Option<String>,
     /// `net.ipv6.conf.all.disable_ipv6`, or IPv6 absent from the kernel.
-    pub ipv6_disabled: bool,
-    pub snapshot: HostSnapshot,
+    pub(crate) ipv6_disabled: bool,
+    pub(crate) snapshot: HostSnapshot,
     /// Listen sockets that could not be bound because the port is taken.
-    pub ports_in_use: Vec<(&'static str, SocketAddr)>,
+    pub(crate) ports_in_use: Vec<(&'static str, SocketAddr)>,
     /// The family of the cluster this node belongs to, if it does.
-    pub cluster_family: Option<Family>,
+    pub(crate) cluster_family: Option<Family>,
 }
 
 /// The family preflight judges against: the decided one, else what the config asks for.
@@ -71,7 +71,7 @@ fn wanted_family(settings: &Settings, decision: &Result<Identity, NotReady>) -> 
     }
 }
 
-pub fn evaluate(settings: &Settings, inputs: &Inputs) -> Vec<Check> {
+pub(crate) fn evaluate(settings: &Settings, inputs: &Inputs) -> Vec<Check> {
     let ctx = Context {
         cluster_family: inputs.cluster_family,
         previous: None,
@@ -286,11 +286,11 @@ pub fn evaluate(settings: &Settings, inputs: &Inputs) -> Vec<Check> {
 }
 
 /// Where the hosts file is, unless `--hosts-file` says otherwise.
-pub const HOSTS_PATH: &str = "/etc/hosts";
+pub(crate) const HOSTS_PATH: &str = "/etc/hosts";
 
 /// Reads the host for preflight, without probing ports (what the running daemon checks at start:
 /// its own ports are taken by itself).
-pub fn gather_without_ports(
+pub(crate) fn gather_without_ports(
     settings: &Settings,
     snapshot: HostSnapshot,
     hosts_path: &Path,
@@ -302,7 +302,7 @@ pub fn gather_without_ports(
 }
 
 /// Reads the host for preflight. Ports are probed by binding them briefly.
-pub fn gather(
+pub(crate) fn gather(
     settings: &Settings,
     snapshot: HostSnapshot,
     hosts_path: &Path,
@@ -373,7 +373,7 @@ fn gather_inner(
 }
 
 /// `--fix`: adds the missing localhost lines to the hosts file. Returns the codes it fixed.
-pub fn fix_hosts(inputs: &Inputs, checks: &[Check]) -> std::io::Result<Vec<&'static str>> {
+pub(crate) fn fix_hosts(inputs: &Inputs, checks: &[Check]) -> std::io::Result<Vec<&'static str>> {
     let Some(original) = inputs.hosts_text.as_deref() else {
         return Ok(vec![]);
     };

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 /// `KEY=value` lines for systemd's `EnvironmentFile=` (and `source` in a shell). IPv6 in
 /// `host:port` values is bracketed; lists are space-separated and double-quoted.
-pub fn env_file(id: &Identity) -> String {
+pub(crate) fn env_file(id: &Identity) -> String {
     let externals: Vec<String> = id.external_addrs.iter().map(IpAddr::to_string).collect();
     let mut out = String::from("# Written by stackring; rewritten on every identity change.\n");
     let mut line = |k: &str, v: &str| {
@@ -39,7 +39,7 @@ pub fn env_file(id: &Identity) -> String {
 }
 
 /// `identity.env` before any identity was decided: consumers see `STACKRING_READY=0` and why.
-pub fn env_file_waiting(reason: &str) -> String {
+pub(crate) fn env_file_waiting(reason: &str) -> String {
     format!(
         "# Written by stackring; rewritten on every identity change.\nSTACKRING_READY=0\nSTACKRING_REASON={}\n",
         quote(reason)
@@ -47,7 +47,7 @@ pub fn env_file_waiting(reason: &str) -> String {
 }
 
 /// Double-quotes a value when it holds anything a shell or systemd would split or expand.
-pub fn quote(v: &str) -> String {
+pub(crate) fn quote(v: &str) -> String {
     if !v.is_empty()
         && v.chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.:[]".contains(c))
@@ -66,7 +66,7 @@ pub fn quote(v: &str) -> String {
 /// The network part of a Tempo configuration for this node: listen addresses, memberlist bind and
 /// advertise, and each ring's `enable_inet6`/`instance_addr`/`instance_port` (the advertised
 /// gRPC endpoint: a sidecar proxy's port when `lifecycler.port` is set).
-pub fn tempo_block(id: &Identity) -> String {
+pub(crate) fn tempo_block(id: &Identity) -> String {
     let inet6 = id.family == Family::Ipv6;
     let addr = id.grpc.advertise.ip();
     let port = id.grpc.advertise.port();

@@ -4,7 +4,7 @@
 use crate::agent::membership::{now_unix, MemberView};
 
 /// Escapes text for HTML element content and attribute values.
-pub fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -49,7 +49,7 @@ fn timestamp(unix: u64) -> String {
     )
 }
 
-pub fn page(cluster: &str, members: &[MemberView]) -> String {
+pub(crate) fn page(cluster: &str, members: &[MemberView]) -> String {
     let mut rows = String::new();
     for m in members {
         let e = &m.entry;

@@ -11,13 +11,13 @@ use std::net::IpAddr;
 /// The address family of the cluster's internal traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Family {
+pub(crate) enum Family {
     Ipv4,
     Ipv6,
 }
 
 impl Family {
-    pub fn of(ip: &IpAddr) -> Family {
+    pub(crate) fn of(ip: &IpAddr) -> Family {
         match ip {
             IpAddr::V4(_) => Family::Ipv4,
             IpAddr::V6(_) => Family::Ipv6,
@@ -25,14 +25,14 @@ impl Family {
     }
 
     /// `0.0.0.0` or `::`.
-    pub fn unspecified(self) -> IpAddr {
+    pub(crate) fn unspecified(self) -> IpAddr {
         match self {
             Family::Ipv4 => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
             Family::Ipv6 => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Family::Ipv4 => "ipv4",
             Family::Ipv6 => "ipv6",
@@ -52,7 +52,7 @@ impl fmt::Display for Family {
 /// RFC 2863 operational state, as the kernel reports it (IFLA_OPERSTATE).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum OperState {
+pub(crate) enum OperState {
     Unknown,
     NotPresent,
     Down,
@@ -64,25 +64,25 @@ pub enum OperState {
 
 impl OperState {
     /// Up, or unknown (what loopback-like and some virtual links report while working).
-    pub fn is_running(self) -> bool {
+    pub(crate) fn is_running(self) -> bool {
         matches!(self, OperState::Up | OperState::Unknown)
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Link {
-    pub index: u32,
-    pub name: String,
+pub(crate) struct Link {
+    pub(crate) index: u32,
+    pub(crate) name: String,
     /// IFLA_INFO_KIND (`veth`, `bridge`, …); `None` for physical NICs and loopback.
-    pub kind: Option<String>,
-    pub admin_up: bool,
-    pub oper: OperState,
-    pub loopback: bool,
+    pub(crate) kind: Option<String>,
+    pub(crate) admin_up: bool,
+    pub(crate) oper: OperState,
+    pub(crate) loopback: bool,
 }
 
 impl Link {
     /// Admin-up, oper up/unknown, not loopback: addresses on it can carry traffic.
-    pub fn is_active(&self) -> bool {
+    pub(crate) fn is_active(&self) -> bool {
         self.admin_up && self.oper.is_running() && !self.loopback
     }
 }
@@ -90,7 +90,7 @@ impl Link {
 /// Address scope (IFA scope byte).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Scope {
+pub(crate) enum Scope {
     Global,
     Site,
     Link,
@@ -100,7 +100,7 @@ pub enum Scope {
 }
 
 impl Scope {
-    pub fn from_raw(raw: u8) -> Scope {
+    pub(crate) fn from_raw(raw: u8) -> Scope {
         match raw {
             0 => Scope::Global,
             200 => Scope::Site,
@@ -114,22 +114,22 @@ impl Scope {
 
 /// The kernel's 32-bit IFA_F_* address flags (IFA_FLAGS attribute), kept whole.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub struct AddrFlags(pub u32);
+pub(crate) struct AddrFlags(pub u32);
 
 impl AddrFlags {
     /// IFA_F_SECONDARY on IPv4; on IPv6 the same bit is IFA_F_TEMPORARY (RFC 4941).
-    pub const SECONDARY: u32 = 0x01;
-    pub const NODAD: u32 = 0x02;
-    pub const OPTIMISTIC: u32 = 0x04;
-    pub const DADFAILED: u32 = 0x08;
-    pub const HOMEADDRESS: u32 = 0x10;
-    pub const DEPRECATED: u32 = 0x20;
-    pub const TENTATIVE: u32 = 0x40;
-    pub const PERMANENT: u32 = 0x80;
-    pub const MANAGETEMPADDR: u32 = 0x100;
-    pub const NOPREFIXROUTE: u32 = 0x200;
-    pub const MCAUTOJOIN: u32 = 0x400;
-    pub const STABLE_PRIVACY: u32 = 0x800;
+    pub(crate) const SECONDARY: u32 = 0x01;
+    pub(crate) const NODAD: u32 = 0x02;
+    pub(crate) const OPTIMISTIC: u32 = 0x04;
+    pub(crate) const DADFAILED: u32 = 0x08;
+    pub(crate) const HOMEADDRESS: u32 = 0x10;
+    pub(crate) const DEPRECATED: u32 = 0x20;
+    pub(crate) const TENTATIVE: u32 = 0x40;
+    pub(crate) const PERMANENT: u32 = 0x80;
+    pub(crate) const MANAGETEMPADDR: u32 = 0x100;
+    pub(crate) const NOPREFIXROUTE: u32 = 0x200;
+    pub(crate) const MCAUTOJOIN: u32 = 0x400;
+    pub(crate) const STABLE_PRIVACY: u32 = 0x800;
 
     const NAMES: [(u32, &'static str); 12] = [
         (Self::SECONDARY, "secondary"),
@@ -146,12 +146,12 @@ impl AddrFlags {
         (Self::STABLE_PRIVACY, "stable-privacy"),
     ];
 
-    pub fn has(self, bit: u32) -> bool {
+    pub(crate) fn has(self, bit: u32) -> bool {
         self.0 & bit != 0
     }
 
     /// Flag names as `ip addr` prints them; on IPv6 the 0x01 bit reads "temporary".
-    pub fn names(self, family: Family) -> Vec<&'static str> {
+    pub(crate) fn names(self, family: Family) -> Vec<&'static str> {
         let mut names: Vec<&'static str> = Self::NAMES
             .iter()
             .filter(|(bit, _)| self.has(*bit))
@@ -171,76 +171,76 @@ impl AddrFlags {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Address {
-    pub link_index: u32,
-    pub ip: IpAddr,
-    pub prefix_len: u8,
-    pub scope: Scope,
+pub(crate) struct Address {
+    pub(crate) link_index: u32,
+    pub(crate) ip: IpAddr,
+    pub(crate) prefix_len: u8,
+    pub(crate) scope: Scope,
     #[serde(with = "flags_serde")]
-    pub flags: AddrFlags,
+    pub(crate) flags: AddrFlags,
 }
 
 impl Address {
-    pub fn family(&self) -> Family {
+    pub(crate) fn family(&self) -> Family {
         Family::of(&self.ip)
     }
-    pub fn tentative(&self) -> bool {
+    pub(crate) fn tentative(&self) -> bool {
         self.flags.has(AddrFlags::TENTATIVE)
     }
-    pub fn dad_failed(&self) -> bool {
+    pub(crate) fn dad_failed(&self) -> bool {
         self.flags.has(AddrFlags::DADFAILED)
     }
-    pub fn deprecated(&self) -> bool {
+    pub(crate) fn deprecated(&self) -> bool {
         self.flags.has(AddrFlags::DEPRECATED)
     }
     /// RFC 4941 temporary address. The bit means "secondary" on IPv4, which is no reason to avoid it.
-    pub fn temporary(&self) -> bool {
+    pub(crate) fn temporary(&self) -> bool {
         self.family() == Family::Ipv6 && self.flags.has(AddrFlags::SECONDARY)
     }
     /// The identity of an address in the kernel: updates (DAD done, lifetimes) re-send the same key.
-    pub fn key(&self) -> AddrKey {
+    pub(crate) fn key(&self) -> AddrKey {
         (self.link_index, self.ip, self.prefix_len)
     }
 }
 
-pub type AddrKey = (u32, IpAddr, u8);
+pub(crate) type AddrKey = (u32, IpAddr, u8);
 
 /// Flags serialize as a list of names (readable JSON fixtures and `inspect --json`) plus the raw value.
 mod flags_serde {
     use super::AddrFlags;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(flags: &AddrFlags, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(flags: &AddrFlags, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_u32(flags.0)
     }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<AddrFlags, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<AddrFlags, D::Error> {
         Ok(AddrFlags(u32::deserialize(d)?))
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DefaultRoute {
-    pub family: Family,
-    pub link_index: u32,
-    pub gateway: Option<IpAddr>,
-    pub metric: u32,
+pub(crate) struct DefaultRoute {
+    pub(crate) family: Family,
+    pub(crate) link_index: u32,
+    pub(crate) gateway: Option<IpAddr>,
+    pub(crate) metric: u32,
 }
 
 /// Everything the decision needs to know about the host, at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HostSnapshot {
-    pub links: BTreeMap<u32, Link>,
-    pub addresses: BTreeMap<AddrKey, Address>,
+pub(crate) struct HostSnapshot {
+    pub(crate) links: BTreeMap<u32, Link>,
+    pub(crate) addresses: BTreeMap<AddrKey, Address>,
     /// Keyed by (family, output link, metric) so two default routes of one family both show.
-    pub default_routes: BTreeMap<(Family, u32, u32), DefaultRoute>,
+    pub(crate) default_routes: BTreeMap<(Family, u32, u32), DefaultRoute>,
     /// The kernel has IPv6 off (`net.ipv6.conf.all.disable_ipv6=1`, or `ipv6.disable=1`): empty
     /// listen addresses then bind `0.0.0.0` instead of a dual-stack `[::]`.
-    pub ipv6_disabled: bool,
+    pub(crate) ipv6_disabled: bool,
 }
 
 /// One change reported by the kernel, already converted to our types.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostEvent {
+pub(crate) enum HostEvent {
     LinkChanged(Link),
     LinkRemoved(u32),
     AddressChanged(Address),
@@ -250,12 +250,12 @@ pub enum HostEvent {
 }
 
 impl HostSnapshot {
-    pub fn link(&self, index: u32) -> Option<&Link> {
+    pub(crate) fn link(&self, index: u32) -> Option<&Link> {
         self.links.get(&index)
     }
 
     /// The output link of the family's default route with the lowest metric.
-    pub fn default_route_link(&self, family: Family) -> Option<u32> {
+    pub(crate) fn default_route_link(&self, family: Family) -> Option<u32> {
         self.default_routes
             .values()
             .filter(|r| r.family == family)
@@ -264,7 +264,7 @@ impl HostSnapshot {
     }
 
     /// Applies one kernel event; returns whether anything changed.
-    pub fn apply(&mut self, event: HostEvent) -> bool {
+    pub(crate) fn apply(&mut self, event: HostEvent) -> bool {
         match event {
             HostEvent::LinkChanged(link) => {
                 let changed = self.links.get(&link.index) != Some(&link);

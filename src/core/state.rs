@@ -9,20 +9,20 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Published {
-    pub generation: u64,
+pub(crate) struct Published {
+    pub(crate) generation: u64,
     /// The last decided identity; kept while not ready so consumers still see the old values.
-    pub identity: Option<Identity>,
+    pub(crate) identity: Option<Identity>,
     /// Why the node is not ready; `None` when ready.
-    pub not_ready: Option<String>,
+    pub(crate) not_ready: Option<String>,
 }
 
 impl Published {
-    pub fn ready(&self) -> bool {
+    pub(crate) fn ready(&self) -> bool {
         self.identity.is_some() && self.not_ready.is_none()
     }
 
-    pub fn view(&self) -> IdentityView {
+    pub(crate) fn view(&self) -> IdentityView {
         IdentityView::new(
             self.identity.as_ref(),
             self.not_ready.clone(),
@@ -31,31 +31,31 @@ impl Published {
     }
 }
 
-pub type StateTx = watch::Sender<Arc<Published>>;
-pub type StateRx = watch::Receiver<Arc<Published>>;
+pub(crate) type StateTx = watch::Sender<Arc<Published>>;
+pub(crate) type StateRx = watch::Receiver<Arc<Published>>;
 
 /// The JSON shape of an identity, shared by `inspect --json` and `GET /v1/identity`.
 #[derive(Debug, Clone, Serialize)]
-pub struct IdentityView {
-    pub ready: bool,
+pub(crate) struct IdentityView {
+    pub(crate) ready: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    pub generation: u64,
-    pub id: Option<String>,
-    pub zone: Option<String>,
-    pub family: Option<Family>,
-    pub family_reason: Option<String>,
-    pub internal_addr: Option<IpAddr>,
-    pub internal_interface: Option<String>,
+    pub(crate) reason: Option<String>,
+    pub(crate) generation: u64,
+    pub(crate) id: Option<String>,
+    pub(crate) zone: Option<String>,
+    pub(crate) family: Option<Family>,
+    pub(crate) family_reason: Option<String>,
+    pub(crate) internal_addr: Option<IpAddr>,
+    pub(crate) internal_interface: Option<String>,
     #[serde(serialize_with = "crate::core::ipfmt::serialize_list")]
-    pub external_addrs: Vec<IpAddr>,
-    pub grpc: Option<Endpoint>,
-    pub http: Option<Endpoint>,
-    pub gossip: Option<Endpoint>,
+    pub(crate) external_addrs: Vec<IpAddr>,
+    pub(crate) grpc: Option<Endpoint>,
+    pub(crate) http: Option<Endpoint>,
+    pub(crate) gossip: Option<Endpoint>,
 }
 
 impl IdentityView {
-    pub fn new(
+    pub(crate) fn new(
         identity: Option<&Identity>,
         reason: Option<String>,
         generation: u64,
