@@ -38,14 +38,15 @@ pub(crate) mod serve;
 /// What the fuzz targets and integration tests drive directly (not an API: it may change).
 #[doc(hidden)]
 pub mod fuzzing {
-    pub use crate::agent::membership::NodeEntry;
-    pub use crate::agent::node::{newest_override, AddrChange, ExternalChange, Override};
+    pub use crate::api::admin::{AddrChange, ExternalChange};
     pub use crate::api::jsonbody::parse as parse_json_body;
     pub use crate::cli::parse_admin_response;
     pub use crate::core::cluster::{
-        apply_external, parse_address, proofs_match, relay_proof, valid_name, validate_bootstrap,
-        Action, BootstrapRequest, ExternalOp, Seeds,
+        apply_external, newest_override, proofs_match, relay_proof, validate_bootstrap, Action,
+        BootstrapRequest, ExternalOp, Override, Seeds,
     };
     pub use crate::core::config::{parse_str, ConfigError};
+    pub use crate::core::members::NodeEntry;
+    pub use crate::core::net::{parse_address, valid_name, AddrProblem, AddrRole};
     pub use crate::core::peer::{PeerAddr, PeerHost};
 }

@@ -303,9 +303,7 @@ impl Daemon {
                 if self.identity.is_some() {
                     log::warn!("not ready: {why}");
                     systemd::status(&format!("not ready: {why}"));
-                    let cluster = self.cluster.clone();
-                    let reason = why.clone();
-                    tokio::spawn(async move { cluster.on_not_ready(&reason).await });
+                    self.cluster.on_not_ready(why.clone());
                 } else if self.bound.is_some() {
                     log::info!("waiting: {why}");
                     systemd::status(&format!("waiting: {why}"));
@@ -359,11 +357,9 @@ impl Daemon {
         }
     }
 
-    /// Hands the identity to the cluster side (gossip entry, rejoin after restart), off the loop.
+    /// Hands the identity to the cluster side (gossip entry, rejoin after restart); never waits.
     fn announce(&self, identity: &Identity) {
-        let cluster = self.cluster.clone();
-        let identity = identity.clone();
-        tokio::spawn(async move { cluster.on_identity(&identity).await });
+        self.cluster.on_identity(identity.clone());
     }
 
     fn publish(&self) {

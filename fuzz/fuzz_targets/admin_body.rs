@@ -1,10 +1,10 @@
 //! Admin request bodies: `POST /v1/nodes/{id}/external_addr` (`ExternalChange`) and
 //! `POST /v1/nodes/{id}/addr` (`AddrChange`), parsed by `jsonbody::parse` as the daemon does, then
-//! each address by `cluster::parse_address`. Errors name a key and a fix; an address that parses
+//! each address by `net::parse_address` in every role. Errors name a key and a fix; an address that parses
 //! prints back to itself.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use stackring::fuzzing::{parse_address, ExternalOp};
+use stackring::fuzzing::{parse_address, AddrRole, ExternalOp};
 use stackring::fuzzing::{AddrChange, ExternalChange};
 use stackring::fuzzing::ConfigError;
 
@@ -16,9 +16,11 @@ fn check(e: &ConfigError) {
 }
 
 fn address(text: &str) {
-    match parse_address(text) {
-        Ok(ip) => assert_eq!(parse_address(&ip.to_string()), Ok(ip)),
-        Err((problem, fix)) => assert!(!problem.is_empty() && !fix.is_empty()),
+    for role in [AddrRole::Listen, AddrRole::Usable, AddrRole::Advertised, AddrRole::External] {
+        match parse_address(text, role) {
+            Ok(ip) => assert_eq!(parse_address(&ip.to_string(), role), Ok(ip)),
+            Err(p) => assert!(!p.problem.is_empty() && !p.fix.is_empty(), "{p:?}"),
+        }
     }
 }
 

@@ -1,8 +1,17 @@
 //! gRPC (tonic): the Identity service, with server reflection.
 
+use crate::agent::authguard::Denied;
+use crate::agent::node::{Admission, ClusterNode, JoinDenied, RelayedChange};
+use crate::api::admin::{addr_change, external_change};
+use crate::api::error::denied_status;
+use crate::core::cluster::JoinerFacts;
+use crate::core::members::{Health, MemberView};
+use crate::core::refusal::Refusal;
 use crate::core::state::{Published, StateRx};
 use futures::Stream;
+use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use tokio_stream::wrappers::WatchStream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
@@ -89,12 +98,243 @@ pub(crate) fn router(
         .add_service(pb::identity_server::IdentityServer::new(
             IdentityService::new(state),
         ))
-        .add_service(pb::cluster_server::ClusterServer::new(
-            crate::agent::node::ClusterService {
-                node: cluster.clone(),
+        .add_service(pb::cluster_server::ClusterServer::new(ClusterService {
+            node: cluster.clone(),
+        }))
+        .add_service(pb::admin_server::AdminServer::new(AdminService {
+            node: cluster,
+        })))
+}
+
+/// The caller's address, canonical (an IPv4-mapped source is its IPv4 address): the guard's key.
+fn source<T>(request: &Request<T>) -> Option<IpAddr> {
+    request
+        .remote_addr()
+        .map(|a| crate::api::limits::canonical(a.ip()))
+}
+
+/// The gRPC Admin service: the HTTP admin calls, for programs.
+pub(crate) struct AdminService {
+    node: Arc<ClusterNode>,
+}
+
+impl AdminService {
+    async fn authorize(
+        &self,
+        source: Option<IpAddr>,
+        credentials: Option<&pb::AdminCredentials>,
+    ) -> Result<(), Status> {
+        let given = credentials.map(|c| (c.username.as_str(), c.password.as_str()));
+        self.node
+            .check_credentials(source, given)
+            .await
+            .map_err(|denied| match denied {
+                Denied::Invalid => Status::unauthenticated(
+                    "this call changes the cluster: send the cluster credentials",
+                ),
+                throttled => denied_status(&throttled, source),
+            })
+    }
+}
+
+/// An admin answer: the same JSON the HTTP API returns, or the refusal as a status.
+fn admin_reply<T: serde::Serialize>(
+    result: Result<T, Refusal>,
+) -> Result<Response<pb::AdminReply>, Status> {
+    let value = result?;
+    let json = serde_json::to_string(&value).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(Response::new(pb::AdminReply { json }))
+}
+
+#[tonic::async_trait]
+impl pb::admin_server::Admin for AdminService {
+    async fn change_external_addrs(
+        &self,
+        request: Request<pb::ExternalAddrsRequest>,
+    ) -> Result<Response<pb::AdminReply>, Status> {
+        let source = source(&request);
+        let r = request.into_inner();
+        self.authorize(source, r.credentials.as_ref()).await?;
+        let (op, addrs) = external_change(&r.action, &r.addrs)?;
+        admin_reply(self.node.change_external(&r.node_id, op, addrs).await)
+    }
+
+    async fn set_addr(
+        &self,
+        request: Request<pb::SetAddrRequest>,
+    ) -> Result<Response<pb::AdminReply>, Status> {
+        let source = source(&request);
+        let r = request.into_inner();
+        self.authorize(source, r.credentials.as_ref()).await?;
+        let ip = addr_change(&r.addr)?;
+        admin_reply(self.node.set_addr(&r.node_id, ip).await)
+    }
+
+    async fn forget(
+        &self,
+        request: Request<pb::ForgetRequest>,
+    ) -> Result<Response<pb::AdminReply>, Status> {
+        let source = source(&request);
+        let r = request.into_inner();
+        self.authorize(source, r.credentials.as_ref()).await?;
+        admin_reply(self.node.forget(&r.node_id).await)
+    }
+}
+
+/// The gRPC Cluster service: joins, relayed admin changes, the member list and its changes.
+pub(crate) struct ClusterService {
+    node: Arc<ClusterNode>,
+}
+
+fn member_pb(m: &MemberView) -> pb::Member {
+    pb::Member {
+        id: m.entry.id.clone(),
+        status: match m.status {
+            Health::Ok => "OK".into(),
+            Health::Down => "DOWN".into(),
+        },
+        state: m.entry.state.as_str().into(),
+        addr: m.entry.addr.clone(),
+        external_addrs: m.entry.external_addrs.clone(),
+        family: m.entry.family.clone(),
+        advertised_grpc: m.entry.advertised_grpc.clone(),
+        advertised_http: m.entry.advertised_http.clone(),
+        advertised_gossip: m.entry.advertised_gossip.clone(),
+        listen_grpc: m.entry.listen_grpc.clone(),
+        zone: m.entry.zone.clone(),
+        hostname: m.entry.hostname.clone(),
+        last_seen_ms_ago: m.last_seen_ms_ago,
+        local: m.local,
+        registered_unix: m.entry.registered_unix,
+    }
+}
+
+fn members_reply(node: &ClusterNode) -> pb::MembersReply {
+    match node.members() {
+        Some((name, members)) => pb::MembersReply {
+            cluster_name: name,
+            members: members.iter().map(member_pb).collect(),
+        },
+        None => pb::MembersReply::default(),
+    }
+}
+
+fn refusal_pb(error_code: &str, sub_code: &str, description: String) -> pb::JoinRefusal {
+    pb::JoinRefusal {
+        error_code: error_code.into(),
+        sub_code: sub_code.into(),
+        description,
+    }
+}
+
+type MembersStream = Pin<Box<dyn Stream<Item = Result<pb::MembersReply, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::cluster_server::Cluster for ClusterService {
+    async fn join(
+        &self,
+        request: Request<pb::JoinRequest>,
+    ) -> Result<Response<pb::JoinReply>, Status> {
+        let source = source(&request);
+        let req = request.into_inner();
+        let facts = JoinerFacts {
+            cluster_name: req.cluster_name,
+            node_id: req.node_id,
+            has_ipv4: req.has_ipv4,
+            has_ipv6: req.has_ipv6,
+            use_internal_ipv6: req.use_internal_ipv6,
+        };
+        let reply = match self
+            .node
+            .admit(source, facts, req.username, req.password)
+            .await
+        {
+            Ok(Admission { record, seeds }) => pb::JoinReply {
+                refusal: None,
+                cluster_name: record.name.clone(),
+                family: record.family.as_str().into(),
+                use_internal_ipv6: record.use_internal_ipv6,
+                username: record.username.clone(),
+                password_hash: record.password_hash.clone(),
+                seeds,
             },
-        ))
-        .add_service(pb::admin_server::AdminServer::new(
-            crate::agent::node::AdminService { node: cluster },
-        )))
+            Err(JoinDenied::Refused(r)) => pb::JoinReply {
+                refusal: Some(refusal_pb(r.error_code, r.sub_code, r.description)),
+                ..Default::default()
+            },
+            Err(JoinDenied::Throttled(denied)) => return Err(denied_status(&denied, source)),
+        };
+        Ok(Response::new(reply))
+    }
+
+    async fn apply_change(
+        &self,
+        request: Request<pb::ApplyChangeRequest>,
+    ) -> Result<Response<pb::ApplyChangeReply>, Status> {
+        let r = request.into_inner();
+        let change = RelayedChange {
+            node_id: r.node_id,
+            action: r.action,
+            addrs: r.addrs,
+            sent_ms: r.sent_ms,
+            nonce: r.nonce,
+            proof: r.proof,
+            from: r.from,
+        };
+        // Refusals travel in the reply (the relaying node shows them to its operator as they are).
+        let reply = match self.node.apply_relayed(change).await {
+            Ok((version, list)) => pb::ApplyChangeReply {
+                refusal: None,
+                version,
+                external_addrs: list.iter().map(|a| a.to_string()).collect(),
+            },
+            Err(r) => pb::ApplyChangeReply {
+                refusal: Some(refusal_pb(
+                    &r.body.error_code,
+                    r.body.sub_code.as_deref().unwrap_or("refused"),
+                    r.body.description,
+                )),
+                ..Default::default()
+            },
+        };
+        Ok(Response::new(reply))
+    }
+
+    async fn members(
+        &self,
+        _: Request<pb::MembersRequest>,
+    ) -> Result<Response<pb::MembersReply>, Status> {
+        Ok(Response::new(members_reply(&self.node)))
+    }
+
+    type WatchStream = MembersStream;
+
+    /// Sends the member list, then each change of it (status and entries; the last-seen clock
+    /// alone is not a change), woken by the node's member updates rather than by polling.
+    async fn watch(
+        &self,
+        _: Request<pb::MembersRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let node = self.node.clone();
+        let updates = node.member_updates();
+        let stream = futures::stream::unfold(
+            (node, updates, None::<pb::MembersReply>),
+            |(node, mut updates, last)| async move {
+                let comparable = |r: &pb::MembersReply| {
+                    let mut r = r.clone();
+                    r.members.iter_mut().for_each(|m| m.last_seen_ms_ago = 0);
+                    r
+                };
+                loop {
+                    let mut reply = members_reply(&node);
+                    reply.members.sort_by(|a, b| a.id.cmp(&b.id));
+                    if last.as_ref().map(comparable) != Some(comparable(&reply)) {
+                        return Some((Ok(reply.clone()), (node, updates, Some(reply))));
+                    }
+                    updates.changed().await.ok()?;
+                }
+            },
+        );
+        Ok(Response::new(Box::pin(stream)))
+    }
 }

@@ -2,8 +2,10 @@
 //! The same router serves the root-only admin unix socket the local CLI uses.
 
 use crate::agent::metrics::Metrics;
-use crate::agent::node::{ClusterNode, ErrorBody};
-use crate::core::cluster::Action;
+use crate::agent::node::ClusterNode;
+use crate::api::error::{denied_response, json_error};
+use crate::core::cluster::{validate_bootstrap, Action, BootstrapRequest};
+use crate::core::refusal::{ErrorBody, Refusal};
 use crate::core::state::StateRx;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
@@ -226,7 +228,7 @@ async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
 }
 
 async fn bootstrap_status(State(s): State<HttpState>) -> impl IntoResponse {
-    let status = s.cluster.status().await;
+    let status = s.cluster.status();
     let record = s.cluster.record();
     Json(serde_json::json!({
         "state": status.state,
@@ -244,15 +246,24 @@ async fn join_cluster(State(s): State<HttpState>, body: Bytes) -> Response {
     bootstrap(&s, &body, Action::Join).await
 }
 
+/// The body parsed and validated, every problem named with its JSON path, value and fix
+/// (nothing changes on a 400).
 async fn bootstrap(s: &HttpState, body: &[u8], action: Action) -> Response {
-    match s.cluster.bootstrap(body, action).await {
+    let request = crate::api::jsonbody::parse::<BootstrapRequest>(body)
+        .map_err(|e| Refusal::invalid_fields(vec![e]))
+        .and_then(|r| validate_bootstrap(r, action).map_err(Refusal::invalid_fields));
+    let result = match request {
+        Ok(request) => s.cluster.bootstrap(request, action).await,
+        Err(refusal) => Err(refusal),
+    };
+    match result {
         Ok(status) => (StatusCode::OK, Json(status)).into_response(),
-        Err(refused) => error(refused.http_status, refused.body),
+        Err(refusal) => refusal.into_response(),
     }
 }
 
 async fn nodes(State(s): State<HttpState>) -> Response {
-    match s.cluster.members().await {
+    match s.cluster.members() {
         Some((name, members)) => Json(serde_json::json!({"cluster_name": name, "nodes": members})).into_response(),
         None => error(
             409,
@@ -262,15 +273,10 @@ async fn nodes(State(s): State<HttpState>) -> Response {
 }
 
 fn error(status: u16, body: ErrorBody) -> Response {
-    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
-    let retry = body.retry_after_s;
-    let mut response = (code, Json(body)).into_response();
-    if let Some(secs) = retry {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
-    }
-    response
+    json_error(
+        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+        body,
+    )
 }
 
 /// Mutating calls over TCP need the cluster credentials (HTTP Basic); the admin socket is trusted.
@@ -298,26 +304,10 @@ async fn authorize(s: &HttpState, peer: SocketAddr, headers: &HeaderMap) -> Resu
         .and_then(|b| String::from_utf8(b).ok());
     let source = Some(crate::api::limits::canonical(peer.ip()));
     let given = credentials.as_deref().and_then(|c| c.split_once(':'));
-    match s.cluster.check_credentials(source, given).await {
-        Ok(()) => Ok(()),
-        Err(crate::api::authguard::Denied::Invalid) => {
-            let mut response = error(401, ErrorBody::new("Unauthorized", None, "this call changes the cluster: send the cluster credentials (HTTP Basic), or use the CLI on a node"));
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Basic realm=\"stackring\""),
-            );
-            Err(response)
-        }
-        Err(throttled) => {
-            let mut body = ErrorBody::new(
-                "TooManyRequests",
-                Some("rate_limited"),
-                throttled.message(source),
-            );
-            body.retry_after_s = throttled.retry_after_secs();
-            Err(error(429, body))
-        }
-    }
+    s.cluster
+        .check_credentials(source, given)
+        .await
+        .map_err(|denied| denied_response(&denied, source))
 }
 
 fn base64_decode(text: &str) -> Option<Vec<u8>> {
@@ -342,10 +332,10 @@ fn base64_decode(text: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-fn admin_result(result: Result<serde_json::Value, crate::agent::node::Refused>) -> Response {
+fn admin_result<T: serde::Serialize>(result: Result<T, Refusal>) -> Response {
     match result {
         Ok(v) => Json(v).into_response(),
-        Err(r) => error(r.http_status, r.body),
+        Err(r) => r.into_response(),
     }
 }
 
@@ -359,7 +349,13 @@ async fn external_addr(
     if let Err(r) = authorize(&s, peer, &headers).await {
         return r;
     }
-    admin_result(s.cluster.change_external(&id, &body).await)
+    let change = crate::api::jsonbody::parse::<crate::api::admin::ExternalChange>(&body)
+        .map_err(|e| Refusal::invalid(e.to_string()))
+        .and_then(|c| crate::api::admin::external_change(&c.action, &c.addrs));
+    match change {
+        Ok((op, addrs)) => admin_result(s.cluster.change_external(&id, op, addrs).await),
+        Err(r) => r.into_response(),
+    }
 }
 
 async fn addr(
@@ -372,7 +368,13 @@ async fn addr(
     if let Err(r) = authorize(&s, peer, &headers).await {
         return r;
     }
-    admin_result(s.cluster.set_addr(&id, &body).await)
+    let change = crate::api::jsonbody::parse::<crate::api::admin::AddrChange>(&body)
+        .map_err(|e| Refusal::invalid(e.to_string()))
+        .and_then(|c| crate::api::admin::addr_change(&c.addr));
+    match change {
+        Ok(ip) => admin_result(s.cluster.set_addr(&id, ip).await),
+        Err(r) => r.into_response(),
+    }
 }
 
 async fn forget(
@@ -389,7 +391,7 @@ async fn forget(
 
 /// HTML for people, JSON for `Accept: application/json`.
 async fn ring(State(s): State<HttpState>, headers: HeaderMap) -> Response {
-    let (name, members) = s.cluster.members().await.unwrap_or_default();
+    let (name, members) = s.cluster.members().unwrap_or_default();
     let wants_json = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -399,7 +401,7 @@ async fn ring(State(s): State<HttpState>, headers: HeaderMap) -> Response {
     } else {
         (
             [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-            crate::core::ring::page(&name, &members),
+            crate::core::ring::page(&name, &members, crate::agent::now_unix()),
         )
             .into_response()
     }
@@ -424,7 +426,7 @@ async fn ring_forget(
     };
     match s.cluster.forget(id).await {
         Ok(_) => (StatusCode::SEE_OTHER, [(header::LOCATION, "/ring")]).into_response(),
-        Err(r) => error(r.http_status, r.body),
+        Err(r) => r.into_response(),
     }
 }
 

@@ -4,9 +4,6 @@
 use crate::core::config::ConfigError;
 use serde::de::DeserializeOwned;
 
-/// Longest value echoed back in an error: a 10 MB value is not repeated whole.
-const MAX_ECHO: usize = 80;
-
 /// Parses `body` as `T`, or says exactly where and how it is wrong.
 pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ConfigError> {
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -140,15 +137,7 @@ fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
     Some(&text[from..from + len])
 }
 
-/// A value for an error message, cut to a readable length.
-pub(crate) fn echo(text: &str) -> String {
-    if text.chars().count() <= MAX_ECHO {
-        text.to_string()
-    } else {
-        let cut: String = text.chars().take(MAX_ECHO).collect();
-        format!("{cut}… ({} bytes)", text.len())
-    }
-}
+pub(crate) use crate::core::refusal::echo;
 
 #[cfg(test)]
 mod tests {

@@ -511,7 +511,7 @@ pub(crate) async fn body_deadline(
     let (parts, body) = request.into_parts();
     let read = axum::body::to_bytes(body, crate::api::http::MAX_BODY_BYTES);
     let refuse = |status: axum::http::StatusCode, code: &str, description: String| {
-        let body = crate::agent::node::ErrorBody::new(code, None, description);
+        let body = crate::core::refusal::ErrorBody::new(code, None, description);
         let mut response = (status, axum::Json(body)).into_response();
         if status == axum::http::StatusCode::REQUEST_TIMEOUT {
             response.headers_mut().insert(

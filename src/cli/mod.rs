@@ -608,13 +608,13 @@ fn status_nodes(settings: &Settings, json: bool) -> i32 {
 pub(crate) fn node_id_arg(text: &str) -> Result<&str, String> {
     let id = text.strip_prefix('*').unwrap_or(text);
     let id = id.strip_prefix("node:").unwrap_or(id);
-    if crate::core::cluster::valid_name(id) {
+    if crate::core::net::valid_name(id) {
         Ok(id)
     } else {
         Err(format!(
             "'{}' is not a node id; fix: {} (as `stackring status nodes` shows it, with or without 'node:')",
             crate::api::jsonbody::echo(&text.escape_debug().to_string()),
-            crate::core::cluster::NAME_RULE
+            crate::core::net::NAME_RULE
         ))
     }
 }

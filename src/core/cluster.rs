@@ -1,8 +1,11 @@
 //! The cluster's pure rules (SPEC §6): bootstrap requests in Redis Enterprise's shape, the cluster
 //! record a node keeps, credentials, and the join validation an existing node applies. No I/O.
 
-use crate::core::config::{advertised_refusal, ConfigError};
+use crate::core::config::ConfigError;
+use crate::core::members::NodeEntry;
+use crate::core::net::{parse_address, valid_name, AddrRole};
 use crate::core::peer::PeerAddr;
+use crate::core::refusal::{ErrorBody, Refusal};
 use crate::core::snapshot::Family;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
@@ -198,34 +201,20 @@ pub fn validate_bootstrap(
     let identity = req.node.map(|n| n.identity).unwrap_or_default();
     let mut addr = None;
     if let Some(text) = identity.addr.as_deref().filter(|t| !t.trim().is_empty()) {
-        match parse_address(text) {
-            Ok(ip) => match advertised_refusal(&ip) {
-                Some(why) => err(
-                    "node.identity.addr",
-                    text,
-                    why,
-                    "give a routable unicast address of this node",
-                ),
-                None => addr = Some(ip),
-            },
-            Err((problem, fix)) => err("node.identity.addr", text, problem, &fix),
+        match parse_address(text, AddrRole::Advertised) {
+            Ok(ip) => addr = Some(ip),
+            Err(p) => err("node.identity.addr", text, &p.problem, &p.fix),
         }
     }
     let mut externals = Vec::new();
     for (i, text) in identity.external_addr.iter().enumerate() {
-        match parse_address(text) {
-            Ok(ip) if crate::core::config::external_refusal(&ip).is_some() => err(
-                &format!("node.identity.external_addr[{i}]"),
-                text,
-                crate::core::config::external_refusal(&ip).unwrap_or_default(),
-                "write a unicast address clients can reach",
-            ),
+        match parse_address(text, AddrRole::External) {
             Ok(ip) => externals.push(ip),
-            Err((problem, fix)) => err(
+            Err(p) => err(
                 &format!("node.identity.external_addr[{i}]"),
                 text,
-                problem,
-                &fix,
+                &p.problem,
+                &p.fix,
             ),
         }
     }
@@ -262,55 +251,6 @@ pub fn validate_bootstrap(
         use_internal_ipv6: identity.use_internal_ipv6,
         name: identity.name,
     })
-}
-
-/// An address, or why the text is not one (a CIDR such as `2001:DB8::/32` is the classic mistake).
-pub fn parse_address(text: &str) -> Result<IpAddr, (&'static str, String)> {
-    let t = text.trim();
-    if let Some((bare, _)) = t.split_once('/') {
-        return Err((
-            "is a network (CIDR), not an address",
-            format!("write a single address without the prefix length, e.g. '{bare}'"),
-        ));
-    }
-    t.parse::<IpAddr>().map_err(|_| {
-        (
-            "is not an IP address",
-            "write an address such as 192.0.2.10 or 2001:db8::10".to_string(),
-        )
-    })
-}
-
-/// The rule [`valid_name`] checks, in words, for error messages.
-pub(crate) const NAME_RULE: &str = "use 1–63 characters from A–Z, a–z, 0–9, '-', '_' and '.'";
-
-/// A `cluster.credentials_file`'s text: one `username:password` line (surrounding whitespace
-/// ignored), with the lengths the bootstrap API accepts. Pure; the loader and the declarative
-/// bootstrap both read the file through it.
-pub(crate) fn parse_credentials(text: &str) -> Result<(String, String), &'static str> {
-    let line = text.trim();
-    let Some((user, password)) = line.split_once(':') else {
-        return Err("has no 'username:password' line");
-    };
-    if line.contains('\n') {
-        return Err("has more than one line");
-    }
-    if user.trim().is_empty() || user.len() > 128 {
-        return Err("has an empty or too long username (1–128 characters)");
-    }
-    if password.len() < 8 || password.len() > 1024 {
-        return Err("has a password that is not 8–1024 characters long");
-    }
-    Ok((user.to_string(), password.to_string()))
-}
-
-/// Cluster and node names: what fits in a DNS label and a ring id.
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 /// What a node remembers about its cluster (persisted in `<state_dir>/cluster.json`).
@@ -626,9 +566,219 @@ pub(crate) fn validate_joiner(
     Ok(())
 }
 
+/// `GET /v1/bootstrap`'s `state`, as Redis Enterprise reports it. One bootstrap at a time: a node
+/// starts one only from `idle` or after a failed one (`error`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum BootstrapState {
+    Idle,
+    CreatingCluster,
+    JoiningCluster,
+    Completed,
+    Error,
+}
+
+impl BootstrapState {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            BootstrapState::Idle => "idle",
+            BootstrapState::CreatingCluster => "creating_cluster",
+            BootstrapState::JoiningCluster => "joining_cluster",
+            BootstrapState::Completed => "completed",
+            BootstrapState::Error => "error",
+        }
+    }
+}
+
+/// The state and, after a failure, why.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub(crate) struct BootstrapStatus {
+    pub(crate) state: BootstrapState,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) error: Option<ErrorBody>,
+}
+
+impl BootstrapStatus {
+    /// At start: `completed` with a persisted record, `idle` without.
+    pub(crate) fn at_start(member: bool) -> BootstrapStatus {
+        let state = if member {
+            BootstrapState::Completed
+        } else {
+            BootstrapState::Idle
+        };
+        BootstrapStatus { state, error: None }
+    }
+
+    /// The transition a create or join request asks for, or why it is refused.
+    pub(crate) fn start(&self, action: Action) -> Result<BootstrapStatus, Refusal> {
+        match self.state {
+            BootstrapState::Idle | BootstrapState::Error => Ok(BootstrapStatus {
+                state: match action {
+                    Action::Create => BootstrapState::CreatingCluster,
+                    Action::Join => BootstrapState::JoiningCluster,
+                },
+                error: None,
+            }),
+            current => Err(Refusal::bootstrap(
+                "already_bootstrapped",
+                format!("this node is already {}", current.as_str()),
+            )),
+        }
+    }
+
+    /// The end of a bootstrap: `completed`, or `error` with the refusal's body.
+    pub(crate) fn finish(result: &Result<(), Refusal>) -> BootstrapStatus {
+        match result {
+            Ok(()) => BootstrapStatus {
+                state: BootstrapState::Completed,
+                error: None,
+            },
+            Err(r) => BootstrapStatus {
+                state: BootstrapState::Error,
+                error: Some(r.body.clone()),
+            },
+        }
+    }
+}
+
+/// An admin change waiting in gossip for a node that is down, as the node that took it gossips it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Override {
+    pub value: serde_json::Value,
+    pub at_ms: u64,
+}
+
+/// The newest change made after `after_ms` among the values read out of gossip keys; values that
+/// are not changes (another version's, a corrupt one, a forgery's) are skipped.
+pub fn newest_override<'a>(
+    values: impl IntoIterator<Item = &'a str>,
+    after_ms: u64,
+) -> Option<Override> {
+    values
+        .into_iter()
+        .filter_map(|v| serde_json::from_str::<Override>(v).ok())
+        .filter(|o| o.at_ms > after_ms)
+        .max_by_key(|o| o.at_ms)
+}
+
+/// What a node that was down does with the admin changes gossiped for it: for each kind
+/// (`addr`, `external_addrs`), the newest change made after the one it last applied, if its value
+/// is of the right type (anything can arrive over gossip), applied once and counted in
+/// `admin_version`. `waiting` yields `(kind, gossiped value)`. Returns the kinds applied.
+pub(crate) fn apply_gossiped_changes<'a>(
+    record: &mut ClusterRecord,
+    waiting: impl Iterator<Item = (&'a str, &'a str)> + Clone,
+) -> Vec<&'static str> {
+    let mut applied = vec![];
+    for what in ["addr", "external_addrs"] {
+        let after = record.applied.get(what).copied().unwrap_or(0);
+        let values = waiting.clone().filter(|(k, _)| *k == what).map(|(_, v)| v);
+        let newest = values
+            .filter_map(|v| serde_json::from_str::<Override>(v).ok())
+            .filter(|o| o.at_ms > after)
+            .filter(|o| match what {
+                "addr" => serde_json::from_value::<IpAddr>(o.value.clone()).is_ok(),
+                _ => serde_json::from_value::<Vec<IpAddr>>(o.value.clone()).is_ok(),
+            })
+            .max_by_key(|o| o.at_ms);
+        let Some(change) = newest else { continue };
+        match what {
+            "addr" => record.node_addr = serde_json::from_value(change.value).ok(),
+            _ => record.external_addrs = serde_json::from_value(change.value).ok(),
+        }
+        record.applied.insert(what.to_string(), change.at_ms);
+        record.admin_version += 1;
+        applied.push(what);
+    }
+    applied
+}
+
+/// The external addresses a change for a node that is down starts from: the newest change already
+/// waiting for it (so that back-to-back changes build on each other), else what it published.
+pub(crate) fn pending_external_addrs<'a>(
+    waiting: impl IntoIterator<Item = &'a str>,
+    published: &NodeEntry,
+) -> Vec<IpAddr> {
+    newest_override(waiting, published.applied_ms)
+        .and_then(|o| serde_json::from_value::<Vec<IpAddr>>(o.value).ok())
+        .unwrap_or_else(|| {
+            published
+                .external_addrs
+                .iter()
+                .filter_map(|a| a.parse().ok())
+                .collect()
+        })
+}
+
+/// Addresses from an admin request (`addrs` of `external_addr`, relayed changes): typed, each a
+/// single unicast address clients can reach; the first bad one is named with its fix.
+pub(crate) fn parse_external_addrs(key: &str, texts: &[String]) -> Result<Vec<IpAddr>, String> {
+    texts
+        .iter()
+        .map(|t| {
+            parse_address(t, AddrRole::External).map_err(|p| {
+                format!(
+                    "{key}: '{}' {}; fix: {}",
+                    crate::core::refusal::echo(t),
+                    p.problem,
+                    p.fix
+                )
+            })
+        })
+        .collect()
+}
+
+/// The fields a relay proof covers, in order: the change, when it was sent, a nonce, the sender.
+pub(crate) fn relay_fields(
+    node: &str,
+    action: &str,
+    addrs: &[String],
+    sent_ms: u64,
+    nonce: u64,
+    from: &str,
+) -> Vec<String> {
+    vec![
+        node.to_string(),
+        action.to_string(),
+        addrs.join(","),
+        sent_ms.to_string(),
+        nonce.to_string(),
+        from.to_string(),
+    ]
+}
+
+/// The answer to `external_addr add|set|remove`: the node's list and, once the node applied it,
+/// its new version; `pending` when the node is down and the change waits in gossip.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct ExternalAddrsReply {
+    pub(crate) node: String,
+    pub(crate) external_addrs: Vec<IpAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) version: Option<u64>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) pending: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) warnings: Vec<String>,
+}
+
+/// The answer to `addr set` (applied when the node comes back).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct AddrReply {
+    pub(crate) node: String,
+    pub(crate) addr: IpAddr,
+}
+
+/// The answer to `forget`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct ForgetReply {
+    pub(crate) node: String,
+    pub(crate) forgotten: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::config::parse_credentials;
 
     /// The contacted node's checks, in the order an operator would fix them.
     fn validate_join(

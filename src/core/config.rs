@@ -4,6 +4,7 @@
 //! full key path (`server.grpc_listen_port`), the offending value and the fix — and so that all errors
 //! are reported at once. Nothing here binds a socket or reads the network.
 
+use crate::core::net::{parse_address, valid_name, AddrProblem, AddrRole};
 use crate::core::peer::PeerAddr;
 use crate::core::snapshot::Family;
 use serde::Serialize;
@@ -247,7 +248,7 @@ pub(crate) fn check_files(settings: &Settings) -> Vec<ConfigError> {
         fix: fix.into(),
     };
     match std::fs::read_to_string(path) {
-        Ok(text) => match crate::core::cluster::parse_credentials(&text) {
+        Ok(text) => match parse_credentials(&text) {
             Ok(_) => vec![],
             Err(problem) => vec![error(
                 problem.into(),
@@ -340,17 +341,6 @@ const NODE_KEYS: &[&str] = &[
     "state_dir",
     "runtime_dir",
 ];
-
-/// How an address is used decides which addresses it may be.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum AddrRole {
-    /// Something we bind to: any address, including `::` and `0.0.0.0`.
-    Listen,
-    /// Something peers dial: never unspecified, loopback, multicast or link-local.
-    Advertised,
-    /// Client-facing, possibly not bound here (an elastic IP): never unspecified or multicast.
-    External,
-}
 
 #[derive(Default)]
 struct Validator {
@@ -608,7 +598,7 @@ impl Validator {
 
     fn declared_cluster(&mut self, c: &BTreeMap<&str, &Value>) -> Option<DeclaredCluster> {
         let name = match c.get("name") {
-            Some(Value::String(n)) if crate::core::cluster::valid_name(n) => Some(n.clone()),
+            Some(Value::String(n)) if valid_name(n) => Some(n.clone()),
             Some(other) => {
                 self.error(
                     "cluster.name",
@@ -761,63 +751,16 @@ impl Validator {
             }
             return None;
         };
-        let text = text.trim();
-        if text.is_empty() {
+        if text.trim().is_empty() {
             return None;
         }
-        if text.contains('/') {
-            let bare = text.split('/').next().unwrap_or_default();
-            self.error(
-                key,
-                value,
-                "is a network (CIDR), not an address",
-                &format!("write a single address without the prefix length, e.g. '{bare}'"),
-            );
-            return None;
-        }
-        let ip: IpAddr = match text.parse() {
-            Ok(ip) => ip,
-            Err(_) => {
-                let fix = if text.starts_with('[')
-                    || text.contains("]:")
-                    || text.matches(':').count() == 1
-                {
-                    "write the address alone, without brackets or a port (ports have their own keys)"
-                } else {
-                    "write an IPv4 address like 192.0.2.10 or an IPv6 address like 2001:db8::10"
-                };
-                self.error(key, value, "is not an IP address", fix);
-                return None;
-            }
-        };
-        if let IpAddr::V6(v6) = ip {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                self.error(
-                    key,
-                    value,
-                    "is an IPv4-mapped IPv6 address",
-                    &format!("write the IPv4 address '{v4}' itself"),
-                );
-                return None;
+        match parse_address(text, role) {
+            Ok(ip) => Some(ip),
+            Err(AddrProblem { problem, fix }) => {
+                self.error(key, value, &problem, &fix);
+                None
             }
         }
-        let refusal = match role {
-            AddrRole::Listen => None,
-            AddrRole::Advertised => advertised_refusal(&ip),
-            AddrRole::External => external_refusal(&ip),
-        };
-        if let Some(why) = refusal {
-            let fix = match role {
-                AddrRole::Advertised => {
-                    "leave it empty to advertise the chosen internal address, or write a routable \
-                     unicast address of this node (or of its proxy)"
-                }
-                _ => "write a unicast address clients can reach",
-            };
-            self.error(key, value, why, fix);
-            return None;
-        }
-        Some(ip)
     }
 
     /// Ports are read as wide integers so `70000` or `-1` is a range error, not a type error.
@@ -987,7 +930,7 @@ impl Validator {
             Value::String(_) => return None,
             _ => "",
         };
-        if !crate::core::cluster::valid_name(id) {
+        if !valid_name(id) {
             self.error(
                 &format!("{section}.id"),
                 value,
@@ -1032,38 +975,24 @@ impl Validator {
     }
 }
 
-/// Why an address cannot be advertised to peers, if it cannot.
-pub(crate) fn advertised_refusal(ip: &IpAddr) -> Option<&'static str> {
-    if ip.is_unspecified() {
-        Some("is the unspecified address: peers cannot dial it")
-    } else if ip.is_loopback() {
-        Some("is a loopback address: peers would dial themselves")
-    } else if ip.is_multicast() {
-        Some("is a multicast address")
-    } else if is_link_local(ip) {
-        Some("is link-local: it needs an interface to be dialled and is not routed")
-    } else {
-        None
+/// A `cluster.credentials_file`'s text: one `username:password` line (surrounding whitespace
+/// ignored), with the lengths the bootstrap API accepts. Pure; the loader and the declarative
+/// bootstrap both read the file through it.
+pub(crate) fn parse_credentials(text: &str) -> Result<(String, String), &'static str> {
+    let line = text.trim();
+    let Some((user, password)) = line.split_once(':') else {
+        return Err("has no 'username:password' line");
+    };
+    if line.contains('\n') {
+        return Err("has more than one line");
     }
-}
-
-/// Why clients cannot use an address as a node's external address, if they cannot: the one rule for
-/// the config, the bootstrap request and `node <ID> external_addr`.
-pub(crate) fn external_refusal(ip: &IpAddr) -> Option<&'static str> {
-    if ip.is_unspecified() || ip.is_multicast() || ip.is_loopback() {
-        Some("cannot be reached by clients (unspecified, loopback or multicast)")
-    } else if is_link_local(ip) {
-        Some("is link-local: clients cannot reach it without naming an interface, and it is not routed")
-    } else {
-        None
+    if user.trim().is_empty() || user.len() > 128 {
+        return Err("has an empty or too long username (1–128 characters)");
     }
-}
-
-pub(crate) fn is_link_local(ip: &IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => v4.is_link_local(),
-        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+    if password.len() < 8 || password.len() > 1024 {
+        return Err("has a password that is not 8–1024 characters long");
     }
+    Ok((user.to_string(), password.to_string()))
 }
 
 /// The kernel's rules for an interface name (`dev_valid_name`), as an explanation when broken.

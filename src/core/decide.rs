@@ -4,7 +4,8 @@
 //! which internal address, which external addresses and which listen/advertise endpoints this node
 //! has comes from `decide`.
 
-use crate::core::config::{is_link_local, Settings};
+use crate::core::config::Settings;
+use crate::core::net::{refusal, AddrRole};
 use crate::core::snapshot::{Address, Family, HostSnapshot, Scope};
 use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
@@ -143,7 +144,7 @@ pub(crate) fn usability(snapshot: &HostSnapshot, addr: &Address) -> Result<(), U
     if link.loopback {
         return Err(Unusable::Loopback);
     }
-    if let Some(why) = special_address(&addr.ip) {
+    if let Some(why) = refusal(AddrRole::Usable, &addr.ip) {
         return Err(Unusable::SpecialAddress(why));
     }
     // Site-local (fec0::/10, deprecated by RFC 3879) is what QEMU's plain user network hands out:
@@ -183,23 +184,6 @@ pub(crate) fn server_listen(
         Family::Ipv6.unspecified()
     };
     SocketAddr::new(address.unwrap_or(unspecified), port)
-}
-
-/// Addresses that are never usable, judged on the typed value (`2001:db8::1` is not loopback).
-fn special_address(ip: &IpAddr) -> Option<&'static str> {
-    if ip.is_unspecified() {
-        Some("unspecified address")
-    } else if ip.is_loopback() {
-        Some("loopback address")
-    } else if ip.is_multicast() {
-        Some("multicast address")
-    } else if is_link_local(ip) {
-        Some("link-local address")
-    } else if matches!(ip, IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some()) {
-        Some("IPv4-mapped address")
-    } else {
-        None
-    }
 }
 
 /// Inputs beyond the host and the config.
@@ -582,7 +566,7 @@ mod tests {
         let ip: IpAddr = ip.parse().unwrap();
         let scope = if ip.is_loopback() {
             Scope::Host
-        } else if is_link_local(&ip) {
+        } else if crate::core::net::is_link_local(&ip) {
             Scope::Link
         } else {
             Scope::Global

@@ -176,7 +176,7 @@ pub(crate) fn evaluate(settings: &Settings, inputs: &Inputs) -> Vec<Check> {
             // Link-local addresses are never internal: their DAD is not worth a warning.
             a.tentative()
                 && !a.dad_failed()
-                && !crate::core::config::is_link_local(&a.ip)
+                && !crate::core::net::is_link_local(&a.ip)
                 && Some(a.family()) == family.or(Some(Family::Ipv6))
         })
         .map(|a| a.ip.to_string())

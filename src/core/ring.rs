@@ -1,7 +1,7 @@
 //! The `/ring` page: dskit's ring-status columns plus family, internal/external addresses and
 //! listen versus advertised endpoints. Pure rendering; the handler lives in `http`.
 
-use crate::agent::membership::{now_unix, MemberView};
+use crate::core::members::MemberView;
 
 /// Escapes text for HTML element content and attribute values.
 pub(crate) fn esc(s: &str) -> String {
@@ -49,7 +49,8 @@ fn timestamp(unix: u64) -> String {
     )
 }
 
-pub(crate) fn page(cluster: &str, members: &[MemberView]) -> String {
+/// `now_unix`: the time the page says it was generated (seconds since the epoch).
+pub(crate) fn page(cluster: &str, members: &[MemberView], now_unix: u64) -> String {
     let mut rows = String::new();
     for m in members {
         let e = &m.entry;
@@ -113,7 +114,7 @@ tr.down td {{ background: #fdd; }}
 </body></html>
 "#,
         cluster = esc(cluster),
-        now = timestamp(now_unix()),
+        now = timestamp(now_unix),
         count = members.len(),
     )
 }
@@ -121,7 +122,7 @@ tr.down td {{ background: #fdd; }}
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::membership::{summary, Health, NodeEntry, NodeState};
+    use crate::core::members::{summary, Health, NodeEntry, NodeState};
 
     fn member(id: &str, status: Health) -> MemberView {
         MemberView {
@@ -153,7 +154,11 @@ mod tests {
 
     #[test]
     fn page_shows_columns_escapes_and_offers_forget_only_for_unhealthy() {
-        let html = page("c1", &[member("a", Health::Ok), member("b", Health::Down)]);
+        let html = page(
+            "c1",
+            &[member("a", Health::Ok), member("b", Health::Down)],
+            1_700_000_000,
+        );
         for col in [
             "Instance ID",
             "Availability Zone",

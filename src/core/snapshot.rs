@@ -38,6 +38,15 @@ impl Family {
             Family::Ipv6 => "ipv6",
         }
     }
+
+    /// The inverse of [`Family::as_str`]; anything else is not a family (never a silent IPv4).
+    pub(crate) fn parse(text: &str) -> Option<Family> {
+        match text {
+            "ipv4" => Some(Family::Ipv4),
+            "ipv6" => Some(Family::Ipv6),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for Family {

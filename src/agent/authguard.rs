@@ -81,20 +81,6 @@ impl Denied {
             ),
         }
     }
-
-    /// The gRPC form: `RESOURCE_EXHAUSTED` with the wait in the message and in `retry-after`.
-    pub(crate) fn status(&self, source: Option<IpAddr>) -> tonic::Status {
-        match self.retry_after_secs() {
-            None => tonic::Status::unauthenticated(self.message(source)),
-            Some(secs) => {
-                let mut status = tonic::Status::resource_exhausted(self.message(source));
-                if let Ok(v) = secs.to_string().parse() {
-                    status.metadata_mut().insert("retry-after", v);
-                }
-                status
-            }
-        }
-    }
 }
 
 #[derive(Debug)]

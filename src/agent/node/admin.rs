@@ -1,0 +1,414 @@
+//! Admin changes and the contacted node's side of joins, as typed methods of the handle. A live
+//! node applies changes to itself, in its actor, one at a time, durably, and answers with its new
+//! version; the member that took a change relays it there (`Cluster.ApplyChange`, proven with the
+//! cluster key). Only a node that is down gets a change through gossip, applied when it returns.
+
+use super::actor::Command;
+use super::client::call_apply_change;
+use super::{argon2, ClusterNode};
+use crate::agent::authguard::{Denied, Outcome};
+use crate::core::cluster::{
+    self, relay_fields, AddrReply, ClusterRecord, ExternalAddrsReply, ExternalOp, ForgetReply,
+    JoinRefusal, JoinerFacts,
+};
+use crate::core::members::MemberView;
+use crate::core::net::{valid_name, NAME_RULE};
+use crate::core::refusal::{echo, ErrorBody, Refusal, RefusalKind};
+use crate::core::snapshot::Family;
+use crate::proto::pb;
+use std::net::IpAddr;
+
+/// What a joiner is given once admitted.
+#[derive(Debug, Clone)]
+pub(crate) struct Admission {
+    pub(crate) record: std::sync::Arc<ClusterRecord>,
+    /// Advertised gossip addresses of the healthy members, sorted.
+    pub(crate) seeds: Vec<String>,
+}
+
+/// Why a join was not admitted.
+#[derive(Debug)]
+pub(crate) enum JoinDenied {
+    /// Answered in the reply (`NodeBootstrapError` with a sub-code).
+    Refused(JoinRefusal),
+    /// The guard makes the source wait (a gRPC status, not a reply).
+    Throttled(Denied),
+}
+
+/// A change relayed by a member, as it arrived (the proof covers these texts).
+#[derive(Debug, Clone)]
+pub(crate) struct RelayedChange {
+    pub(crate) node_id: String,
+    pub(crate) action: String,
+    pub(crate) addrs: Vec<String>,
+    pub(crate) sent_ms: u64,
+    pub(crate) nonce: u64,
+    pub(crate) proof: String,
+    pub(crate) from: String,
+}
+
+fn random_u64() -> u64 {
+    use argon2::password_hash::rand_core::{OsRng, RngCore};
+    OsRng.next_u64()
+}
+
+impl ClusterNode {
+    /// The member `id`, as this node sees it.
+    fn member(&self, id: &str) -> Result<(std::sync::Arc<ClusterRecord>, MemberView), Refusal> {
+        if !valid_name(id) {
+            return Err(Refusal::invalid(format!(
+                "node id '{}' is not a valid node id; fix: {NAME_RULE} (as `status nodes` shows it)",
+                echo(&id.escape_debug().to_string()),
+            )));
+        }
+        let (_, members) = self.members().ok_or_else(Refusal::not_in_cluster)?;
+        let record = self.record().ok_or_else(Refusal::not_in_cluster)?;
+        let known: Vec<&str> = members.iter().map(|m| m.entry.id.as_str()).collect();
+        let found = members.iter().find(|m| m.entry.id == id).cloned();
+        let member = found.ok_or_else(|| {
+            Refusal::new(
+                RefusalKind::NotFound,
+                ErrorBody::new(
+                    "UnknownNode",
+                    None,
+                    format!(
+                        "no node '{id}' in cluster '{}'; known: {}",
+                        record.name,
+                        known.join(", ")
+                    ),
+                ),
+            )
+        })?;
+        Ok((record, member))
+    }
+
+    /// `node <ID> external_addr add|set|remove <IP…>` (addresses already validated as external):
+    /// unbound addresses are allowed (an elastic IP). Warns when an address is another node's
+    /// internal address (allowed: an operator may mean it, but its clients reach that node).
+    pub(crate) async fn change_external(
+        &self,
+        target: &str,
+        op: ExternalOp,
+        addrs: Vec<IpAddr>,
+    ) -> Result<ExternalAddrsReply, Refusal> {
+        if addrs.is_empty() {
+            return Err(Refusal::invalid(
+                "addrs: empty; fix: name at least one address",
+            ));
+        }
+        let record = self.record().ok_or_else(Refusal::not_in_cluster)?;
+        let mut reply = if target == record.node_id {
+            let (version, list) = self
+                .ask(|reply| Command::ApplyExternal {
+                    op,
+                    addrs,
+                    relayed: None,
+                    reply,
+                })
+                .await?;
+            external_reply(target, list, Some(version))
+        } else {
+            let (_, member) = self.member(target)?;
+            if member.healthy() {
+                self.relay_external(&record, &member, op, &addrs).await?
+            } else {
+                let list = self
+                    .ask(|reply| Command::ChangeDownNode {
+                        member: Box::new(member),
+                        op,
+                        addrs,
+                        reply,
+                    })
+                    .await?;
+                let mut reply = external_reply(target, list, None);
+                reply.pending = true;
+                reply
+            }
+        };
+        let (_, members) = self.members().unwrap_or_default();
+        reply.warnings = reply
+            .external_addrs
+            .iter()
+            .filter_map(|a| {
+                let owner = members
+                    .iter()
+                    .find(|m| m.entry.id != target && m.entry.addr == a.to_string())?;
+                Some(format!(
+                    "{a} is the internal address of node '{}': clients of {a} would reach that node, not '{target}'",
+                    owner.entry.id
+                ))
+            })
+            .collect();
+        for w in &reply.warnings {
+            log::warn!("external_addr of node {target}: {w}");
+        }
+        Ok(reply)
+    }
+
+    /// Sends a change to the live node it is for, and waits for its answer.
+    async fn relay_external(
+        &self,
+        record: &ClusterRecord,
+        member: &MemberView,
+        op: ExternalOp,
+        addrs: &[IpAddr],
+    ) -> Result<ExternalAddrsReply, Refusal> {
+        let target = member.entry.id.as_str();
+        let texts: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+        let sent_ms = crate::agent::now_ms();
+        let nonce = random_u64();
+        let proof = cluster::relay_proof(
+            &record.password_hash,
+            &relay_fields(target, op.as_str(), &texts, sent_ms, nonce, &record.node_id),
+        );
+        let request = pb::ApplyChangeRequest {
+            node_id: target.to_string(),
+            action: op.as_str().to_string(),
+            addrs: texts,
+            sent_ms,
+            nonce,
+            proof,
+            from: record.node_id.clone(),
+        };
+        let uri = format!("http://{}", member.entry.advertised_grpc);
+        let reply = call_apply_change(&uri, request).await.map_err(|e| {
+            Refusal::new(
+                RefusalKind::Unavailable,
+                ErrorBody::new(
+                    "AdminError",
+                    Some("node_unreachable"),
+                    format!("node '{target}' did not answer at {uri} ({e}); the change was not applied; fix: retry (a node that is DOWN takes changes through gossip)"),
+                ),
+            )
+        })?;
+        if let Some(r) = reply.refusal {
+            let kind = if r.error_code == "StorageError" {
+                RefusalKind::NotDurable
+            } else {
+                RefusalKind::Conflict
+            };
+            return Err(Refusal::new(
+                kind,
+                ErrorBody::new(&r.error_code, Some(&r.sub_code), r.description),
+            ));
+        }
+        let list = reply
+            .external_addrs
+            .iter()
+            .filter_map(|a| a.parse().ok())
+            .collect();
+        Ok(external_reply(target, list, Some(reply.version)))
+    }
+
+    /// The called node's side of `Cluster.ApplyChange`: the change must be for this node, carry a
+    /// member's proof, be recent and new; then it is applied like a local one.
+    pub(crate) async fn apply_relayed(
+        &self,
+        change: RelayedChange,
+    ) -> Result<(u64, Vec<IpAddr>), Refusal> {
+        let record = self.record().ok_or_else(|| {
+            Refusal::admin(
+                "not_in_cluster",
+                "the called node does not belong to a cluster",
+            )
+        })?;
+        if change.node_id != record.node_id {
+            return Err(Refusal::admin(
+                "wrong_node",
+                format!(
+                    "this is node '{}', not '{}'",
+                    record.node_id,
+                    echo(&change.node_id)
+                ),
+            ));
+        }
+        let expected = cluster::relay_proof(
+            &record.password_hash,
+            &relay_fields(
+                &change.node_id,
+                &change.action,
+                &change.addrs,
+                change.sent_ms,
+                change.nonce,
+                &change.from,
+            ),
+        );
+        if !cluster::proofs_match(&expected, &change.proof) {
+            log::warn!(
+                "refused a relayed admin change without a member's proof (from '{}')",
+                echo(&change.from)
+            );
+            return Err(Refusal::admin(
+                "not_a_member",
+                "the change does not carry a member's proof",
+            ));
+        }
+        let op = ExternalOp::parse(&change.action).ok_or_else(|| {
+            Refusal::new(
+                RefusalKind::Invalid,
+                ErrorBody::new(
+                    "InvalidRequest",
+                    Some("bad_action"),
+                    "action is not add, set or remove",
+                ),
+            )
+        })?;
+        let addrs = crate::core::cluster::parse_external_addrs("addrs", &change.addrs)
+            .and_then(|a| {
+                if a.is_empty() {
+                    Err("addrs: empty".to_string())
+                } else {
+                    Ok(a)
+                }
+            })
+            .map_err(|description| {
+                Refusal::new(
+                    RefusalKind::Invalid,
+                    ErrorBody::new("InvalidRequest", Some("bad_addrs"), description),
+                )
+            })?;
+        self.ask(|reply| Command::ApplyExternal {
+            op,
+            addrs,
+            relayed: Some((change.sent_ms, change.nonce)),
+            reply,
+        })
+        .await
+    }
+
+    /// `node <ID> addr set <IP>` (an address already validated as advertisable): only for a node
+    /// that is down, only within the cluster's family.
+    pub(crate) async fn set_addr(&self, target: &str, ip: IpAddr) -> Result<AddrReply, Refusal> {
+        let (record, member) = self.member(target)?;
+        if Family::of(&ip) != record.family {
+            return Err(Refusal::admin(
+                "family_mismatch",
+                format!(
+                    "cluster '{}' uses {} but {ip} is {}: the internal address must be of the cluster's family",
+                    record.name,
+                    record.family,
+                    Family::of(&ip)
+                ),
+            ));
+        }
+        if member.healthy() {
+            return Err(Refusal::admin(
+                "node_is_up",
+                format!("node '{target}' is up; its internal address can only change while it is down; fix: stop it first"),
+            ));
+        }
+        let target = target.to_string();
+        self.ask(|reply| Command::SetDownNodeAddr {
+            target: target.clone(),
+            addr: ip,
+            reply,
+        })
+        .await?;
+        log::info!("internal address of node {target} set to {ip} (applies when it comes back)");
+        Ok(AddrReply {
+            node: target,
+            addr: ip,
+        })
+    }
+
+    /// `node <ID> forget`: removes a dead node from every member's view.
+    pub(crate) async fn forget(&self, target: &str) -> Result<ForgetReply, Refusal> {
+        let (_, member) = self.member(target)?;
+        if member.healthy() {
+            return Err(Refusal::admin(
+                "node_is_up",
+                format!("node '{target}' is alive; only a DOWN node can be forgotten"),
+            ));
+        }
+        let target = target.to_string();
+        self.ask(|reply| Command::Forget {
+            target: target.clone(),
+            generation: member.generation,
+            reply,
+        })
+        .await?;
+        log::info!("forgot node {target}");
+        Ok(ForgetReply {
+            node: target,
+            forgotten: true,
+        })
+    }
+
+    /// The contacted node's side of `Cluster.Join`; `source` is the caller's address (backoff).
+    pub(crate) async fn admit(
+        &self,
+        source: Option<IpAddr>,
+        facts: JoinerFacts,
+        username: String,
+        password: String,
+    ) -> Result<Admission, JoinDenied> {
+        let Some(record) = self.record() else {
+            return Err(JoinDenied::Refused(JoinRefusal {
+                error_code: "NodeBootstrapError",
+                sub_code: "not_in_cluster",
+                description: "the contacted node does not belong to a cluster yet".into(),
+            }));
+        };
+        let (_, members) = self.members().unwrap_or_default();
+        let live: Vec<String> = members
+            .iter()
+            .filter(|m| m.healthy())
+            .map(|m| m.entry.id.clone())
+            .collect();
+        // Credentials first, through the guard (backoff, bounded queue); argon2 off the workers.
+        let verified = {
+            let record = record.clone();
+            self.shared
+                .auth
+                .check(source, async move {
+                    argon2(move || cluster::credentials(&record, &username, &password))
+                        .await
+                        .unwrap_or(Outcome::Missing)
+                })
+                .await
+        };
+        let check = match verified {
+            Ok(()) => cluster::validate_joiner(&record, &facts, &live),
+            Err(Denied::Invalid) => Err(cluster::invalid_credentials()),
+            Err(throttled) => {
+                log::warn!(
+                    "join of node {}: {}",
+                    facts.node_id,
+                    throttled.message(source)
+                );
+                return Err(JoinDenied::Throttled(throttled));
+            }
+        };
+        match check {
+            Ok(()) => {
+                log::info!("node {} joins cluster {}", facts.node_id, record.name);
+                let mut seeds: Vec<String> = members
+                    .iter()
+                    .filter(|m| m.healthy())
+                    .map(|m| m.entry.advertised_gossip.clone())
+                    .collect();
+                seeds.sort();
+                Ok(Admission { record, seeds })
+            }
+            Err(refusal) => {
+                log::warn!(
+                    "join of node {} refused: {} ({})",
+                    facts.node_id,
+                    refusal.sub_code,
+                    refusal.description
+                );
+                Err(JoinDenied::Refused(refusal))
+            }
+        }
+    }
+}
+
+fn external_reply(node: &str, list: Vec<IpAddr>, version: Option<u64>) -> ExternalAddrsReply {
+    ExternalAddrsReply {
+        node: node.to_string(),
+        external_addrs: list,
+        version,
+        pending: false,
+        warnings: vec![],
+    }
+}

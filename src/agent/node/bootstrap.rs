@@ -1,0 +1,375 @@
+//! Bootstrap: create a cluster, or join one through a seed (gRPC `Join`), from the HTTP API or
+//! declared in the config. Runs in the caller's task (a join waits on the network); the actor is
+//! asked only to adopt the result. One bootstrap at a time: the status moves by compare-and-set.
+
+use super::client::{call_join_patiently, JoinCallError};
+use super::{argon2, ClusterNode};
+use crate::agent::node::actor::Command;
+use crate::core::cluster::{self, Action, Bootstrap, BootstrapStatus, ClusterRecord, Seeds};
+use crate::core::config::{DeclaredCluster, Settings, WrittenFlag};
+use crate::core::decide::{decide, usability, Context, Identity};
+use crate::core::peer::PeerAddr;
+use crate::core::refusal::{ErrorBody, Refusal, RefusalKind};
+use crate::core::snapshot::{Family, HostSnapshot};
+use crate::proto::pb;
+use std::net::IpAddr;
+use std::time::Duration;
+
+impl ClusterNode {
+    /// `POST /v1/bootstrap/{create_cluster,join_cluster}` and declarative bootstrap, with a
+    /// validated request. Everything that can be checked locally is checked before any state
+    /// changes.
+    pub(crate) async fn bootstrap(
+        &self,
+        request: Bootstrap,
+        action: Action,
+    ) -> Result<BootstrapStatus, Refusal> {
+        self.status().start(action)?;
+        let settings = self.overridden(&request);
+        let snapshot = self.shared.host.borrow().clone();
+        let identity = match action {
+            Action::Create => {
+                let identity = decide(&snapshot, &settings, Context::default()).map_err(|why| {
+                    Refusal::bootstrap(
+                        "no_identity",
+                        format!("this node has no identity to create a cluster with: {why}"),
+                    )
+                })?;
+                check_hosts_file(identity.family)?;
+                Some(identity)
+            }
+            Action::Join => None,
+        };
+        let mut refused = None;
+        self.shared
+            .status
+            .send_if_modified(|s| match s.start(action) {
+                Ok(next) => {
+                    *s = next;
+                    true
+                }
+                Err(r) => {
+                    refused = Some(r);
+                    false
+                }
+            });
+        if let Some(r) = refused {
+            return Err(r);
+        }
+        let result = match identity {
+            Some(identity) => self.create(&request, &settings, identity).await,
+            None => self.join(&request, &settings, &snapshot).await,
+        };
+        let status = BootstrapStatus::finish(&result);
+        self.shared.status.send_replace(status.clone());
+        result.map(|()| status)
+    }
+
+    fn overridden(&self, request: &Bootstrap) -> Settings {
+        let mut s = self.settings();
+        if let Some(name) = &request.name {
+            s.id = name.clone();
+        }
+        if request.addr.is_some() {
+            s.internal_addr = request.addr;
+        }
+        if request.external_addrs.is_some() {
+            s.external_addrs = request.external_addrs.clone();
+        }
+        if let Some(flag) = request.use_internal_ipv6 {
+            s.use_internal_ipv6 = flag;
+            s.use_internal_ipv6_written = Some(WrittenFlag {
+                value: flag,
+                key: "node.identity.use_internal_ipv6".into(),
+            });
+        }
+        s
+    }
+
+    pub(super) async fn adopt(
+        &self,
+        record: ClusterRecord,
+        identity: Identity,
+    ) -> Result<(), Refusal> {
+        self.ask(|reply| Command::Adopt {
+            record: Box::new(record),
+            identity: Box::new(identity),
+            reply,
+        })
+        .await
+    }
+
+    async fn create(
+        &self,
+        request: &Bootstrap,
+        settings: &Settings,
+        identity: Identity,
+    ) -> Result<(), Refusal> {
+        let password = request.password.clone();
+        let password_hash = argon2(move || cluster::hash_password(&password))
+            .await
+            .ok_or_else(|| Refusal::internal("hashing failed"))?
+            .map_err(Refusal::internal)?;
+        let record = ClusterRecord {
+            name: request
+                .cluster_name
+                .clone()
+                .ok_or_else(|| Refusal::internal("create without a cluster name"))?,
+            family: identity.family,
+            use_internal_ipv6: settings.use_internal_ipv6,
+            username: request.username.clone(),
+            password_hash,
+            node_id: settings.id.clone(),
+            node_addr: request.addr,
+            external_addrs: request.external_addrs.clone(),
+            seeds: vec![],
+            applied: Default::default(),
+            registered_unix: crate::agent::now_unix(),
+            admin_version: 0,
+        };
+        self.adopt(record, identity).await
+    }
+
+    async fn join(
+        &self,
+        request: &Bootstrap,
+        settings: &Settings,
+        snapshot: &HostSnapshot,
+    ) -> Result<(), Refusal> {
+        let usable = |f: Family| {
+            snapshot
+                .addresses
+                .values()
+                .any(|a| a.family() == f && usability(snapshot, a).is_ok())
+        };
+        let ask = pb::JoinRequest {
+            cluster_name: request.cluster_name.clone(),
+            username: request.username.clone(),
+            password: request.password.clone(),
+            node_id: settings.id.clone(),
+            has_ipv4: usable(Family::Ipv4),
+            has_ipv6: usable(Family::Ipv6),
+            // Only what the operator wrote: unset, the node takes the cluster's family.
+            use_internal_ipv6: settings.use_internal_ipv6_written.as_ref().map(|f| f.value),
+        };
+        let key = request.seeds.key();
+        let mut unreachable = Vec::new();
+        for (seed, uri) in seed_uris(&request.seeds, settings).await {
+            let uri = match uri {
+                Ok(uri) => uri,
+                Err(e) => {
+                    unreachable.push(format!("{seed}: {e}"));
+                    continue;
+                }
+            };
+            let reply = match call_join_patiently(&uri, ask.clone()).await {
+                Err(JoinCallError::Unreachable(e)) => {
+                    unreachable.push(format!("{seed} (gRPC {uri}): {e}"));
+                    continue;
+                }
+                Err(JoinCallError::Throttled {
+                    message,
+                    retry_after_s,
+                }) => {
+                    let mut body = ErrorBody::new(
+                        "TooManyRequests",
+                        Some("rate_limited"),
+                        format!("{seed} (gRPC {uri}) asks to wait: {message}; fix: retry after {retry_after_s} s"),
+                    );
+                    body.retry_after_s = Some(retry_after_s);
+                    return Err(Refusal::new(RefusalKind::Throttled, body));
+                }
+                Ok(reply) => reply,
+            };
+            if let Some(r) = reply.refusal {
+                let kind = if r.sub_code == "invalid_credentials" {
+                    RefusalKind::Forbidden
+                } else {
+                    RefusalKind::Conflict
+                };
+                return Err(Refusal::new(
+                    kind,
+                    ErrorBody::new(&r.error_code, Some(&r.sub_code), r.description),
+                ));
+            }
+            let family = Family::parse(&reply.family).ok_or_else(|| {
+                Refusal::internal(format!(
+                    "{seed} answered with an unknown family '{}'",
+                    crate::core::refusal::echo(&reply.family)
+                ))
+            })?;
+            let ctx = Context {
+                cluster_family: Some(family),
+                previous: None,
+            };
+            let identity = decide(snapshot, settings, ctx).map_err(|why| {
+                Refusal::bootstrap(
+                    "no_identity",
+                    format!("the cluster uses {family}, and this node cannot: {why}"),
+                )
+            })?;
+            check_hosts_file(family)?;
+            let mut seeds = reply.seeds;
+            if let Seeds::Gossip(members) = &request.seeds {
+                // Rejoin after a restart through what the operator wrote, too.
+                for m in members {
+                    let written = m.host_port(settings.gossip.port);
+                    if !seeds.contains(&written) {
+                        seeds.push(written);
+                    }
+                }
+            }
+            let record = ClusterRecord {
+                name: reply.cluster_name,
+                family,
+                use_internal_ipv6: reply.use_internal_ipv6,
+                username: reply.username,
+                password_hash: reply.password_hash,
+                node_id: settings.id.clone(),
+                node_addr: request.addr,
+                external_addrs: request.external_addrs.clone(),
+                seeds,
+                applied: Default::default(),
+                registered_unix: crate::agent::now_unix(),
+                admin_version: 0,
+            };
+            return self.adopt(record, identity).await;
+        }
+        Err(Refusal::bootstrap(
+            "cluster_unreachable",
+            format!(
+                "no node in {key} answered: {}; fix: check {key} and that those nodes are up and reachable over {}",
+                unreachable.join("; "),
+                match &request.seeds {
+                    Seeds::Nodes(_) => "their gRPC port (server.grpc_listen_port, 9095 by default)",
+                    Seeds::Gossip(_) => "their gossip port (memberlist.bind_port, TCP and UDP, 7946 by default)",
+                }
+            ),
+        ))
+    }
+
+    /// Declarative bootstrap (`cluster:` in the config): create, or join through
+    /// `memberlist.join_members`, with the same validation and errors as the HTTP API, retrying with
+    /// backoff while no seed answers (or the seed has not created the cluster yet).
+    pub(crate) async fn declare(&self, declared: DeclaredCluster, join_members: Vec<PeerAddr>) {
+        if self.record().is_some() {
+            return;
+        }
+        let path = declared.credentials_file.display().to_string();
+        let credentials = match std::fs::read_to_string(&declared.credentials_file) {
+            Ok(text) => crate::core::config::parse_credentials(&text),
+            Err(e) => {
+                log::error!("cluster.credentials_file {path}: {e}; fix: create it with one line 'username:password'");
+                return;
+            }
+        };
+        let (username, password) = match credentials {
+            Ok(c) => c,
+            Err(problem) => {
+                log::error!("cluster.credentials_file {path} {problem}; fix: write one line 'username:password' (password 8–1024 characters)");
+                return;
+            }
+        };
+        let (action, name) = if declared.create {
+            (Action::Create, "create_cluster")
+        } else {
+            (Action::Join, "join_cluster")
+        };
+        let request = Bootstrap {
+            cluster_name: Some(declared.name.clone()),
+            seeds: Seeds::Gossip(if declared.create {
+                vec![]
+            } else {
+                join_members
+            }),
+            username,
+            password,
+            addr: None,
+            external_addrs: None,
+            use_internal_ipv6: None,
+            name: None,
+        };
+        let mut delay = Duration::from_secs(1);
+        loop {
+            if self.record().is_some() {
+                return;
+            }
+            // A reload may have changed memberlist.join_members: use the running value.
+            let mut request = request.clone();
+            if !declared.create {
+                request.seeds = Seeds::Gossip(self.settings().join_members);
+            }
+            match self.bootstrap(request, action).await {
+                Ok(_) => {
+                    log::info!("declarative bootstrap: {name} {} done", declared.name);
+                    return;
+                }
+                Err(r)
+                    if matches!(
+                        r.sub_code(),
+                        "cluster_unreachable"
+                            | "not_in_cluster"
+                            | "no_identity"
+                            | "hosts_ipv6_localhost"
+                            | "rate_limited"
+                    ) =>
+                {
+                    log::warn!(
+                        "declarative bootstrap: {}; retrying in {} s",
+                        r.body.description,
+                        delay.as_secs()
+                    );
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+                Err(r) => {
+                    log::error!("declarative bootstrap refused: {}", r.body.description);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Each seed as written, with the gRPC URI to call `Join` on (or why there is none).
+async fn seed_uris(seeds: &Seeds, settings: &Settings) -> Vec<(String, Result<String, String>)> {
+    match seeds {
+        Seeds::Nodes(nodes) => nodes
+            .iter()
+            .map(|n| {
+                let uri = format!("http://{}", n.host_port(settings.grpc.port));
+                (n.to_string(), Ok(uri))
+            })
+            .collect(),
+        Seeds::Gossip(members) => {
+            let mut out = Vec::new();
+            for m in members {
+                out.push((
+                    m.to_string(),
+                    crate::agent::membership::discover_grpc(&m.host_port(settings.gossip.port))
+                        .await
+                        .map(|grpc| format!("http://{grpc}")),
+                ));
+            }
+            out
+        }
+    }
+}
+
+/// Redis Enterprise: "The host file /etc/hosts on each node in the cluster must include ...
+/// ::1 localhost". Checked before an IPv6 cluster is created or joined, not after.
+fn check_hosts_file(family: Family) -> Result<(), Refusal> {
+    if family != Family::Ipv6 {
+        return Ok(());
+    }
+    let path = crate::core::preflight::HOSTS_PATH;
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let localhost = IpAddr::V6(std::net::Ipv6Addr::LOCALHOST);
+    if crate::core::hosts::maps(&text, localhost, "localhost") {
+        return Ok(());
+    }
+    Err(Refusal::bootstrap(
+        "hosts_ipv6_localhost",
+        format!("{path} does not map ::1 to localhost, which every node of an IPv6 cluster needs; fix: run `stackring preflight --fix` (adds '::1 localhost', keeps every other line), then retry"),
+    ))
+}
