@@ -7,13 +7,14 @@
 use crate::agent::metrics::Metrics;
 use crate::agent::netlink::HostWatch;
 use crate::agent::node::{effective_settings, ClusterNode};
+use crate::agent::StateTx;
 use crate::agent::{fsutil, systemd};
 use crate::api::limits::{self, Guarded, Limits};
 use crate::api::{grpc, http};
 use crate::core::config::{self, Settings, EXIT_CONFIG};
 use crate::core::decide::{decide, server_listen, Context, Identity};
 use crate::core::snapshot::HostSnapshot;
-use crate::core::state::{Published, StateTx};
+use crate::core::state::Published;
 use crate::core::{preflight, render};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,7 +33,7 @@ pub(crate) struct Options {
 /// Runs the daemon; returns the process exit code.
 pub(crate) async fn serve(opts: Options) -> i32 {
     limit_malloc_retention();
-    let settings = match config::load_checked(
+    let settings = match crate::agent::files::load_checked(
         &opts.config_path,
         opts.config_explicit,
         &opts.default_id,
@@ -335,7 +336,7 @@ impl Daemon {
     fn log_preflight(&self, snapshot: &HostSnapshot) {
         let record = self.cluster.record();
         let settings = effective_settings(&self.settings, record.as_deref());
-        let inputs = preflight::gather_without_ports(
+        let inputs = crate::agent::files::gather_without_ports(
             &settings,
             snapshot.clone(),
             std::path::Path::new(preflight::HOSTS_PATH),
@@ -401,7 +402,11 @@ impl Daemon {
     fn reload(&mut self, snapshot: &HostSnapshot) {
         systemd::reloading();
         let path = self.opts.config_path.clone();
-        let loaded = config::load_checked(&path, self.opts.config_explicit, &self.opts.default_id);
+        let loaded = crate::agent::files::load_checked(
+            &path,
+            self.opts.config_explicit,
+            &self.opts.default_id,
+        );
         let restart = match &loaded {
             Ok(new) => config::restart_needed(&self.settings, new),
             Err(_) => vec![],
@@ -467,44 +472,16 @@ fn limit_malloc_retention() {
 }
 
 async fn bind(key: &str, addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
-    listen_socket(addr).map_err(|e| {
+    crate::agent::sockets::listen_socket(addr).map_err(|e| {
         anyhow::anyhow!(
             "cannot listen on {addr} ({key}): {e}; fix: free the port (`ss -ltnp` shows who holds it) or change {key}"
         )
     })
 }
 
-/// A TCP listener. `[::]` accepts both families (`IPV6_V6ONLY` off, whatever
-/// `net.ipv6.bindv6only` says); an explicit address may be bound before the kernel has it
-/// (`IP_FREEBIND`), so a listen address that comes up after the daemon is not a start failure.
-pub(crate) fn listen_socket(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    match addr {
-        std::net::SocketAddr::V6(v6) => {
-            if v6.ip().is_unspecified() {
-                socket.set_only_v6(false)?;
-            } else {
-                socket.set_only_v6(true)?;
-                socket.set_freebind_v6(true)?;
-            }
-        }
-        std::net::SocketAddr::V4(v4) => {
-            if !v4.ip().is_unspecified() {
-                socket.set_freebind_v4(true)?;
-            }
-        }
-    }
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(1024)?;
-    TcpListener::from_std(socket.into())
-}
-
 /// What the TCP servers serve, to start them again on new listen addresses.
 struct Serving {
-    state: crate::core::state::StateRx,
+    state: crate::agent::StateRx,
     metrics: Arc<Metrics>,
     cluster: Arc<ClusterNode>,
     /// Connection caps, kept across moves of the listen addresses.

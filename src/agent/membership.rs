@@ -188,7 +188,7 @@ impl Membership {
         }));
         let discovery_task = match network {
             GossipNetwork::InMemory(_) => None,
-            GossipNetwork::Udp => match crate::serve::listen_socket(listen) {
+            GossipNetwork::Udp => match crate::agent::sockets::listen_socket(listen) {
                 Ok(listener) => Some(tokio::spawn(serve_discovery(listener, discovery.clone()))),
                 Err(e) => {
                     log::warn!("gossip port {listen} over TCP: {e}; nodes cannot join through this node's memberlist address");

@@ -2,8 +2,9 @@
 //! Both servers use these, so a request is refused with the same words on either.
 
 use crate::core::cluster::{parse_external_addrs, ExternalOp};
+use crate::core::config::echo;
 use crate::core::net::{parse_address, AddrRole};
-use crate::core::refusal::{echo, Refusal};
+use crate::core::refusal::Refusal;
 use std::net::IpAddr;
 
 /// `POST /v1/nodes/{id}/external_addr` body.

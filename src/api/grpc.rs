@@ -2,12 +2,13 @@
 
 use crate::agent::authguard::Denied;
 use crate::agent::node::{Admission, ClusterNode, JoinDenied, RelayedChange};
+use crate::agent::StateRx;
 use crate::api::admin::{addr_change, external_change};
 use crate::api::error::denied_status;
 use crate::core::cluster::JoinerFacts;
 use crate::core::members::{Health, MemberView};
 use crate::core::refusal::Refusal;
-use crate::core::state::{Published, StateRx};
+use crate::core::state::Published;
 use futures::Stream;
 use std::net::IpAddr;
 use std::pin::Pin;

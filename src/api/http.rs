@@ -3,10 +3,11 @@
 
 use crate::agent::metrics::Metrics;
 use crate::agent::node::ClusterNode;
+use crate::agent::StateRx;
 use crate::api::error::{denied_response, json_error};
+use crate::api::limits::MAX_BODY_BYTES;
 use crate::core::cluster::{validate_bootstrap, Action, BootstrapRequest};
 use crate::core::refusal::{ErrorBody, Refusal};
-use crate::core::state::StateRx;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -15,9 +16,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use std::net::SocketAddr;
 use std::sync::Arc;
-
-/// Bootstrap bodies are a few hundred bytes; anything much larger is refused before parsing.
-pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 
 #[derive(Clone)]
 pub(crate) struct HttpState {

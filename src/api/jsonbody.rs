@@ -137,7 +137,7 @@ fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
     Some(&text[from..from + len])
 }
 
-pub(crate) use crate::core::refusal::echo;
+pub(crate) use crate::core::config::echo;
 
 #[cfg(test)]
 mod tests {

@@ -18,6 +18,9 @@ use tokio::time::{Instant, Sleep};
 
 /// A half-sent request (slowloris) is dropped after this long. hyper's timer also runs while an
 /// HTTP/1 keep-alive connection waits for its next request, so it bounds idle keep-alive too.
+/// Bootstrap bodies are a few hundred bytes; anything much larger is refused before parsing.
+pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
+
 pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// A request body must arrive whole within this.
 pub(crate) const BODY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -501,7 +504,7 @@ pub(crate) async fn serve_http<F, Fut, IO>(
     }
 }
 
-/// Middleware: the body must arrive whole (and within [`crate::api::http::MAX_BODY_BYTES`]) within
+/// Middleware: the body must arrive whole (and within [`MAX_BODY_BYTES`]) within
 /// [`BODY_TIMEOUT`]; a slow body gets `408`, an oversized one `413`.
 pub(crate) async fn body_deadline(
     request: axum::extract::Request,
@@ -509,7 +512,7 @@ pub(crate) async fn body_deadline(
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
     let (parts, body) = request.into_parts();
-    let read = axum::body::to_bytes(body, crate::api::http::MAX_BODY_BYTES);
+    let read = axum::body::to_bytes(body, MAX_BODY_BYTES);
     let refuse = |status: axum::http::StatusCode, code: &str, description: String| {
         let body = crate::core::refusal::ErrorBody::new(code, None, description);
         let mut response = (status, axum::Json(body)).into_response();
@@ -532,7 +535,7 @@ pub(crate) async fn body_deadline(
                     "PayloadTooLarge",
                     format!(
                         "the body is over {} bytes; fix: send a smaller request",
-                        crate::api::http::MAX_BODY_BYTES
+                        MAX_BODY_BYTES
                     ),
                 )
             } else {

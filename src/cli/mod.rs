@@ -2,7 +2,7 @@
 //! validate`, `render`). `serve` hands over to `daemon`.
 
 use crate::agent::netlink;
-use crate::core::config::{self, Settings, DEFAULT_CONFIG_PATH, EXIT_CONFIG};
+use crate::core::config::{Settings, DEFAULT_CONFIG_PATH, EXIT_CONFIG};
 use crate::core::decide::{address_report, decide, Context};
 use crate::core::preflight::{self, Outcome, Severity};
 use crate::core::render;
@@ -173,7 +173,7 @@ fn run(cli: Cli) -> i32 {
             default_id,
         }));
     }
-    let settings = match config::load(&config_path, explicit, &default_id) {
+    let settings = match crate::agent::files::load(&config_path, explicit, &default_id) {
         Ok(s) => s,
         Err(errors) => {
             eprintln!(
@@ -254,7 +254,7 @@ fn run(cli: Cli) -> i32 {
 }
 
 fn validate(file: &Path, default_id: &str) -> i32 {
-    match config::load_checked(file, true, default_id) {
+    match crate::agent::files::load_checked(file, true, default_id) {
         Ok(_) => {
             println!("{}: valid", file.display());
             0
@@ -389,9 +389,9 @@ fn run_preflight(
         Err(e) => e.kind() == std::io::ErrorKind::PermissionDenied,
     };
     let inputs = if daemon_running {
-        preflight::gather_without_ports(settings, snapshot, hosts_file, cluster_family)
+        crate::agent::files::gather_without_ports(settings, snapshot, hosts_file, cluster_family)
     } else {
-        preflight::gather(settings, snapshot, hosts_file, cluster_family)
+        crate::agent::files::gather(settings, snapshot, hosts_file, cluster_family)
     };
     let mut checks = preflight::evaluate(settings, &inputs);
     if daemon_running {
@@ -403,7 +403,7 @@ fn run_preflight(
         }
     }
     if fix {
-        match preflight::fix_hosts(&inputs, &checks) {
+        match crate::agent::files::fix_hosts(&inputs, &checks) {
             Ok(fixed) => {
                 for c in checks.iter_mut().filter(|c| fixed.contains(&c.code)) {
                     c.result = Outcome::Fixed;
@@ -613,7 +613,7 @@ pub(crate) fn node_id_arg(text: &str) -> Result<&str, String> {
     } else {
         Err(format!(
             "'{}' is not a node id; fix: {} (as `stackring status nodes` shows it, with or without 'node:')",
-            crate::api::jsonbody::echo(&text.escape_debug().to_string()),
+            crate::core::config::echo(&text.escape_debug().to_string()),
             crate::core::net::NAME_RULE
         ))
     }

@@ -121,7 +121,7 @@ pub fn validate_bootstrap(
             value: if value.is_empty() {
                 String::new()
             } else {
-                format!("'{}'", crate::api::jsonbody::echo(value))
+                format!("'{}'", crate::core::config::echo(value))
             },
             problem: problem.into(),
             fix: fix.into(),
@@ -719,7 +719,7 @@ pub(crate) fn parse_external_addrs(key: &str, texts: &[String]) -> Result<Vec<Ip
             parse_address(t, AddrRole::External).map_err(|p| {
                 format!(
                     "{key}: '{}' {}; fix: {}",
-                    crate::core::refusal::echo(t),
+                    crate::core::config::echo(t),
                     p.problem,
                     p.fix
                 )

@@ -12,7 +12,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 pub(crate) const DEFAULT_CONFIG_PATH: &str = "/etc/stackring/stackring.yaml";
 pub(crate) const DEFAULT_GRPC_PORT: u16 = 9095;
@@ -193,79 +193,6 @@ pub(crate) fn restart_needed(
     keys
 }
 
-/// Reads and validates a config file. A missing file at the default path means "all defaults";
-/// a missing file named explicitly is an error.
-pub(crate) fn load(
-    path: &Path,
-    explicit: bool,
-    default_id: &str,
-) -> Result<Settings, ConfigErrors> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => parse_str(&text, default_id),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
-            parse_str("", default_id)
-        }
-        Err(e) => Err(ConfigErrors(vec![ConfigError {
-            key: "--config".into(),
-            value: path.display().to_string(),
-            problem: format!("cannot be read ({e})"),
-            fix: "point --config at a readable YAML file".into(),
-        }])),
-    }
-}
-
-/// [`load`], then the files the configuration names (what `config validate` and `serve` check
-/// alike; the pure parser reads no files): `cluster.credentials_file` must exist, be readable and
-/// hold one `username:password` line. Commands that only talk to the daemon (`status`, `node`,
-/// `wait`) use [`load`]: they run without root and need no credentials.
-pub(crate) fn load_checked(
-    path: &Path,
-    explicit: bool,
-    default_id: &str,
-) -> Result<Settings, ConfigErrors> {
-    let settings = load(path, explicit, default_id)?;
-    let errors = check_files(&settings);
-    if errors.is_empty() {
-        Ok(settings)
-    } else {
-        Err(ConfigErrors(errors))
-    }
-}
-
-/// The file checks of [`load_checked`].
-pub(crate) fn check_files(settings: &Settings) -> Vec<ConfigError> {
-    let Some(declared) = &settings.cluster else {
-        return vec![];
-    };
-    let path = &declared.credentials_file;
-    let error = |problem: String, fix: &str| ConfigError {
-        key: "cluster.credentials_file".into(),
-        value: format!(
-            "'{}'",
-            crate::api::jsonbody::echo(&path.display().to_string())
-        ),
-        problem,
-        fix: fix.into(),
-    };
-    match std::fs::read_to_string(path) {
-        Ok(text) => match parse_credentials(&text) {
-            Ok(_) => vec![],
-            Err(problem) => vec![error(
-                problem.into(),
-                "write one line 'username:password' (username 1–128 characters, password 8–1024)",
-            )],
-        },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![error(
-            "does not exist".into(),
-            "create it with one line 'username:password' (mode 0600), or correct the path",
-        )],
-        Err(e) => vec![error(
-            format!("cannot be read ({e})"),
-            "make it a regular file readable by the service (root), mode 0600",
-        )],
-    }
-}
-
 /// Parses and validates YAML text. Empty text is the default configuration.
 pub fn parse_str(text: &str, default_id: &str) -> Result<Settings, ConfigErrors> {
     let tree: Value = if text.trim().is_empty() {
@@ -376,7 +303,7 @@ impl Validator {
                         // names one (found by fuzz/ config); a long one is cut.
                         let k = match k.as_str() {
                             "" => "\"\"".to_string(),
-                            k => crate::api::jsonbody::echo(k),
+                            k => echo(k),
                         };
                         let full = if key.is_empty() {
                             k
@@ -899,10 +826,10 @@ impl Validator {
             if value != first {
                 self.errors.push(ConfigError {
                     key: key.clone(),
-                    value: format!("'{}'", crate::api::jsonbody::echo(&show(value))),
+                    value: format!("'{}'", echo(&show(value))),
                     problem: format!(
                         "differs from {first_key} '{}': both set the same thing for this node",
-                        crate::api::jsonbody::echo(&show(first))
+                        echo(&show(first))
                     ),
                     fix: format!("give {key} and {first_key} the same value, or keep one"),
                 });
@@ -995,6 +922,19 @@ pub(crate) fn parse_credentials(text: &str) -> Result<(String, String), &'static
     Ok((user.to_string(), password.to_string()))
 }
 
+/// Longest value echoed back in an error: a 10 MB value is not repeated whole.
+pub(crate) const MAX_ECHO: usize = 80;
+
+/// A value for an error message, cut to a readable length.
+pub(crate) fn echo(text: &str) -> String {
+    if text.chars().count() <= MAX_ECHO {
+        text.to_string()
+    } else {
+        let cut: String = text.chars().take(MAX_ECHO).collect();
+        format!("{cut}… ({} bytes)", text.len())
+    }
+}
+
 /// The kernel's rules for an interface name (`dev_valid_name`), as an explanation when broken.
 pub(crate) fn interface_name_problem(name: &str) -> Option<&'static str> {
     if name.is_empty() {
@@ -1015,7 +955,7 @@ fn cap_lines(text: &str) -> String {
     text.lines()
         .map(|l| {
             if l.chars().count() > 200 {
-                crate::api::jsonbody::echo(l)
+                echo(l)
             } else {
                 l.to_string()
             }
@@ -1026,7 +966,7 @@ fn cap_lines(text: &str) -> String {
 
 /// A YAML value as it appears in an error message (at most ~80 characters of it).
 fn show(value: &Value) -> String {
-    use crate::api::jsonbody::echo;
+    use echo;
     match value {
         Value::Null => String::new(),
         Value::String(s) => format!("'{}'", echo(s)),

@@ -3,9 +3,7 @@
 //! Parsing compares typed addresses (`0:0:0:0:0:0:0:1` is `::1`), ignores comments, and the fix
 //! appends a line while keeping every other byte of the file.
 
-use std::io::{self, Write};
 use std::net::IpAddr;
-use std::path::Path;
 
 pub(crate) const IPV6_LOCALHOST_LINE: &str = "::1\tlocalhost ip6-localhost ip6-loopback";
 pub(crate) const IPV4_LOCALHOST_LINE: &str = "127.0.0.1\tlocalhost";
@@ -32,26 +30,6 @@ pub(crate) fn with_line(text: &str, line: &str) -> String {
     out.push_str(line);
     out.push('\n');
     out
-}
-
-/// Writes the fixed file. Atomically (temp + rename) where possible; when `path` is a mount point
-/// (containers and `ip netns exec` bind-mount a hosts file over it, so rename fails with EBUSY), the
-/// missing lines are appended in one `write` instead, which readers see whole or not at all.
-pub(crate) fn write_fixed(path: &Path, original: &str, fixed: &str) -> io::Result<()> {
-    let mode = std::fs::metadata(path)
-        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
-        .unwrap_or(0o644);
-    match crate::agent::fsutil::write_atomic(path, fixed.as_bytes(), mode) {
-        Err(e)
-            if e.raw_os_error() == Some(libc::EBUSY) || e.raw_os_error() == Some(libc::EXDEV) =>
-        {
-            let addition = &fixed.as_bytes()[original.len()..];
-            let mut file = std::fs::OpenOptions::new().append(true).open(path)?;
-            file.write_all(addition)?;
-            file.sync_all()
-        }
-        other => other,
-    }
 }
 
 #[cfg(test)]

@@ -5,13 +5,12 @@
 
 use crate::core::config::Settings;
 use crate::core::decide::{
-    decide, is_site_local, server_listen, usability, Context, Identity, NotReady, Unusable,
+    decide, is_site_local, usability, Context, Identity, NotReady, Unusable,
 };
 use crate::core::hosts;
 use crate::core::snapshot::{Family, HostSnapshot};
 use serde::Serialize;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::Path;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -63,7 +62,10 @@ pub(crate) struct Inputs {
 }
 
 /// The family preflight judges against: the decided one, else what the config asks for.
-fn wanted_family(settings: &Settings, decision: &Result<Identity, NotReady>) -> Option<Family> {
+pub(crate) fn wanted_family(
+    settings: &Settings,
+    decision: &Result<Identity, NotReady>,
+) -> Option<Family> {
     match decision {
         Ok(id) => Some(id.family),
         Err(_) if settings.use_internal_ipv6 => Some(Family::Ipv6),
@@ -288,95 +290,10 @@ pub(crate) fn evaluate(settings: &Settings, inputs: &Inputs) -> Vec<Check> {
 /// Where the hosts file is, unless `--hosts-file` says otherwise.
 pub(crate) const HOSTS_PATH: &str = "/etc/hosts";
 
-/// Reads the host for preflight, without probing ports (what the running daemon checks at start:
-/// its own ports are taken by itself).
-pub(crate) fn gather_without_ports(
-    settings: &Settings,
-    snapshot: HostSnapshot,
-    hosts_path: &Path,
-    cluster_family: Option<Family>,
-) -> Inputs {
-    let mut inputs = gather_inner(settings, snapshot, hosts_path, cluster_family, false);
-    inputs.ports_in_use.clear();
-    inputs
-}
-
-/// Reads the host for preflight. Ports are probed by binding them briefly.
-pub(crate) fn gather(
-    settings: &Settings,
-    snapshot: HostSnapshot,
-    hosts_path: &Path,
-    cluster_family: Option<Family>,
-) -> Inputs {
-    gather_inner(settings, snapshot, hosts_path, cluster_family, true)
-}
-
-fn gather_inner(
-    settings: &Settings,
-    snapshot: HostSnapshot,
-    hosts_path: &Path,
-    cluster_family: Option<Family>,
-    probe_ports: bool,
-) -> Inputs {
-    let ipv6_disabled = snapshot.ipv6_disabled;
-    let decision = decide(
-        &snapshot,
-        settings,
-        Context {
-            cluster_family,
-            previous: None,
-        },
-    );
-    let family = match &decision {
-        Ok(id) => id.family,
-        Err(_) => wanted_family(settings, &decision).unwrap_or(Family::Ipv6),
-    };
-    let mut ports_in_use = Vec::new();
-    for (name, addr, udp_too) in [
-        (
-            "grpc",
-            server_listen(&snapshot, settings.grpc.address, settings.grpc.port),
-            false,
-        ),
-        (
-            "http",
-            server_listen(&snapshot, settings.http.address, settings.http.port),
-            false,
-        ),
-        (
-            "gossip",
-            SocketAddr::new(
-                settings.gossip.address.unwrap_or(family.unspecified()),
-                settings.gossip.port,
-            ),
-            true,
-        ),
-    ]
-    .into_iter()
-    .filter(|_| probe_ports)
-    {
-        let taken = |e: std::io::Error| e.kind() == std::io::ErrorKind::AddrInUse;
-        let tcp = std::net::TcpListener::bind(addr).err().is_some_and(taken);
-        let udp = udp_too && std::net::UdpSocket::bind(addr).err().is_some_and(taken);
-        if tcp || udp {
-            ports_in_use.push((name, addr));
-        }
-    }
-    Inputs {
-        hosts_path: hosts_path.display().to_string(),
-        hosts_text: std::fs::read_to_string(hosts_path).ok(),
-        ipv6_disabled,
-        snapshot,
-        ports_in_use,
-        cluster_family,
-    }
-}
-
-/// `--fix`: adds the missing localhost lines to the hosts file. Returns the codes it fixed.
-pub(crate) fn fix_hosts(inputs: &Inputs, checks: &[Check]) -> std::io::Result<Vec<&'static str>> {
-    let Some(original) = inputs.hosts_text.as_deref() else {
-        return Ok(vec![]);
-    };
+/// `--fix`: the hosts file with the missing localhost lines added, and the codes that fixes;
+/// `None` when nothing is missing (or the file could not be read).
+pub(crate) fn hosts_fix(inputs: &Inputs, checks: &[Check]) -> Option<(String, Vec<&'static str>)> {
+    let original = inputs.hosts_text.as_deref()?;
     let mut fixed = original.to_string();
     let mut codes = Vec::new();
     for (code, line) in [
@@ -391,10 +308,7 @@ pub(crate) fn fix_hosts(inputs: &Inputs, checks: &[Check]) -> std::io::Result<Ve
             codes.push(code);
         }
     }
-    if !codes.is_empty() {
-        hosts::write_fixed(Path::new(&inputs.hosts_path), original, &fixed)?;
-    }
-    Ok(codes)
+    (!codes.is_empty()).then_some((fixed, codes))
 }
 
 #[cfg(test)]

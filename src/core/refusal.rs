@@ -133,16 +133,3 @@ impl Refusal {
         self.body.sub_code.as_deref().unwrap_or("")
     }
 }
-
-/// Longest value echoed back in an error: a 10 MB value is not repeated whole.
-pub(crate) const MAX_ECHO: usize = 80;
-
-/// A value for an error message, cut to a readable length.
-pub(crate) fn echo(text: &str) -> String {
-    if text.chars().count() <= MAX_ECHO {
-        text.to_string()
-    } else {
-        let cut: String = text.chars().take(MAX_ECHO).collect();
-        format!("{cut}… ({} bytes)", text.len())
-    }
-}

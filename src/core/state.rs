@@ -5,8 +5,6 @@ use crate::core::decide::{Endpoint, Identity};
 use crate::core::snapshot::Family;
 use serde::Serialize;
 use std::net::IpAddr;
-use std::sync::Arc;
-use tokio::sync::watch;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Published {
@@ -30,9 +28,6 @@ impl Published {
         )
     }
 }
-
-pub(crate) type StateTx = watch::Sender<Arc<Published>>;
-pub(crate) type StateRx = watch::Receiver<Arc<Published>>;
 
 /// The JSON shape of an identity, shared by `inspect --json` and `GET /v1/identity`.
 #[derive(Debug, Clone, Serialize)]

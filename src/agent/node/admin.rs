@@ -11,9 +11,10 @@ use crate::core::cluster::{
     self, relay_fields, AddrReply, ClusterRecord, ExternalAddrsReply, ExternalOp, ForgetReply,
     JoinRefusal, JoinerFacts,
 };
+use crate::core::config::echo;
 use crate::core::members::MemberView;
 use crate::core::net::{valid_name, NAME_RULE};
-use crate::core::refusal::{echo, ErrorBody, Refusal, RefusalKind};
+use crate::core::refusal::{ErrorBody, Refusal, RefusalKind};
 use crate::core::snapshot::Family;
 use crate::proto::pb;
 use std::net::IpAddr;

@@ -195,7 +195,7 @@ impl ClusterNode {
             let family = Family::parse(&reply.family).ok_or_else(|| {
                 Refusal::internal(format!(
                     "{seed} answered with an unknown family '{}'",
-                    crate::core::refusal::echo(&reply.family)
+                    crate::core::config::echo(&reply.family)
                 ))
             })?;
             let ctx = Context {

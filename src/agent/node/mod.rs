@@ -12,13 +12,13 @@ mod tests;
 
 use crate::agent::authguard::{AuthGuard, Denied};
 use crate::agent::membership::GossipNetwork;
+use crate::agent::StateRx;
 use crate::core::cluster::{self, BootstrapStatus, ClusterRecord, Outcome};
 use crate::core::config::Settings;
 use crate::core::decide::{usability, Identity};
 use crate::core::members::MemberView;
 use crate::core::refusal::Refusal;
 use crate::core::snapshot::{Family, HostSnapshot};
-use crate::core::state::StateRx;
 use actor::{Actor, Command};
 use serde::Serialize;
 use std::net::IpAddr;
