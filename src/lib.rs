@@ -1,32 +1,40 @@
 //! stackring: the network-identity and membership agent of a clustered appliance.
 //!
 //! Module map. Dependencies point one way: `cli` and `serve` → `api` → `agent` → `core`; `core`
-//! depends on nothing else in the crate, and nothing in it does I/O or is async.
+//! depends on nothing else in the crate, and nothing in it does I/O or is async. README
+//! "Architecture" follows one request through them.
 //!
 //! - [`core`] — pure rules, tested with tables:
-//!   - `core::net`: address roles (what may be advertised, listened on, given as external), node
-//!     names; the one validator of each.
+//!   - `core::net`: address roles (usable, advertised, external, listen) and the one address
+//!     parser; node and cluster names.
 //!   - `core::snapshot`: our own types for links, addresses and default routes; events that change them.
-//!   - `core::config`: YAML (Tempo/dskit keys) → validated `Settings`; errors name key, value, fix.
+//!   - `core::config`: YAML (Tempo/dskit keys) → validated `Settings` (and `Overrides` applied to
+//!     them); errors name key, value, fix.
 //!   - `core::decide`: snapshot + settings (+ cluster family, previous identity) → `Identity`.
 //!   - `core::peer`: peer addresses as operators write them (`join_members`, `cluster.nodes`).
-//!   - `core::cluster`: the cluster record, bootstrap and join validation, admin operations with
-//!     their ordering rule, credentials, relay proofs, the bootstrap state machine.
-//!   - `core::members`: member projection (gossip states → one row per node, OK/DOWN, LEFT).
-//!   - `core::preflight`: host readiness checks with stable codes (pure `evaluate`, I/O in `gather`).
+//!   - `core::cluster`: the cluster record, bootstrap validation and its state machine, join
+//!     validation, admin operations (`apply_external`, changes gossiped for a node that was
+//!     down), credentials, relay proofs, the typed admin replies.
+//!   - `core::members`: member projection (gossip rows → one row per node, OK/DOWN, LEFT).
+//!   - `core::refusal`: why a request is refused (a kind and the operator's body).
+//!   - `core::preflight`: host readiness checks with stable codes (`evaluate`, the hosts fix plan).
 //!   - `core::ring`, `core::render`, `core::hosts`, `core::state`, `core::ipfmt`: the `/ring` page,
-//!     `identity.env` and Tempo blocks, `/etc/hosts` parsing and fix, what the daemon publishes, fast
+//!     `identity.env` and Tempo blocks, `/etc/hosts` parsing, what the daemon publishes, fast
 //!     address text.
 //! - [`agent`] — the daemon's moving parts, each owning its state:
-//!   - `agent::node`: the cluster node (bootstrap, persisted record, admin changes, join client).
-//!   - `agent::membership`: gossip on chitchat with the transport injected (UDP, or in memory in tests).
-//!   - `agent::netlink`, `agent::systemd`, `agent::metrics`, `agent::fsutil`: the kernel's interfaces,
-//!     sd_notify and logging, Prometheus, atomic durable files.
-//! - [`api`] — the wire: `api::http` (axum), `api::grpc` (tonic services), `api::error` (one error
-//!   type → HTTP response or gRPC status), `api::jsonbody`, `api::limits`, `api::authguard`.
+//!   - `agent::node`: the cluster node — one actor task that owns membership and writes the record,
+//!     and the handle the servers hold (bootstrap, admin changes, joins, the gRPC client).
+//!   - `agent::membership`: gossip on chitchat with the transport injected (UDP, or in memory).
+//!   - `agent::netlink`, `agent::files`, `agent::sockets`: the kernel's interfaces, the files the
+//!     rules read and write (config, credentials, `/etc/hosts`, preflight's readings), listeners.
+//!   - `agent::authguard`, `agent::metrics`, `agent::systemd`, `agent::fsutil`: password guessing
+//!     (backoff, bounded queue), Prometheus, sd_notify and logging, atomic durable files.
+//! - [`api`] — the wire: `api::http` (axum), `api::grpc` (tonic services), `api::admin` (request
+//!   bodies → typed values), `api::error` (one refusal → HTTP status or gRPC code),
+//!   `api::jsonbody`, `api::limits` (connection limits and timeouts, the HTTP/1 accept loop).
 //! - [`proto`] — the generated gRPC types (public: the API for programs).
-//! - [`cli`] — the admin CLI (one dispatch `match`, one admin client).
-//! - `serve` — wiring: bind, build, READY=1, the identity loop, signals, shutdown.
+//! - [`cli`] — the admin CLI.
+//! - `serve` — wiring: bind, build, READY=1, the identity loop, signals, reload, shutdown.
 pub mod cli;
 pub mod proto;
 

@@ -46,7 +46,7 @@ fn config_validate_exits_78_naming_key_value_and_fix() {
         ),
         (
             "node: {addr: '2001:DB8::/32'}\n",
-            &["node.addr", "CIDR", "'2001:DB8::'"],
+            &["node.addr", "CIDR", "'2001:db8::1'"],
         ),
         (
             "lifecycler: {interface_names: ['this-name-is-too-long']}\n",

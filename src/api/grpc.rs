@@ -6,7 +6,7 @@ use crate::agent::StateRx;
 use crate::api::admin::{addr_change, external_change};
 use crate::api::error::denied_status;
 use crate::core::cluster::JoinerFacts;
-use crate::core::members::{Health, MemberView};
+use crate::core::members::MemberView;
 use crate::core::refusal::Refusal;
 use crate::core::state::Published;
 use futures::Stream;
@@ -190,10 +190,7 @@ pub(crate) struct ClusterService {
 fn member_pb(m: &MemberView) -> pb::Member {
     pb::Member {
         id: m.entry.id.clone(),
-        status: match m.status {
-            Health::Ok => "OK".into(),
-            Health::Down => "DOWN".into(),
-        },
+        status: m.status.as_str().into(),
         state: m.entry.state.as_str().into(),
         addr: m.entry.addr.clone(),
         external_addrs: m.entry.external_addrs.clone(),

@@ -1,9 +1,9 @@
 //! The cluster's pure rules (SPEC §6): bootstrap requests in Redis Enterprise's shape, the cluster
 //! record a node keeps, credentials, and the join validation an existing node applies. No I/O.
 
-use crate::core::config::ConfigError;
+use crate::core::config::{ConfigError, Overrides};
 use crate::core::members::NodeEntry;
-use crate::core::net::{parse_address, valid_name, AddrRole};
+use crate::core::net::{parse_address, valid_name, AddrRole, NAME_RULE};
 use crate::core::peer::PeerAddr;
 use crate::core::refusal::{ErrorBody, Refusal};
 use crate::core::snapshot::Family;
@@ -151,7 +151,7 @@ pub fn validate_bootstrap(
             "cluster.name",
             name,
             "is not a valid cluster name",
-            "use 1–63 characters from A–Z, a–z, 0–9, '-', '_' and '.'",
+            NAME_RULE,
         ),
         (Some(_), _) => {}
     }
@@ -234,7 +234,7 @@ pub fn validate_bootstrap(
                 "node.identity.name",
                 name,
                 "is not a valid node name",
-                "use 1–63 characters from A–Z, a–z, 0–9, '-', '_' and '.'",
+                NAME_RULE,
             );
         }
     }
@@ -773,6 +773,35 @@ pub(crate) struct AddrReply {
 pub(crate) struct ForgetReply {
     pub(crate) node: String,
     pub(crate) forgotten: bool,
+}
+
+impl Bootstrap {
+    /// What the request changes in this node's settings.
+    pub(crate) fn overrides(&self) -> Overrides {
+        Overrides {
+            id: self.name.clone(),
+            internal_addr: self.addr,
+            external_addrs: self.external_addrs.clone(),
+            use_internal_ipv6: self.use_internal_ipv6,
+            use_internal_ipv6_key: self
+                .use_internal_ipv6
+                .map(|_| "node.identity.use_internal_ipv6".to_string()),
+        }
+    }
+}
+
+impl ClusterRecord {
+    /// What membership fixed for this node: its id and family, and the addresses bootstrap or
+    /// an admin change set.
+    pub(crate) fn overrides(&self) -> Overrides {
+        Overrides {
+            id: Some(self.node_id.clone()),
+            internal_addr: self.node_addr,
+            external_addrs: self.external_addrs.clone(),
+            use_internal_ipv6: Some(self.use_internal_ipv6),
+            use_internal_ipv6_key: None,
+        }
+    }
 }
 
 #[cfg(test)]

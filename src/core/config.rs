@@ -4,7 +4,7 @@
 //! full key path (`server.grpc_listen_port`), the offending value and the fix — and so that all errors
 //! are reported at once. Nothing here binds a socket or reads the network.
 
-use crate::core::net::{parse_address, valid_name, AddrProblem, AddrRole};
+use crate::core::net::{parse_address, valid_name, AddrProblem, AddrRole, NAME_RULE};
 use crate::core::peer::PeerAddr;
 use crate::core::snapshot::Family;
 use serde::Serialize;
@@ -123,6 +123,44 @@ pub(crate) struct DeclaredCluster {
     pub(crate) credentials_file: PathBuf,
     /// Exactly one node creates; the others join through `memberlist.join_members`.
     pub(crate) create: bool,
+}
+
+/// Values that replace the config's for this node: what a bootstrap request asked for, or what
+/// the cluster record keeps (the one place both are applied).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Overrides {
+    pub(crate) id: Option<String>,
+    pub(crate) internal_addr: Option<IpAddr>,
+    pub(crate) external_addrs: Option<Vec<IpAddr>>,
+    pub(crate) use_internal_ipv6: Option<bool>,
+    /// The key the flag was written under, when an operator wrote it (a join then checks it
+    /// against the cluster's family; unwritten, the joiner takes the cluster's).
+    pub(crate) use_internal_ipv6_key: Option<String>,
+}
+
+impl Settings {
+    pub(crate) fn with_overrides(&self, o: &Overrides) -> Settings {
+        let mut s = self.clone();
+        if let Some(id) = &o.id {
+            s.id = id.clone();
+        }
+        if o.internal_addr.is_some() {
+            s.internal_addr = o.internal_addr;
+        }
+        if o.external_addrs.is_some() {
+            s.external_addrs = o.external_addrs.clone();
+        }
+        if let Some(flag) = o.use_internal_ipv6 {
+            s.use_internal_ipv6 = flag;
+            if let Some(key) = &o.use_internal_ipv6_key {
+                s.use_internal_ipv6_written = Some(WrittenFlag {
+                    value: flag,
+                    key: key.clone(),
+                });
+            }
+        }
+        s
+    }
 }
 
 impl Settings {
@@ -531,7 +569,7 @@ impl Validator {
                     "cluster.name",
                     other,
                     "is not a valid cluster name",
-                    "use 1–63 characters from A–Z, a–z, 0–9, '-', '_' and '.'",
+                    NAME_RULE,
                 );
                 None
             }
@@ -862,7 +900,7 @@ impl Validator {
                 &format!("{section}.id"),
                 value,
                 "is not a valid node id",
-                "use 1–63 characters from A–Z, a–z, 0–9, '-', '_' and '.' (or leave it out for the hostname)",
+                &format!("{NAME_RULE} (or leave it out for the hostname)"),
             );
             return None;
         }

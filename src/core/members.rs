@@ -40,6 +40,15 @@ pub(crate) enum Health {
     Down,
 }
 
+impl Health {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Health::Ok => "OK",
+            Health::Down => "DOWN",
+        }
+    }
+}
+
 /// What a node publishes about itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeEntry {

@@ -6,7 +6,7 @@ use super::client::{call_join_patiently, JoinCallError};
 use super::{argon2, ClusterNode};
 use crate::agent::node::actor::Command;
 use crate::core::cluster::{self, Action, Bootstrap, BootstrapStatus, ClusterRecord, Seeds};
-use crate::core::config::{DeclaredCluster, Settings, WrittenFlag};
+use crate::core::config::{DeclaredCluster, Settings};
 use crate::core::decide::{decide, usability, Context, Identity};
 use crate::core::peer::PeerAddr;
 use crate::core::refusal::{ErrorBody, Refusal, RefusalKind};
@@ -66,24 +66,7 @@ impl ClusterNode {
     }
 
     fn overridden(&self, request: &Bootstrap) -> Settings {
-        let mut s = self.settings();
-        if let Some(name) = &request.name {
-            s.id = name.clone();
-        }
-        if request.addr.is_some() {
-            s.internal_addr = request.addr;
-        }
-        if request.external_addrs.is_some() {
-            s.external_addrs = request.external_addrs.clone();
-        }
-        if let Some(flag) = request.use_internal_ipv6 {
-            s.use_internal_ipv6 = flag;
-            s.use_internal_ipv6_written = Some(WrittenFlag {
-                value: flag,
-                key: "node.identity.use_internal_ipv6".into(),
-            });
-        }
-        s
+        self.settings().with_overrides(&request.overrides())
     }
 
     pub(super) async fn adopt(

@@ -94,18 +94,10 @@ pub(crate) fn load_record(state_dir: &Path) -> anyhow::Result<Option<ClusterReco
 
 /// The config as amended by the cluster record (the node's bootstrap-time overrides).
 pub(crate) fn effective_settings(base: &Settings, record: Option<&ClusterRecord>) -> Settings {
-    let mut s = base.clone();
-    if let Some(r) = record {
-        s.id = r.node_id.clone();
-        s.use_internal_ipv6 = r.use_internal_ipv6;
-        if r.node_addr.is_some() {
-            s.internal_addr = r.node_addr;
-        }
-        if r.external_addrs.is_some() {
-            s.external_addrs = r.external_addrs.clone();
-        }
+    match record {
+        Some(r) => base.with_overrides(&r.overrides()),
+        None => base.clone(),
     }
-    s
 }
 
 /// A usable address of the host, for `GET /v1/bootstrap`.
