@@ -15,7 +15,7 @@
 //!   - `core::members`: member projection (gossip states → one row per node, OK/DOWN, LEFT).
 //!   - `core::preflight`: host readiness checks with stable codes (pure `evaluate`, I/O in `gather`).
 //!   - `core::ring`, `core::render`, `core::hosts`, `core::state`, `core::ipfmt`: the `/ring` page,
-//!     `identity.env` and Tempo blocks, `/etc/hosts` parsing and fix, what the daemon publishes, fast
+//!     `identity.env` and Tempo/Loki/Mimir blocks, `/etc/hosts` parsing and fix, what the daemon publishes, fast
 //!     address text.
 //! - [`agent`] — the daemon's moving parts, each owning its state:
 //!   - `agent::node`: the cluster node (bootstrap, persisted record, admin changes, join client).
@@ -25,6 +25,8 @@
 //! - [`api`] — the wire: `api::http` (axum), `api::grpc` (tonic services), `api::error` (one error
 //!   type → HTTP response or gRPC status), `api::jsonbody`, `api::limits`, `api::authguard`.
 //! - [`proto`] — the generated gRPC types (public: the API for programs).
+//! - `check` — `stackring check tempo|loki|mimir FILE`: a product's network block judged against
+//!   the host and the decided identity (pure, on `core`; file, DNS and printing in `check::shim`).
 //! - [`cli`] — the admin CLI (one dispatch `match`, one admin client).
 //! - `serve` — wiring: bind, build, READY=1, the identity loop, signals, shutdown.
 pub mod cli;
@@ -32,6 +34,7 @@ pub mod proto;
 
 pub(crate) mod agent;
 pub(crate) mod api;
+pub(crate) mod check;
 pub(crate) mod core;
 pub(crate) mod serve;
 
