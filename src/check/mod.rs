@@ -813,7 +813,7 @@ impl<'a> Checker<'a> {
                     .values()
                     .filter(|a| a.link_index == link.index)
                     .collect();
-                if family.is_none() || addrs.iter().any(|a| usable(a)) {
+                if family.is_none() || addrs.iter().any(&usable) {
                     return (name.clone(), None);
                 }
                 let has: Vec<String> = addrs
