@@ -4,7 +4,7 @@
 //! Pure: the YAML tree, the host snapshot, the decided identity and a [`Resolver`] go in; findings
 //! with stable codes come out, each naming the key as the operator wrote it, its value and the fix.
 //! Reading the file, resolving names and gathering the host happen in [`shim`]. The key names of
-//! each product are in [`schema`]. The codes:
+//! each product are in `core::products`. The codes:
 //!
 //! | code | severity | what |
 //! |---|---|---|
@@ -35,55 +35,36 @@
 //! | `value.unchecked` | warning | a value left to the product (`${ENV}`, `dnssrv+`) |
 //! | `identity.undecided` | warning | stackring has no identity yet: family checks skipped |
 
-pub mod schema;
-pub mod shim;
+pub(crate) mod shim;
 #[cfg(test)]
 mod tests;
 
-use crate::config::{advertised_refusal, is_link_local};
-use crate::decide::{usability, Identity};
-use crate::peer::{PeerAddr, PeerHost};
-pub use crate::preflight::Severity;
-use crate::snapshot::{Family, HostSnapshot};
-use schema::{Ring, Spec};
+use crate::core::config::{advertised_refusal, interface_name_problem, is_link_local, show};
+use crate::core::decide::{usability, Identity};
+use crate::core::peer::{PeerAddr, PeerHost};
+pub(crate) use crate::core::preflight::Severity;
+pub(crate) use crate::core::products::Product;
+use crate::core::products::{Ring, Spec};
+use crate::core::snapshot::{Address, Family, HostSnapshot};
 use serde::Serialize;
 use serde_json::Value;
 use std::net::IpAddr;
 
-/// The products whose configuration `check` reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Product {
-    Tempo,
-    Loki,
-    Mimir,
-}
-
-impl Product {
-    pub fn name(self) -> &'static str {
-        match self {
-            Product::Tempo => "Tempo",
-            Product::Loki => "Loki",
-            Product::Mimir => "Mimir",
-        }
-    }
-}
-
 /// One thing wrong (or worth a look) in the file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Finding {
-    pub code: &'static str,
-    pub severity: Severity,
+pub(crate) struct Finding {
+    pub(crate) code: &'static str,
+    pub(crate) severity: Severity,
     /// The key as the operator wrote it (`memberlist.join_members[1]`).
-    pub key: String,
+    pub(crate) key: String,
     /// The value as written (`'::'`), or `(not set)`.
-    pub value: String,
-    pub message: String,
-    pub fix: String,
+    pub(crate) value: String,
+    pub(crate) message: String,
+    pub(crate) fix: String,
 }
 
 /// Name resolution, injected so that tests need no DNS.
-pub trait Resolver {
+pub(crate) trait Resolver {
     /// Every address a name has (A and AAAA), or why none.
     fn resolve(&self, name: &str) -> Result<Vec<IpAddr>, String>;
 }
@@ -95,10 +76,10 @@ impl<F: Fn(&str) -> Result<Vec<IpAddr>, String>> Resolver for F {
 }
 
 /// What the file is judged against.
-pub struct Host<'a> {
-    pub snapshot: &'a HostSnapshot,
+pub(crate) struct Host<'a> {
+    pub(crate) snapshot: &'a HostSnapshot,
     /// The identity stackring decided for this node, or why there is none yet.
-    pub identity: Result<&'a Identity, String>,
+    pub(crate) identity: Result<&'a Identity, String>,
 }
 
 impl Host<'_> {
@@ -108,7 +89,7 @@ impl Host<'_> {
 }
 
 /// The YAML text as a tree: a mapping (an empty file is an empty one), or why not.
-pub fn parse(text: &str) -> Result<Value, String> {
+pub(crate) fn parse(text: &str) -> Result<Value, String> {
     if text.trim().is_empty() {
         return Ok(Value::Object(Default::default()));
     }
@@ -122,14 +103,14 @@ pub fn parse(text: &str) -> Result<Value, String> {
 
 /// Every finding for `tree`, a parsed configuration of `product`, in the order of the file's
 /// sections: server, memberlist, then each ring.
-pub fn check(
+pub(crate) fn check(
     product: Product,
     tree: &Value,
     host: &Host<'_>,
     resolver: &dyn Resolver,
 ) -> Vec<Finding> {
     let mut c = Checker {
-        spec: schema::spec(product),
+        spec: crate::core::products::spec(product),
         tree,
         host,
         family: host.family(),
@@ -160,7 +141,7 @@ pub fn check(
 }
 
 /// Whether any finding is an error (exit 1).
-pub fn has_errors(findings: &[Finding]) -> bool {
+pub(crate) fn has_errors(findings: &[Finding]) -> bool {
     findings.iter().any(|f| f.severity == Severity::Error)
 }
 
@@ -192,14 +173,6 @@ fn lookup<'v>(tree: &'v Value, path: &str) -> Option<&'v Value> {
         node = node.as_object()?.get(part)?;
     }
     (!node.is_null()).then_some(node)
-}
-
-/// A value as it appears in a message.
-fn show(value: &Value) -> String {
-    match value {
-        Value::String(s) => format!("'{}'", crate::jsonbody::echo(s)),
-        other => crate::jsonbody::echo(&other.to_string()),
-    }
 }
 
 fn list(ips: &[IpAddr]) -> String {
@@ -759,47 +732,45 @@ impl<'a> Checker<'a> {
     /// grafana/tempo#3590), warnings otherwise.
     fn interfaces(&mut self, ring: &Ring) {
         let own = ring.key(ring.interfaces);
-        let (key, names, written): (String, Vec<String>, Option<&'a Value>) =
-            match self.effective(&own, self.spec.inherit_interfaces) {
-                Some((key, value)) => {
-                    let items: Vec<&Value> = match value {
-                        Value::Array(items) => items.iter().collect(),
-                        other => vec![other],
-                    };
-                    let mut names = Vec::new();
-                    for item in items {
-                        match item.as_str() {
-                            Some(s) if crate::config::interface_name_problem(s).is_none() => {
-                                names.push(s.to_string())
-                            }
-                            _ => {
-                                self.invalid(
-                                    &key,
-                                    value,
-                                    "is not a list of interface names",
-                                    "write names the kernel accepts, e.g. ['eth0']",
-                                );
-                                return;
-                            }
+        let (key, names, written): (String, Vec<String>, Option<&'a Value>) = match self
+            .effective(&own, self.spec.inherit_interfaces)
+        {
+            Some((key, value)) => {
+                let items: Vec<&Value> = match value {
+                    Value::Array(items) => items.iter().collect(),
+                    other => vec![other],
+                };
+                let mut names = Vec::new();
+                for item in items {
+                    match item.as_str() {
+                        Some(s) if interface_name_problem(s).is_none() => names.push(s.to_string()),
+                        _ => {
+                            self.invalid(
+                                &key,
+                                value,
+                                "is not a list of interface names",
+                                "write names the kernel accepts, e.g. ['eth0']",
+                            );
+                            return;
                         }
                     }
-                    (key, names, Some(value))
                 }
-                None if !ring.default_interfaces.is_empty() => (
-                    own,
-                    ring.default_interfaces
-                        .iter()
-                        .map(|s| s.to_string())
-                        .collect(),
-                    None,
-                ),
-                None => return,
-            };
+                (key, names, Some(value))
+            }
+            None if !ring.default_interfaces.is_empty() => (
+                own,
+                ring.default_interfaces
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+                None,
+            ),
+            None => return,
+        };
         let snapshot = self.host.snapshot;
         let family = self.family;
-        let usable = |a: &&crate::snapshot::Address| {
-            usability(snapshot, a).is_ok() && family.is_none_or(|f| a.family() == f)
-        };
+        let usable =
+            |a: &&Address| usability(snapshot, a).is_ok() && family.is_none_or(|f| a.family() == f);
         // Each name with what is wrong with it, if anything. Without a decided family only
         // existence is judged.
         let verdicts: Vec<(String, Option<String>)> = names
@@ -895,7 +866,7 @@ impl<'a> Checker<'a> {
         };
         let listen_key = "server.grpc_listen_port";
         let listen = match lookup(self.tree, listen_key) {
-            None => Some(crate::config::DEFAULT_GRPC_PORT),
+            None => Some(crate::core::config::DEFAULT_GRPC_PORT),
             Some(v) => self.port_value(listen_key, v, false),
         };
         let Some(listen) = listen else { return };

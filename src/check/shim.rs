@@ -3,18 +3,18 @@
 //! otherwise, 2 when the file cannot be read or parsed.
 
 use super::{check, has_errors, parse, Finding, Host, Product, Resolver, Severity};
-use crate::config::Settings;
-use crate::decide::{decide, Context, Identity};
-use crate::snapshot::HostSnapshot;
+use crate::core::config::Settings;
+use crate::core::decide::{decide, Context, Identity};
+use crate::core::snapshot::HostSnapshot;
 use std::fmt::Write;
 use std::net::{IpAddr, ToSocketAddrs};
 use std::path::Path;
 
 /// Exit code for a file that cannot be read or parsed.
-pub const EXIT_UNREADABLE: i32 = 2;
+pub(crate) const EXIT_UNREADABLE: i32 = 2;
 
 /// getaddrinfo (A and AAAA, /etc/hosts included), as the products resolve `join_members`.
-pub struct SystemResolver;
+pub(crate) struct SystemResolver;
 
 impl Resolver for SystemResolver {
     fn resolve(&self, name: &str) -> Result<Vec<IpAddr>, String> {
@@ -30,7 +30,7 @@ impl Resolver for SystemResolver {
 }
 
 /// `stackring check PRODUCT FILE [--json]` on the host snapshot and settings the CLI gathered.
-pub fn run(
+pub(crate) fn run(
     product: Product,
     file: &Path,
     json: bool,
@@ -88,7 +88,7 @@ pub fn run(
 }
 
 /// The human report: one block a finding, then a summary naming what it was checked against.
-pub fn text_report(
+pub(crate) fn text_report(
     product: Product,
     file: &Path,
     identity: Option<&Identity>,

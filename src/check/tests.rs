@@ -3,9 +3,9 @@
 //! `stackring render tempo|loki|mimir` prints passes the check on the same host.
 
 use super::*;
-use crate::config::parse_str;
-use crate::decide::{decide, Context};
-use crate::snapshot::{AddrFlags, Address, HostEvent, Link, OperState, Scope};
+use crate::core::config::parse_str;
+use crate::core::decide::{decide, Context};
+use crate::core::snapshot::{AddrFlags, HostEvent, Link, OperState, Scope};
 
 /// A host: loopback, then each NIC (up) with its addresses (usable unless link-local).
 fn host(nics: &[(&str, &[&str])]) -> HostSnapshot {
@@ -577,9 +577,9 @@ fn rendered_blocks_pass_the_check() {
         let settings = parse_str(stackring, "node-a").unwrap();
         let id = decide(&snapshot, &settings, Context::default()).unwrap();
         for (product, text) in [
-            (Product::Tempo, crate::render::tempo_block(&id)),
-            (Product::Loki, crate::render::loki_block(&id)),
-            (Product::Mimir, crate::render::mimir_block(&id)),
+            (Product::Tempo, crate::core::render::tempo_block(&id)),
+            (Product::Loki, crate::core::render::loki_block(&id)),
+            (Product::Mimir, crate::core::render::mimir_block(&id)),
         ] {
             let findings = run(product, &snapshot, stackring, &text);
             assert_eq!(findings, vec![], "{name} {product:?}:\n{text}");

@@ -105,19 +105,19 @@ pub(crate) fn tempo_block(id: &Identity) -> String {
     out
 }
 
-/// Loki's network block: `server`, `memberlist`, and every ring of `check::schema::LOKI` with this
+/// Loki's network block: `server`, `memberlist`, and every ring of `core::products::LOKI` with this
 /// node's advertised gRPC address and port and the IPv6 flag (Loki copies addresses from `common`
 /// but not the flag, grafana/loki#13416, so each ring gets all three).
-pub fn loki_block(id: &Identity) -> String {
-    dskit_block(id, &crate::check::schema::LOKI)
+pub(crate) fn loki_block(id: &Identity) -> String {
+    dskit_block(id, &crate::core::products::LOKI)
 }
 
-/// Mimir's network block, as [`loki_block`] for the rings of `check::schema::MIMIR`.
-pub fn mimir_block(id: &Identity) -> String {
-    dskit_block(id, &crate::check::schema::MIMIR)
+/// Mimir's network block, as [`loki_block`] for the rings of `core::products::MIMIR`.
+pub(crate) fn mimir_block(id: &Identity) -> String {
+    dskit_block(id, &crate::core::products::MIMIR)
 }
 
-fn dskit_block(id: &Identity, spec: &crate::check::schema::Spec) -> String {
+fn dskit_block(id: &Identity, spec: &crate::core::products::Spec) -> String {
     let inet6 = id.family == Family::Ipv6;
     let mut out = String::new();
     let _ = writeln!(
@@ -139,7 +139,7 @@ fn dskit_block(id: &Identity, spec: &crate::check::schema::Spec) -> String {
     let _ = writeln!(out, "  advertise_addr: '{}'", id.gossip.advertise.ip());
     let _ = writeln!(out, "  advertise_port: {}", id.gossip.advertise.port());
     // Rings grouped under their top-level section, in the schema's order.
-    let mut sections: Vec<(&str, Vec<&crate::check::schema::Ring>)> = Vec::new();
+    let mut sections: Vec<(&str, Vec<&crate::core::products::Ring>)> = Vec::new();
     for ring in spec.rings {
         let top = ring.path.split('.').next().unwrap_or(ring.path);
         match sections.iter_mut().find(|(t, _)| *t == top) {

@@ -1,5 +1,5 @@
 //! Where Tempo, Loki and Mimir keep their network settings: the key names of each product's rings,
-//! as their own reference documents print them. Data only; `check` and `render` read it.
+//! as their own reference documents print them. Data only; `check` and `core::render` read it.
 //!
 //! Sources (read with the `search` tool when this was written):
 //! - Tempo: `docs/sources/tempo/configuration/manifest.md` (grafana/tempo): `ingester.lifecycler`
@@ -25,36 +25,55 @@
 //! - dskit `ring/util.go` `GetInstanceAddr`: a written address is used as it is; only an empty one
 //!   makes the ring read `interface_names` and honour the IPv6 flag.
 
-use super::Product;
+use serde::Serialize;
+
+/// The products whose configuration stackring renders and checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Product {
+    Tempo,
+    Loki,
+    Mimir,
+}
+
+impl Product {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Product::Tempo => "Tempo",
+            Product::Loki => "Loki",
+            Product::Mimir => "Mimir",
+        }
+    }
+}
 
 /// One place where a component registers itself (a ring, a lifecycler, the query-frontend).
 #[derive(Debug, Clone, Copy)]
-pub struct Ring {
+pub(crate) struct Ring {
     /// The section, dotted: `ingester.lifecycler`.
-    pub path: &'static str,
-    pub addr: &'static str,
-    pub port: &'static str,
-    pub interfaces: &'static str,
-    pub inet6: &'static str,
+    pub(crate) path: &'static str,
+    pub(crate) addr: &'static str,
+    pub(crate) port: &'static str,
+    pub(crate) interfaces: &'static str,
+    pub(crate) inet6: &'static str,
     /// The interfaces read when none are written, when the product fixes them (Tempo); empty when
     /// the product takes the host's private interfaces (Loki, Mimir), which works by itself.
-    pub default_interfaces: &'static [&'static str],
+    pub(crate) default_interfaces: &'static [&'static str],
     /// Runs in the product's default single-binary deployment (`target: all`): checked, with the
     /// product's defaults, even when the file leaves the section out.
-    pub core: bool,
+    pub(crate) core: bool,
 }
 
 /// One product's network keys.
 #[derive(Debug)]
-pub struct Spec {
-    pub product: Product,
-    pub rings: &'static [Ring],
+pub(crate) struct Spec {
+    pub(crate) product: Product,
+    pub(crate) rings: &'static [Ring],
     /// Keys an unset ring address falls back to, in order (Loki's `common`).
-    pub inherit_addr: &'static [&'static str],
-    pub inherit_port: &'static [&'static str],
-    pub inherit_interfaces: &'static [&'static str],
+    pub(crate) inherit_addr: &'static [&'static str],
+    pub(crate) inherit_port: &'static [&'static str],
+    pub(crate) inherit_interfaces: &'static [&'static str],
     /// Keys that also set the gossip advertise address when `memberlist.advertise_addr` is unset.
-    pub inherit_gossip_addr: &'static [&'static str],
+    pub(crate) inherit_gossip_addr: &'static [&'static str],
 }
 
 const LIFECYCLER: Ring = Ring {
@@ -92,7 +111,7 @@ const fn at(path: &'static str, base: Ring, core: bool) -> Ring {
     Ring { path, core, ..base }
 }
 
-pub static TEMPO: Spec = Spec {
+pub(crate) static TEMPO: Spec = Spec {
     product: Product::Tempo,
     rings: &[
         Ring {
@@ -118,7 +137,7 @@ pub static TEMPO: Spec = Spec {
     inherit_gossip_addr: &[],
 };
 
-pub static LOKI: Spec = Spec {
+pub(crate) static LOKI: Spec = Spec {
     product: Product::Loki,
     rings: &[
         Ring {
@@ -145,7 +164,7 @@ pub static LOKI: Spec = Spec {
     inherit_gossip_addr: &["common.instance_addr"],
 };
 
-pub static MIMIR: Spec = Spec {
+pub(crate) static MIMIR: Spec = Spec {
     product: Product::Mimir,
     rings: &[
         at("ingester.ring", IPV6_RING, true),
@@ -163,7 +182,7 @@ pub static MIMIR: Spec = Spec {
     inherit_gossip_addr: &[],
 };
 
-pub fn spec(product: Product) -> &'static Spec {
+pub(crate) fn spec(product: Product) -> &'static Spec {
     match product {
         Product::Tempo => &TEMPO,
         Product::Loki => &LOKI,
@@ -173,7 +192,7 @@ pub fn spec(product: Product) -> &'static Spec {
 
 impl Ring {
     /// `section.key`, as the operator writes it.
-    pub fn key(&self, name: &str) -> String {
+    pub(crate) fn key(&self, name: &str) -> String {
         format!("{}.{name}", self.path)
     }
 }
