@@ -7,32 +7,7 @@ use common::*;
 use serde_json::Value;
 
 /// seeds/tempo-configure-ipv6.md, "Protocol configuration", as the seed prints it.
-const SEED_IPV6_BLOCK: &str = "memberlist:
-  bind_addr:
-    - '::'
-  bind_port: 7946
-
-compactor:
-  ring:
-    kvstore:
-      store: memberlist
-    enable_inet6: true
-
-metrics_generator:
-  ring:
-    enable_inet6: true
-
-ingester:
-  lifecycler:
-    address: '::'
-    enable_inet6: true
-
-server:
-  grpc_listen_address: '::0'
-  grpc_listen_port: 9095
-  http_listen_address: '::0'
-  http_listen_port: 3200
-";
+const SEED_IPV6_BLOCK: &str = include_str!("fixtures/seed-tempo-configure-ipv6.yaml");
 
 fn ipv6_only(tag: &str) -> Netns {
     let ns = Netns::new(tag);

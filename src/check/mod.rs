@@ -175,6 +175,18 @@ fn lookup<'v>(tree: &'v Value, path: &str) -> Option<&'v Value> {
     (!node.is_null()).then_some(node)
 }
 
+/// A list's items with their keys (`key[0]`, …); a single value is a list of one, as dskit takes it.
+fn items<'v>(value: &'v Value, key: &str) -> Vec<(String, &'v Value)> {
+    match value {
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (format!("{key}[{i}]"), v))
+            .collect(),
+        other => vec![(key.to_string(), other)],
+    }
+}
+
 fn list(ips: &[IpAddr]) -> String {
     ips.iter()
         .map(IpAddr::to_string)
@@ -454,16 +466,8 @@ impl<'a> Checker<'a> {
 
     fn memberlist(&mut self, resolver: &dyn Resolver) {
         if let Some(value) = lookup(self.tree, "memberlist.bind_addr") {
-            let items: Vec<(String, &Value)> = match value {
-                Value::Array(items) => items
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| (format!("memberlist.bind_addr[{i}]"), v))
-                    .collect(),
-                other => vec![("memberlist.bind_addr".to_string(), other)],
-            };
             let no_dns = |_: &str| Err::<Vec<IpAddr>, String>("not resolved".into());
-            for (key, item) in items {
+            for (key, item) in items(value, "memberlist.bind_addr") {
                 if let Some(Written::Ips(ips, _)) = self.address(&key, item, &no_dns) {
                     self.bind(&key, item, ips[0]);
                 }
@@ -477,15 +481,7 @@ impl<'a> Checker<'a> {
             }
         }
         if let Some(value) = lookup(self.tree, "memberlist.join_members") {
-            let items: Vec<(String, &Value)> = match value {
-                Value::Array(items) => items
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| (format!("memberlist.join_members[{i}]"), v))
-                    .collect(),
-                other => vec![("memberlist.join_members".to_string(), other)],
-            };
-            for (key, item) in items {
+            for (key, item) in items(value, "memberlist.join_members") {
                 self.join_member(&key, item, resolver);
             }
         }
@@ -588,38 +584,32 @@ impl<'a> Checker<'a> {
             PeerHost::Ip(_) => String::new(),
             PeerHost::Name(_) => format!("resolves to {}: ", list_families(&ips)),
         };
-        if ours.is_empty() {
-            self.push(
+        let records = if family == Family::Ipv6 { "AAAA" } else { "A" };
+        let (code, severity, message, fix) = if ours.is_empty() {
+            (
                 "memberlist.join_wrong_family",
                 Severity::Error,
-                key.into(),
-                show(value),
                 format!(
                     "{resolved}only {} while the cluster gossips over {family}: the join cannot reach it",
                     Family::of(&theirs[0])
                 ),
-                format!(
-                    "write the peer's {family} address, or a name with {} records",
-                    if family == Family::Ipv6 { "AAAA" } else { "A" }
-                ),
-            );
+                format!("write the peer's {family} address, or a name with {records} records"),
+            )
         } else if !theirs.is_empty() {
-            self.push(
+            (
                 "memberlist.join_mixed_family",
                 Severity::Warning,
-                key.into(),
-                show(value),
                 format!(
                     "{resolved}the {} addresses ({}) are dialled too and time out",
                     Family::of(&theirs[0]),
                     list(&theirs)
                 ),
-                format!(
-                    "use a name with only {} records, or list the {family} addresses",
-                    if family == Family::Ipv6 { "AAAA" } else { "A" }
-                ),
-            );
-        }
+                format!("use a name with only {records} records, or list the {family} addresses"),
+            )
+        } else {
+            return;
+        };
+        self.push(code, severity, key.into(), show(value), message, fix);
     }
 
     fn unresolved(&mut self, key: &str, value: &Value, why: String) {

@@ -459,33 +459,8 @@ fn without_an_identity_only_the_host_independent_checks_run() {
 
 // The seeds' Tempo snippets, exactly as the seeds print them.
 
-/// seeds/tempo-configure-ipv6.md, "Protocol configuration".
-const SEED_IPV6_BLOCK: &str = "memberlist:
-  bind_addr:
-    - '::'
-  bind_port: 7946
-
-compactor:
-  ring:
-    kvstore:
-      store: memberlist
-    enable_inet6: true
-
-metrics_generator:
-  ring:
-    enable_inet6: true
-
-ingester:
-  lifecycler:
-    address: '::'
-    enable_inet6: true
-
-server:
-  grpc_listen_address: '::0'
-  grpc_listen_port: 9095
-  http_listen_address: '::0'
-  http_listen_port: 3200
-";
+/// seeds/tempo-configure-ipv6.md, "Protocol configuration": the YAML block, byte for byte.
+const SEED_IPV6_BLOCK: &str = include_str!("../../tests/fixtures/seed-tempo-configure-ipv6.yaml");
 
 /// seeds/tempo-sidecar-proxies.md, the three snippets.
 const SEED_GRPC_PORT: &str = "server:

@@ -71,22 +71,7 @@ pub(crate) fn tempo_block(id: &Identity) -> String {
     let inet6 = id.family == Family::Ipv6;
     let addr = id.grpc.advertise.ip();
     let port = id.grpc.advertise.port();
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# Tempo network settings rendered by stackring for node {}: {} ({}).",
-        id.id, id.family, id.family_reason
-    );
-    let _ = writeln!(out, "server:");
-    let _ = writeln!(out, "  grpc_listen_address: '{}'", id.grpc.listen.ip());
-    let _ = writeln!(out, "  grpc_listen_port: {}", id.grpc.listen.port());
-    let _ = writeln!(out, "  http_listen_address: '{}'", id.http.listen.ip());
-    let _ = writeln!(out, "  http_listen_port: {}", id.http.listen.port());
-    let _ = writeln!(out, "memberlist:");
-    let _ = writeln!(out, "  bind_addr: ['{}']", id.gossip.listen.ip());
-    let _ = writeln!(out, "  bind_port: {}", id.gossip.listen.port());
-    let _ = writeln!(out, "  advertise_addr: '{}'", id.gossip.advertise.ip());
-    let _ = writeln!(out, "  advertise_port: {}", id.gossip.advertise.port());
+    let mut out = servers_block("Tempo", id);
     let _ = writeln!(out, "ingester:");
     let _ = writeln!(out, "  lifecycler:");
     let _ = writeln!(out, "    address: '{addr}'");
@@ -119,25 +104,7 @@ pub(crate) fn mimir_block(id: &Identity) -> String {
 
 fn dskit_block(id: &Identity, spec: &crate::core::products::Spec) -> String {
     let inet6 = id.family == Family::Ipv6;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# {} network settings rendered by stackring for node {}: {} ({}).",
-        spec.product.name(),
-        id.id,
-        id.family,
-        id.family_reason
-    );
-    let _ = writeln!(out, "server:");
-    let _ = writeln!(out, "  grpc_listen_address: '{}'", id.grpc.listen.ip());
-    let _ = writeln!(out, "  grpc_listen_port: {}", id.grpc.listen.port());
-    let _ = writeln!(out, "  http_listen_address: '{}'", id.http.listen.ip());
-    let _ = writeln!(out, "  http_listen_port: {}", id.http.listen.port());
-    let _ = writeln!(out, "memberlist:");
-    let _ = writeln!(out, "  bind_addr: ['{}']", id.gossip.listen.ip());
-    let _ = writeln!(out, "  bind_port: {}", id.gossip.listen.port());
-    let _ = writeln!(out, "  advertise_addr: '{}'", id.gossip.advertise.ip());
-    let _ = writeln!(out, "  advertise_port: {}", id.gossip.advertise.port());
+    let mut out = servers_block(spec.product.name(), id);
     // Rings grouped under their top-level section, in the schema's order.
     let mut sections: Vec<(&str, Vec<&crate::core::products::Ring>)> = Vec::new();
     for ring in spec.rings {
@@ -162,6 +129,28 @@ fn dskit_block(id: &Identity, spec: &crate::core::products::Spec) -> String {
             let _ = writeln!(out, "{indent}{}: {inet6}", ring.inet6);
         }
     }
+    out
+}
+
+/// The block's heading, `server` (listen) and `memberlist` (bind and advertise), the same for
+/// every dskit product.
+fn servers_block(product: &str, id: &Identity) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# {product} network settings rendered by stackring for node {}: {} ({}).",
+        id.id, id.family, id.family_reason
+    );
+    let _ = writeln!(out, "server:");
+    let _ = writeln!(out, "  grpc_listen_address: '{}'", id.grpc.listen.ip());
+    let _ = writeln!(out, "  grpc_listen_port: {}", id.grpc.listen.port());
+    let _ = writeln!(out, "  http_listen_address: '{}'", id.http.listen.ip());
+    let _ = writeln!(out, "  http_listen_port: {}", id.http.listen.port());
+    let _ = writeln!(out, "memberlist:");
+    let _ = writeln!(out, "  bind_addr: ['{}']", id.gossip.listen.ip());
+    let _ = writeln!(out, "  bind_port: {}", id.gossip.listen.port());
+    let _ = writeln!(out, "  advertise_addr: '{}'", id.gossip.advertise.ip());
+    let _ = writeln!(out, "  advertise_port: {}", id.gossip.advertise.port());
     out
 }
 
