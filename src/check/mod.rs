@@ -25,9 +25,12 @@
 //! | `memberlist.join_wrong_family` | error | a join member (resolving) only to the other family |
 //! | `memberlist.join_mixed_family` | warning | a join name resolving to both families (grafana/dskit#185) |
 //! | `memberlist.join_unresolved` | warning | a join name that does not resolve here |
-//! | `port.proxy_bypassed` | error | the ring advertises the listen port, stackring a proxy's (cortexproject/cortex#3642) |
-//! | `port.no_proxy` | error | the ring advertises another port, stackring the listen port |
-//! | `port.advertised_mismatch` | error | both differ from the listen port, and from each other |
+//! | `port.proxy_bypassed` | error/warning | the ring advertises the listen port, stackring a proxy's (cortexproject/cortex#3642) |
+//! | `port.no_proxy` | error/warning | the ring advertises another port, stackring the listen port |
+//! | `port.advertised_mismatch` | error/warning | both differ from the listen port, and from each other |
+//!
+//! "error/warning": an error where the file writes the ring, a warning for a ring of the default
+//! deployment that the file leaves out (or, for interfaces, where another listed one works).
 //! | `listen.excludes_family` | error | a listen address that cannot accept the cluster's family |
 //! | `listen.loopback` | error | a listen address on loopback |
 //! | `listen.not_local` | warning | a listen address this host does not have |
@@ -798,7 +801,7 @@ impl<'a> Checker<'a> {
             .collect();
         let bad: Vec<String> = verdicts
             .iter()
-            .filter_map(|(name, why)| why.as_ref().map(|w| format!("'{name}' {w}")))
+            .filter_map(|(name, why)| why.as_ref().map(|w| format!("'{name}' ({w})")))
             .collect();
         let none_good = bad.len() == verdicts.len();
         // A default list with one good interface works; say nothing about the others.
@@ -862,6 +865,7 @@ impl<'a> Checker<'a> {
         let Some(listen) = listen else { return };
         let own = ring.key(ring.port);
         let written = self.effective(&own, self.spec.inherit_port);
+        let port_written = written.is_some();
         let (key, value, port) = match written {
             Some((key, v)) => match self.port_value(&key, v, true) {
                 Some(p) => (key, show(v), Some(p)),
@@ -902,7 +906,14 @@ impl<'a> Checker<'a> {
                 format!("set {key}: {ours}"),
             )
         };
-        self.push(code, Severity::Error, key, value, message, fix);
+        // A ring left out of the file (its port too) runs only where its component does: worth a
+        // look, not a failure.
+        let severity = if present || port_written {
+            Severity::Error
+        } else {
+            Severity::Warning
+        };
+        self.push(code, severity, key, value, message, fix);
     }
 
     fn port_value(&mut self, key: &str, value: &Value, zero_ok: bool) -> Option<u16> {
