@@ -16,7 +16,7 @@
 //! | `advertised.differs` | warning | not the address stackring advertises for this node |
 //! | `ring.inet6_missing` | error | IPv6 cluster, a written ring without its IPv6 flag (grafana/loki#13416) |
 //! | `ring.inet6_unset` | warning | IPv6 cluster, a default ring left out of the file |
-//! | `ring.inet6_on_ipv4` | warning | the IPv6 flag on in an IPv4 cluster |
+//! | `ring.inet6_on_ipv4` | error/warning | the IPv6 flag on in an IPv4 cluster (an error when the ring's interfaces hold IPv6: dskit then prefers it) |
 //! | `interface.absent` | error/warning | an interface name that does not exist here (grafana/mimir#8325) |
 //! | `interface.no_address` | error/warning | an interface with no usable address of the family |
 //! | `memberlist.bind_wrong_family` | error | gossip bound to the other family only |
@@ -153,6 +153,10 @@ enum Endpoint {
     Grpc,
     Gossip,
 }
+
+/// A ring's interface names: the key they were read from, the names, the written value (`None`
+/// for the product's default).
+type InterfaceList<'a> = (String, Vec<String>, Option<&'a Value>);
 
 /// An address as written: literal, a name (with what it resolved to), or left to the product.
 enum Written {
@@ -659,15 +663,18 @@ impl<'a> Checker<'a> {
         // interfaces and its IPv6 flag (ring/util.go GetInstanceAddr).
         let explicit = self.effective(&addr_key, self.spec.inherit_addr).is_some();
         if !explicit {
-            self.inet6(ring, present);
-            self.interfaces(ring);
+            let list = self.interface_list(ring);
+            self.inet6(ring, present, list.as_ref());
+            if let Some(list) = list {
+                self.interfaces(ring, list);
+            }
         }
         if present || ring.core {
             self.port(ring, present);
         }
     }
 
-    fn inet6(&mut self, ring: &Ring, present: bool) {
+    fn inet6(&mut self, ring: &Ring, present: bool, list: Option<&InterfaceList<'a>>) {
         let key = ring.key(ring.inet6);
         let written = lookup(self.tree, &key);
         let on = match written {
@@ -707,34 +714,54 @@ impl<'a> Checker<'a> {
                 ),
                 format!("add {key}: true (harmless where the component does not run)"),
             ),
-            Some(Family::Ipv4) if on => self.push(
-                "ring.inet6_on_ipv4",
-                Severity::Warning,
-                key.clone(),
-                "true".into(),
-                "lets the ring take an IPv6 address of its interfaces while the cluster uses IPv4"
-                    .into(),
-                format!("set {key}: false, or write {} explicitly", ring.key(ring.addr)),
-            ),
+            Some(Family::Ipv4) if on => {
+                // dskit prefers an IPv6 address over an IPv4 one of the same quality when the
+                // flag is on (netutil `filterBestIP`): with one on the interfaces, the ring
+                // advertises IPv6 in an IPv4 cluster.
+                let snapshot = self.host.snapshot;
+                let v6 = list.and_then(|(_, names, _)| {
+                    snapshot.addresses.values().find(|a| {
+                        a.family() == Family::Ipv6
+                            && usability(snapshot, a).is_ok()
+                            && snapshot
+                                .link(a.link_index)
+                                .is_some_and(|l| names.contains(&l.name))
+                    })
+                });
+                let (severity, message) = match v6 {
+                    Some(a) => (
+                        Severity::Error,
+                        format!(
+                            "makes {} advertise {} (dskit prefers IPv6 when the flag is on) while the cluster uses IPv4",
+                            ring.path, a.ip
+                        ),
+                    ),
+                    None => (
+                        Severity::Warning,
+                        "lets the ring take an IPv6 address of its interfaces (dskit prefers one when the flag is on) while the cluster uses IPv4".into(),
+                    ),
+                };
+                self.push(
+                    "ring.inet6_on_ipv4",
+                    severity,
+                    key.clone(),
+                    "true".into(),
+                    message,
+                    format!("set {key}: false, or write {} explicitly", ring.key(ring.addr)),
+                )
+            }
             _ => {}
         }
     }
 
-    /// The interfaces a ring reads its address from must exist and hold a usable address of the
-    /// cluster's family; missing ones are errors when none of the list does (grafana/mimir#8325,
-    /// grafana/tempo#3590), warnings otherwise.
-    fn interfaces(&mut self, ring: &Ring) {
+    /// The interfaces a ring reads its address from: written (own or inherited), else the
+    /// product's fixed default; `None` when unknown (the host's private interfaces) or invalid.
+    fn interface_list(&mut self, ring: &Ring) -> Option<InterfaceList<'a>> {
         let own = ring.key(ring.interfaces);
-        let (key, names, written): (String, Vec<String>, Option<&'a Value>) = match self
-            .effective(&own, self.spec.inherit_interfaces)
-        {
+        match self.effective(&own, self.spec.inherit_interfaces) {
             Some((key, value)) => {
-                let items: Vec<&Value> = match value {
-                    Value::Array(items) => items.iter().collect(),
-                    other => vec![other],
-                };
                 let mut names = Vec::new();
-                for item in items {
+                for (_, item) in items(value, &key) {
                     match item.as_str() {
                         Some(s) if interface_name_problem(s).is_none() => names.push(s.to_string()),
                         _ => {
@@ -744,22 +771,31 @@ impl<'a> Checker<'a> {
                                 "is not a list of interface names",
                                 "write names the kernel accepts, e.g. ['eth0']",
                             );
-                            return;
+                            return None;
                         }
                     }
                 }
-                (key, names, Some(value))
+                Some((key, names, Some(value)))
             }
-            None if !ring.default_interfaces.is_empty() => (
+            None if !ring.default_interfaces.is_empty() => Some((
                 own,
                 ring.default_interfaces
                     .iter()
                     .map(|s| s.to_string())
                     .collect(),
                 None,
-            ),
-            None => return,
-        };
+            )),
+            None => None,
+        }
+    }
+
+    /// The interfaces a ring reads its address from must exist and hold a usable address of the
+    /// cluster's family; missing ones are errors when none of the list does (grafana/mimir#8325,
+    /// grafana/tempo#3590), warnings otherwise. A link-local address does not count: dskit's
+    /// netutil (`filterBestIP`, since grafana/dskit#185) falls back to one when nothing better is
+    /// there, and peers cannot dial it.
+    fn interfaces(&mut self, ring: &Ring, list: InterfaceList<'a>) {
+        let (key, names, written) = list;
         let snapshot = self.host.snapshot;
         let family = self.family;
         let usable =

@@ -111,6 +111,14 @@ fn ens3_v6() -> HostSnapshot {
     host(&[("ens3", &["2001:db8::5"])])
 }
 
+fn link_local_nic() -> HostSnapshot {
+    host(&[("eth0", &["2001:db8::5"]), ("eth1", &["fe80::7"])])
+}
+
+fn dual_stack() -> HostSnapshot {
+    host(&[("eth0", &["10.0.0.5", "2001:db8::5"])])
+}
+
 fn two_nics() -> HostSnapshot {
     host(&[("eth0", &["2001:db8::5"]), ("eth1", &["10.0.0.5"])])
 }
@@ -148,9 +156,10 @@ const CASES: &[Case] = &[
         errors: &[("advertised.loopback", "ingester.lifecycler.address")],
         says: &["from 'localhost'"],
     },
-    // grafana/mimir#8325 shape: an advertised address of the other family.
+    // grafana/tempo#1544 ("Add option to register IPv6 address"): the ring held the other
+    // family's address.
     Case {
-        why: "grafana/mimir#8325",
+        why: "grafana/tempo#1544",
         product: Product::Mimir,
         host: v6,
         stackring: "",
@@ -158,7 +167,8 @@ const CASES: &[Case] = &[
         errors: &[("advertised.wrong_family", "ingester.ring.instance_addr")],
         says: &["IPv4", "IPv6", "2001:db8::5"],
     },
-    // Link-local advertised (fe80::/10 needs a zone; dskit#185 saw it picked from interfaces).
+    // Link-local advertised: dskit's netutil (grafana/dskit#185) takes one only as a last resort,
+    // written by hand it is always wrong (fe80::/10 needs a zone and is not routed).
     Case {
         why: "grafana/dskit#185",
         product: Product::Tempo,
@@ -228,6 +238,31 @@ const CASES: &[Case] = &[
             "metrics_generator.ring.instance_interface_names",
         )],
         says: &["10.0.0.5 (IPv4)", "['eth0']"],
+    },
+    // grafana/dskit#185: netutil falls back to a link-local address when the interface has
+    // nothing better; here the ring's interface has only fe80::, the node's address is on eth0.
+    Case {
+        why: "grafana/dskit#185",
+        product: Product::Tempo,
+        host: link_local_nic,
+        stackring: "",
+        yaml: "metrics_generator:\n  ring:\n    instance_interface_names: [eth1]\n    enable_inet6: true\n",
+        errors: &[(
+            "interface.no_address",
+            "metrics_generator.ring.instance_interface_names",
+        )],
+        says: &["fe80::7 (link-local address)", "['eth0']"],
+    },
+    // grafana/dskit#185 (filterBestIP prefers IPv6 when the flag is on): on a dual-stack node of
+    // an IPv4 cluster the flag makes the ring advertise IPv6.
+    Case {
+        why: "grafana/dskit#185",
+        product: Product::Tempo,
+        host: dual_stack,
+        stackring: "",
+        yaml: "ingester:\n  lifecycler:\n    enable_inet6: true\n",
+        errors: &[("ring.inet6_on_ipv4", "ingester.lifecycler.enable_inet6")],
+        says: &["advertise 2001:db8::5", "IPv4", "false"],
     },
     // grafana/tempo#1544 ("try using bind ::0 in the memberlist config"): gossip bound to IPv4.
     Case {
@@ -539,11 +574,13 @@ fn seed_sidecar_snippets_against_the_port_stackring_publishes() {
 /// no finding at all, on IPv6, IPv6 behind a proxy, and IPv4.
 #[test]
 fn rendered_blocks_pass_the_check() {
-    let hosts: [(&str, HostSnapshot, &str); 4] = [
+    let hosts: [(&str, HostSnapshot, &str); 6] = [
         ("ipv6", v6(), ""),
         ("ipv6 + proxy", v6(), "lifecycler: {port: 19095}\n"),
         ("ipv4", v4(), ""),
         ("ipv4 on ens3", host(&[("ens3", &["10.0.0.5"])]), ""),
+        ("dual-stack, ipv4", dual_stack(), ""),
+        ("dual-stack, ipv6", dual_stack(), "node: {use_internal_ipv6: true}\n"),
     ];
     for (name, snapshot, stackring) in hosts {
         let settings = parse_str(stackring, "node-a").unwrap();
