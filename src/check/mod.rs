@@ -42,8 +42,9 @@ pub(crate) mod shim;
 #[cfg(test)]
 mod tests;
 
-use crate::core::config::{advertised_refusal, interface_name_problem, is_link_local, show};
+use crate::core::config::{interface_name_problem, show};
 use crate::core::decide::{usability, Identity};
+use crate::core::net::{is_link_local, parse_address, refusal, AddrRole};
 use crate::core::peer::{PeerAddr, PeerHost};
 pub(crate) use crate::core::preflight::Severity;
 pub(crate) use crate::core::products::Product;
@@ -272,26 +273,14 @@ impl<'a> Checker<'a> {
             .strip_prefix('[')
             .and_then(|t| t.strip_suffix(']'))
             .unwrap_or(text);
-        if let Ok(ip) = bare.parse::<IpAddr>() {
-            return Some(Written::Ips(vec![ip], None));
-        }
-        let fix = if text.contains('/') {
-            format!(
-                "write a single address without the prefix length, e.g. '{}'",
-                text.split('/').next().unwrap_or_default()
-            )
-        } else if text.contains(':') {
-            "write the address alone, without a port (ports have their own keys)".to_string()
-        } else {
-            String::new()
+        // The one address parser (core::net); what it refuses is reported with its words, unless
+        // the text is a host name.
+        let problem = match parse_address(bare, AddrRole::Listen) {
+            Ok(ip) => return Some(Written::Ips(vec![ip], None)),
+            Err(problem) => problem,
         };
-        if !fix.is_empty() {
-            let problem = if text.contains('/') {
-                "is a network (CIDR), not an address"
-            } else {
-                "is not an IP address"
-            };
-            self.invalid(key, value, problem, &fix);
+        if bare.contains(['/', ':', '[']) {
+            self.invalid(key, value, &problem.problem, &problem.fix);
             return Some(Written::Invalid);
         }
         // A host name: what it stands for is what peers get.
@@ -354,7 +343,7 @@ impl<'a> Checker<'a> {
             } else {
                 continue;
             };
-            let why = advertised_refusal(ip).unwrap_or("cannot be dialled by peers");
+            let why = refusal(AddrRole::Advertised, ip).unwrap_or("cannot be dialled by peers");
             let fix = match self.host.identity {
                 Ok(id) => format!(
                     "{fix}: stackring advertises {} for this node",

@@ -580,7 +580,11 @@ fn rendered_blocks_pass_the_check() {
         ("ipv4", v4(), ""),
         ("ipv4 on ens3", host(&[("ens3", &["10.0.0.5"])]), ""),
         ("dual-stack, ipv4", dual_stack(), ""),
-        ("dual-stack, ipv6", dual_stack(), "node: {use_internal_ipv6: true}\n"),
+        (
+            "dual-stack, ipv6",
+            dual_stack(),
+            "node: {use_internal_ipv6: true}\n",
+        ),
     ];
     for (name, snapshot, stackring) in hosts {
         let settings = parse_str(stackring, "node-a").unwrap();
