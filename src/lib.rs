@@ -15,8 +15,10 @@
 //!   - `core::members`: member projection (gossip states → one row per node, OK/DOWN, LEFT).
 //!   - `core::preflight`: host readiness checks with stable codes (pure `evaluate`, I/O in `gather`).
 //!   - `core::ring`, `core::render`, `core::hosts`, `core::state`, `core::ipfmt`: the `/ring` page,
-//!     `identity.env` and Tempo/Loki/Mimir blocks, `/etc/hosts` parsing and fix, what the daemon publishes, fast
-//!     address text.
+//!     `identity.env` and Tempo/Loki/Mimir blocks, `/etc/hosts` parsing and fix, what the daemon
+//!     publishes, fast address text.
+//!   - `core::products`: where Tempo, Loki and Mimir keep their network keys (each ring's address,
+//!     port, interfaces and IPv6 flag), for `core::render` and `check`.
 //! - [`agent`] — the daemon's moving parts, each owning its state:
 //!   - `agent::node`: the cluster node (bootstrap, persisted record, admin changes, join client).
 //!   - `agent::membership`: gossip on chitchat with the transport injected (UDP, or in memory in tests).
