@@ -687,8 +687,9 @@ impl<'a> Checker<'a> {
                 key.clone(),
                 written.map(show).unwrap_or_else(|| "(not set)".into()),
                 format!(
-                    "is not true while the cluster uses IPv6: {} finds no IPv4 address to register and fails (or registers an IPv4 one)",
-                    ring.path
+                    "is not true while the cluster uses IPv6: {} finds no IPv4 address to register and fails (or registers an IPv4 one){}",
+                    ring.path,
+                    self.uncopied_inet6()
                 ),
                 format!("set {key}: true, or write {} explicitly", ring.key(ring.addr)),
             ),
@@ -741,6 +742,16 @@ impl<'a> Checker<'a> {
             }
             _ => {}
         }
+    }
+
+    /// `; common.ring.instance_enable_ipv6 is not copied into the rings` when the file relies on it.
+    fn uncopied_inet6(&self) -> String {
+        self.spec
+            .uncopied_inet6
+            .iter()
+            .find(|key| lookup(self.tree, key) == Some(&Value::Bool(true)))
+            .map(|key| format!("; {key} is not copied into the rings"))
+            .unwrap_or_default()
     }
 
     /// The interfaces a ring reads its address from: written (own or inherited), else the

@@ -187,7 +187,7 @@ const CASES: &[Case] = &[
         stackring: "",
         yaml: "common:\n  ring:\n    instance_enable_ipv6: true\n    kvstore:\n      store: memberlist\nmemberlist:\n  bind_addr: ['::']\n  join_members: ['ring6.example:7946']\ningester:\n  lifecycler:\n    enable_inet6: true\ndistributor:\n  ring:\n    kvstore:\n      store: memberlist\n",
         errors: &[("ring.inet6_missing", "distributor.ring.instance_enable_ipv6")],
-        says: &["(not set)", "IPv6"],
+        says: &["(not set)", "IPv6", "common.ring.instance_enable_ipv6 is not copied"],
     },
     // The Tempo helm chart's IPv6 values (grafana/helm-charts#2953) as Tempo 2.x read them:
     // compactor and metrics-generator set, the ingester forgotten.

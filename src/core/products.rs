@@ -74,6 +74,8 @@ pub(crate) struct Spec {
     pub(crate) inherit_interfaces: &'static [&'static str],
     /// Keys that also set the gossip advertise address when `memberlist.advertise_addr` is unset.
     pub(crate) inherit_gossip_addr: &'static [&'static str],
+    /// IPv6 flags that look shared but are not copied into the rings (Loki's `common.ring`).
+    pub(crate) uncopied_inet6: &'static [&'static str],
 }
 
 const LIFECYCLER: Ring = Ring {
@@ -135,6 +137,7 @@ pub(crate) static TEMPO: Spec = Spec {
     inherit_port: &[],
     inherit_interfaces: &[],
     inherit_gossip_addr: &[],
+    uncopied_inet6: &[],
 };
 
 pub(crate) static LOKI: Spec = Spec {
@@ -162,6 +165,7 @@ pub(crate) static LOKI: Spec = Spec {
         "common.instance_interface_names",
     ],
     inherit_gossip_addr: &["common.instance_addr"],
+    uncopied_inet6: &["common.ring.instance_enable_ipv6"],
 };
 
 pub(crate) static MIMIR: Spec = Spec {
@@ -180,6 +184,7 @@ pub(crate) static MIMIR: Spec = Spec {
     inherit_port: &[],
     inherit_interfaces: &[],
     inherit_gossip_addr: &[],
+    uncopied_inet6: &[],
 };
 
 pub(crate) fn spec(product: Product) -> &'static Spec {
