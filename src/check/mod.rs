@@ -105,8 +105,8 @@ pub(crate) fn parse(text: &str) -> Result<Value, String> {
     }
 }
 
-/// Every finding for `tree`, a parsed configuration of `product`, in the order of the file's
-/// sections: server, memberlist, then each ring.
+/// Every finding for `tree`, a parsed configuration of `product`, in a fixed order: listen
+/// addresses, memberlist, shared (`common`) keys, then each ring of the product in turn.
 pub(crate) fn check(
     product: Product,
     tree: &Value,
@@ -238,7 +238,7 @@ impl<'a> Checker<'a> {
         );
     }
 
-    /// Addresses of the host that can carry cluster traffic.
+    /// Whether an interface of this host holds `ip` (whatever its state).
     fn has_local(&self, ip: &IpAddr) -> bool {
         self.host.snapshot.addresses.values().any(|a| a.ip == *ip)
     }
