@@ -19,8 +19,10 @@
 //!   - `core::refusal`: why a request is refused (a kind and the operator's body).
 //!   - `core::preflight`: host readiness checks with stable codes (`evaluate`, the hosts fix plan).
 //!   - `core::ring`, `core::render`, `core::hosts`, `core::state`, `core::ipfmt`: the `/ring` page,
-//!     `identity.env` and Tempo blocks, `/etc/hosts` parsing, what the daemon publishes, fast
-//!     address text.
+//!     `identity.env` and Tempo/Loki/Mimir blocks, `/etc/hosts` parsing, what the daemon
+//!     publishes, fast address text.
+//!   - `core::products`: where Tempo, Loki and Mimir keep their network keys (each ring's address,
+//!     port, interfaces and IPv6 flag), for `core::render` and `check`.
 //! - [`agent`] — the daemon's moving parts, each owning its state:
 //!   - `agent::node`: the cluster node — one actor task that owns membership and writes the record,
 //!     and the handle the servers hold (bootstrap, admin changes, joins, the gRPC client).
@@ -33,6 +35,8 @@
 //!   bodies → typed values), `api::error` (one refusal → HTTP status or gRPC code),
 //!   `api::jsonbody`, `api::limits` (connection limits and timeouts, the HTTP/1 accept loop).
 //! - [`proto`] — the generated gRPC types (public: the API for programs).
+//! - `check` — `stackring check tempo|loki|mimir FILE`: a product's network block judged against
+//!   the host and the decided identity (pure, on `core`; file, DNS and printing in `check::shim`).
 //! - [`cli`] — the admin CLI.
 //! - `serve` — wiring: bind, build, READY=1, the identity loop, signals, reload, shutdown.
 pub mod cli;
@@ -40,6 +44,7 @@ pub mod proto;
 
 pub(crate) mod agent;
 pub(crate) mod api;
+pub(crate) mod check;
 pub(crate) mod core;
 pub(crate) mod serve;
 

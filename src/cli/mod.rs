@@ -54,8 +54,16 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
-    /// Print the identity as an environment file or as Tempo's network config block.
+    /// Print the identity as an environment file or as Tempo's, Loki's or Mimir's network block.
     Render { format: RenderFormat },
+    /// Check a Tempo, Loki or Mimir configuration file's network settings against this host and
+    /// the identity stackring decides. Exit 0 when clean, 1 on errors, 2 when FILE is unreadable.
+    Check {
+        product: crate::check::Product,
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Change a node of the cluster (through the local daemon, which carries it to the cluster).
     Node {
         /// The node id (`lifecycler.id`, shown by `status nodes`).
@@ -131,6 +139,8 @@ pub(crate) enum ConfigCommand {
 pub(crate) enum RenderFormat {
     Env,
     Tempo,
+    Loki,
+    Mimir,
 }
 
 /// The binary's entry: parses the command line, starts logging, runs; returns the exit code.
@@ -234,6 +244,8 @@ fn run(cli: Cli) -> i32 {
                 let text = match format {
                     RenderFormat::Env => render::env_file(&id),
                     RenderFormat::Tempo => render::tempo_block(&id),
+                    RenderFormat::Loki => render::loki_block(&id),
+                    RenderFormat::Mimir => render::mimir_block(&id),
                 };
                 print!("{text}");
                 0
@@ -243,6 +255,11 @@ fn run(cli: Cli) -> i32 {
                 1
             }
         },
+        Command::Check {
+            product,
+            file,
+            json,
+        } => crate::check::shim::run(product, &file, json, &snapshot, &settings, ctx),
         Command::Serve
         | Command::Config { .. }
         | Command::Status { .. }

@@ -1003,7 +1003,7 @@ fn cap_lines(text: &str) -> String {
 }
 
 /// A YAML value as it appears in an error message (at most ~80 characters of it).
-fn show(value: &Value) -> String {
+pub(crate) fn show(value: &Value) -> String {
     use echo;
     match value {
         Value::Null => String::new(),

@@ -9,6 +9,7 @@ pub(crate) mod members;
 pub(crate) mod net;
 pub(crate) mod peer;
 pub(crate) mod preflight;
+pub(crate) mod products;
 pub(crate) mod refusal;
 pub(crate) mod render;
 pub(crate) mod ring;

@@ -1,4 +1,5 @@
-//! Pure renderings of an identity: the `identity.env` file and Tempo's network config block.
+//! Pure renderings of an identity: the `identity.env` file and Tempo's, Loki's and Mimir's network
+//! config blocks.
 
 use crate::core::decide::Identity;
 use crate::core::snapshot::Family;
@@ -70,22 +71,7 @@ pub(crate) fn tempo_block(id: &Identity) -> String {
     let inet6 = id.family == Family::Ipv6;
     let addr = id.grpc.advertise.ip();
     let port = id.grpc.advertise.port();
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# Tempo network settings rendered by stackring for node {}: {} ({}).",
-        id.id, id.family, id.family_reason
-    );
-    let _ = writeln!(out, "server:");
-    let _ = writeln!(out, "  grpc_listen_address: '{}'", id.grpc.listen.ip());
-    let _ = writeln!(out, "  grpc_listen_port: {}", id.grpc.listen.port());
-    let _ = writeln!(out, "  http_listen_address: '{}'", id.http.listen.ip());
-    let _ = writeln!(out, "  http_listen_port: {}", id.http.listen.port());
-    let _ = writeln!(out, "memberlist:");
-    let _ = writeln!(out, "  bind_addr: ['{}']", id.gossip.listen.ip());
-    let _ = writeln!(out, "  bind_port: {}", id.gossip.listen.port());
-    let _ = writeln!(out, "  advertise_addr: '{}'", id.gossip.advertise.ip());
-    let _ = writeln!(out, "  advertise_port: {}", id.gossip.advertise.port());
+    let mut out = servers_block("Tempo", id);
     let _ = writeln!(out, "ingester:");
     let _ = writeln!(out, "  lifecycler:");
     let _ = writeln!(out, "    address: '{addr}'");
@@ -101,6 +87,70 @@ pub(crate) fn tempo_block(id: &Identity) -> String {
         let _ = writeln!(out, "    instance_addr: '{addr}'");
         let _ = writeln!(out, "    instance_port: {port}");
     }
+    out
+}
+
+/// Loki's network block: `server`, `memberlist`, and every ring of `core::products::LOKI` with this
+/// node's advertised gRPC address and port and the IPv6 flag (Loki copies addresses from `common`
+/// but not the flag, grafana/loki#13416, so each ring gets all three).
+pub(crate) fn loki_block(id: &Identity) -> String {
+    dskit_block(id, &crate::core::products::LOKI)
+}
+
+/// Mimir's network block, as [`loki_block`] for the rings of `core::products::MIMIR`.
+pub(crate) fn mimir_block(id: &Identity) -> String {
+    dskit_block(id, &crate::core::products::MIMIR)
+}
+
+fn dskit_block(id: &Identity, spec: &crate::core::products::Spec) -> String {
+    let inet6 = id.family == Family::Ipv6;
+    let mut out = servers_block(spec.product.name(), id);
+    // Rings grouped under their top-level section, in the schema's order.
+    let mut sections: Vec<(&str, Vec<&crate::core::products::Ring>)> = Vec::new();
+    for ring in spec.rings {
+        let top = ring.path.split('.').next().unwrap_or(ring.path);
+        match sections.iter_mut().find(|(t, _)| *t == top) {
+            Some((_, rings)) => rings.push(ring),
+            None => sections.push((top, vec![ring])),
+        }
+    }
+    for (top, rings) in sections {
+        let _ = writeln!(out, "{top}:");
+        for ring in rings {
+            let indent = match ring.path.split_once('.') {
+                Some((_, sub)) => {
+                    let _ = writeln!(out, "  {sub}:");
+                    "    "
+                }
+                None => "  ",
+            };
+            let _ = writeln!(out, "{indent}{}: '{}'", ring.addr, id.grpc.advertise.ip());
+            let _ = writeln!(out, "{indent}{}: {}", ring.port, id.grpc.advertise.port());
+            let _ = writeln!(out, "{indent}{}: {inet6}", ring.inet6);
+        }
+    }
+    out
+}
+
+/// The block's heading, `server` (listen) and `memberlist` (bind and advertise), the same for
+/// every dskit product.
+fn servers_block(product: &str, id: &Identity) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# {product} network settings rendered by stackring for node {}: {} ({}).",
+        id.id, id.family, id.family_reason
+    );
+    let _ = writeln!(out, "server:");
+    let _ = writeln!(out, "  grpc_listen_address: '{}'", id.grpc.listen.ip());
+    let _ = writeln!(out, "  grpc_listen_port: {}", id.grpc.listen.port());
+    let _ = writeln!(out, "  http_listen_address: '{}'", id.http.listen.ip());
+    let _ = writeln!(out, "  http_listen_port: {}", id.http.listen.port());
+    let _ = writeln!(out, "memberlist:");
+    let _ = writeln!(out, "  bind_addr: ['{}']", id.gossip.listen.ip());
+    let _ = writeln!(out, "  bind_port: {}", id.gossip.listen.port());
+    let _ = writeln!(out, "  advertise_addr: '{}'", id.gossip.advertise.ip());
+    let _ = writeln!(out, "  advertise_port: {}", id.gossip.advertise.port());
     out
 }
 
