@@ -53,7 +53,7 @@ pub(crate) mod serve;
 pub mod fuzzing {
     pub use crate::api::admin::{AddrChange, ExternalChange};
     pub use crate::api::jsonbody::parse as parse_json_body;
-    pub use crate::cli::parse_admin_response;
+    pub use crate::cli::admin::parse_admin_response;
     pub use crate::core::cluster::{
         apply_external, newest_override, proofs_match, relay_proof, validate_bootstrap, Action,
         BootstrapRequest, ExternalOp, Override, Seeds,

@@ -169,3 +169,78 @@ fn version_names_the_commit() {
         "{v}"
     );
 }
+
+/// Completions and a man page from the same definitions as `--help`; exit codes documented.
+#[test]
+fn completions_man_page_and_exit_codes() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(STACKRING)
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        let script = text(&out.stdout);
+        assert!(
+            script.contains("stackring") && script.contains("external_addr"),
+            "{shell}: {script}"
+        );
+    }
+    let out = Command::new(STACKRING).arg("man").output().unwrap();
+    let page = text(&out.stdout);
+    assert!(page.contains(".TH stackring"), "{page}");
+    assert!(page.contains("Exit codes"), "{page}");
+    let out = Command::new(STACKRING).arg("--help").output().unwrap();
+    let help = text(&out.stdout);
+    assert!(
+        help.contains("Exit codes: 0 success") && help.contains("78"),
+        "{help}"
+    );
+    let out = Command::new(STACKRING)
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an unknown shell is a usage error"
+    );
+}
+
+/// Without a daemon the admin commands say so, and how to start it (not "Connection refused").
+#[test]
+fn admin_commands_without_a_daemon_say_it_is_not_running() {
+    let dir = std::env::temp_dir().join(format!("stackring-cli-nodaemon-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("c.yaml");
+    std::fs::write(
+        &config,
+        format!("node:\n  runtime_dir: {}\n", dir.display()),
+    )
+    .unwrap();
+    // A stale socket left by a daemon that stopped, and no socket at all.
+    for stale in [true, false] {
+        let socket = dir.join("admin.sock");
+        let _ = std::fs::remove_file(&socket);
+        if stale {
+            drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+        }
+        for args in [
+            &["status"][..],
+            &["status", "nodes"],
+            &["node", "node2", "forget"],
+        ] {
+            let out = Command::new(STACKRING)
+                .arg("--config")
+                .arg(&config)
+                .args(args)
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(1), "{args:?}");
+            let err = text(&out.stderr);
+            assert!(
+                err.contains("not running") && err.contains("systemctl start stackring"),
+                "stale={stale} {args:?}: {err}"
+            );
+        }
+    }
+}

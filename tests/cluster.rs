@@ -193,6 +193,21 @@ fn three_node_ipv6_only_cluster_forms_fails_over_and_rejoins() {
         serde_json::from_str(&cli(&hosts[1], &daemons[1], &["status", "nodes", "--json"])).unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 3);
     assert!(listed[0]["status"].as_str().unwrap().starts_with("OK"));
+    // `stackring status`: this node, in words (consul members' single-node view).
+    let local = cli(&hosts[1], &daemons[1], &["status"]);
+    for needle in [
+        "node2",
+        "ready",
+        "ipv6",
+        "3 member(s), 3 OK, 0 DOWN",
+        "membership   OK",
+    ] {
+        assert!(local.contains(needle), "{needle}: {local}");
+    }
+    let local: Value =
+        serde_json::from_str(&cli(&hosts[1], &daemons[1], &["status", "--json"])).unwrap();
+    assert_eq!(local["identity"]["id"], "node2");
+    assert_eq!(local["cluster"]["nodes"].as_array().unwrap().len(), 3);
 
     // kill -9 node3: the others see it DOWN within seconds.
     let killed_at = Instant::now();
@@ -1144,7 +1159,7 @@ fn back_to_back_admin_changes_apply_in_order_everywhere_and_survive_restarts() {
         };
         let addrs: Vec<String> = addrs.iter().map(|s| s.to_string()).collect();
         let refs: Vec<&str> = addrs.iter().map(String::as_str).collect();
-        let mut args = vec!["node", "node2", "external_addr", op];
+        let mut args = vec!["node", "node2", "external_addr", op, "--json"];
         args.extend(refs.iter().copied());
         let (code, out, err) = cli(&hosts[issuer], &daemons[issuer], &args);
         assert_eq!(

@@ -80,6 +80,7 @@ let
     lib = stubLib;
     rustPlatform.buildRustPackage = args: args;
     coreutils = store "coreutils";
+    installShellFiles = store "installShellFiles";
   };
   moduleWith = settings: (import ../module.nix {
     config.services.stackring = { enable = true; openFirewall = true; package = store "stackring"; inherit settings; };
@@ -122,6 +123,7 @@ in
   package_test_flags = package.cargoTestFlags;
   package_pass_as_file = package.passAsFile;
   package_post_install = package.postInstall;
+  package_native_build_inputs = map toString package.nativeBuildInputs;
   package_unit_texts = map (a: package.${a}) package.passAsFile;
   package_unit_exec_lines = builtins.concatLists (map
     (a: builtins.filter (l: builtins.match "Exec.*" l != null) (srLib.lines package.${a}))

@@ -207,6 +207,118 @@ pub(crate) fn project(rows: Vec<GossipRow>, forgotten: &HashMap<String, u64>) ->
 mod tests {
     use super::*;
 
+    fn entry(id: &str, state: NodeState) -> String {
+        serde_json::to_string(&NodeEntry {
+            id: id.into(),
+            hostname: id.into(),
+            state,
+            family: "ipv6".into(),
+            addr: "2001:db8::1".into(),
+            external_addrs: vec![],
+            advertised_grpc: "[2001:db8::1]:9095".into(),
+            advertised_http: "[2001:db8::1]:3200".into(),
+            advertised_gossip: "[2001:db8::1]:7946".into(),
+            listen_grpc: "[::]:9095".into(),
+            zone: String::new(),
+            registered_unix: 0,
+            reason: String::new(),
+            admin_version: 0,
+            applied_ms: 0,
+            version: String::new(),
+        })
+        .unwrap()
+    }
+
+    fn row(
+        id: &str,
+        generation: u64,
+        value: Option<String>,
+        alive: bool,
+        local: bool,
+    ) -> GossipRow {
+        GossipRow {
+            node_id: id.into(),
+            generation,
+            value,
+            alive,
+            local,
+            last_seen_ms_ago: if alive { 100 } else { 5_000 },
+        }
+    }
+
+    /// The rules of the member view, each row a case: the newest generation wins whatever the
+    /// order gossip lists them in; `forget` hides generations up to its cutoff (a later restart
+    /// shows again); LEAVING then silent is LEFT, ACTIVE then silent is DOWN; a node without a
+    /// readable entry (not yet published, or a forgery) is not listed; this node is always OK.
+    #[test]
+    fn projection_rules() {
+        use Health::*;
+        use NodeState::*;
+        let forget = |pairs: &[(&str, &str)]| forgotten(pairs.iter().copied());
+        type Want = Vec<(&'static str, u64, Health, NodeState)>;
+        type Case = (&'static str, Vec<GossipRow>, HashMap<String, u64>, Want);
+        let cases: Vec<Case> =
+            vec![
+            (
+                "newest generation wins, in either order",
+                vec![
+                    row("b", 2, Some(entry("b", Active)), true, false),
+                    row("b", 1, Some(entry("b", Active)), false, false),
+                    row("c", 1, Some(entry("c", Active)), false, false),
+                    row("c", 3, Some(entry("c", Joining)), true, false),
+                ],
+                forget(&[]),
+                vec![("b", 2, Ok, Active), ("c", 3, Ok, Joining)],
+            ),
+            (
+                "silent after LEAVING is LEFT; silent while ACTIVE is DOWN",
+                vec![
+                    row("b", 1, Some(entry("b", Leaving)), false, false),
+                    row("c", 1, Some(entry("c", Active)), false, false),
+                    row("d", 1, Some(entry("d", Leaving)), true, false),
+                ],
+                forget(&[]),
+                vec![("b", 1, Down, Left), ("c", 1, Down, Active), ("d", 1, Ok, Leaving)],
+            ),
+            (
+                "forget hides up to its cutoff, the newest cutoff counts, a restart shows again",
+                vec![
+                    row("b", 5, Some(entry("b", Active)), false, false),
+                    row("c", 5, Some(entry("c", Active)), false, false),
+                    row("c", 9, Some(entry("c", Active)), true, false),
+                ],
+                forget(&[("forget/b", "3"), ("forget/b", "5"), ("forget/c", "5")]),
+                vec![("c", 9, Ok, Active)],
+            ),
+            (
+                "unreadable entries and malformed forget keys are ignored",
+                vec![
+                    row("b", 1, None, true, false),
+                    row("c", 1, Some("{\"id\": 1}".into()), true, false),
+                    row("d", 1, Some(entry("d", Active)), true, false),
+                ],
+                forget(&[("forget/d", "not a number"), ("other/d", "9")]),
+                vec![("d", 1, Ok, Active)],
+            ),
+            (
+                "this node is OK even before the failure detector lists it",
+                vec![row("a", 1, Some(entry("a", Joining)), false, true)],
+                forget(&[]),
+                vec![("a", 1, Ok, Joining)],
+            ),
+        ];
+        for (case, rows, forgotten, want) in cases {
+            let got: Want = project(rows, &forgotten)
+                .into_iter()
+                .map(|m| {
+                    let id: &'static str = Box::leak(m.entry.id.clone().into_boxed_str());
+                    (id, m.generation, m.status, m.entry.state)
+                })
+                .collect();
+            assert_eq!(got, want, "{case}");
+        }
+    }
+
     /// One wording of state and health for every view; a node that is joining or was stopped
     /// never reads as plain "OK", and a recent death does not read "0s ago".
     #[test]

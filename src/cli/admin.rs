@@ -1,0 +1,531 @@
+//! The CLI as a client of the local daemon: its root-only admin socket (HTTP/1.1 over a unix
+//! socket), `status`, `status nodes [--watch]` and `node …`, with sentences for people and
+//! `--json` for programs.
+
+use super::{ListOp, NodeAction};
+use crate::core::config::Settings;
+use crate::serve;
+use std::io::Write;
+use std::path::Path;
+
+/// Why the admin socket did not answer, and what to do.
+fn unreachable_daemon(socket: &Path, e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => format!(
+            "the stackring daemon is not running here ({} does not exist); fix: systemctl start stackring",
+            socket.display()
+        ),
+        std::io::ErrorKind::ConnectionRefused => format!(
+            "the stackring daemon is not running ({} is left from a daemon that stopped); fix: systemctl start stackring",
+            socket.display()
+        ),
+        std::io::ErrorKind::PermissionDenied => format!(
+            "{} is only for root; fix: run this as root (sudo)",
+            socket.display()
+        ),
+        _ => format!(
+            "cannot reach the local daemon at {} ({e}); fix: systemctl status stackring",
+            socket.display()
+        ),
+    }
+}
+
+/// `GET path` on the local daemon's admin socket; returns (status, body).
+pub(crate) fn admin_get(runtime_dir: &Path, path: &str) -> Result<(u16, String), String> {
+    admin_request(runtime_dir, "GET", path, None)
+}
+
+/// A request to the local daemon's admin socket; returns (status, body).
+pub(crate) fn admin_request(
+    runtime_dir: &Path,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> Result<(u16, String), String> {
+    use std::io::Read;
+    let socket = runtime_dir.join(serve::ADMIN_SOCKET);
+    let mut stream = std::os::unix::net::UnixStream::connect(&socket)
+        .map_err(|e| unreachable_daemon(&socket, &e))?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
+    let body = body.unwrap_or_default();
+    // One write: the daemon may answer (and close) as soon as it has the headers of a call that
+    // ignores its body, and a second write would then fail with EPIPE.
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    if let Err(e) = stream.write_all(request.as_bytes()) {
+        // Answered early: the answer is still there to read.
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            return Err(e.to_string());
+        }
+    }
+    let mut response = Vec::new();
+    stream
+        .read_to_end(&mut response)
+        .map_err(|e| e.to_string())?;
+    parse_admin_response(&response)
+}
+
+/// The daemon's answer on the admin socket (`Connection: close`, so the whole stream): its status
+/// (an HTTP status code, 100–599) and its body, the bytes after the first blank line.
+pub fn parse_admin_response(response: &[u8]) -> Result<(u16, String), String> {
+    let text = String::from_utf8_lossy(response);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or("the daemon sent a malformed answer")?;
+    let mut status_line = head.lines().next().unwrap_or_default().split(' ');
+    if !status_line
+        .next()
+        .is_some_and(|version| version.starts_with("HTTP/1."))
+    {
+        return Err("the daemon sent a malformed answer".into());
+    }
+    let status = status_line
+        .next()
+        .filter(|c| c.len() == 3 && c.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|c| c.parse().ok())
+        .filter(|c| (100..=599).contains(c))
+        .ok_or("the daemon sent no status")?;
+    Ok((status, body.to_string()))
+}
+
+pub(super) fn status_nodes(settings: &Settings, json: bool) -> i32 {
+    let (status, body) = match admin_get(&settings.runtime_dir, "/v1/nodes") {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("stackring: {e}");
+            return 1;
+        }
+    };
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    if status != 200 {
+        eprintln!(
+            "stackring: {}",
+            doc["description"].as_str().unwrap_or(&body)
+        );
+        return 1;
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc["nodes"]).unwrap_or_default()
+        );
+        return 0;
+    }
+    let rows: Vec<[String; 9]> = doc["nodes"]
+        .as_array()
+        .map(|nodes| {
+            nodes
+                .iter()
+                .map(|n| {
+                    let text = |k: &str| n[k].as_str().unwrap_or_default().to_string();
+                    let externals: Vec<&str> = n["external_addrs"]
+                        .as_array()
+                        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+                        .unwrap_or_default();
+                    // The daemon's own wording (`MemberView::summary`), as `/ring` shows it.
+                    let status = text("summary");
+                    let marker = if n["local"].as_bool() == Some(true) {
+                        "*"
+                    } else {
+                        ""
+                    };
+                    [
+                        format!("{marker}node:{}", text("id")),
+                        text("addr"),
+                        externals.join(","),
+                        text("hostname"),
+                        text("zone"),
+                        text("version"),
+                        text("family"),
+                        text("advertised_grpc"),
+                        status,
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let header = [
+        "NODE:ID",
+        "ADDRESS",
+        "EXTERNAL_ADDRESS",
+        "HOSTNAME",
+        "ZONE",
+        "VERSION",
+        "FAMILY",
+        "ADVERTISED",
+        "STATUS",
+    ];
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    println!(
+        "CLUSTER NODES ({}):",
+        doc["cluster_name"].as_str().unwrap_or_default()
+    );
+    line(header.to_vec());
+    for row in &rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    0
+}
+
+/// A node id as the operator typed it, checked as the server checks it (`cluster::valid_name`):
+/// `node:node1` (as `status nodes` prints it, `*` marking the local node) is `node1`.
+pub(crate) fn node_id_arg(text: &str) -> Result<&str, String> {
+    let id = text.strip_prefix('*').unwrap_or(text);
+    let id = id.strip_prefix("node:").unwrap_or(id);
+    if crate::core::net::valid_name(id) {
+        Ok(id)
+    } else {
+        Err(format!(
+            "'{}' is not a node id; fix: {} (as `stackring status nodes` shows it, with or without 'node:')",
+            crate::core::config::echo(&text.escape_debug().to_string()),
+            crate::core::net::NAME_RULE
+        ))
+    }
+}
+
+/// A path segment, percent-encoded (RFC 3986: everything but unreserved characters), so that no
+/// value can end the request line or add a path component.
+pub(crate) fn path_segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+pub(super) fn node_command(settings: &Settings, id: &str, action: &NodeAction, json: bool) -> i32 {
+    let id = match node_id_arg(id) {
+        Ok(id) => id.to_string(),
+        Err(e) => {
+            eprintln!("stackring: {e}");
+            return 2;
+        }
+    };
+    let segment = path_segment(&id);
+    let (path, body) = match action {
+        NodeAction::ExternalAddr { op, addrs } => {
+            let op = match op {
+                ListOp::Add => "add",
+                ListOp::Set => "set",
+                ListOp::Remove => "remove",
+            };
+            (
+                format!("/v1/nodes/{segment}/external_addr"),
+                serde_json::json!({"action": op, "addrs": addrs}),
+            )
+        }
+        NodeAction::Addr { addr, .. } => (
+            format!("/v1/nodes/{segment}/addr"),
+            serde_json::json!({"addr": addr}),
+        ),
+        NodeAction::Forget => (format!("/v1/nodes/{segment}/forget"), serde_json::json!({})),
+    };
+    match admin_request(
+        &settings.runtime_dir,
+        "POST",
+        &path,
+        Some(&body.to_string()),
+    ) {
+        Ok((200, answer)) => {
+            let doc: serde_json::Value = serde_json::from_str(&answer).unwrap_or_default();
+            if json {
+                println!("{answer}");
+            } else {
+                println!("{}", node_sentence(&id, action, &doc));
+            }
+            for w in doc["warnings"].as_array().into_iter().flatten() {
+                eprintln!("stackring: warning: {}", w.as_str().unwrap_or_default());
+            }
+            0
+        }
+        Ok((_, answer)) => {
+            let doc: serde_json::Value = serde_json::from_str(&answer).unwrap_or_default();
+            eprintln!(
+                "stackring: {}",
+                doc["description"].as_str().unwrap_or(&answer)
+            );
+            1
+        }
+        Err(e) => {
+            eprintln!("stackring: {e}");
+            1
+        }
+    }
+}
+
+/// What a successful node command did, in a sentence (the JSON stays for `--json`).
+fn node_sentence(id: &str, action: &NodeAction, doc: &serde_json::Value) -> String {
+    let list = |v: &serde_json::Value| {
+        let items: Vec<&str> = v
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.as_str())
+            .collect();
+        if items.is_empty() {
+            "none".to_string()
+        } else {
+            items.join(", ")
+        }
+    };
+    match action {
+        NodeAction::ExternalAddr { .. } if doc["pending"].as_bool() == Some(true) => format!(
+            "node {id} is down: its external addresses will be {} when it comes back",
+            list(&doc["external_addrs"])
+        ),
+        NodeAction::ExternalAddr { .. } => format!(
+            "node {id}: external addresses are now {} (version {})",
+            list(&doc["external_addrs"]),
+            doc["version"]
+        ),
+        NodeAction::Addr { .. } => format!(
+            "node {id} is down: its internal address will be {} when it comes back",
+            doc["addr"].as_str().unwrap_or_default()
+        ),
+        NodeAction::Forget => format!("node {id} forgotten: no member lists it any more"),
+    }
+}
+
+/// `stackring status`: this node, as its daemon sees it (identity, cluster, members).
+pub(super) fn status_local(settings: &Settings, json: bool) -> i32 {
+    let get = |path: &str| -> Result<serde_json::Value, String> {
+        let (_, body) = admin_get(&settings.runtime_dir, path)?;
+        serde_json::from_str(&body).map_err(|e| format!("{path}: {e}"))
+    };
+    let (identity, bootstrap) = match (get("/v1/identity"), get("/v1/bootstrap")) {
+        (Ok(i), Ok(b)) => (i, b),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("stackring: {e}");
+            return 1;
+        }
+    };
+    let nodes = get("/v1/nodes").ok().filter(|n| n["nodes"].is_array());
+    if json {
+        let doc = serde_json::json!({
+            "identity": identity,
+            "bootstrap": bootstrap,
+            "cluster": nodes,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        return 0;
+    }
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_string();
+    let endpoint = |e: &serde_json::Value| {
+        if e.is_null() {
+            "-".to_string()
+        } else if e["listen"] == e["advertise"] {
+            text(&e["listen"])
+        } else {
+            format!(
+                "{} (advertised {})",
+                text(&e["listen"]),
+                text(&e["advertise"])
+            )
+        }
+    };
+    let ready = identity["ready"].as_bool() == Some(true);
+    let row = |k: &str, v: String| println!("{k:<12} {v}");
+    row(
+        "node",
+        format!("{} ({})", text(&identity["id"]), super::hostname()),
+    );
+    row(
+        "state",
+        if ready {
+            "ready".into()
+        } else {
+            format!("waiting: {}", text(&identity["reason"]))
+        },
+    );
+    row(
+        "family",
+        format!(
+            "{} — {}",
+            text(&identity["family"]),
+            text(&identity["family_reason"])
+        ),
+    );
+    row(
+        "internal",
+        format!(
+            "{} on {}",
+            text(&identity["internal_addr"]),
+            text(&identity["internal_interface"])
+        ),
+    );
+    let externals: Vec<String> = identity["external_addrs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(text)
+        .collect();
+    row(
+        "external",
+        if externals.is_empty() {
+            "-".into()
+        } else {
+            externals.join(", ")
+        },
+    );
+    row("grpc", endpoint(&identity["grpc"]));
+    row("http", endpoint(&identity["http"]));
+    row("gossip", endpoint(&identity["gossip"]));
+    match &nodes {
+        Some(doc) => {
+            let members = doc["nodes"].as_array().cloned().unwrap_or_default();
+            let ok = members.iter().filter(|m| m["status"] == "OK").count();
+            row(
+                "cluster",
+                format!(
+                    "{} ({} internal traffic): {} member(s), {ok} OK, {} DOWN",
+                    text(&doc["cluster_name"]),
+                    text(&bootstrap["cluster"]["family"]),
+                    members.len(),
+                    members.len() - ok
+                ),
+            );
+            if let Some(me) = members.iter().find(|m| m["local"].as_bool() == Some(true)) {
+                row("membership", text(&me["summary"]));
+            }
+        }
+        None => row(
+            "cluster",
+            format!(
+                "none (bootstrap: {}); fix: POST /v1/bootstrap/create_cluster or join_cluster, or a cluster: section",
+                text(&bootstrap["state"])
+            ),
+        ),
+    }
+    0
+}
+
+/// `status nodes --watch SECONDS`: the table again every interval, until interrupted.
+pub(super) fn watch_nodes(settings: &Settings, json: bool, every: std::time::Duration) -> i32 {
+    loop {
+        // Clear the screen and go home, as `watch` does.
+        print!("\x1b[2J\x1b[H");
+        let code = status_nodes(settings, json);
+        let _ = std::io::stdout().flush();
+        if code != 0 {
+            return code;
+        }
+        std::thread::sleep(every.max(std::time::Duration::from_millis(200)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_ids_are_checked_as_the_server_checks_them_and_encoded() {
+        assert_eq!(node_id_arg("node1"), Ok("node1"));
+        assert_eq!(node_id_arg("node:node1"), Ok("node1"));
+        assert_eq!(node_id_arg("*node:node2"), Ok("node2"));
+        for bad in [
+            "../../etc/passwd",
+            "node1\r\nPOST /v1/nodes/node2/forget HTTP/1.1",
+            "",
+            "node:",
+            "a b",
+            "x/y",
+        ] {
+            let e = node_id_arg(bad).expect_err(bad);
+            assert!(e.contains("fix: use 1–63 characters"), "{bad}: {e}");
+            assert!(!e.contains('\r') && !e.contains('\n'), "{bad}: {e}");
+        }
+        assert_eq!(path_segment("node-1_a.b~"), "node-1_a.b~");
+        assert_eq!(path_segment("a/b\r\n c"), "a%2Fb%0D%0A%20c");
+    }
+
+    /// `HTTP/1.1 0 x`, or a first line that is not HTTP at all, was read as status 0 or 65535 and
+    /// reported as the daemon's answer; fuzz/ (admin_response) checks it for any input.
+    #[test]
+    fn admin_answers_need_an_http_status_line_and_code() {
+        assert_eq!(
+            parse_admin_response(b"HTTP/1.1 404 Not Found\r\ncontent-length: 2\r\n\r\n{}"),
+            Ok((404, "{}".to_string()))
+        );
+        assert_eq!(
+            parse_admin_response(b"HTTP/1.0 200 OK\r\n\r\n"),
+            Ok((200, String::new()))
+        );
+        for bad in [
+            &b"HTTP/1.1 0 x\r\n\r\n"[..],
+            b"HTTP/1.1 65535 x\r\n\r\n",
+            b"HTTP/1.1 +200 OK\r\n\r\n",
+            b"\r\n200 200\r\n\r\n",
+            b"SSH-2.0 200\r\n\r\n",
+            b"HTTP/1.1 200 OK",
+            b"",
+        ] {
+            assert!(
+                parse_admin_response(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    /// People read what happened, in the daemon's terms: applied with its version, or waiting for
+    /// a node that is down.
+    #[test]
+    fn node_commands_answer_in_sentences() {
+        let external = NodeAction::ExternalAddr {
+            op: ListOp::Add,
+            addrs: vec![],
+        };
+        let applied = serde_json::json!({"node": "node2", "external_addrs": ["198.51.100.31", "198.51.100.32"], "version": 2});
+        assert_eq!(
+            node_sentence("node2", &external, &applied),
+            "node node2: external addresses are now 198.51.100.31, 198.51.100.32 (version 2)"
+        );
+        let pending = serde_json::json!({"node": "node3", "external_addrs": ["198.51.100.41"], "pending": true});
+        assert_eq!(
+            node_sentence("node3", &external, &pending),
+            "node node3 is down: its external addresses will be 198.51.100.41 when it comes back"
+        );
+        let addr = NodeAction::Addr {
+            op: super::super::SetOp::Set,
+            addr: String::new(),
+        };
+        assert_eq!(
+            node_sentence("node3", &addr, &serde_json::json!({"addr": "2001:db8::c2"})),
+            "node node3 is down: its internal address will be 2001:db8::c2 when it comes back"
+        );
+        assert_eq!(
+            node_sentence("node3", &NodeAction::Forget, &serde_json::json!({})),
+            "node node3 forgotten: no member lists it any more"
+        );
+    }
+
+    #[test]
+    fn an_unreachable_daemon_is_named_with_the_fix() {
+        let socket = Path::new("/run/stackring/admin.sock");
+        let e = |kind| unreachable_daemon(socket, &std::io::Error::from(kind));
+        assert!(e(std::io::ErrorKind::ConnectionRefused).contains("not running"));
+        assert!(e(std::io::ErrorKind::NotFound).contains("not running"));
+        assert!(e(std::io::ErrorKind::PermissionDenied).contains("root"));
+    }
+}
