@@ -127,6 +127,21 @@ fn three_node_ipv6_only_cluster_forms_fails_over_and_rejoins() {
         );
     }
     println!("converged in {:?}", start.elapsed());
+    // /metrics: members by status and state on every node; the seed counted two admitted joins.
+    for (i, ns) in hosts.iter().enumerate() {
+        let (_, metrics) = http_get(ns, "/metrics");
+        assert!(
+            metrics.contains("stackring_members{status=\"OK\",state=\"ACTIVE\"} 3"),
+            "{metrics}"
+        );
+        let admitted = "stackring_joins_total{result=\"admitted\",sub_code=\"\"} 2";
+        assert_eq!(
+            metrics.contains(admitted),
+            i == 0,
+            "node{}: {metrics}",
+            i + 1
+        );
+    }
     let all = nodes(&hosts[1], "[::1]");
     for (i, n) in all.iter().enumerate() {
         assert_eq!(n["id"], format!("node{}", i + 1));

@@ -41,6 +41,28 @@ fn ready_is_sent_only_after_the_ports_accept_connections() {
     assert_eq!(http_get(&ns, "/ready").0, 200);
     let (_, metrics) = http_get(&ns, "/metrics");
     assert!(metrics.contains("stackring_ready 1"), "{metrics}");
+    // Prometheus conventions: build info, and the process collector's names with real values.
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        metrics.contains(&format!(
+            "stackring_build_info{{version=\"{version}\",build=\""
+        )),
+        "{metrics}"
+    );
+    let sample = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing: {metrics}"))
+    };
+    let rss = sample("process_resident_memory_bytes");
+    assert!(rss > 1e6 && rss < 64e6, "{rss}");
+    assert!(sample("process_open_fds") >= 5.0);
+    assert!(sample("process_max_fds") >= 1024.0);
+    assert!(sample("process_start_time_seconds") > 1.6e9);
+    assert!(sample("process_cpu_seconds_total") >= 0.0);
     // `stackring preflight` beside the running daemon: its ports are its own, not a conflict.
     let config = d.config.to_str().unwrap().to_string();
     let out = ns

@@ -5,6 +5,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
 
 type Labels = Vec<(String, String)>;
 
@@ -28,6 +30,21 @@ pub(crate) struct Metrics {
     pub(crate) auth_failures: Family<Labels, Counter>,
     /// Credential checks not run because the verification queue was full.
     pub(crate) auth_shed: Counter,
+    /// Always 1, labelled with the version and the commit.
+    build_info: Family<Labels, Gauge>,
+    /// Members as this node sees them, by health (OK, DOWN) and state (JOINING, ACTIVE, …).
+    pub(crate) members: Family<Labels, Gauge>,
+    /// Joins this node answered as the contacted member, by result and sub-code.
+    pub(crate) joins: Family<Labels, Counter>,
+    /// Admin changes applied to this node's own record, by kind.
+    pub(crate) admin_changes: Family<Labels, Counter>,
+    process_cpu: Counter<f64, AtomicU64>,
+    process_rss: Gauge,
+    process_open_fds: Gauge,
+    process_max_fds: Gauge,
+    process_start: Gauge,
+    /// CPU seconds already counted into `process_cpu`.
+    cpu_counted: Mutex<f64>,
 }
 
 impl Metrics {
@@ -89,7 +106,97 @@ impl Metrics {
             "Credential checks not run because the verification queue was full (answered 429)",
             m.auth_shed.clone(),
         );
+        r.register(
+            "stackring_build_info",
+            "The running build (value always 1)",
+            m.build_info.clone(),
+        );
+        m.build_info
+            .get_or_create(&vec![
+                ("version".into(), env!("CARGO_PKG_VERSION").into()),
+                ("build".into(), env!("STACKRING_BUILD").into()),
+            ])
+            .set(1);
+        r.register(
+            "stackring_members",
+            "Members as this node sees them, by status (OK, DOWN) and state (JOINING, ACTIVE, LEAVING, LEFT)",
+            m.members.clone(),
+        );
+        r.register(
+            "stackring_joins",
+            "Joins answered as the contacted member, by result (admitted, refused, throttled) and sub-code",
+            m.joins.clone(),
+        );
+        r.register(
+            "stackring_admin_changes",
+            "Admin changes applied to this node's own record, by kind (external_addrs, addr)",
+            m.admin_changes.clone(),
+        );
+        // The process collector's names (Prometheus client conventions).
+        r.register(
+            "process_cpu_seconds",
+            "Total user and system CPU time spent in seconds",
+            m.process_cpu.clone(),
+        );
+        r.register(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes",
+            m.process_rss.clone(),
+        );
+        r.register(
+            "process_open_fds",
+            "Number of open file descriptors",
+            m.process_open_fds.clone(),
+        );
+        r.register(
+            "process_max_fds",
+            "Maximum number of open file descriptors",
+            m.process_max_fds.clone(),
+        );
+        r.register(
+            "process_start_time_seconds",
+            "Start time of the process since unix epoch in seconds",
+            m.process_start.clone(),
+        );
         m
+    }
+
+    /// One gauge per (status, state) pair present, replacing the previous counts.
+    pub(crate) fn set_members(&self, counts: &std::collections::BTreeMap<(&str, &str), i64>) {
+        self.members.clear();
+        for ((status, state), n) in counts {
+            self.members
+                .get_or_create(&vec![
+                    ("status".into(), (*status).into()),
+                    ("state".into(), (*state).into()),
+                ])
+                .set(*n);
+        }
+    }
+
+    pub(crate) fn count_join(&self, result: &str, sub_code: &str) {
+        self.joins
+            .get_or_create(&vec![
+                ("result".into(), result.into()),
+                ("sub_code".into(), sub_code.into()),
+            ])
+            .inc();
+    }
+
+    /// Reads this process's figures from /proc (at scrape time, as Prometheus clients do).
+    fn refresh_process(&self) {
+        let Some(p) = crate::agent::procstat::read_self() else {
+            return;
+        };
+        let mut counted = self.cpu_counted.lock().unwrap_or_else(|e| e.into_inner());
+        if p.cpu_seconds > *counted {
+            self.process_cpu.inc_by(p.cpu_seconds - *counted);
+            *counted = p.cpu_seconds;
+        }
+        self.process_rss.set(p.rss_bytes as i64);
+        self.process_open_fds.set(p.open_fds as i64);
+        self.process_max_fds.set(p.max_fds as i64);
+        self.process_start.set(p.start_time_seconds as i64);
     }
 
     pub(crate) fn set_identity(&self, family: &str, addr: &str, interface: &str) {
@@ -104,6 +211,7 @@ impl Metrics {
     }
 
     pub(crate) fn render(&self) -> String {
+        self.refresh_process();
         let mut out = String::new();
         let _ = encode(&mut out, &self.registry);
         out

@@ -245,7 +245,7 @@ fn run(cli: Cli) -> i32 {
             match decide(&snapshot, s, ctx) {
                 Ok(id) => {
                     let text = match format {
-                        RenderFormat::Env => render::env_file(&id),
+                        RenderFormat::Env => render::env_lines(&id, render::ENV_RENDER_HEADER),
                         RenderFormat::Tempo => render::tempo_block(&id),
                         RenderFormat::Loki => render::loki_block(&id),
                         RenderFormat::Mimir => render::mimir_block(&id),

@@ -231,19 +231,38 @@ pub(crate) fn restart_needed(
     keys
 }
 
+/// A YAML syntax error in our words: the parser's advice about its own options ("set
+/// DuplicateKeyPolicy in Options") means nothing to an operator, who should merge the sections.
+fn yaml_error(parser: &str) -> ConfigError {
+    const LIBRARY_ADVICE: &str = ", set DuplicateKeyPolicy in Options if acceptable";
+    let duplicate = parser
+        .split("duplicate mapping key: ")
+        .nth(1)
+        .and_then(|rest| rest.split([',', '\n']).next())
+        .map(str::trim);
+    let text = cap_lines(&parser.replace(LIBRARY_ADVICE, ""));
+    match duplicate {
+        Some(key) => ConfigError {
+            key: key.to_string(),
+            value: String::new(),
+            problem: format!("appears twice in the same mapping: {text}"),
+            fix: format!("keep one '{key}:' and merge the two into it (YAML keeps no duplicates)"),
+        },
+        None => ConfigError {
+            key: "(file)".into(),
+            value: String::new(),
+            problem: format!("is not valid YAML: {text}"),
+            fix: "correct the YAML syntax at the position shown".into(),
+        },
+    }
+}
+
 /// Parses and validates YAML text. Empty text is the default configuration.
 pub fn parse_str(text: &str, default_id: &str) -> Result<Settings, ConfigErrors> {
     let tree: Value = if text.trim().is_empty() {
         Value::Null
     } else {
-        serde_saphyr::from_str(text).map_err(|e| {
-            ConfigErrors(vec![ConfigError {
-                key: "(file)".into(),
-                value: String::new(),
-                problem: format!("is not valid YAML: {}", cap_lines(&e.to_string())),
-                fix: "correct the YAML syntax at the position shown".into(),
-            }])
-        })?
+        serde_saphyr::from_str(text).map_err(|e| ConfigErrors(vec![yaml_error(&e.to_string())]))?
     };
     let mut v = Validator::default();
     let settings = v.settings(&tree, default_id);
@@ -1016,6 +1035,26 @@ pub(crate) fn show(value: &Value) -> String {
 mod tests {
     use super::*;
 
+    /// A key written twice is named with the fix, in our words, not the parser's option names.
+    #[test]
+    fn duplicate_keys_name_the_key_and_the_fix() {
+        let e = parse_str(
+            "server:\n  grpc_listen_port: 1\nserver:\n  grpc_listen_port: 2\n",
+            "n",
+        )
+        .unwrap_err();
+        let text = e.to_string();
+        assert_eq!(e.0[0].key, "server", "{text}");
+        assert!(
+            text.contains("appears twice") && text.contains("merge"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("DuplicateKeyPolicy") && !text.contains("Options"),
+            "{text}"
+        );
+    }
+
     fn errors(yaml: &str) -> Vec<ConfigError> {
         match parse_str(yaml, "node-a") {
             Ok(s) => panic!("expected an error for {yaml:?}, got {s:?}"),
@@ -1396,7 +1435,7 @@ server:\n  grpc_listen_address: '::0'\n  grpc_listen_port: 9095\n  http_listen_a
                 "is IPv4",
             ),
             ("key: [unclosed", "(file)", "not valid YAML"),
-            ("server: {a: 1}\nserver: {b: 2}", "(file)", "not valid YAML"),
+            ("server: {a: 1}\nserver: {b: 2}", "server", "appears twice"),
         ];
         for (yaml, key, problem) in table {
             let errs = errors(yaml);

@@ -351,7 +351,12 @@ fn choose_family(
         return Ok((cluster, "the cluster's family".to_string()));
     }
     if settings.use_internal_ipv6 {
-        return Ok((Family::Ipv6, "use_internal_ipv6 is set".to_string()));
+        // Name the key the operator wrote (`lifecycler.enable_inet6`, `node.use_internal_ipv6`, …).
+        let key = settings
+            .use_internal_ipv6_written
+            .as_ref()
+            .map_or("use_internal_ipv6", |w| w.key.as_str());
+        return Ok((Family::Ipv6, format!("{key} is true")));
     }
     if let Some((family, key, ip)) = settings.explicit_family() {
         return Ok((family, format!("{key} is {ip}")));

@@ -6,11 +6,24 @@ use crate::core::snapshot::Family;
 use std::fmt::Write;
 use std::net::IpAddr;
 
+/// The first line of the daemon's `identity.env`.
+pub(crate) const ENV_FILE_HEADER: &str =
+    "# Written by stackring; rewritten on every identity change.";
+
+/// The first line of `stackring render env`: a snapshot, which nothing rewrites.
+pub(crate) const ENV_RENDER_HEADER: &str =
+    "# stackring render env: this host's identity now (the daemon keeps /run/stackring/identity.env current).";
+
 /// `KEY=value` lines for systemd's `EnvironmentFile=` (and `source` in a shell). IPv6 in
 /// `host:port` values is bracketed; lists are space-separated and double-quoted.
 pub(crate) fn env_file(id: &Identity) -> String {
+    env_lines(id, ENV_FILE_HEADER)
+}
+
+/// The same lines under `header`.
+pub(crate) fn env_lines(id: &Identity, header: &str) -> String {
     let externals: Vec<String> = id.external_addrs.iter().map(IpAddr::to_string).collect();
-    let mut out = String::from("# Written by stackring; rewritten on every identity change.\n");
+    let mut out = format!("{header}\n");
     let mut line = |k: &str, v: &str| {
         let _ = writeln!(out, "STACKRING_{k}={v}");
     };
@@ -42,7 +55,7 @@ pub(crate) fn env_file(id: &Identity) -> String {
 /// `identity.env` before any identity was decided: consumers see `STACKRING_READY=0` and why.
 pub(crate) fn env_file_waiting(reason: &str) -> String {
     format!(
-        "# Written by stackring; rewritten on every identity change.\nSTACKRING_READY=0\nSTACKRING_REASON={}\n",
+        "{ENV_FILE_HEADER}\nSTACKRING_READY=0\nSTACKRING_REASON={}\n",
         quote(reason)
     )
 }

@@ -237,6 +237,14 @@ impl Actor {
         Ok((next, out))
     }
 
+    fn count_admin_change(&self, kind: &str) {
+        self.shared
+            .metrics
+            .admin_changes
+            .get_or_create(&vec![("kind".into(), kind.into())])
+            .inc();
+    }
+
     fn persist(&self, record: &ClusterRecord) -> Result<(), String> {
         let dir = &self.shared.state_dir;
         let json = serde_json::to_vec_pretty(record).map_err(|e| e.to_string())?;
@@ -369,6 +377,13 @@ impl Actor {
             Some(m) => m.members().await,
             None => vec![],
         };
+        let mut counts = std::collections::BTreeMap::new();
+        for m in &members {
+            *counts
+                .entry((m.status.as_str(), m.entry.state.as_str()))
+                .or_insert(0i64) += 1;
+        }
+        self.shared.metrics.set_members(&counts);
         self.shared.members.send_replace(Arc::new(members));
     }
 
@@ -445,6 +460,7 @@ impl Actor {
         match applied {
             Ok((_, kinds)) if !kinds.is_empty() => {
                 for what in kinds {
+                    self.count_admin_change(what);
                     log::info!(
                         "applying an admin change of this node's {what}, made while it was down"
                     );
@@ -515,6 +531,7 @@ impl Actor {
                 .insert("external_addrs".into(), crate::agent::now_ms());
             Ok(next)
         })?;
+        self.count_admin_change("external_addrs");
         let texts: Vec<String> = list.iter().map(|a| a.to_string()).collect();
         log::info!(
             "external addresses of this node set to {} (version {})",

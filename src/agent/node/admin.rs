@@ -344,6 +344,7 @@ impl ClusterNode {
         password: String,
     ) -> Result<Admission, JoinDenied> {
         let Some(record) = self.record() else {
+            self.shared.metrics.count_join("refused", "not_in_cluster");
             return Err(JoinDenied::Refused(JoinRefusal {
                 error_code: "NodeBootstrapError",
                 sub_code: "not_in_cluster",
@@ -372,6 +373,7 @@ impl ClusterNode {
             Ok(()) => cluster::validate_joiner(&record, &facts, &live),
             Err(Denied::Invalid) => Err(cluster::invalid_credentials()),
             Err(throttled) => {
+                self.shared.metrics.count_join("throttled", "rate_limited");
                 log::warn!(
                     "join of node {}: {}",
                     facts.node_id,
@@ -382,6 +384,7 @@ impl ClusterNode {
         };
         match check {
             Ok(()) => {
+                self.shared.metrics.count_join("admitted", "");
                 log::info!("node {} joins cluster {}", facts.node_id, record.name);
                 let mut seeds: Vec<String> = members
                     .iter()
@@ -392,6 +395,7 @@ impl ClusterNode {
                 Ok(Admission { record, seeds })
             }
             Err(refusal) => {
+                self.shared.metrics.count_join("refused", refusal.sub_code);
                 log::warn!(
                     "join of node {} refused: {} ({})",
                     facts.node_id,

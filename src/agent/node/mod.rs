@@ -50,6 +50,7 @@ struct Shared {
     settings: watch::Sender<Settings>,
     /// Every credential check goes through it (per-source backoff, bounded queue).
     auth: AuthGuard,
+    metrics: Arc<crate::agent::metrics::Metrics>,
     /// Written by the actor only.
     record: watch::Sender<Option<Arc<ClusterRecord>>>,
     /// Refreshed by the actor every tick and on every liveness change.
@@ -152,7 +153,8 @@ impl ClusterNode {
             host,
             identity,
             settings: watch::Sender::new(settings),
-            auth: AuthGuard::new(metrics),
+            auth: AuthGuard::new(metrics.clone()),
+            metrics,
             status: watch::Sender::new(BootstrapStatus::at_start(record.is_some())),
             record: watch::Sender::new(record.map(Arc::new)),
             members: watch::Sender::new(Arc::new(vec![])),
