@@ -5,6 +5,7 @@ mod common;
 use common::serve::*;
 use common::*;
 use serde_json::{json, Value};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// `curl` inside the node's namespace; returns (status, JSON body).
@@ -1434,4 +1435,195 @@ fn kill_9_at_any_moment_of_a_create_leaves_a_whole_record_or_none() {
         let _ = std::fs::remove_dir_all(&d.state_dir);
     }
     println!("kill -9 during create_cluster, 12 rounds: {outcomes:?}");
+}
+
+/// Every node probes every peer's advertised gRPC, HTTP and gossip endpoints (issue 14): a dead
+/// sidecar proxy and one blocked port are each diagnosed in words on every node within two probe
+/// intervals, exactly the failing cells fail, and healing shows everywhere again.
+#[test]
+fn reachability_matrix_finds_a_dead_proxy_and_a_blocked_port() {
+    let lan = Lan::new("lanrc");
+    let hosts = [
+        lan.host("rc1", &["2001:db8:270::1/64"]),
+        lan.host("rc2", &["2001:db8:270::2/64"]),
+        lan.host("rc3", &["2001:db8:270::3/64"]),
+    ];
+    let start = |i: usize, extra: &str| {
+        let ns = &hosts[i];
+        let (run, state) = (ns.dir().join("run"), ns.dir().join("state"));
+        let yaml = format!(
+            "{extra}node: {{runtime_dir: '{}', state_dir: '{}', reachability_interval: 1}}\n",
+            run.display(),
+            state.display()
+        );
+        let mut d = Daemon::launch(ns, ns.write_config(&yaml), run, state, &[]);
+        d.expect("READY=1", Duration::from_secs(15));
+        d
+    };
+    // node2's gRPC listens on loopback only and is reached through a socat sidecar on 19095.
+    let _daemons = [
+        start(0, "lifecycler: {id: node1}\n"),
+        start(
+            1,
+            "server: {grpc_listen_address: '::1'}\nlifecycler: {id: node2, port: 19095}\n",
+        ),
+        start(2, "lifecycler: {id: node3}\n"),
+    ];
+    let sidecar = || {
+        hosts[1]
+            .command("socat")
+            .args([
+                "TCP6-LISTEN:19095,fork,reuseaddr,bind=[2001:db8:270::2]",
+                "TCP6:[::1]:9095",
+            ])
+            .spawn()
+            .unwrap()
+    };
+    let mut socat = sidecar();
+    let (code, doc) = create(&hosts[0], "[::1]", "reach", json!({}));
+    assert_eq!(code, 200, "{doc}");
+    for ns in &hosts[1..] {
+        let (code, doc) = join(
+            ns,
+            "[::1]",
+            "reach",
+            "2001:db8:270::1",
+            "correct horse",
+            json!({}),
+        );
+        assert_eq!(code, 200, "{doc}");
+    }
+    let ids = ["node1", "node2", "node3"];
+    let matrix = |ns: &Netns| http(ns, "GET", "[::1]", "/v1/reachability", None).1;
+    let cell = |doc: &Value, from: &str, to: &str, service: &str| {
+        doc["rows"][from][to][service]["outcome"]
+            .as_str()
+            .unwrap_or("none")
+            .to_string()
+    };
+    let all_ok = |doc: &Value| {
+        ids.iter().all(|from| {
+            ids.iter().filter(|to| *to != from).all(|to| {
+                ["grpc", "http", "gossip"]
+                    .iter()
+                    .all(|s| cell(doc, from, to, s) == "ok")
+            })
+        }) && doc["diagnosis"].as_array().is_some_and(|d| d.is_empty())
+    };
+    for ns in &hosts {
+        wait_for("a full matrix of ok", Duration::from_secs(30), || {
+            let doc = matrix(ns);
+            all_ok(&doc).then_some(())
+        });
+    }
+    let (_, table, _) = cli(&hosts[0], &_daemons[0], &["status", "reachability"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["node1", "*", "✓✓✓", "✓✓✓"]),
+        "{table}"
+    );
+    assert!(
+        table.contains("every node reaches every other's"),
+        "{table}"
+    );
+
+    // The sidecar dies: within two intervals (1 s, probes time out after 2 s) every node says so.
+    let killed = Instant::now();
+    let _ = socat.kill();
+    let _ = socat.wait();
+    for ns in &hosts {
+        let doc = wait_for("the dead proxy diagnosed", Duration::from_secs(15), || {
+            let doc = matrix(ns);
+            doc["diagnosis"]
+                .as_array()
+                .is_some_and(|d| {
+                    d.iter().any(|s| {
+                        s.as_str()
+                            .is_some_and(|s| s.contains("the sidecar proxy on node2 is down"))
+                    })
+                })
+                .then_some(doc)
+        });
+        assert_eq!(cell(&doc, "node1", "node2", "grpc"), "refused", "{doc}");
+        assert_eq!(cell(&doc, "node1", "node2", "http"), "ok", "{doc}");
+    }
+    println!("dead proxy diagnosed everywhere in {:?}", killed.elapsed());
+    socat = sidecar();
+    for ns in &hosts {
+        wait_for(
+            "healed after the proxy is back",
+            Duration::from_secs(20),
+            || all_ok(&matrix(ns)).then_some(()),
+        );
+    }
+
+    // A firewall on node3 drops its HTTP port from the network (not from itself): exactly the
+    // two cells into node3's HTTP fail.
+    hosts[2].command("nft").args(["-f", "-"]).stdin(Stdio::piped()).spawn().and_then(|mut c| {
+        use std::io::Write;
+        c.stdin.take().unwrap().write_all(b"table inet block { chain input { type filter hook input priority 0; ip6 daddr 2001:db8:270::3 tcp dport 3200 drop; } }\n")?;
+        c.wait()
+    }).unwrap();
+    for ns in &hosts {
+        let doc = wait_for(
+            "the blocked port diagnosed",
+            Duration::from_secs(15),
+            || {
+                let doc = matrix(ns);
+                (cell(&doc, "node1", "node3", "http") == "timeout"
+                    && cell(&doc, "node2", "node3", "http") == "timeout")
+                    .then_some(doc)
+            },
+        );
+        for from in ids {
+            for to in ids.iter().filter(|to| **to != from) {
+                for service in ["grpc", "http", "gossip"] {
+                    let want = if *to == "node3" && service == "http" {
+                        "timeout"
+                    } else {
+                        "ok"
+                    };
+                    assert_eq!(
+                        cell(&doc, from, to, service),
+                        want,
+                        "{from}→{to} {service}: {doc}"
+                    );
+                }
+            }
+        }
+        let diagnosis = doc["diagnosis"].to_string();
+        assert!(
+            diagnosis.contains("node3 is reachable over grpc and gossip but not HTTP")
+                && diagnosis.contains("firewall"),
+            "{diagnosis}"
+        );
+    }
+    let (_, metrics) = http_get(&hosts[0], "/metrics");
+    assert!(
+        metrics.contains("stackring_peer_reachable{peer=\"node3\",service=\"http\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("stackring_peer_reachable{peer=\"node3\",service=\"grpc\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("stackring_peer_rtt_seconds{peer=\"node3\",service=\"grpc\"}"),
+        "{metrics}"
+    );
+    hosts[2]
+        .command("nft")
+        .args(["delete", "table", "inet", "block"])
+        .status()
+        .unwrap();
+    for ns in &hosts {
+        wait_for(
+            "healed after the firewall rule goes",
+            Duration::from_secs(20),
+            || all_ok(&matrix(ns)).then_some(()),
+        );
+    }
+    let _ = socat.kill();
+    let _ = socat.wait();
 }

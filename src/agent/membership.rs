@@ -17,6 +17,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 
 const NODE_KEY: &str = "node";
+/// What this node found probing its peers (`core::reach`).
+pub(crate) const REACH_KEY: &str = "reach";
 
 /// How gossip travels: UDP in the daemon, chitchat's in-memory channels in tests (no root, no
 /// sockets, virtual time). In memory there is no TCP discovery listener either.
@@ -229,13 +231,17 @@ impl Membership {
     pub(crate) async fn members(&self) -> Vec<MemberView> {
         let forget_keys = self.keys_with_prefix(FORGET_PREFIX).await;
         let forgotten = forgotten(forget_keys.iter().map(|(_, k, v)| (k.as_str(), v.as_str())));
-        let (states, live): (Vec<(ChitchatId, Option<String>)>, Vec<ChitchatId>) = self
+        type State = (ChitchatId, Option<String>, Option<String>);
+        let (states, live): (Vec<State>, Vec<ChitchatId>) = self
             .handle
             .with_chitchat(|c| {
                 let states = c
                     .node_states()
                     .iter()
-                    .map(|(id, s)| (id.clone(), s.get(NODE_KEY).map(str::to_string)))
+                    .map(|(id, s)| {
+                        let get = |k: &str| s.get(k).map(str::to_string);
+                        (id.clone(), get(NODE_KEY), get(REACH_KEY))
+                    })
                     .collect();
                 (states, c.live_nodes().cloned().collect())
             })
@@ -247,10 +253,11 @@ impl Membership {
             .clone();
         let rows = states
             .into_iter()
-            .map(|(id, value)| GossipRow {
+            .map(|(id, value, reach)| GossipRow {
                 node_id: id.node_id.to_string(),
                 generation: id.generation_id,
                 value,
+                reach,
                 alive: live.contains(&id),
                 local: id == self.self_id,
                 last_seen_ms_ago: seen

@@ -38,6 +38,10 @@ pub(crate) struct Metrics {
     pub(crate) joins: Family<Labels, Counter>,
     /// Admin changes applied to this node's own record, by kind.
     pub(crate) admin_changes: Family<Labels, Counter>,
+    /// 1 when the last probe of a peer's advertised service succeeded, by peer and service.
+    peer_reachable: Family<Labels, Gauge>,
+    /// Round trip of the last successful probe, by peer and service (seconds).
+    peer_rtt: Family<Labels, Gauge<f64, AtomicU64>>,
     process_cpu: Counter<f64, AtomicU64>,
     process_rss: Gauge,
     process_open_fds: Gauge,
@@ -132,6 +136,16 @@ impl Metrics {
             "Admin changes applied to this node's own record, by kind (external_addrs, addr)",
             m.admin_changes.clone(),
         );
+        r.register(
+            "stackring_peer_reachable",
+            "1 when the last probe of the peer's advertised service succeeded, 0 when it failed",
+            m.peer_reachable.clone(),
+        );
+        r.register(
+            "stackring_peer_rtt_seconds",
+            "Round trip of the last successful probe of the peer's advertised service",
+            m.peer_rtt.clone(),
+        );
         // The process collector's names (Prometheus client conventions).
         r.register(
             "process_cpu_seconds",
@@ -171,6 +185,31 @@ impl Metrics {
                     ("state".into(), (*state).into()),
                 ])
                 .set(*n);
+        }
+    }
+
+    /// The findings of this node's last probe round (peers only; its own listen addresses are
+    /// not a peer).
+    pub(crate) fn set_reachability(&self, findings: &crate::core::reach::Findings) {
+        self.peer_reachable.clear();
+        self.peer_rtt.clear();
+        for (peer, probes) in findings
+            .iter()
+            .filter(|(p, _)| p.as_str() != crate::core::reach::SELF)
+        {
+            for (service, probe) in probes {
+                let labels = vec![
+                    ("peer".into(), peer.clone()),
+                    ("service".into(), service.as_str().into()),
+                ];
+                let ok = probe.outcome == crate::core::reach::Outcome::Ok;
+                self.peer_reachable.get_or_create(&labels).set(ok as i64);
+                if ok {
+                    self.peer_rtt
+                        .get_or_create(&labels)
+                        .set(f64::from(probe.rtt_ms) / 1000.0);
+                }
+            }
         }
     }
 

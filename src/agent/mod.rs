@@ -8,6 +8,7 @@ pub(crate) mod metrics;
 pub(crate) mod netlink;
 pub(crate) mod node;
 pub(crate) mod procstat;
+pub(crate) mod reach;
 pub(crate) mod sockets;
 pub(crate) mod systemd;
 

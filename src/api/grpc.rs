@@ -86,6 +86,8 @@ pub(crate) fn router(
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .build_v1()?;
     use crate::api::limits::*;
+    // grpc.health.v1: SERVING while the server runs (peers probe it; so can load balancers).
+    let (_reporter, health) = tonic_health::server::health_reporter();
     Ok(tonic::transport::Server::builder()
         // Dead or silent peers are found by HTTP/2 pings; a connection cannot open streams
         // without bound; a call that cannot answer in time ends (the joiner's own limit is 15 s).
@@ -96,6 +98,7 @@ pub(crate) fn router(
         .http2_max_header_list_size(64 * 1024)
         .timeout(GRPC_REQUEST_TIMEOUT)
         .add_service(reflection)
+        .add_service(health)
         .add_service(pb::identity_server::IdentityServer::new(
             IdentityService::new(state),
         ))

@@ -52,6 +52,11 @@ const ENDPOINTS: &[(&str, &str, &str)] = &[
     ),
     ("GET", "/v1/nodes", "the members as this node sees them"),
     (
+        "GET",
+        "/v1/reachability",
+        "who reaches whom: every node's probes of every peer's advertised gRPC, HTTP and gossip endpoints, and a diagnosis",
+    ),
+    (
         "POST",
         "/v1/nodes/{id}/external_addr",
         "{\"action\": \"add|set|remove\", \"addrs\": [...]} (cluster credentials)",
@@ -83,6 +88,7 @@ pub(crate) fn router(state: HttpState) -> Router {
         .route("/v1/bootstrap/create_cluster", post(create_cluster))
         .route("/v1/bootstrap/join_cluster", post(join_cluster))
         .route("/v1/nodes", get(nodes))
+        .route("/v1/reachability", get(reachability))
         .route("/v1/nodes/{id}/external_addr", post(external_addr))
         .route("/v1/nodes/{id}/addr", post(addr))
         .route("/v1/nodes/{id}/forget", post(forget))
@@ -263,6 +269,22 @@ async fn bootstrap(s: &HttpState, body: &[u8], action: Action) -> Response {
 async fn nodes(State(s): State<HttpState>) -> Response {
     match s.cluster.members() {
         Some((name, members)) => Json(serde_json::json!({"cluster_name": name, "nodes": members})).into_response(),
+        None => error(
+            409,
+            ErrorBody::new("NotInCluster", None, "this node does not belong to a cluster yet; fix: POST /v1/bootstrap/create_cluster or join_cluster"),
+        ),
+    }
+}
+
+async fn reachability(State(s): State<HttpState>) -> Response {
+    match s.cluster.reachability() {
+        Some((name, matrix, diagnosis)) => Json(serde_json::json!({
+            "cluster_name": name,
+            "nodes": matrix.nodes,
+            "rows": matrix.rows,
+            "diagnosis": diagnosis,
+        }))
+        .into_response(),
         None => error(
             409,
             ErrorBody::new("NotInCluster", None, "this node does not belong to a cluster yet; fix: POST /v1/bootstrap/create_cluster or join_cluster"),

@@ -434,6 +434,92 @@ pub(super) fn watch_nodes(settings: &Settings, json: bool, every: std::time::Dur
     }
 }
 
+/// `stackring status reachability`: the N×N matrix (rows: who probed; columns: whom), each cell
+/// gRPC, HTTP and gossip in that order, then the diagnosis.
+pub(super) fn status_reachability(settings: &Settings, json: bool) -> i32 {
+    let (status, body) = match admin_get(&settings.runtime_dir, "/v1/reachability") {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("stackring: {e}");
+            return 1;
+        }
+    };
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    if status != 200 {
+        eprintln!(
+            "stackring: {}",
+            doc["description"].as_str().unwrap_or(&body)
+        );
+        return 1;
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        return 0;
+    }
+    print!("{}", reachability_table(&doc));
+    0
+}
+
+/// The matrix as text: `✓` reached, `R` refused, `T` timeout, `E` error, `·` not probed yet.
+fn reachability_table(doc: &serde_json::Value) -> String {
+    let nodes: Vec<&str> = doc["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n.as_str())
+        .collect();
+    let mark = |v: &serde_json::Value| match v["outcome"].as_str() {
+        Some("ok") => '✓',
+        Some("refused") => 'R',
+        Some("timeout") => 'T',
+        Some("error") => 'E',
+        _ => '·',
+    };
+    let cell = |from: &str, to: &str| -> String {
+        if from == to {
+            return "*".into();
+        }
+        let probes = &doc["rows"][from][to];
+        ["grpc", "http", "gossip"]
+            .iter()
+            .map(|s| mark(&probes[*s]))
+            .collect()
+    };
+    let width = nodes.iter().map(|n| n.len()).max().unwrap_or(4).max(9);
+    let mut out = format!(
+        "REACHABILITY ({}): row = from, column = to; each cell gRPC, HTTP, gossip: ✓ reached, R refused, T timeout, E error, · not probed yet\n",
+        doc["cluster_name"].as_str().unwrap_or_default()
+    );
+    out.push_str(&format!("{:<width$}", "FROM \\ TO"));
+    for n in &nodes {
+        out.push_str(&format!("  {n:<width$}"));
+    }
+    out.push('\n');
+    for from in &nodes {
+        out.push_str(&format!("{from:<width$}"));
+        for to in &nodes {
+            out.push_str(&format!("  {:<width$}", cell(from, to)));
+        }
+        out.push('\n');
+    }
+    let diagnosis: Vec<&str> = doc["diagnosis"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d.as_str())
+        .collect();
+    if diagnosis.is_empty() {
+        out.push_str(
+            "every node reaches every other's advertised gRPC, HTTP and gossip endpoints\n",
+        );
+    } else {
+        for d in diagnosis {
+            out.push_str(&format!("- {d}\n"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -517,6 +603,41 @@ mod tests {
         assert_eq!(
             node_sentence("node3", &NodeAction::Forget, &serde_json::json!({})),
             "node node3 forgotten: no member lists it any more"
+        );
+    }
+
+    #[test]
+    fn the_reachability_matrix_reads_row_from_column_to() {
+        let doc = serde_json::json!({
+            "cluster_name": "c1",
+            "nodes": ["node1", "node2"],
+            "rows": {
+                "node1": {"node2": {"grpc": {"outcome": "refused", "rtt_ms": 0}, "http": {"outcome": "ok", "rtt_ms": 1}}},
+                "node2": {"node1": {"grpc": {"outcome": "ok"}, "http": {"outcome": "ok"}, "gossip": {"outcome": "timeout"}}}
+            },
+            "diagnosis": ["node1 cannot reach node2's gRPC (refused), though others can: a firewall or route between node1 and node2"]
+        });
+        let table = reachability_table(&doc);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(
+            lines[1].starts_with("FROM \\ TO")
+                && lines[1].contains("node1")
+                && lines[1].contains("node2"),
+            "{table}"
+        );
+        assert_eq!(
+            lines[2].split_whitespace().collect::<Vec<_>>(),
+            ["node1", "*", "R✓·"],
+            "{table}"
+        );
+        assert_eq!(
+            lines[3].split_whitespace().collect::<Vec<_>>(),
+            ["node2", "✓✓T", "*"],
+            "{table}"
+        );
+        assert!(
+            lines[4].starts_with("- node1 cannot reach node2's gRPC"),
+            "{table}"
         );
     }
 

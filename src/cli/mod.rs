@@ -153,6 +153,9 @@ pub(crate) enum StatusCommand {
         #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "2")]
         watch: Option<u64>,
     },
+    /// Who reaches whom: each node's probes of every peer's advertised gRPC, HTTP and gossip
+    /// endpoints (node.reachability_interval, 10 s by default), and a diagnosis in words.
+    Reachability,
 }
 
 #[derive(Subcommand, Debug)]
@@ -226,6 +229,7 @@ fn run(cli: Cli) -> i32 {
             Some(StatusCommand::Nodes { watch: Some(secs) }) => {
                 admin::watch_nodes(&s, json, std::time::Duration::from_secs(secs))
             }
+            Some(StatusCommand::Reachability) => admin::status_reachability(&s, json),
         }),
         Command::Node { id, action, json } => {
             settings().map(|s| admin::node_command(&s, &id, &action, json))

@@ -103,6 +103,9 @@ pub struct Settings {
     pub(crate) external_addrs: Option<Vec<IpAddr>>,
     pub(crate) state_dir: PathBuf,
     pub(crate) runtime_dir: PathBuf,
+    /// `node.reachability_interval`: how often every peer's advertised endpoints are probed
+    /// (seconds, jittered); `None` (0) turns probing off.
+    pub(crate) reachability_interval: Option<std::time::Duration>,
     /// `cluster:`: create or join by itself at start-up (declarative bootstrap).
     pub(crate) cluster: Option<DeclaredCluster>,
 }
@@ -324,6 +327,7 @@ const NODE_KEYS: &[&str] = &[
     "use_internal_ipv6",
     "state_dir",
     "runtime_dir",
+    "reachability_interval",
 ];
 
 #[derive(Default)]
@@ -574,6 +578,7 @@ impl Validator {
             external_addrs: external,
             state_dir: self.dir(&node, "state_dir", DEFAULT_STATE_DIR),
             runtime_dir: self.dir(&node, "runtime_dir", DEFAULT_RUNTIME_DIR),
+            reachability_interval: self.seconds(&node, "node", "reachability_interval", 10),
             cluster: declared.and_then(|c| self.declared_cluster(&c)),
         };
         self.cross_checks(&settings);
@@ -790,6 +795,39 @@ impl Validator {
                 None
             }
         }
+    }
+
+    /// A number of seconds (`10`, or `10s`), 0–3600; 0 means off (`None`); absent: `default`.
+    fn seconds(
+        &mut self,
+        map: &BTreeMap<&str, &Value>,
+        section: &str,
+        name: &str,
+        default: u64,
+    ) -> Option<std::time::Duration> {
+        let secs = match map.get(name) {
+            None | Some(Value::Null) => Some(default),
+            Some(value) => {
+                let n = match value {
+                    Value::Number(n) => n.as_u64(),
+                    Value::String(s) => s.trim().trim_end_matches('s').trim().parse::<u64>().ok(),
+                    _ => None,
+                };
+                match n.filter(|n| *n <= 3600) {
+                    Some(n) => Some(n),
+                    None => {
+                        self.error(
+                            &format!("{section}.{name}"),
+                            value,
+                            "is not a number of seconds from 0 to 3600",
+                            &format!("write e.g. {default} (0 turns it off)"),
+                        );
+                        None
+                    }
+                }
+            }
+        };
+        secs.filter(|n| *n > 0).map(std::time::Duration::from_secs)
     }
 
     fn boolean(&mut self, map: &BTreeMap<&str, &Value>, section: &str, name: &str) -> bool {

@@ -94,6 +94,9 @@ pub(crate) struct MemberView {
     pub(crate) generation: u64,
     /// The one wording of state and health that the CLI, `/ring` and the JSON all show.
     pub(crate) summary: String,
+    /// What the node found probing its peers (`core::reach` encoding), as it published it.
+    #[serde(skip)]
+    pub(crate) reach: String,
 }
 
 impl MemberView {
@@ -140,6 +143,8 @@ pub(crate) struct GossipRow {
     pub(crate) local: bool,
     /// `u64::MAX`: never seen.
     pub(crate) last_seen_ms_ago: u64,
+    /// The `reach` key's value, if any.
+    pub(crate) reach: Option<String>,
 }
 
 /// node id → newest generation some node asked to forget, from `(key, value)` pairs of the
@@ -195,6 +200,7 @@ pub(crate) fn project(rows: Vec<GossipRow>, forgotten: &HashMap<String, u64>) ->
                 local: row.local,
                 generation: row.generation,
                 summary,
+                reach: row.reach.unwrap_or_default(),
             },
         );
     }
@@ -243,6 +249,7 @@ mod tests {
             alive,
             local,
             last_seen_ms_ago: if alive { 100 } else { 5_000 },
+            reach: None,
         }
     }
 

@@ -10,6 +10,7 @@ pub(crate) mod net;
 pub(crate) mod peer;
 pub(crate) mod preflight;
 pub(crate) mod products;
+pub(crate) mod reach;
 pub(crate) mod refusal;
 pub(crate) mod render;
 pub(crate) mod ring;

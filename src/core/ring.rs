@@ -149,6 +149,7 @@ mod tests {
             local: false,
             generation: 1,
             summary: summary(status, NodeState::Active, "", 33_000),
+            reach: String::new(),
         }
     }
 

@@ -69,6 +69,8 @@ pub(super) enum Command {
     },
     /// SIGTERM: remember the peers, say LEAVING for three rounds, stop gossiping.
     Leave { reply: oneshot::Sender<()> },
+    /// The prober's latest findings (`core::reach` encoding), for gossip.
+    PublishReach(String),
 }
 
 pub(super) struct Actor {
@@ -197,6 +199,12 @@ impl Actor {
             Command::Leave { reply } => {
                 self.leave().await;
                 let _ = reply.send(());
+            }
+            Command::PublishReach(findings) => {
+                if let Some(m) = &self.membership {
+                    m.set_own_key(crate::agent::membership::REACH_KEY, &findings)
+                        .await;
+                }
             }
         }
     }

@@ -17,6 +17,7 @@ use crate::core::cluster::{self, BootstrapStatus, ClusterRecord, Outcome};
 use crate::core::config::Settings;
 use crate::core::decide::{usability, Identity};
 use crate::core::members::MemberView;
+use crate::core::reach::{diagnose, Matrix};
 use crate::core::refusal::Refusal;
 use crate::core::snapshot::{Family, HostSnapshot};
 use actor::{Actor, Command};
@@ -163,6 +164,23 @@ impl ClusterNode {
         let (commands, rx) = mpsc::channel(64);
         let announced = shared.announced.subscribe();
         tokio::spawn(Actor::new(shared.clone()).run(rx, announced));
+        if matches!(shared.network, GossipNetwork::Udp) {
+            // Findings are dropped, not queued, when the actor is busy: the next round has newer.
+            let to_actor = commands.downgrade();
+            tokio::spawn(crate::agent::reach::run(
+                shared.settings.subscribe(),
+                shared.identity.clone(),
+                shared.members.subscribe(),
+                shared.metrics.clone(),
+                move |findings| match to_actor.upgrade() {
+                    Some(actor) => {
+                        let _ = actor.try_send(Command::PublishReach(findings));
+                        true
+                    }
+                    None => false,
+                },
+            ));
+        }
         Ok(Arc::new(ClusterNode { shared, commands }))
     }
 
@@ -239,6 +257,14 @@ impl ClusterNode {
         let record = self.record()?;
         let members = self.shared.members.borrow().clone();
         Some((record.name.clone(), (*members).clone()))
+    }
+
+    /// Every member's findings as a matrix, and what they mean in words.
+    pub(crate) fn reachability(&self) -> Option<(String, Matrix, Vec<String>)> {
+        let (name, members) = self.members()?;
+        let matrix = Matrix::new(&members);
+        let diagnosis = diagnose(&matrix, &members);
+        Some((name, matrix, diagnosis))
     }
 
     /// Changes with every refresh of the member view (gRPC `Watch` sends only real changes).
