@@ -1517,6 +1517,7 @@ fn reachability_matrix_finds_a_dead_proxy_and_a_blocked_port() {
         });
     }
     let (_, table, _) = cli(&hosts[0], &_daemons[0], &["status", "reachability"]);
+    println!("{table}");
     assert!(
         table
             .lines()
