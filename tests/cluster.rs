@@ -1561,11 +1561,21 @@ fn reachability_matrix_finds_a_dead_proxy_and_a_blocked_port() {
 
     // A firewall on node3 drops its HTTP port from the network (not from itself): exactly the
     // two cells into node3's HTTP fail.
-    hosts[2].command("nft").args(["-f", "-"]).stdin(Stdio::piped()).spawn().and_then(|mut c| {
+    let mut nft = hosts[2]
+        .command("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
         use std::io::Write;
-        c.stdin.take().unwrap().write_all(b"table inet block { chain input { type filter hook input priority 0; ip6 daddr 2001:db8:270::3 tcp dport 3200 drop; } }\n")?;
-        c.wait()
-    }).unwrap();
+        nft.stdin
+            .take()
+            .unwrap()
+            .write_all(b"table inet block {\n  chain input {\n    type filter hook input priority 0;\n    ip6 daddr 2001:db8:270::3 tcp dport 3200 drop\n  }\n}\n")
+            .unwrap();
+    }
+    assert!(nft.wait().unwrap().success(), "nft refused the ruleset");
     for ns in &hosts {
         let doc = wait_for(
             "the blocked port diagnosed",
@@ -1600,6 +1610,8 @@ fn reachability_matrix_finds_a_dead_proxy_and_a_blocked_port() {
             "{diagnosis}"
         );
     }
+    let (_, table, _) = cli(&hosts[0], &_daemons[0], &["status", "reachability"]);
+    println!("{table}");
     let (_, metrics) = http_get(&hosts[0], "/metrics");
     assert!(
         metrics.contains("stackring_peer_reachable{peer=\"node3\",service=\"http\"} 0"),
