@@ -8,7 +8,7 @@ use crate::core::refusal::Refusal;
 use std::net::IpAddr;
 
 /// `POST /v1/nodes/{id}/external_addr` body.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExternalChange {
     pub action: String,
@@ -16,7 +16,7 @@ pub struct ExternalChange {
 }
 
 /// `POST /v1/nodes/{id}/addr` body.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddrChange {
     pub addr: String,

@@ -27,7 +27,7 @@ pub(crate) struct HttpState {
 }
 
 /// What `GET /` lists: every endpoint, its method and what it is for.
-const ENDPOINTS: &[(&str, &str, &str)] = &[
+pub(crate) const ENDPOINTS: &[(&str, &str, &str)] = &[
     (
         "GET",
         "/ready",
@@ -76,6 +76,8 @@ const ENDPOINTS: &[(&str, &str, &str)] = &[
         "/ring",
         "the ring page (JSON with Accept: application/json)",
     ),
+    ("POST", "/ring/forget", "the ring page's Forget button (a form)"),
+    ("GET", "/openapi.json", "this API as an OpenAPI 3.1 document"),
 ];
 
 pub(crate) fn router(state: HttpState) -> Router {
@@ -94,6 +96,7 @@ pub(crate) fn router(state: HttpState) -> Router {
         .route("/v1/nodes/{id}/forget", post(forget))
         .route("/ring", get(ring))
         .route("/ring/forget", post(ring_forget))
+        .route("/openapi.json", get(openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -231,15 +234,59 @@ async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
     )
 }
 
+/// `GET /v1/bootstrap`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct BootstrapView {
+    #[serde(flatten)]
+    status: crate::core::cluster::BootstrapStatus,
+    /// The cluster this node belongs to, once bootstrapped.
+    cluster: Option<ClusterView>,
+    /// The host's addresses usable for cluster traffic.
+    available_addrs: Vec<crate::agent::node::AvailableAddr>,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct ClusterView {
+    name: String,
+    family: crate::core::snapshot::Family,
+    node_id: String,
+}
+
+/// `GET /v1/nodes` (and `/ring` as JSON).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct NodesView {
+    cluster_name: String,
+    nodes: Vec<crate::core::members::MemberView>,
+}
+
+/// `GET /v1/reachability`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct ReachabilityView {
+    cluster_name: String,
+    /// Member ids: the matrix's rows (who probed) and columns (whom).
+    nodes: Vec<String>,
+    /// source → target (`*`: the source's own listen addresses) → service → probe.
+    #[schema(value_type = Object)]
+    rows: std::collections::BTreeMap<String, crate::core::reach::Findings>,
+    /// What the failures mean, in words.
+    diagnosis: Vec<String>,
+}
+
+async fn openapi() -> impl IntoResponse {
+    Json(crate::api::openapi::document())
+}
+
 async fn bootstrap_status(State(s): State<HttpState>) -> impl IntoResponse {
-    let status = s.cluster.status();
     let record = s.cluster.record();
-    Json(serde_json::json!({
-        "state": status.state,
-        "error": status.error,
-        "cluster": record.map(|r| serde_json::json!({"name": r.name, "family": r.family, "node_id": r.node_id})),
-        "available_addrs": s.cluster.available_addrs(),
-    }))
+    Json(BootstrapView {
+        status: s.cluster.status(),
+        cluster: record.map(|r| ClusterView {
+            name: r.name.clone(),
+            family: r.family,
+            node_id: r.node_id.clone(),
+        }),
+        available_addrs: s.cluster.available_addrs(),
+    })
 }
 
 async fn create_cluster(State(s): State<HttpState>, body: Bytes) -> Response {
@@ -268,7 +315,11 @@ async fn bootstrap(s: &HttpState, body: &[u8], action: Action) -> Response {
 
 async fn nodes(State(s): State<HttpState>) -> Response {
     match s.cluster.members() {
-        Some((name, members)) => Json(serde_json::json!({"cluster_name": name, "nodes": members})).into_response(),
+        Some((cluster_name, nodes)) => Json(NodesView {
+            cluster_name,
+            nodes,
+        })
+        .into_response(),
         None => error(
             409,
             ErrorBody::new("NotInCluster", None, "this node does not belong to a cluster yet; fix: POST /v1/bootstrap/create_cluster or join_cluster"),
@@ -278,12 +329,12 @@ async fn nodes(State(s): State<HttpState>) -> Response {
 
 async fn reachability(State(s): State<HttpState>) -> Response {
     match s.cluster.reachability() {
-        Some((name, matrix, diagnosis)) => Json(serde_json::json!({
-            "cluster_name": name,
-            "nodes": matrix.nodes,
-            "rows": matrix.rows,
-            "diagnosis": diagnosis,
-        }))
+        Some((cluster_name, matrix, diagnosis)) => Json(ReachabilityView {
+            cluster_name,
+            nodes: matrix.nodes,
+            rows: matrix.rows,
+            diagnosis,
+        })
         .into_response(),
         None => error(
             409,

@@ -6,3 +6,4 @@ pub(crate) mod grpc;
 pub(crate) mod http;
 pub(crate) mod jsonbody;
 pub(crate) mod limits;
+pub(crate) mod openapi;

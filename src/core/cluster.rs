@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
 /// `POST /v1/bootstrap/{create_cluster,join_cluster}` body (Redis Enterprise's shape).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BootstrapRequest {
     pub(crate) action: String,
@@ -21,7 +21,7 @@ pub struct BootstrapRequest {
     pub(crate) node: Option<NodeSpec>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterSpec {
     /// Required to create; optional to join (the joiner learns it; a given one must match).
@@ -32,10 +32,11 @@ pub struct ClusterSpec {
     pub(crate) nodes: Vec<String>,
 }
 
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialsSpec {
     pub(crate) username: String,
+    #[schema(format = Password)]
     pub(crate) password: String,
 }
 
@@ -49,14 +50,14 @@ impl std::fmt::Debug for CredentialsSpec {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NodeSpec {
     #[serde(default)]
     pub(crate) identity: IdentitySpec,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IdentitySpec {
     #[serde(default)]
@@ -568,7 +569,7 @@ pub(crate) fn validate_joiner(
 
 /// `GET /v1/bootstrap`'s `state`, as Redis Enterprise reports it. One bootstrap at a time: a node
 /// starts one only from `idle` or after a failed one (`error`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum BootstrapState {
     Idle,
@@ -591,7 +592,7 @@ impl BootstrapState {
 }
 
 /// The state and, after a failure, why.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub(crate) struct BootstrapStatus {
     pub(crate) state: BootstrapState,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -749,9 +750,10 @@ pub(crate) fn relay_fields(
 
 /// The answer to `external_addr add|set|remove`: the node's list and, once the node applied it,
 /// its new version; `pending` when the node is down and the change waits in gossip.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub(crate) struct ExternalAddrsReply {
     pub(crate) node: String,
+    #[schema(value_type = Vec<String>)]
     pub(crate) external_addrs: Vec<IpAddr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) version: Option<u64>,
@@ -762,14 +764,15 @@ pub(crate) struct ExternalAddrsReply {
 }
 
 /// The answer to `addr set` (applied when the node comes back).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub(crate) struct AddrReply {
     pub(crate) node: String,
+    #[schema(value_type = String)]
     pub(crate) addr: IpAddr,
 }
 
 /// The answer to `forget`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub(crate) struct ForgetReply {
     pub(crate) node: String,
     pub(crate) forgotten: bool,

@@ -24,7 +24,7 @@ pub(crate) const DEFAULT_RUNTIME_DIR: &str = "/run/stackring";
 pub(crate) const EXIT_CONFIG: i32 = 78;
 
 /// One thing wrong with the configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ConfigError {
     pub(crate) key: String,
     pub(crate) value: String,

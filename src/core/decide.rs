@@ -13,9 +13,11 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
 /// Where a server listens and what the node tells its peers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub(crate) struct Endpoint {
+    #[schema(value_type = String, example = "[::]:9095")]
     pub(crate) listen: SocketAddr,
+    #[schema(value_type = String, example = "[2001:db8::1]:9095")]
     pub(crate) advertise: SocketAddr,
 }
 

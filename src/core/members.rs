@@ -12,7 +12,7 @@ pub(crate) const OVERRIDE_PREFIX: &str = "override/";
 
 /// A node's place in the cluster's life cycle, as it publishes it (LEFT is derived, see
 /// `MemberView`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum NodeState {
     Joining,
@@ -33,7 +33,7 @@ impl NodeState {
 }
 
 /// Whether the failure detector hears the node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub(crate) enum Health {
     Ok,
@@ -50,7 +50,7 @@ impl Health {
 }
 
 /// What a node publishes about itself.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NodeEntry {
     pub(crate) id: String,
     pub(crate) hostname: String,
@@ -82,7 +82,7 @@ pub struct NodeEntry {
 }
 
 /// A member as this node sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub(crate) struct MemberView {
     #[serde(flatten)]
     pub(crate) entry: NodeEntry,

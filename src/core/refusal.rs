@@ -28,7 +28,7 @@ pub(crate) enum RefusalKind {
 }
 
 /// The JSON body of every refusal: `{error_code, sub_code, description}`.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub(crate) struct ErrorBody {
     pub(crate) error_code: String,
     #[serde(skip_serializing_if = "Option::is_none")]

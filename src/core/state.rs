@@ -30,7 +30,7 @@ impl Published {
 }
 
 /// The JSON shape of an identity, shared by `inspect --json` and `GET /v1/identity`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub(crate) struct IdentityView {
     pub(crate) ready: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -40,9 +40,11 @@ pub(crate) struct IdentityView {
     pub(crate) zone: Option<String>,
     pub(crate) family: Option<Family>,
     pub(crate) family_reason: Option<String>,
+    #[schema(value_type = Option<String>)]
     pub(crate) internal_addr: Option<IpAddr>,
     pub(crate) internal_interface: Option<String>,
     #[serde(serialize_with = "crate::core::ipfmt::serialize_list")]
+    #[schema(value_type = Vec<String>)]
     pub(crate) external_addrs: Vec<IpAddr>,
     pub(crate) grpc: Option<Endpoint>,
     pub(crate) http: Option<Endpoint>,

@@ -103,8 +103,9 @@ pub(crate) fn effective_settings(base: &Settings, record: Option<&ClusterRecord>
 }
 
 /// A usable address of the host, for `GET /v1/bootstrap`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub(crate) struct AvailableAddr {
+    #[schema(value_type = String)]
     pub(crate) address: IpAddr,
     pub(crate) family: Family,
     pub(crate) interface: String,
