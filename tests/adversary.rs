@@ -1,4 +1,5 @@
-//! Adversarial cases (issue 11 items 3–6), each named by its attack, run against real daemons in
+//! Adversarial cases (issue 11 items 3–6; `Cluster.ApplyChange` sent by a host outside the cluster;
+//! floods of the gossip port's TCP side), each named by its attack, run against real daemons in
 //! network namespaces with every loop bounded in count and time. Traffic stays inside the test
 //! namespaces. Figures are printed (`cargo test --test adversary -- --nocapture`).
 //!
