@@ -55,8 +55,8 @@ pub mod fuzzing {
     pub use crate::api::jsonbody::parse as parse_json_body;
     pub use crate::cli::admin::parse_admin_response;
     pub use crate::core::cluster::{
-        apply_external, newest_override, proofs_match, relay_proof, validate_bootstrap, Action,
-        BootstrapRequest, ExternalOp, Override, Seeds,
+        apply_external, newest_override, proofs_match, relay_fields, relay_proof,
+        validate_bootstrap, Action, BootstrapRequest, ExternalOp, Override, Seeds,
     };
     pub use crate::core::config::{parse_str, ConfigError};
     pub use crate::core::members::NodeEntry;

@@ -1,4 +1,5 @@
-//! Adversarial cases (issue 11 items 3–6), each named by its attack, run against real daemons in
+//! Adversarial cases (issue 11 items 3–6; `Cluster.ApplyChange` sent by a host outside the cluster;
+//! floods of the gossip port's TCP side), each named by its attack, run against real daemons in
 //! network namespaces with every loop bounded in count and time. Traffic stays inside the test
 //! namespaces. Figures are printed (`cargo test --test adversary -- --nocapture`).
 //!
@@ -900,4 +901,1112 @@ fn oversized_values_are_not_echoed_and_bad_credentials_files_fail_validation() {
         description.len()
     );
     println!("60 KB cluster name: {description}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cluster.ApplyChange from outside the cluster, and the TCP side of the gossip port.
+// ---------------------------------------------------------------------------------------------
+
+use stackring::proto::pb;
+
+const LOCAL_HTTP: &str = "[::1]:3200";
+
+fn local_http() -> SocketAddr {
+    LOCAL_HTTP.parse().unwrap()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// `GET /v1/nodes` on `ns`'s own daemon (empty when it does not answer).
+fn nodes_on(ns: &Netns) -> Vec<Value> {
+    ns.run(|| {
+        exchange(None, local_http(), &get("/v1/nodes"))
+            .ok()
+            .filter(|r| r.0 == 200)
+            .and_then(|r| serde_json::from_str::<Value>(&r.2).ok())
+            .and_then(|v| v["nodes"].as_array().cloned())
+            .unwrap_or_default()
+    })
+}
+
+/// Two READY nodes on `lan`, `2001:db8:<net>::1` (node1, which creates cluster `name`) and `::2`
+/// (node2, which joins it), both listing two OK members, each record holding its peer.
+fn two_node_cluster(lan: &Lan, tag: &str, net: &str, name: &str) -> Vec<(Netns, Daemon, IpAddr)> {
+    let nodes: Vec<_> = (1..=2)
+        .map(|i| {
+            node(
+                lan,
+                &format!("{tag}{i}"),
+                &format!("2001:db8:{net}::{i}/64"),
+                &format!("lifecycler: {{id: node{i}}}"),
+            )
+        })
+        .collect();
+    let name = name.to_string();
+    let (code, body) = nodes[0].0.run(move || create(local_http(), &name));
+    assert_eq!(code, 200, "{body}");
+    let seed = format!("2001:db8:{net}::1");
+    // The creator's gRPC may take a moment after the create (its identity is decided again).
+    let joiner = nodes[1].0.alias();
+    let (code, body) = wait_for("the join", Duration::from_secs(40), || {
+        let seed = seed.clone();
+        let (code, body) = joiner.run(move || join(local_http(), &seed));
+        (code != 409 || !body.contains("cluster_unreachable")).then_some((code, body))
+    });
+    assert_eq!(code, 200, "{body}");
+    for (ns, d, _) in &nodes {
+        wait_for("two OK members", Duration::from_secs(20), || {
+            let all = nodes_on(ns);
+            (all.len() == 2 && all.iter().all(|n| n["status"] == "OK")).then_some(())
+        });
+        wait_for("the peer in cluster.json", Duration::from_secs(10), || {
+            let record = record_of(d);
+            (!record["seeds"].as_array()?.is_empty()).then_some(())
+        });
+    }
+    nodes
+}
+
+/// `<state_dir>/cluster.json`, parsed.
+fn record_of(d: &Daemon) -> Value {
+    std::fs::read_to_string(d.state_dir.join("cluster.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
+
+/// What an outsider's request must not change: node2's record on disk (byte for byte), and its
+/// external addresses and admin version as node2 and node1 list them.
+#[derive(Debug, PartialEq)]
+struct Observed {
+    record: String,
+    here: (Value, Value),
+    there: (Value, Value),
+}
+
+fn observe(n: &[(Netns, Daemon, IpAddr)]) -> Observed {
+    let entry = |ns: &Netns| {
+        let all = nodes_on(ns);
+        let me = all
+            .iter()
+            .find(|m| m["id"] == "node2")
+            .cloned()
+            .unwrap_or_default();
+        (me["external_addrs"].clone(), me["admin_version"].clone())
+    };
+    Observed {
+        record: std::fs::read_to_string(n[1].1.state_dir.join("cluster.json")).unwrap(),
+        here: entry(&n[1].0),
+        there: entry(&n[0].0),
+    }
+}
+
+/// An `ApplyChangeRequest` as a member builds it: the proof over `relay_fields`, keyed with `key`.
+fn signed(
+    key: &str,
+    node: &str,
+    action: &str,
+    addrs: &[&str],
+    sent_ms: u64,
+    nonce: u64,
+    from: &str,
+) -> pb::ApplyChangeRequest {
+    let addrs: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+    let fields = stackring::fuzzing::relay_fields(node, action, &addrs, sent_ms, nonce, from);
+    pb::ApplyChangeRequest {
+        node_id: node.into(),
+        action: action.into(),
+        addrs,
+        sent_ms,
+        nonce,
+        proof: stackring::fuzzing::relay_proof(key, &fields),
+        from: from.into(),
+    }
+}
+
+/// A fresh nonce (a counter on top of the clock: distinct within a run).
+fn nonce() -> u64 {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    (now_ms() << 16) ^ N.fetch_add(1, Ordering::SeqCst) as u64
+}
+
+/// Pseudo-random hex of `len` characters.
+fn hex(len: usize, seed: u64) -> String {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from_digit((x & 15) as u32, 16).unwrap()
+        })
+        .collect()
+}
+
+type Answer = Result<pb::ApplyChangeReply, tonic::Status>;
+
+/// The refusal's sub-code, "applied", or the gRPC status code.
+fn outcome(a: &Answer) -> String {
+    match a {
+        Ok(r) => r
+            .refusal
+            .as_ref()
+            .map(|f| f.sub_code.clone())
+            .unwrap_or_else(|| "applied".into()),
+        Err(s) => format!("grpc:{:?}", s.code()),
+    }
+}
+
+/// Sends each request to `Cluster.ApplyChange` at `to` from inside `ns`, one after another on one
+/// connection.
+fn apply_changes(ns: &Netns, to: SocketAddr, requests: Vec<pb::ApplyChangeRequest>) -> Vec<Answer> {
+    ns.run(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{to}"))
+                .unwrap()
+                .timeout(Duration::from_secs(25));
+            // A loaded host may be slow to accept: a few tries, a second apart.
+            let mut tries = 0;
+            let channel = loop {
+                match endpoint.connect().await {
+                    Ok(c) => break c,
+                    Err(e) if tries < 5 => {
+                        tries += 1;
+                        eprintln!("connect to {to}: {e:?}; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    Err(e) => panic!("connect to {to}: {e:?}"),
+                }
+            };
+            let mut client = pb::cluster_client::ClusterClient::new(channel);
+            let mut out = Vec::new();
+            for r in requests {
+                out.push(client.apply_change(r).await.map(|r| r.into_inner()));
+            }
+            out
+        })
+    })
+}
+
+/// Peak resident set (VmHWM) of `pid` in KiB, and a way to reset it (`clear_refs` 5).
+fn peak_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+fn reset_peak(pid: u32) {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+}
+
+/// `Cluster.ApplyChange` from a host outside the cluster: forged proofs are `not_a_member`, a
+/// replay is `replayed`, a stale clock `stale_request`, another node's id `wrong_node`, bad
+/// actions and addresses `bad_action`/`bad_addrs` — each changing nothing on disk or in any view;
+/// huge requests are refused with bounded memory; and after 2,000 forged requests the node answers
+/// `/ready` at once and takes a legitimate admin change.
+#[test]
+fn apply_change_from_outside_the_cluster_is_refused_and_changes_nothing() {
+    let lan = Lan::new("apch");
+    let n = two_node_cluster(&lan, "apc", "580", "relay");
+    let pid = n[1].1.child.id();
+    let target = SocketAddr::new(n[1].2, 9095);
+    let attacker = lan.host("apca", &["2001:db8:580::a/64"]);
+    let record = record_of(&n[1].1);
+    let key = record["password_hash"].as_str().unwrap().to_string();
+    assert!(key.starts_with("$argon2id$"), "{record}");
+    let before = observe(&n);
+    println!("node2 before: {before:?}");
+
+    // (a) Forged proofs: random hex, empty, the right length but wrong (a flipped digit, the
+    // right fields under another key, another change's proof).
+    let real = signed(
+        &key,
+        "node2",
+        "add",
+        &["198.51.100.66"],
+        now_ms(),
+        nonce(),
+        "node1",
+    );
+    let mut flipped = real.clone();
+    let last = flipped.proof.pop().unwrap();
+    flipped.proof.push(if last == '0' { '1' } else { '0' });
+    let other_key = signed(
+        "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$bm90IHRoZSBrZXk",
+        "node2",
+        "add",
+        &["198.51.100.66"],
+        real.sent_ms,
+        real.nonce,
+        "node1",
+    );
+    let mut borrowed = real.clone();
+    borrowed.addrs = vec!["198.51.100.67".into()];
+    let forged: Vec<(&str, pb::ApplyChangeRequest)> = vec![
+        (
+            "random hex",
+            pb::ApplyChangeRequest {
+                proof: hex(128, 7),
+                ..real.clone()
+            },
+        ),
+        (
+            "empty",
+            pb::ApplyChangeRequest {
+                proof: String::new(),
+                ..real.clone()
+            },
+        ),
+        ("one digit flipped", flipped),
+        ("another key", other_key),
+        ("another change's proof", borrowed),
+        (
+            "upper-case proof",
+            pb::ApplyChangeRequest {
+                proof: real.proof.to_uppercase(),
+                ..real.clone()
+            },
+        ),
+    ];
+    assert_eq!(forged[0].1.proof.len(), real.proof.len());
+    let names: Vec<&str> = forged.iter().map(|f| f.0).collect();
+    let answers = apply_changes(&attacker, target, forged.into_iter().map(|f| f.1).collect());
+    for (name, a) in names.iter().zip(&answers) {
+        println!("(a) forged proof, {name}: {}", outcome(a));
+        assert_eq!(outcome(a), "not_a_member", "{name}: {a:?}");
+        let r = a.as_ref().unwrap();
+        assert_eq!(r.version, 0, "{name}: {r:?}");
+        assert!(r.external_addrs.is_empty(), "{name}: {r:?}");
+    }
+    assert_eq!(observe(&n), before, "forged proofs changed something");
+
+    // (c) A valid proof, sent two minutes in the past or the future.
+    // (d) A valid proof for another node's id (and for a node that does not exist).
+    // (e) A valid proof over a bad action or bad addresses.
+    let now = now_ms();
+    let cases: Vec<(&str, &str, pb::ApplyChangeRequest)> = vec![
+        (
+            "2 min in the past",
+            "stale_request",
+            signed(
+                &key,
+                "node2",
+                "add",
+                &["198.51.100.66"],
+                now - 120_000,
+                nonce(),
+                "node1",
+            ),
+        ),
+        (
+            "2 min in the future",
+            "stale_request",
+            signed(
+                &key,
+                "node2",
+                "add",
+                &["198.51.100.66"],
+                now + 120_000,
+                nonce(),
+                "node1",
+            ),
+        ),
+        (
+            "sent_ms 0",
+            "stale_request",
+            signed(
+                &key,
+                "node2",
+                "add",
+                &["198.51.100.66"],
+                0,
+                nonce(),
+                "node1",
+            ),
+        ),
+        (
+            "sent_ms u64::MAX",
+            "stale_request",
+            signed(
+                &key,
+                "node2",
+                "add",
+                &["198.51.100.66"],
+                u64::MAX,
+                nonce(),
+                "node1",
+            ),
+        ),
+        (
+            "node1's id",
+            "wrong_node",
+            signed(
+                &key,
+                "node1",
+                "add",
+                &["198.51.100.66"],
+                now,
+                nonce(),
+                "node1",
+            ),
+        ),
+        (
+            "an unknown id",
+            "wrong_node",
+            signed(
+                &key,
+                "node9",
+                "set",
+                &["198.51.100.66"],
+                now,
+                nonce(),
+                "node1",
+            ),
+        ),
+        (
+            "an empty id",
+            "wrong_node",
+            signed(&key, "", "set", &["198.51.100.66"], now, nonce(), "node1"),
+        ),
+        (
+            "action delete",
+            "bad_action",
+            signed(
+                &key,
+                "node2",
+                "delete",
+                &["198.51.100.66"],
+                now,
+                nonce(),
+                "node1",
+            ),
+        ),
+        (
+            "action empty",
+            "bad_action",
+            signed(&key, "node2", "", &["198.51.100.66"], now, nonce(), "node1"),
+        ),
+        (
+            "action SET",
+            "bad_action",
+            signed(
+                &key,
+                "node2",
+                "SET",
+                &["198.51.100.66"],
+                now,
+                nonce(),
+                "node1",
+            ),
+        ),
+        (
+            "no addrs",
+            "bad_addrs",
+            signed(&key, "node2", "set", &[], now, nonce(), "node1"),
+        ),
+        (
+            "an empty addr",
+            "bad_addrs",
+            signed(&key, "node2", "add", &[""], now, nonce(), "node1"),
+        ),
+        (
+            "::1",
+            "bad_addrs",
+            signed(&key, "node2", "add", &["::1"], now, nonce(), "node1"),
+        ),
+        (
+            "127.0.0.1",
+            "bad_addrs",
+            signed(&key, "node2", "add", &["127.0.0.1"], now, nonce(), "node1"),
+        ),
+        (
+            "an IPv4 CIDR",
+            "bad_addrs",
+            signed(
+                &key,
+                "node2",
+                "add",
+                &["198.51.100.0/24"],
+                now,
+                nonce(),
+                "node1",
+            ),
+        ),
+        (
+            "an IPv6 CIDR",
+            "bad_addrs",
+            signed(
+                &key,
+                "node2",
+                "set",
+                &["2001:db8:ff::/64"],
+                now,
+                nonce(),
+                "node1",
+            ),
+        ),
+        (
+            "::",
+            "bad_addrs",
+            signed(&key, "node2", "set", &["::"], now, nonce(), "node1"),
+        ),
+        (
+            "fe80::1",
+            "bad_addrs",
+            signed(&key, "node2", "add", &["fe80::1"], now, nonce(), "node1"),
+        ),
+        (
+            "a multicast address",
+            "bad_addrs",
+            signed(&key, "node2", "add", &["ff02::1"], now, nonce(), "node1"),
+        ),
+        (
+            "a name",
+            "bad_addrs",
+            signed(
+                &key,
+                "node2",
+                "add",
+                &["example.com"],
+                now,
+                nonce(),
+                "node1",
+            ),
+        ),
+        (
+            "one good, one loopback",
+            "bad_addrs",
+            signed(
+                &key,
+                "node2",
+                "set",
+                &["198.51.100.66", "127.0.0.1"],
+                now,
+                nonce(),
+                "node1",
+            ),
+        ),
+    ];
+    let names: Vec<(&str, &str)> = cases.iter().map(|c| (c.0, c.1)).collect();
+    let answers = apply_changes(&attacker, target, cases.into_iter().map(|c| c.2).collect());
+    for ((name, expected), a) in names.iter().zip(&answers) {
+        println!("valid proof, {name}: {}", outcome(a));
+        assert_eq!(&outcome(a), expected, "{name}: {a:?}");
+    }
+    assert_eq!(observe(&n), before, "refused changes changed something");
+
+    // (b) A valid change applies once; the same request again is `replayed`.
+    let version: u64 = before.here.1.as_u64().unwrap();
+    let change = signed(
+        &key,
+        "node2",
+        "add",
+        &["198.51.100.66"],
+        now_ms(),
+        nonce(),
+        "node1",
+    );
+    let answers = apply_changes(
+        &attacker,
+        target,
+        vec![change.clone(), change.clone(), change.clone()],
+    );
+    println!(
+        "(b) a valid change, then the same request twice: {:?}",
+        answers.iter().map(outcome).collect::<Vec<_>>()
+    );
+    assert_eq!(outcome(&answers[0]), "applied", "{:?}", answers[0]);
+    let applied = answers[0].as_ref().unwrap();
+    assert_eq!(applied.version, version + 1);
+    assert!(applied
+        .external_addrs
+        .contains(&"198.51.100.66".to_string()));
+    for a in &answers[1..] {
+        assert_eq!(outcome(a), "replayed", "{a:?}");
+    }
+    let record = record_of(&n[1].1);
+    assert_eq!(record["admin_version"], version + 1, "{record}");
+    for (ns, _, _) in &n {
+        wait_for("the change in both views", Duration::from_secs(10), || {
+            let all = nodes_on(ns);
+            let me = all.iter().find(|m| m["id"] == "node2")?;
+            (me["admin_version"] == version + 1
+                && me["external_addrs"]
+                    .as_array()?
+                    .iter()
+                    .any(|a| a == "198.51.100.66"))
+            .then_some(())
+        });
+    }
+    let after_one = observe(&n);
+    // The replay a minute later (still within the window) is refused too.
+    let again = apply_changes(&attacker, target, vec![change]);
+    assert_eq!(outcome(&again[0]), "replayed");
+    assert_eq!(observe(&n), after_one);
+
+    // (f) Huge requests, up to the gRPC message limit (4 MiB), forged: refused, memory bounded.
+    let rss_before = rss_kib(pid);
+    let big = |addrs: Vec<String>, node_id: String, from: String| pb::ApplyChangeRequest {
+        node_id,
+        action: "add".into(),
+        addrs,
+        sent_ms: now_ms(),
+        nonce: nonce(),
+        proof: hex(128, 11),
+        from,
+    };
+    // Every real request is under 4 KiB; anything over 64 KiB is refused from its length prefix.
+    let huge: Vec<(&str, &str, pb::ApplyChangeRequest)> = vec![
+        (
+            "3,000 addresses (56 KB)",
+            "not_a_member",
+            big(
+                (0..3_000u32)
+                    .map(|i| format!("2001:db8:{:x}::{:x}", i >> 8, i & 0xff))
+                    .collect(),
+                "node2".into(),
+                "x".into(),
+            ),
+        ),
+        (
+            "1.9 M empty addrs (3.8 MB)",
+            "grpc:OutOfRange",
+            big(vec![String::new(); 1_900_000], "node2".into(), "x".into()),
+        ),
+        (
+            "200,000 addresses (3.4 MB)",
+            "grpc:OutOfRange",
+            big(
+                (0..200_000u32)
+                    .map(|i| format!("2001:db8:{:x}::{:x}", i >> 16, i & 0xffff))
+                    .collect(),
+                "node2".into(),
+                "x".into(),
+            ),
+        ),
+        (
+            "three 1.3 MB addrs",
+            "grpc:OutOfRange",
+            big(vec!["9".repeat(1_300_000); 3], "node2".into(), "x".into()),
+        ),
+        (
+            "a 4 MB from",
+            "grpc:OutOfRange",
+            big(
+                vec!["198.51.100.1".into()],
+                "node2".into(),
+                "f".repeat(4_000_000),
+            ),
+        ),
+        (
+            "a 4 MB node_id",
+            "grpc:OutOfRange",
+            big(
+                vec!["198.51.100.1".into()],
+                "n".repeat(4_000_000),
+                "x".into(),
+            ),
+        ),
+        (
+            "6 MB (over tonic's own limit)",
+            "grpc:OutOfRange",
+            big(vec!["a".repeat(1_000_000); 6], "node2".into(), "x".into()),
+        ),
+    ];
+    let mut worst_peak = 0u64;
+    for (name, expected, request) in huge {
+        reset_peak(pid);
+        let base = rss_kib(pid);
+        let t = Instant::now();
+        // Eight at once, each on its own connection.
+        let answers: Vec<Answer> = (0..8)
+            .map(|_| {
+                let (a, r) = (attacker.alias(), request.clone());
+                std::thread::spawn(move || apply_changes(&a, target, vec![r]).pop().unwrap())
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect();
+        let took = t.elapsed();
+        let peak = peak_kib(pid);
+        worst_peak = worst_peak.max(peak.saturating_sub(base));
+        let outcomes: std::collections::BTreeSet<String> = answers.iter().map(outcome).collect();
+        println!(
+            "(f) {name}, 8 at once: {outcomes:?} in {took:?}; RSS {base} KiB before, peak {peak} KiB (+{} KiB), {} KiB after",
+            peak.saturating_sub(base),
+            rss_kib(pid)
+        );
+        for a in &answers {
+            assert_eq!(outcome(a), expected, "{name}: {a:?}");
+        }
+        assert!(d_alive(&n[1].1), "node2 died on {name}");
+    }
+    let rss_after = rss_kib(pid);
+    println!("(f) RSS {rss_before} KiB before the huge requests, {rss_after} KiB after; worst peak +{worst_peak} KiB");
+    assert!(
+        worst_peak < 16 * 1024,
+        "eight huge requests at once grew RSS by {worst_peak} KiB"
+    );
+    assert!(
+        rss_after < rss_before + 16 * 1024,
+        "RSS {rss_before} → {rss_after} KiB after the huge requests"
+    );
+    assert_eq!(observe(&n), after_one, "huge requests changed something");
+
+    // (f) With a member's proof: more external addresses than a node may have. An entry with
+    // 5,000 of them was applied, and never reached node1 (its view kept the old list: the entry
+    // did not fit in a gossip datagram).
+    let addrs = |n: u32, net: u32| -> Vec<String> {
+        (0..n)
+            .map(|i| format!("2001:db8:{net:x}:{i:x}::1"))
+            .collect()
+    };
+    let refs = |v: &[String]| v.iter().map(String::as_str).collect::<Vec<_>>().join(" ");
+    let (thousands, sixty_five, sixty_three) =
+        (addrs(2_500, 0xee), addrs(65, 0xef), addrs(63, 0xed));
+    let too_many: Vec<(&str, &str, pb::ApplyChangeRequest)> = vec![
+        (
+            "set 2,500 addresses (50 KB)",
+            "bad_addrs",
+            signed(
+                &key,
+                "node2",
+                "set",
+                &refs(&thousands).split(' ').collect::<Vec<_>>(),
+                now_ms(),
+                nonce(),
+                "node1",
+            ),
+        ),
+        (
+            "set 65 addresses",
+            "bad_addrs",
+            signed(
+                &key,
+                "node2",
+                "set",
+                &refs(&sixty_five).split(' ').collect::<Vec<_>>(),
+                now_ms(),
+                nonce(),
+                "node1",
+            ),
+        ),
+        (
+            "add 63 to 2",
+            "too_many_external_addrs",
+            signed(
+                &key,
+                "node2",
+                "add",
+                &refs(&sixty_three).split(' ').collect::<Vec<_>>(),
+                now_ms(),
+                nonce(),
+                "node1",
+            ),
+        ),
+    ];
+    let names: Vec<(&str, &str)> = too_many.iter().map(|c| (c.0, c.1)).collect();
+    let answers = apply_changes(
+        &attacker,
+        target,
+        too_many.into_iter().map(|c| c.2).collect(),
+    );
+    for ((name, expected), a) in names.iter().zip(&answers) {
+        println!("(f) a member's change, {name}: {}", outcome(a));
+        assert_eq!(&outcome(a), expected, "{name}: {a:?}");
+    }
+    assert_eq!(
+        observe(&n),
+        after_one,
+        "too many addresses changed something"
+    );
+    // 64 is allowed, and reaches the other member.
+    let sixty_four = addrs(64, 0xec);
+    let answers = apply_changes(
+        &attacker,
+        target,
+        vec![signed(
+            &key,
+            "node2",
+            "set",
+            &refs(&sixty_four).split(' ').collect::<Vec<_>>(),
+            now_ms(),
+            nonce(),
+            "node1",
+        )],
+    );
+    assert_eq!(outcome(&answers[0]), "applied", "{:?}", answers[0]);
+    let t = Instant::now();
+    wait_for("64 addresses on node1", Duration::from_secs(10), || {
+        let all = nodes_on(&n[0].0);
+        let me = all.iter().find(|m| m["id"] == "node2")?;
+        (me["admin_version"] == version + 2 && me["external_addrs"].as_array()?.len() == 64)
+            .then_some(())
+    });
+    println!(
+        "(f) a member's change, set 64 addresses: applied, on node1 after {:?}",
+        t.elapsed()
+    );
+    let after_one = observe(&n);
+    // (g) 2,000 forged requests (8 connections × 250), while node2's /ready is probed.
+    let ready_to = SocketAddr::new(n[1].2, 3200);
+    let monitor = n[0].0.alias();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_probe = stop.clone();
+    let prober = monitor.spawn(move || {
+        let mut probes = Vec::new();
+        let t = Instant::now();
+        while !stop_probe.load(Ordering::SeqCst)
+            && t.elapsed() < Duration::from_secs(60)
+            && probes.len() < 2_000
+        {
+            probes.push(ready_ms(None, ready_to));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        probes
+    });
+    let t = Instant::now();
+    let floods: Vec<_> = (0..8u64)
+        .map(|w| {
+            let a = attacker.alias();
+            std::thread::spawn(move || {
+                let requests = (0..250u64)
+                    .map(|i| pb::ApplyChangeRequest {
+                        node_id: "node2".into(),
+                        action: "set".into(),
+                        addrs: vec![format!("198.51.100.{}", i % 250 + 1)],
+                        sent_ms: now_ms(),
+                        nonce: w * 1_000 + i,
+                        proof: hex(128, w * 1_000 + i + 1),
+                        from: format!("intruder{w}"),
+                    })
+                    .collect();
+                apply_changes(&a, target, requests)
+            })
+        })
+        .collect();
+    let mut tally = std::collections::BTreeMap::<String, usize>::new();
+    for f in floods {
+        for a in f.join().unwrap() {
+            *tally.entry(outcome(&a)).or_insert(0) += 1;
+        }
+    }
+    let flood_took = t.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    let probes = prober.join().unwrap();
+    let failed = probes.iter().filter(|p| p.0 != 200).count();
+    let mut ms: Vec<f64> = probes.iter().map(|p| p.1).collect();
+    let (p50, max) = (percentile(&mut ms, 0.5), percentile(&mut ms, 1.0));
+    println!(
+        "(g) 2,000 forged requests in {flood_took:?}: {tally:?}; /ready meanwhile: {} probes, {failed} failed, p50 {p50:.1} ms, max {max:.1} ms; RSS {} KiB",
+        probes.len(),
+        rss_kib(pid)
+    );
+    assert_eq!(tally.get("not_a_member"), Some(&2_000), "{tally:?}");
+    assert_eq!(failed, 0);
+    assert!(
+        p50 < 50.0 && max < 500.0,
+        "/ready p50 {p50:.1} ms, max {max:.1} ms"
+    );
+    assert_eq!(observe(&n), after_one, "the flood changed something");
+    let (p, t) = n[0].0.run(move || ready_ms(None, ready_to));
+    assert_eq!(p, 200);
+    assert!(t < 100.0, "/ready after the flood: {t:.1} ms");
+
+    // A legitimate admin change, through node1's CLI, still applies.
+    let (code, out, err) = cli(
+        &n[0].0,
+        &n[0].1,
+        &["node", "node2", "external_addr", "set", "198.51.100.99"],
+    );
+    println!(
+        "legitimate change after the flood: exit {code}: {}",
+        out.trim()
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let record = record_of(&n[1].1);
+    assert_eq!(record["admin_version"], version + 3, "{record}");
+    assert!(
+        record["external_addrs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "198.51.100.99"),
+        "{record}"
+    );
+    assert!(d_alive(&n[1].1));
+}
+
+fn d_alive(d: &Daemon) -> bool {
+    std::fs::read_to_string(format!("/proc/{}/stat", d.child.id()))
+        .map(|s| !s.contains(") Z "))
+        .unwrap_or(false)
+}
+
+/// One discovery exchange on the gossip port's TCP side, as a joiner does it (3 s for connect and
+/// answer): whether a member's answer came, and the milliseconds it took.
+fn discover(to: SocketAddr) -> (bool, f64) {
+    let t = Instant::now();
+    let ok = (|| {
+        let s = connect_from(None, to, Duration::from_secs(3))?;
+        s.set_read_timeout(Some(
+            Duration::from_secs(3)
+                .saturating_sub(t.elapsed())
+                .max(Duration::from_millis(1)),
+        ))?;
+        let mut raw = Vec::new();
+        s.take(4096).read_to_end(&mut raw)?;
+        let doc: Value = serde_json::from_slice(&raw).map_err(std::io::Error::other)?;
+        Ok::<bool, std::io::Error>(doc["grpc"].is_string())
+    })()
+    .unwrap_or(false);
+    (
+        ok && t.elapsed() < Duration::from_secs(3),
+        t.elapsed().as_secs_f64() * 1000.0,
+    )
+}
+
+/// Descriptors `pid` holds.
+fn fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// The TCP side of the gossip port (memberlist.bind_port) under a flood: 3,000 connections held
+/// that never read, slow readers, connections that send garbage, and a churn of new connections
+/// for as long as the join takes. `/ready` stays fast, RSS bounded, discovery keeps answering, and
+/// a node joins through `memberlist.join_members` meanwhile.
+#[test]
+fn gossip_port_flood_does_not_starve_ready_or_a_join_through_join_members() {
+    assert!(
+        raise_own_nofile() >= 6_000,
+        "the test needs 6,000 descriptors"
+    );
+    let lan = Lan::new("gflood");
+    let (seed_ns, seed, seed_ip) =
+        node(&lan, "gfs", "2001:db8:590::1/64", "lifecycler: {id: node1}");
+    let (code, body) = seed_ns.run(|| create(local_http(), "gflood"));
+    assert_eq!(code, 200, "{body}");
+    let pid = seed.child.id();
+    let gossip = SocketAddr::new(seed_ip, 7946);
+    let http = SocketAddr::new(seed_ip, 3200);
+    let monitor = lan.host("gfm", &["2001:db8:590::99/64"]);
+    // Before: discovery answers.
+    let base: Vec<(bool, f64)> = monitor.run(move || (0..10).map(|_| discover(gossip)).collect());
+    assert!(
+        base.iter().all(|b| b.0),
+        "discovery before the flood: {base:?}"
+    );
+    let attacker = lan.host("gfa", &[]);
+    let sources: Vec<IpAddr> = (0..10)
+        .map(|i| {
+            let a = format!("2001:db8:590::1{i:02x}");
+            attacker.addr(&format!("{a}/64"), "eth0");
+            a.parse().unwrap()
+        })
+        .collect();
+    let rss_before = rss_kib(pid);
+    reset_peak(pid);
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let opened = Arc::new(AtomicUsize::new(0));
+    const CHURN_MAX: usize = 40_000;
+    const FLOOD_FOR: Duration = Duration::from_secs(30);
+    // 3,000 held connections that never read, then a churn of new ones.
+    let (stop1, opened1, src1) = (stop.clone(), opened.clone(), sources.clone());
+    let holder = attacker.spawn(move || {
+        use socket2::{Domain, Socket, Type};
+        let started = Instant::now();
+        let connect = |i: usize| {
+            let s = Socket::new(Domain::IPV6, Type::STREAM, None).ok()?;
+            s.bind(&SocketAddr::new(src1[i % src1.len()], 0).into())
+                .ok()?;
+            s.set_nonblocking(true).ok()?;
+            let _ = s.connect(&gossip.into());
+            Some(s)
+        };
+        let mut held: Vec<Socket> = (0..3_000).filter_map(connect).collect();
+        opened1.fetch_add(held.len(), Ordering::SeqCst);
+        let mut churned = 0;
+        let mut churn = std::collections::VecDeque::new();
+        while !stop1.load(Ordering::SeqCst) && started.elapsed() < FLOOD_FOR && churned < CHURN_MAX
+        {
+            for _ in 0..100 {
+                if let Some(s) = connect(churned) {
+                    churn.push_back(s);
+                    churned += 1;
+                }
+            }
+            // Keep the newest 1,000 of them open too.
+            while churn.len() > 1_000 {
+                churn.pop_front();
+            }
+            opened1.fetch_add(100, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        held.extend(churn);
+        (held.len(), churned)
+    });
+    // 100 slow readers: one byte each per 200 ms.
+    let (stop2, src2) = (stop.clone(), sources.clone());
+    let slow = attacker.spawn(move || {
+        let started = Instant::now();
+        let mut conns: Vec<TcpStream> = (0..100)
+            .filter_map(|i| {
+                connect_from(Some(src2[i % src2.len()]), gossip, Duration::from_secs(3)).ok()
+            })
+            .collect();
+        for c in &conns {
+            c.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
+        }
+        let mut bytes = 0;
+        while !stop2.load(Ordering::SeqCst) && started.elapsed() < FLOOD_FOR {
+            for c in conns.iter_mut() {
+                let mut b = [0u8; 1];
+                if let Ok(1) = c.read(&mut b) {
+                    bytes += 1;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        (conns.len(), bytes)
+    });
+    // 200 connections that send garbage (64 KiB each, then hold).
+    let (stop3, src3) = (stop.clone(), sources.clone());
+    let garbage = attacker.spawn(move || {
+        let junk: Vec<u8> = (0..65_536u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+            .collect();
+        let mut sent = 0usize;
+        let mut conns = Vec::new();
+        for i in 0..200 {
+            if let Ok(mut c) =
+                connect_from(Some(src3[i % src3.len()]), gossip, Duration::from_secs(3))
+            {
+                c.set_write_timeout(Some(Duration::from_millis(200)))
+                    .unwrap();
+                if let Ok(n) = c.write(&junk) {
+                    sent += n;
+                }
+                conns.push(c);
+            }
+        }
+        let started = Instant::now();
+        while !stop3.load(Ordering::SeqCst) && started.elapsed() < FLOOD_FOR {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (conns.len(), sent)
+    });
+    wait_for("the flood to build", Duration::from_secs(20), || {
+        (opened.load(Ordering::SeqCst) >= 5_000).then_some(())
+    });
+    let fds_during = fds(pid);
+
+    // Meanwhile: /ready and discovery from the monitor host, and a node that joins through
+    // `memberlist.join_members`.
+    let probes = monitor.spawn(move || {
+        let mut ready = Vec::new();
+        let mut found = Vec::new();
+        for _ in 0..40 {
+            ready.push(ready_ms(None, http));
+            found.push(discover(gossip));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (ready, found)
+    });
+    let joiner_ns = lan.host("gfj", &["2001:db8:590::2/64"]);
+    let credentials = joiner_ns.dir().join("credentials");
+    std::fs::write(&credentials, "admin:correct horse\n").unwrap();
+    let join_started = Instant::now();
+    let mut joiner = Daemon::start_via(
+        &joiner_ns,
+        &[],
+        &binary(),
+        &format!(
+            "lifecycler: {{id: node2}}\ncluster: {{name: gflood, credentials_file: '{}', create: false}}\nmemberlist: {{join_members: ['[2001:db8:590::1]:7946']}}",
+            credentials.display()
+        ),
+        &[],
+    );
+    joiner.expect("READY=1", Duration::from_secs(20));
+    let joined = wait_for("node2 OK on the seed", Duration::from_secs(40), || {
+        let all = nodes_on(&seed_ns);
+        all.iter()
+            .any(|m| m["id"] == "node2" && m["status"] == "OK")
+            .then(|| join_started.elapsed())
+    });
+    let still_flooding = !holder.is_finished();
+    let (ready, found) = probes.join().unwrap();
+    let rss_peak = peak_kib(pid);
+    stop.store(true, Ordering::SeqCst);
+    let (held, churned) = holder.join().unwrap();
+    let (slow_n, slow_bytes) = slow.join().unwrap();
+    let (garbage_n, garbage_sent) = garbage.join().unwrap();
+    let closed = Instant::now();
+    let mut rss_after = rss_kib(pid);
+    while closed.elapsed() < Duration::from_secs(15) && rss_after > rss_before + 4 * 1024 {
+        std::thread::sleep(Duration::from_millis(250));
+        rss_after = rss_kib(pid);
+    }
+    // After: discovery and /ready again.
+    let after: Vec<(bool, f64)> = monitor.run(move || (0..10).map(|_| discover(gossip)).collect());
+
+    let failed_ready = ready.iter().filter(|r| r.0 != 200).count();
+    let mut ready_ms_v: Vec<f64> = ready.iter().map(|r| r.1).collect();
+    let failed_discovery = found.iter().filter(|f| !f.0).count();
+    let mut found_ms: Vec<f64> = found.iter().map(|f| f.1).collect();
+    let mut base_ms: Vec<f64> = base.iter().map(|f| f.1).collect();
+    println!(
+        "gossip-port flood: {held} held + {churned} churned connections, {slow_n} slow readers ({slow_bytes} bytes read), {garbage_n} garbage senders ({garbage_sent} bytes sent); daemon fds during {fds_during}"
+    );
+    println!(
+        "  /ready: {failed_ready} of {} failed, p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms",
+        ready.len(),
+        percentile(&mut ready_ms_v, 0.5),
+        percentile(&mut ready_ms_v, 0.9),
+        percentile(&mut ready_ms_v, 1.0)
+    );
+    println!(
+        "  discovery: before p50 {:.1} ms; during {failed_discovery} of {} failed, p50 {:.1} ms, max {:.1} ms; after {} of 10 answered",
+        percentile(&mut base_ms, 0.5),
+        found.len(),
+        percentile(&mut found_ms, 0.5),
+        percentile(&mut found_ms, 1.0),
+        after.iter().filter(|a| a.0).count()
+    );
+    println!(
+        "  join through join_members: node2 OK on the seed {joined:?} after its start (flood still running: {still_flooding}); RSS {rss_before} KiB before, peak {rss_peak} KiB, {rss_after} KiB after"
+    );
+    assert_eq!(failed_ready, 0, "/ready failed during the flood");
+    assert!(
+        percentile(&mut ready_ms_v, 0.9) < 100.0,
+        "/ready p90 over 100 ms"
+    );
+    assert!(still_flooding, "the flood ended before the join did");
+    assert!(joined < Duration::from_secs(10), "the join took {joined:?}");
+    assert_eq!(failed_discovery, 0, "discovery failed during the flood");
+    assert!(
+        after.iter().all(|a| a.0),
+        "discovery after the flood: {after:?}"
+    );
+    assert!(rss_peak < rss_before + 32 * 1024, "RSS peak {rss_peak} KiB");
+    assert!(
+        rss_after < rss_before + 8 * 1024,
+        "RSS {rss_after} KiB after"
+    );
+    assert!(d_alive(&seed));
 }

@@ -102,12 +102,16 @@ pub(crate) fn router(
         .add_service(pb::identity_server::IdentityServer::new(
             IdentityService::new(state),
         ))
-        .add_service(pb::cluster_server::ClusterServer::new(ClusterService {
-            node: cluster.clone(),
-        }))
-        .add_service(pb::admin_server::AdminServer::new(AdminService {
-            node: cluster,
-        })))
+        .add_service(
+            pb::cluster_server::ClusterServer::new(ClusterService {
+                node: cluster.clone(),
+            })
+            .max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
+        .add_service(
+            pb::admin_server::AdminServer::new(AdminService { node: cluster })
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        ))
 }
 
 /// The caller's address, canonical (an IPv4-mapped source is its IPv4 address): the guard's key.

@@ -38,6 +38,10 @@ pub(crate) const H2_MAX_CONCURRENT_STREAMS: u32 = 128;
 /// A gRPC call must produce its answer (for a stream: its first message) within this. `Join`
 /// waits for the bounded credential queue, never longer than the joiner's own 15 s.
 pub(crate) const GRPC_REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+/// The largest Cluster or Admin request decoded (tonic's default is 4 MiB). The largest real one,
+/// an `ApplyChange` with the most external addresses a node may have, is under 4 KiB: eight
+/// forged 4 MB requests at once took 58 MB of RSS; now each is refused from its length prefix.
+pub(crate) const MAX_REQUEST_BYTES: usize = 64 * 1024;
 
 /// Connections one peer address may hold on one listener.
 pub(crate) const PER_PEER: usize = 128;

@@ -208,7 +208,20 @@ pub fn validate_bootstrap(
         }
     }
     let mut externals = Vec::new();
-    for (i, text) in identity.external_addr.iter().enumerate() {
+    if identity.external_addr.len() > MAX_EXTERNAL_ADDRS {
+        err(
+            "node.identity.external_addr",
+            &format!("{} addresses", identity.external_addr.len()),
+            &format!("is more than the {MAX_EXTERNAL_ADDRS} a node may have"),
+            &format!("give at most {MAX_EXTERNAL_ADDRS}"),
+        );
+    }
+    for (i, text) in identity
+        .external_addr
+        .iter()
+        .enumerate()
+        .take(MAX_EXTERNAL_ADDRS + 1)
+    {
         match parse_address(text, AddrRole::External) {
             Ok(ip) => externals.push(ip),
             Err(p) => err(
@@ -315,6 +328,11 @@ impl ExternalOp {
     }
 }
 
+/// External addresses one node may have. Its entry, with them, travels whole in one gossip UDP
+/// datagram: an entry with thousands of them never reached the other members (they kept the old
+/// list for good), and no client needs more than a few.
+pub(crate) const MAX_EXTERNAL_ADDRS: usize = 64;
+
 /// Why an admin change is refused: a sub-code and words naming the fix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminRefusal {
@@ -370,6 +388,15 @@ pub fn apply_external(
                 });
             }
         }
+    }
+    if next.len() > MAX_EXTERNAL_ADDRS {
+        return Err(AdminRefusal {
+            sub_code: "too_many_external_addrs",
+            description: format!(
+                "node '{node}' would have {} external addresses, more than the {MAX_EXTERNAL_ADDRS} a node may have; fix: remove some first, or use `set` with fewer",
+                next.len()
+            ),
+        });
     }
     Ok(next)
 }
@@ -714,6 +741,12 @@ pub(crate) fn pending_external_addrs<'a>(
 /// Addresses from an admin request (`addrs` of `external_addr`, relayed changes): typed, each a
 /// single unicast address clients can reach; the first bad one is named with its fix.
 pub(crate) fn parse_external_addrs(key: &str, texts: &[String]) -> Result<Vec<IpAddr>, String> {
+    if texts.len() > MAX_EXTERNAL_ADDRS {
+        return Err(format!(
+            "{key}: {} addresses, more than the {MAX_EXTERNAL_ADDRS} a node may have; fix: give at most {MAX_EXTERNAL_ADDRS}",
+            texts.len()
+        ));
+    }
     texts
         .iter()
         .map(|t| {
@@ -730,7 +763,7 @@ pub(crate) fn parse_external_addrs(key: &str, texts: &[String]) -> Result<Vec<Ip
 }
 
 /// The fields a relay proof covers, in order: the change, when it was sent, a nonce, the sender.
-pub(crate) fn relay_fields(
+pub fn relay_fields(
     node: &str,
     action: &str,
     addrs: &[String],
@@ -1153,6 +1186,10 @@ mod tests {
         let b = ip("198.51.100.32");
         let c = ip("2001:db8::33");
         use ExternalOp::*;
+        let many: Vec<IpAddr> = (0..65u16)
+            .map(|i| IpAddr::from([0x2001, 0xdb8, 0xee, i, 0, 0, 0, 1]))
+            .collect();
+        let sixty_three = many[1..64].to_vec();
         type Row = (
             Vec<IpAddr>,
             ExternalOp,
@@ -1167,6 +1204,26 @@ mod tests {
             (vec![a, b], Remove, vec![a], Ok(vec![b])),
             (vec![a], Remove, vec![b], Err("not_an_external_addr")),
             (vec![a], Remove, vec![a], Err("no_external_addr_left")),
+            // At most MAX_EXTERNAL_ADDRS: the entry must fit in one gossip datagram.
+            (
+                sixty_three.clone(),
+                Add,
+                vec![a],
+                Ok([sixty_three.clone(), vec![a]].concat()),
+            ),
+            (
+                sixty_three.clone(),
+                Add,
+                vec![a, b],
+                Err("too_many_external_addrs"),
+            ),
+            (vec![a], Set, many.clone(), Err("too_many_external_addrs")),
+            (
+                vec![a],
+                Set,
+                [many.clone(), many.clone()].concat()[..64].to_vec(),
+                Ok(many[..64].to_vec()),
+            ),
         ];
         for (current, op, addrs, want) in table {
             let got = apply_external("n2", &current, op, &addrs).map_err(|r| r.sub_code);
