@@ -11,7 +11,10 @@ use std::net::IpAddr;
 #[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExternalChange {
+    #[schema(pattern = "^(add|set|remove)$", example = "add")]
     pub action: String,
+    /// Single unicast addresses clients can reach (no CIDR, loopback, link-local); at most 64.
+    #[schema(example = json!(["198.51.100.7"]))]
     pub addrs: Vec<String>,
 }
 
@@ -19,6 +22,8 @@ pub struct ExternalChange {
 #[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddrChange {
+    /// An address peers can dial, of the cluster's family.
+    #[schema(example = "2001:db8::7")]
     pub addr: String,
 }
 

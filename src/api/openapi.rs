@@ -140,7 +140,7 @@ fn reachability() {}
 
 /// `add`, `set` or `remove` a node's external (client-facing) addresses.
 #[utoipa::path(post, path = "/v1/nodes/{id}/external_addr", tag = "cluster",
-    params(("id" = String, Path, description = "node id")),
+    params(("id" = String, Path, description = "node id", pattern = "^[A-Za-z0-9._-]{1,63}$")),
     request_body = ExternalChange,
     security(("cluster_credentials" = [])),
     responses(
@@ -162,7 +162,7 @@ fn external_addr() {}
 
 /// The internal address of a node that is down (the cluster's family only).
 #[utoipa::path(post, path = "/v1/nodes/{id}/addr", tag = "cluster",
-    params(("id" = String, Path, description = "node id")),
+    params(("id" = String, Path, description = "node id", pattern = "^[A-Za-z0-9._-]{1,63}$")),
     request_body = AddrChange,
     security(("cluster_credentials" = [])),
     responses(
@@ -182,7 +182,7 @@ fn addr() {}
 
 /// Remove a DOWN node from every member's view.
 #[utoipa::path(post, path = "/v1/nodes/{id}/forget", tag = "cluster",
-    params(("id" = String, Path, description = "node id")),
+    params(("id" = String, Path, description = "node id", pattern = "^[A-Za-z0-9._-]{1,63}$")),
     security(("cluster_credentials" = [])),
     responses(
         (status = 200, body = ForgetReply),
