@@ -59,7 +59,9 @@ pub mod fuzzing {
         validate_bootstrap, Action, BootstrapRequest, ExternalOp, Override, Seeds,
     };
     pub use crate::core::config::{parse_str, ConfigError};
+    pub use crate::agent::membership::fuzz_gossip_listener;
     pub use crate::core::members::NodeEntry;
+    pub use crate::core::reach::{decode as decode_reach, encode as encode_reach};
     pub use crate::core::net::{parse_address, valid_name, AddrProblem, AddrRole};
     pub use crate::core::peer::{PeerAddr, PeerHost};
 }

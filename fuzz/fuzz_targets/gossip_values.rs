@@ -3,7 +3,8 @@
 //! are private, so no public API decodes a datagram; the one public piece of that codec,
 //! `ChitchatId` (node id, generation, gossip address: in every digest and delta), is decoded here
 //! from the raw input and must encode back to what decodes to itself. Then stackring reads two
-//! kinds of values out of the keys: a member's `NodeEntry` (JSON) and the admin `Override`s waiting for a down node.
+//! kinds of values out of the keys: a member's `NodeEntry` (JSON), its reachability findings (`reach`)
+//! and the admin `Override`s waiting for a down node.
 //! A `NodeEntry` that decodes encodes back to the same entry; `newest_override` returns the newest
 //! change made after the cut-off, or none, whatever the other values are, and the addresses it
 //! carries, when they decode, print back to themselves.
@@ -40,6 +41,11 @@ fuzz_target!(|data: &[u8]| {
     }
     let Some(input) = input(data) else { return };
     for v in &input.values {
+        // A member's reachability findings: what decodes encodes back to the same findings (the
+        // encoding is capped in size, so a huge input comes back as a prefix of itself).
+        let findings = stackring::fuzzing::decode_reach(v);
+        let again = stackring::fuzzing::decode_reach(&stackring::fuzzing::encode_reach(&findings));
+        assert!(again.iter().all(|(target, probes)| findings.get(target) == Some(probes)));
         if let Ok(entry) = serde_json::from_str::<NodeEntry>(v) {
             let again = serde_json::to_string(&entry).expect("an entry encodes");
             assert_eq!(serde_json::from_str::<NodeEntry>(&again).ok(), Some(entry));

@@ -315,3 +315,56 @@ impl Membership {
         let _ = handle.shutdown().await;
     }
 }
+
+/// For the gossip-datagram fuzz target: a member gossiping on loopback in its own runtime thread
+/// (chitchat's datagram decoder is reachable only this way: it is not public), which also keeps
+/// projecting whatever state the datagrams put in. Returns where to send datagrams.
+pub fn fuzz_gossip_listener() -> SocketAddr {
+    static LISTENING: std::sync::OnceLock<SocketAddr> = std::sync::OnceLock::new();
+    *LISTENING.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(async move {
+                let port = std::net::UdpSocket::bind("127.0.0.1:0")
+                    .and_then(|s| s.local_addr())
+                    .expect("a free port")
+                    .port();
+                let addr = SocketAddr::from(([127, 0, 0, 1], port));
+                let entry = NodeEntry {
+                    id: "fuzz".into(),
+                    hostname: "fuzz".into(),
+                    state: crate::core::members::NodeState::Active,
+                    family: "ipv4".into(),
+                    addr: "127.0.0.1".into(),
+                    external_addrs: vec![],
+                    advertised_grpc: format!("{addr}"),
+                    advertised_http: format!("{addr}"),
+                    advertised_gossip: format!("{addr}"),
+                    listen_grpc: format!("{addr}"),
+                    zone: String::new(),
+                    registered_unix: 0,
+                    reason: String::new(),
+                    admin_version: 0,
+                    applied_ms: 0,
+                    version: String::new(),
+                };
+                let member = Membership::start("fuzz", &entry, addr, addr, vec![], &GossipNetwork::Udp)
+                    .await
+                    .expect("gossip on loopback");
+                let _ = tx.send(addr);
+                loop {
+                    let members = member.members().await;
+                    for m in &members {
+                        let _ = crate::core::reach::decode(&m.reach);
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            });
+        });
+        rx.recv().expect("the gossip listener started")
+    })
+}

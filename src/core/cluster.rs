@@ -74,14 +74,14 @@ pub struct IdentitySpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bootstrap {
     /// `None` on a join that did not name the cluster.
-    pub(crate) cluster_name: Option<String>,
-    pub(crate) seeds: Seeds,
-    pub(crate) username: String,
-    pub(crate) password: String,
-    pub(crate) addr: Option<IpAddr>,
-    pub(crate) external_addrs: Option<Vec<IpAddr>>,
-    pub(crate) use_internal_ipv6: Option<bool>,
-    pub(crate) name: Option<String>,
+    pub cluster_name: Option<String>,
+    pub seeds: Seeds,
+    pub username: String,
+    pub password: String,
+    pub addr: Option<IpAddr>,
+    pub external_addrs: Option<Vec<IpAddr>>,
+    pub use_internal_ipv6: Option<bool>,
+    pub name: Option<String>,
 }
 
 /// Where a joiner finds the cluster.
@@ -95,6 +95,13 @@ pub enum Seeds {
 }
 
 impl Seeds {
+    /// No seed named (a create).
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Seeds::Nodes(v) | Seeds::Gossip(v) => v.is_empty(),
+        }
+    }
+
     /// The key the operator wrote them under, for error messages.
     pub(crate) fn key(&self) -> &'static str {
         match self {
@@ -310,7 +317,7 @@ pub enum ExternalOp {
 }
 
 impl ExternalOp {
-    pub(crate) fn parse(text: &str) -> Option<ExternalOp> {
+    pub fn parse(text: &str) -> Option<ExternalOp> {
         match text {
             "add" => Some(ExternalOp::Add),
             "set" => Some(ExternalOp::Set),
@@ -319,7 +326,7 @@ impl ExternalOp {
         }
     }
 
-    pub(crate) fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             ExternalOp::Add => "add",
             ExternalOp::Set => "set",
@@ -336,8 +343,8 @@ pub(crate) const MAX_EXTERNAL_ADDRS: usize = 64;
 /// Why an admin change is refused: a sub-code and words naming the fix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminRefusal {
-    pub(crate) sub_code: &'static str,
-    pub(crate) description: String,
+    pub sub_code: &'static str,
+    pub description: String,
 }
 
 /// The external addresses after `op` (Redis Enterprise's `rladmin node <ID> external_addr`).

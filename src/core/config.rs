@@ -26,10 +26,10 @@ pub(crate) const EXIT_CONFIG: i32 = 78;
 /// One thing wrong with the configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ConfigError {
-    pub(crate) key: String,
-    pub(crate) value: String,
-    pub(crate) problem: String,
-    pub(crate) fix: String,
+    pub key: String,
+    pub value: String,
+    pub problem: String,
+    pub fix: String,
 }
 
 impl fmt::Display for ConfigError {

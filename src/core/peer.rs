@@ -15,17 +15,17 @@ pub enum PeerHost {
 /// A peer as written: a host and an optional port (the caller's default applies without one).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PeerAddr {
-    pub(crate) host: PeerHost,
-    pub(crate) port: Option<u16>,
+    pub host: PeerHost,
+    pub port: Option<u16>,
     /// Written with dskit's `dns+` prefix (resolved to A/AAAA records, like a plain name).
-    pub(crate) dns_prefix: bool,
+    pub dns_prefix: bool,
 }
 
 /// Why a text is not a peer address, and how to write it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct PeerProblem {
-    pub(crate) problem: &'static str,
-    pub(crate) fix: &'static str,
+pub struct PeerProblem {
+    pub problem: &'static str,
+    pub fix: &'static str,
 }
 
 const FIX: &str =
@@ -36,7 +36,7 @@ fn problem(problem: &'static str) -> PeerProblem {
 }
 
 impl PeerAddr {
-    pub(crate) fn parse(text: &str) -> Result<PeerAddr, PeerProblem> {
+    pub fn parse(text: &str) -> Result<PeerAddr, PeerProblem> {
         let t = text.trim();
         if t.is_empty() {
             return Err(problem("is empty"));
@@ -116,7 +116,7 @@ impl PeerAddr {
     }
 
     /// `host:port` with the default port filled in, IPv6 bracketed (what a resolver takes).
-    pub(crate) fn host_port(&self, default_port: u16) -> String {
+    pub fn host_port(&self, default_port: u16) -> String {
         let port = self.port.unwrap_or(default_port);
         match &self.host {
             PeerHost::Ip(ip) => SocketAddr::new(*ip, port).to_string(),

@@ -10,7 +10,7 @@ use std::fmt;
 /// The services probed, in matrix order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub(crate) enum Service {
+pub enum Service {
     Grpc,
     Http,
     Gossip,
@@ -48,7 +48,7 @@ impl Service {
 /// What a probe found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub(crate) enum Outcome {
+pub enum Outcome {
     /// Connected and the service answered as it should (`SERVING`, `200`, a member's answer).
     Ok,
     /// Connection refused: nothing listens there.
@@ -92,15 +92,15 @@ impl Outcome {
 
 /// One probe's result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub(crate) struct Probe {
-    pub(crate) outcome: Outcome,
+pub struct Probe {
+    pub outcome: Outcome,
     /// Round trip in milliseconds (connect to answer), for `Ok`.
-    pub(crate) rtt_ms: u32,
+    pub rtt_ms: u32,
 }
 
 /// What one node found, per target node id and service. The key `*` marks the node's own
 /// listen addresses probed locally (does the service itself answer?).
-pub(crate) type Findings = BTreeMap<String, BTreeMap<Service, Probe>>;
+pub type Findings = BTreeMap<String, BTreeMap<Service, Probe>>;
 
 /// The node id under which a node reports probing its own listen addresses.
 pub(crate) const SELF: &str = "*";
@@ -109,7 +109,7 @@ pub(crate) const SELF: &str = "*";
 const MAX_ENCODED: usize = 16 * 1024;
 
 /// `target:g=o12,h=o3,m=t;target2:…`: compact, so 100 peers fit one gossip value.
-pub(crate) fn encode(findings: &Findings) -> String {
+pub fn encode(findings: &Findings) -> String {
     let mut out = String::new();
     for (target, probes) in findings {
         let mut item = format!("{target}:");
@@ -130,7 +130,7 @@ pub(crate) fn encode(findings: &Findings) -> String {
 }
 
 /// The inverse of [`encode`]; malformed parts (anything can arrive over gossip) are skipped.
-pub(crate) fn decode(text: &str) -> Findings {
+pub fn decode(text: &str) -> Findings {
     let mut out = Findings::new();
     for item in text.split(';').take(1024) {
         let Some((target, cells)) = item.split_once(':') else {
