@@ -534,16 +534,16 @@ fn nft(ns: &Netns, script: &str) {
 fn nft_setup(ns: &Netns) {
     nft(
         ns,
-        "table inet peers {\n chain out { type filter hook output priority 0; policy accept; oifname \"eth0\" counter }\n chain in { type filter hook input priority 0; policy accept; }\n}\n",
+        "table inet peers {\n chain tx {\n  type filter hook output priority 0; policy accept;\n  oifname \"eth0\" counter\n }\n chain rx {\n  type filter hook input priority 0; policy accept;\n }\n}\n",
     );
 }
 
 fn set_loss(hosts: &[Netns], percent: u32) {
     for ns in hosts {
         let rule = if percent == 0 {
-            "flush chain inet peers in\n".to_string()
+            "flush chain inet peers rx\n".to_string()
         } else {
-            format!("flush chain inet peers in\nadd rule inet peers in iifname \"eth0\" meta l4proto udp numgen random mod 100 < {percent} drop\n")
+            format!("flush chain inet peers rx\nadd rule inet peers rx iifname \"eth0\" meta l4proto udp numgen random mod 100 < {percent} drop\n")
         };
         nft(ns, &rule);
     }
@@ -552,7 +552,7 @@ fn set_loss(hosts: &[Netns], percent: u32) {
 fn bytes_sent(ns: &Netns) -> u64 {
     let out = ns
         .command("nft")
-        .args(["list", "chain", "inet", "peers", "out"])
+        .args(["list", "chain", "inet", "peers", "tx"])
         .output()
         .unwrap();
     let text = common::text(&out.stdout);
@@ -866,7 +866,10 @@ fn main() {
     // Per node count: stackring's figures, and memberlist's per mode.
     let mut results: Vec<(usize, Figures, BTreeMap<String, Figures>)> = vec![];
     for &n in &s.nodes {
-        assert!(n >= 3 && n <= 250, "PEERS_NODES: between 3 and 250 nodes");
+        assert!(
+            (3..=250).contains(&n),
+            "PEERS_NODES: between 3 and 250 nodes"
+        );
         let net = format!("{:x}", 0xb00 + n);
         let lan = Lan::new(&format!("pl{n}"));
         let poll = Duration::from_millis(s.poll_ms.unwrap_or(match n {
@@ -928,8 +931,18 @@ fn main() {
         results.push((n, sr, ml));
         drop(hosts);
         drop(lan);
+        // After each node count, so a later failure keeps what was measured.
+        report(&s, &results, &ml_version, &go_version, &commit);
     }
+}
 
+fn report(
+    s: &Settings,
+    results: &[(usize, Figures, BTreeMap<String, Figures>)],
+    ml_version: &str,
+    go_version: &str,
+    commit: &str,
+) {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -950,14 +963,14 @@ fn main() {
         }
         println!("| figure | stackring | memberlist | ratio |");
         println!("|---|---:|---:|---:|");
-        for (n, sr, ml) in &results {
+        for (n, sr, ml) in results {
             let Some(m) = ml.get(mode) else { continue };
-            for (what, a, b, r) in rows(&s, *n, sr, m) {
+            for (what, a, b, r) in rows(s, *n, sr, m) {
                 println!("| {what} | {a} | {b} | {r} |");
             }
         }
     }
     println!();
     println!("targets at 100 nodes: converged <= 3 s after the last join, DOWN <= 5 s, 0 false DOWNs at 20% loss, idle CPU and bytes/s per node <= memberlist's");
-    println!("stackring times are sampled by polling /v1/nodes (period {} ms by default at 100 nodes); memberlist's come from its event callbacks", s.poll_ms.unwrap_or(400));
+    println!("stackring times are sampled by polling /v1/nodes (every {} ms at <=10/<=30/more nodes); memberlist's come from its event callbacks", s.poll_ms.map(|p| format!("{p}")).unwrap_or("100/200/400".into()));
 }
