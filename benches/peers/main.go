@@ -30,6 +30,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/memberlist"
 )
@@ -123,12 +124,21 @@ func main() {
 		switch f[0] {
 		case "join":
 			go func(seeds []string) {
-				n, err := ml.Join(seeds)
+				// Retried as dskit retries join_members (a seed busy with many joiners).
+				var n int
+				var err error
+				attempt := 1
+				for ; attempt <= 5; attempt++ {
+					if n, err = ml.Join(seeds); err == nil {
+						break
+					}
+					time.Sleep(time.Second)
+				}
 				msg := ""
 				if err != nil {
 					msg = err.Error()
 				}
-				emit(map[string]interface{}{"ev": "joined", "node": *name, "contacted": n, "err": msg})
+				emit(map[string]interface{}{"ev": "joined", "node": *name, "contacted": n, "attempts": attempt, "err": msg})
 			}(f[1:])
 		case "members":
 			var names []string
