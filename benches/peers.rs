@@ -186,6 +186,14 @@ impl Watch {
                     && !killed.contains(&(node_index(&e.who)))
             })
             .collect();
+        for e in &bad {
+            eprintln!(
+                "false DOWN: node{} reported {} DOWN, {:.1} s into the window",
+                e.obs + 1,
+                e.who,
+                e.t.duration_since(from).as_secs_f64()
+            );
+        }
         let subjects: HashSet<&str> = bad.iter().map(|e| e.who.as_str()).collect();
         (bad.len(), subjects.len())
     }
@@ -664,15 +672,15 @@ fn scenario(
             nodes.kill(victim);
             killed.insert(victim);
             let survivors = live(killed);
+            // A survivor that never listed the victim OK (its view never converged) counts as
+            // seeing it DOWN at once; the others at their first DOWN report after the kill.
             let ok = wait(timeout, || {
-                survivors
-                    .iter()
-                    .all(|&o| watch.down_at(o, &name, t0).is_some())
+                survivors.iter().all(|&o| !watch.lists(o, &name))
             });
             let result = if ok {
                 survivors
                     .iter()
-                    .filter_map(|&o| watch.down_at(o, &name, t0))
+                    .map(|&o| watch.down_at(o, &name, t0).unwrap_or(t0))
                     .max()
                     .map(|t| t - t0)
             } else {
