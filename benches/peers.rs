@@ -669,6 +669,9 @@ fn scenario(
             next_victim -= 1;
             let name = format!("node{}", victim + 1);
             let t0 = Instant::now();
+            let listed_by = (0..n)
+                .filter(|o| !killed.contains(o) && *o != victim && watch.lists(*o, &name))
+                .count();
             nodes.kill(victim);
             killed.insert(victim);
             let survivors = live(killed);
@@ -677,7 +680,10 @@ fn scenario(
             let ok = wait(timeout, || {
                 survivors.iter().all(|&o| !watch.lists(o, &name))
             });
-            let result = if ok {
+            let result = if listed_by == 0 {
+                eprintln!("[{label}] {name} was listed OK by no survivor before the kill");
+                None
+            } else if ok {
                 survivors
                     .iter()
                     .map(|&o| watch.down_at(o, &name, t0).unwrap_or(t0))
