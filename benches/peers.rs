@@ -20,7 +20,7 @@
 //! loss percentages; PEERS_LOSS_SECS=300; PEERS_IDLE_SECS=60; PEERS_KILLS=5;
 //! PEERS_MODES=lan,tuned; PEERS_SYSTEMS=stackring,memberlist; PEERS_POLL_MS (stackring's
 //! `/v1/nodes` poll period; default 100/200/400 ms for ≤10/≤30/more nodes); PEERS_QUICK=1 a
-//! smoke run (6 nodes, 20% loss for 15 s, 5 s idle, 2 kills).
+//! smoke run (6 nodes, 20% loss for 15 s, 5 s idle, 2 kills); PEERS_DAEMON_LOG=1 the daemons' logs.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -874,7 +874,10 @@ fn main() {
         eprintln!("the benchmark builds network namespaces: run it as root");
         std::process::exit(1);
     }
-    std::env::set_var("STACKRING_TEST_QUIET", "1");
+    // PEERS_DAEMON_LOG=1 lets the daemons' logs through to stderr (to find why a view is wrong).
+    if std::env::var_os("PEERS_DAEMON_LOG").is_none() {
+        std::env::set_var("STACKRING_TEST_QUIET", "1");
+    }
     // Daemons as systemd starts them: RUST_BACKTRACE (set in some shells) makes every anyhow
     // error capture and, once formatted, symbolize a backtrace; at 30 nodes that alone tripled
     // stackring's RSS (46 MiB, 4 MiB of mapped debug info and a 22 MiB heap).
