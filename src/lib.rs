@@ -51,6 +51,7 @@ pub(crate) mod serve;
 /// What the fuzz targets and integration tests drive directly (not an API: it may change).
 #[doc(hidden)]
 pub mod fuzzing {
+    pub use crate::agent::membership::fuzz_gossip_listener;
     pub use crate::api::admin::{AddrChange, ExternalChange};
     pub use crate::api::jsonbody::parse as parse_json_body;
     pub use crate::cli::admin::parse_admin_response;
@@ -59,9 +60,8 @@ pub mod fuzzing {
         validate_bootstrap, Action, BootstrapRequest, ExternalOp, Override, Seeds,
     };
     pub use crate::core::config::{parse_str, ConfigError};
-    pub use crate::agent::membership::fuzz_gossip_listener;
     pub use crate::core::members::NodeEntry;
-    pub use crate::core::reach::{decode as decode_reach, encode as encode_reach};
     pub use crate::core::net::{parse_address, valid_name, AddrProblem, AddrRole};
     pub use crate::core::peer::{PeerAddr, PeerHost};
+    pub use crate::core::reach::{decode as decode_reach, encode as encode_reach};
 }

@@ -1640,3 +1640,96 @@ fn reachability_matrix_finds_a_dead_proxy_and_a_blocked_port() {
     let _ = socat.kill();
     let _ = socat.wait();
 }
+
+/// The benchmark's memberlist peer (`benches/peers/main.go`, `cargo bench --bench peers`) still
+/// builds offline from Debian's packages, and two of them in namespaces see each other and a
+/// `kill -9`. A smoke test of the harness, so the comparison does not rot between runs.
+#[test]
+fn the_memberlist_peer_of_the_comparison_builds_joins_and_sees_a_kill() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("peers");
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin = dir.join("peer");
+    let built = std::process::Command::new("go")
+        .args(["build", "-o"])
+        .arg(&bin)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/benches/peers/main.go"
+        ))
+        .env("GO111MODULE", "off")
+        .env("GOPATH", "/usr/share/gocode")
+        .env("GOCACHE", dir.join("gocache"))
+        .output()
+        .expect("go (apt-get install golang-go golang-github-hashicorp-memberlist-dev)");
+    assert!(built.status.success(), "{}", text(&built.stderr));
+
+    let lan = Lan::new("mlp");
+    let hosts: Vec<Netns> = (1..=2)
+        .map(|i| lan.host(&format!("mlp{i}"), &[&format!("2001:db8:7a::{i}/64")]))
+        .collect();
+    let (tx, rx) = std::sync::mpsc::channel::<(usize, Value)>();
+    let mut peers: Vec<_> = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, ns)| {
+            let mut child = ns
+                .command(bin.to_str().unwrap())
+                .args(["-name", &format!("node{}", i + 1)])
+                .args(["-bind", &format!("2001:db8:7a::{}", i + 1)])
+                .args(["-probe-interval", "200ms", "-probe-timeout", "100ms"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let out = child.stdout.take().unwrap();
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    if let Ok(v) = serde_json::from_str(&line) {
+                        let _ = tx.send((i, v));
+                    }
+                }
+            });
+            child
+        })
+        .collect();
+    let next = || {
+        rx.recv_timeout(Duration::from_secs(20))
+            .expect("the peers went silent for 20 s")
+    };
+    let mut ready = 0;
+    while ready < 2 {
+        ready += (next().1["ev"] == "ready") as usize;
+    }
+    let stdin = peers[1].stdin.as_mut().unwrap();
+    stdin.write_all(b"join [2001:db8:7a::1]:7947\n").unwrap();
+    stdin.flush().unwrap();
+    // Both see two members, and the join returned without error (in any order).
+    let (mut joined, mut full) = (false, [false, false]);
+    while !(joined && full[0] && full[1]) {
+        let (i, v) = next();
+        if v["ev"] == "joined" {
+            assert_eq!(v["err"], "", "{v}");
+            joined = true;
+        }
+        if v["ev"] == "join" && v["alive"] == 2 {
+            full[i] = true;
+        }
+    }
+    peers[1].kill().unwrap();
+    let killed = Instant::now();
+    loop {
+        let (i, v) = next();
+        if i == 0 && v["ev"] == "leave" {
+            assert_eq!(v["node"], "node2");
+            break;
+        }
+    }
+    assert!(killed.elapsed() < Duration::from_secs(15));
+    for p in peers.iter_mut() {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
+}

@@ -352,9 +352,10 @@ pub fn fuzz_gossip_listener() -> SocketAddr {
                     applied_ms: 0,
                     version: String::new(),
                 };
-                let member = Membership::start("fuzz", &entry, addr, addr, vec![], &GossipNetwork::Udp)
-                    .await
-                    .expect("gossip on loopback");
+                let member =
+                    Membership::start("fuzz", &entry, addr, addr, vec![], &GossipNetwork::Udp)
+                        .await
+                        .expect("gossip on loopback");
                 let _ = tx.send(addr);
                 loop {
                     let members = member.members().await;
