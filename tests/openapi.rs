@@ -1,7 +1,8 @@
 //! The HTTP API against its own OpenAPI document, fuzzed by schemathesis (property-based, from
 //! PyPI, installed by scripts/test-deps into /opt/stackring-venv) on a live node in a namespace:
 //! no 5xx, every status and content type documented, every body matching its schema, invalid
-//! input refused, unsupported methods refused. Bounded: 25 examples per operation, 4 minutes.
+//! input refused, unsupported methods refused. Bounded: 25 examples per operation (about a minute),
+//! 5 minutes at most.
 //!
 //! Excluded: `positive_data_acceptance` (schemathesis expects every schema-valid request to be
 //! accepted; stackring refuses well-formed values that are wrong for the role, e.g. a loopback
