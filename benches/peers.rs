@@ -882,6 +882,23 @@ fn main() {
     // error capture and, once formatted, symbolize a backtrace; at 30 nodes that alone tripled
     // stackring's RSS (46 MiB, 4 MiB of mapped debug info and a 22 MiB heap).
     std::env::remove_var("RUST_BACKTRACE");
+    // The kernel's IPv6 neighbour table is shared by every namespace; with the default limits
+    // (gc_thresh 128/512/1024) 100 full-mesh namespaces overflow it ("neighbor table overflow!")
+    // and every namespace on the machine, tests included, loses its neighbours.
+    for (key, at_least) in [
+        ("gc_thresh1", 8192u64),
+        ("gc_thresh2", 32768),
+        ("gc_thresh3", 65536),
+    ] {
+        let path = format!("/proc/sys/net/ipv6/neigh/default/{key}");
+        let now: u64 = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        if now < at_least {
+            let _ = std::fs::write(&path, at_least.to_string());
+        }
+    }
     std::env::remove_var("RUST_LIB_BACKTRACE");
     let s = Settings::from_env();
     let bin = build_peer();
