@@ -54,14 +54,10 @@ fn the_http_api_keeps_its_openapi_document_under_schemathesis() {
             "--exclude-checks",
             "positive_data_acceptance",
         ])
-        .args([
-            "--max-examples",
-            "25",
-            "--workers",
-            "2",
-            "--max-time",
-            "240",
-        ])
+        .args(["--max-examples", "25", "--workers", "2"])
+        // A form body (the ring page's Forget) makes Hypothesis discard most drawn bodies; that is
+        // a generator heuristic, not a finding.
+        .args(["--suppress-health-check", "filter_too_much"])
         .args(["-a", "admin:correct horse", "--no-color"])
         // The coverage phase crashes inside Hypothesis on this Python ("AST constructor recursion
         // depth mismatch" while describing a lambda), a runtime error of the tool, not a finding.
