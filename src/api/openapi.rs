@@ -205,19 +205,18 @@ fn forget() {}
 #[allow(dead_code)]
 fn ring() {}
 
-/// The ring page's Forget button (a form post of `id=<node>`).
+/// The ring page's Forget form: `csrf_token=<from the page>&forget=<node>`, posted from the
+/// page's own origin; no credentials (403 without a valid token or from another origin).
 #[utoipa::path(post, path = "/ring/forget", tag = "cluster",
     request_body(content_type = "application/x-www-form-urlencoded", content = String),
     responses(
         (status = 303, description = "forgotten; back to /ring"),
         (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 408, body = ErrorBody),
         (status = 409, body = ErrorBody),
         (status = 413, body = ErrorBody),
-        (status = 429, body = ErrorBody),
         (status = 500, body = ErrorBody),
     ))]
 #[allow(dead_code)]
