@@ -62,7 +62,8 @@ pub(crate) struct NodeTokens {
     pub(crate) ownership_percent: f64,
 }
 
-/// One labelled line of the Addresses cell.
+/// One labelled entry of the Addresses cell, one address a line. Only addresses (and node ids)
+/// may break inside a word, so short words (ACTIVE, Forget) never do.
 fn address_line(out: &mut String, label: &str, values: &[String]) {
     if values.is_empty() {
         return;
@@ -74,7 +75,7 @@ fn address_line(out: &mut String, label: &str, values: &[String]) {
     out.push_str(&format!(
         "<dt>{}</dt><dd>{}</dd>",
         esc(label),
-        values.join(", ")
+        values.join("<br>")
     ));
 }
 
@@ -148,7 +149,7 @@ pub(crate) fn page(
             )
         };
         rows.push_str(&format!(
-            "<tr class=\"{cls}\"><td>{marker}{id}</td><td>{zone}</td><td>{state}</td><td>{health}</td><td class=\"addrs\">{addrs}</td><td>{family}</td><td>{registered}</td><td>{heartbeat}</td>{token_cells}<td>{action}</td></tr>\n",
+            "<tr class=\"{cls}\"><td class=\"id\">{marker}{id}</td><td>{zone}</td><td>{state}</td><td>{health}</td><td class=\"addrs\">{addrs}</td><td>{family}</td><td>{registered}</td><td>{heartbeat}</td>{token_cells}<td>{action}</td></tr>\n",
             cls = if healthy { "ok" } else { "down" },
             marker = if m.local { "* " } else { "" },
             id = esc(&e.id),
@@ -171,7 +172,10 @@ pub(crate) fn page(
 <style>
 body {{ font-family: sans-serif; margin: 1em; }}
 table {{ border-collapse: collapse; font-size: 14px; width: 100%; }}
-th, td {{ border: 1px solid #bbb; padding: 4px 6px; text-align: left; vertical-align: top; overflow-wrap: anywhere; }}
+th, td {{ border: 1px solid #bbb; padding: 4px 6px; text-align: left; vertical-align: top; }}
+td.id, .a {{ overflow-wrap: anywhere; }}
+td.addrs {{ width: 32%; }}
+td > small {{ display: block; }}
 th {{ background: #eee; }}
 td.n {{ text-align: right; }}
 tr.down td {{ background: #fdd; }}
@@ -426,7 +430,7 @@ mod tests {
                 state: NodeState::Active,
                 family: "ipv6".into(),
                 addr: "2001:db8::1".into(),
-                external_addrs: vec!["203.0.113.1".into()],
+                external_addrs: vec!["203.0.113.1".into(), "2001:db8:ffff::1".into()],
                 advertised_grpc: "[2001:db8::1]:19095".into(),
                 advertised_http: "[2001:db8::1]:3200".into(),
                 advertised_gossip: "[2001:db8::1]:7946".into(),
@@ -474,7 +478,7 @@ mod tests {
             ]
         );
         // Every address of a node in one cell, each with its label, dskit's Address first.
-        let cell = "<td class=\"addrs\"><dl><dt>gRPC</dt><dd><span class=\"a\">[2001:db8::1]:19095</span></dd><dt>listen</dt><dd><span class=\"a\">[::]:9095</span></dd><dt>internal</dt><dd><span class=\"a\">2001:db8::1</span></dd><dt>external</dt><dd><span class=\"a\">203.0.113.1</span></dd><dt>gossip</dt><dd><span class=\"a\">[2001:db8::1]:7946</span></dd></dl></td>";
+        let cell = "<td class=\"addrs\"><dl><dt>gRPC</dt><dd><span class=\"a\">[2001:db8::1]:19095</span></dd><dt>listen</dt><dd><span class=\"a\">[::]:9095</span></dd><dt>internal</dt><dd><span class=\"a\">2001:db8::1</span></dd><dt>external</dt><dd><span class=\"a\">203.0.113.1</span><br><span class=\"a\">2001:db8:ffff::1</span></dd><dt>gossip</dt><dd><span class=\"a\">[2001:db8::1]:7946</span></dd></dl></td>";
         assert_eq!(html.matches(cell).count(), 2, "{html}");
         assert!(html.contains("2023-11-14 22:13:20 UTC"));
         // dskit's Health words, with the same summary `status nodes` prints; the state in its
