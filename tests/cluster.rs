@@ -572,10 +572,39 @@ fn joins_are_refused_with_sub_codes_and_bad_input_changes_nothing() {
     );
 }
 
+/// Permanent neighbour entries between the hosts of `start_nodes(_, net, _)`. The kernel's IPv6
+/// neighbour table is one for every namespace on the machine, and a busy machine (another run
+/// with a hundred namespaces) fills it: new entries then fail ("ndisc_cache: neighbor table
+/// overflow!"), connects count as `Ip6OutNoRoutes` and joins time out. Permanent entries do not
+/// count against that limit (`gc_thresh3`).
+fn pin_neighbours(hosts: &[Netns], net: &str) {
+    let mac = |ns: &Netns| {
+        let out = std::process::Command::new("ip")
+            .args(["-n", &ns.name, "-br", "link", "show", "eth0"])
+            .output()
+            .unwrap();
+        text(&out.stdout)
+            .split_whitespace()
+            .nth(2)
+            .expect("eth0 has a MAC address")
+            .to_string()
+    };
+    let macs: Vec<String> = hosts.iter().map(mac).collect();
+    for ns in hosts {
+        for (i, lladdr) in macs.iter().enumerate() {
+            ns.ip(&format!(
+                "neigh replace 2001:db8:{net}::{:x} lladdr {lladdr} dev eth0 nud permanent",
+                i + 1
+            ));
+        }
+    }
+}
+
 /// `stackring <args>` inside `ns` against the daemon `d` (the CLI talks over the admin socket).
 /// An IPv6-only cluster of `n` nodes on `2001:db8:<net>::<i>`, formed through the HTTP API.
 fn ipv6_cluster(lan: &Lan, net: &str, n: usize) -> (Vec<Netns>, Vec<Daemon>) {
     let (hosts, daemons) = start_nodes(lan, net, n);
+    pin_neighbours(&hosts, net);
     let (code, doc) = create(&hosts[0], "[::1]", "admin", json!({}));
     assert_eq!(code, 200, "{doc}");
     for ns in &hosts[1..] {
@@ -971,8 +1000,8 @@ fn a_node_behind_a_sidecar_proxy_advertises_the_proxy_port_and_is_reached_throug
 }
 
 /// Headless Chromium (Debian's) inside the node's namespace, with the flags that keep it off the
-/// network beyond the page it is pointed at.
-fn chromium(ns: &Netns, extra: &[&str], url: &str) -> std::process::Output {
+/// network beyond the page it is pointed at; `window` is `W,H`.
+fn chromium(ns: &Netns, window: &str, extra: &[&str], url: &str) -> std::process::Output {
     let profile = ns.dir().join("chromium-profile");
     let mut cmd = ns.command("chromium");
     cmd.args([
@@ -984,26 +1013,156 @@ fn chromium(ns: &Netns, extra: &[&str], url: &str) -> std::process::Output {
         "--disable-background-networking",
         "--disable-component-update",
         "--disable-sync",
-        "--window-size=1700,420",
+        "--hide-scrollbars",
     ]);
-    cmd.arg(format!("--user-data-dir={}", profile.display()))
+    cmd.arg(format!("--window-size={window}"))
+        .arg(format!("--user-data-dir={}", profile.display()))
         .args(extra)
         .arg(url);
     cmd.output()
         .expect("chromium is installed (.ci/run installs Debian's chromium)")
 }
 
+/// A one-page HTTP server on `[::1]:<port>` inside `ns` until the value is dropped (60 s at
+/// most): the probe page that frames `/ring` at a given width and reports what it measured.
+struct Probe(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn serve_probe(ns: &Netns, port: u16, html: String) -> Probe {
+    let listening = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let ready = listening.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stop.clone();
+    ns.spawn(move || {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind(("::1", port)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        ready.wait();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline && !stopped.load(std::sync::atomic::Ordering::SeqCst) {
+            match listener.accept() {
+                Ok((mut conn, _)) => {
+                    conn.set_nonblocking(false).unwrap();
+                    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                    let mut request = [0u8; 4096];
+                    let n = conn.read(&mut request).unwrap_or(0);
+                    let first = String::from_utf8_lossy(&request[..n]);
+                    let status = if first.starts_with("GET /probe ") {
+                        "200 OK"
+                    } else {
+                        "404 Not Found"
+                    };
+                    let body = if status == "200 OK" { html.as_str() } else { "" };
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    });
+    listening.wait();
+    Probe(stop)
+}
+
+/// What the probe page reports: `key=value` pairs in `<pre id="out">`.
+fn probe_report(dom: &str) -> std::collections::HashMap<String, String> {
+    let out = dom
+        .split("<pre id=\"out\">")
+        .nth(1)
+        .and_then(|rest| rest.split("</pre>").next())
+        .unwrap_or_default();
+    out.split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The probe: `/ring` framed at `width`×900 (an iframe is a viewport of its own), its
+/// `scrollWidth` against its `clientWidth`; with `forget`, it then presses the first Forget
+/// button as a person would (the browser posts the form with the page's token and its Origin)
+/// and reports where the frame landed. Chromium runs it with `--disable-web-security`, the only
+/// way its script may read the framed page (another port, so another origin).
+fn probe_html(ring_url: &str, widths: &[u32], forget: bool) -> String {
+    let frames: String = widths
+        .iter()
+        .map(|w| format!("<iframe data-w=\"{w}\" src=\"{ring_url}\" style=\"display:block;border:0;width:{w}px;height:900px\"></iframe>"))
+        .collect();
+    format!(
+        r#"<!DOCTYPE html><html><body style="margin:0">{frames}<pre id="out"></pre>
+<script>
+var out = document.getElementById('out'), loads = 0;
+function say(text) {{ out.textContent += text + ' '; }}
+document.querySelectorAll('iframe').forEach(function (f, i) {{
+  f.addEventListener('load', function () {{
+    var d = f.contentDocument, e = d.documentElement, w = f.dataset.w;
+    if (!f.dataset.measured) {{
+      f.dataset.measured = '1';
+      say('scroll' + w + '=' + e.scrollWidth + ' client' + w + '=' + e.clientWidth +
+          ' table' + w + '=' + Math.round(d.querySelector('table').getBoundingClientRect().width) +
+          ' height' + w + '=' + e.scrollHeight);
+      var button = d.querySelector('button[name=forget]');
+      if (button) say('button' + w + '=' + Math.round(button.getBoundingClientRect().height));
+      if ({forget} && i == 0 && button) {{ say('pressed=' + button.value); button.click(); }}
+    }} else {{
+      say('landed=' + d.location.pathname + ' rows=' + d.querySelectorAll('tbody tr').length +
+          ' buttons=' + d.querySelectorAll('button[name=forget]').length);
+    }}
+  }});
+}});
+</script></body></html>"#
+    )
+}
+
+/// The ring page of a real 3-node cluster with one node killed (its row is the widest: UNHEALTHY
+/// with its summary, and the Forget button) and long addresses, in headless Chromium at 1280 px:
+/// no horizontal scrollbar; the screenshot is kept. Then the Forget button, pressed in the
+/// browser, forgets the dead node.
 #[test]
-fn ring_page_renders_in_headless_chromium() {
+fn ring_page_fits_1280_px_in_headless_chromium_and_its_forget_button_works() {
     let lan = Lan::new("lanweb");
     let (hosts, mut daemons) = ipv6_cluster(&lan, "230", 3);
+    // The longest addresses an operator can give: full IPv6 external addresses plus IPv4.
+    for id in ["node1", "node3"] {
+        let (code, out, err) = cli(
+            &hosts[0],
+            &daemons[0],
+            &[
+                "node",
+                id,
+                "external_addr",
+                "set",
+                "2001:db8:230:ffff:ffff:ffff:ffff:fffe",
+                "2001:db8:230:ffff:ffff:ffff:ffff:fffd",
+                "198.51.100.230",
+            ],
+        );
+        assert_eq!(code, 0, "{out}{err}");
+    }
+    wait_for(
+        "external addresses on node1",
+        Duration::from_secs(10),
+        || (externals_of(&hosts[0], "node3").len() == 3).then_some(()),
+    );
     let _ = daemons[2].child.kill();
     let _ = daemons[2].child.wait();
     wait_for("node3 DOWN", Duration::from_secs(10), || {
         (status_of(&nodes(&hosts[0], "[::1]"), "node3").as_deref() == Some("DOWN")).then_some(())
     });
 
-    let out = chromium(&hosts[0], &["--dump-dom"], "http://[::1]:3200/ring");
+    let out = chromium(
+        &hosts[0],
+        "1280,900",
+        &["--dump-dom"],
+        "http://[::1]:3200/ring",
+    );
     let dom = text(&out.stdout);
     assert!(
         dom.contains("Ring status: admin"),
@@ -1014,21 +1173,58 @@ fn ring_page_renders_in_headless_chromium() {
     assert_eq!(dom.matches("<tr class=\"down\">").count(), 1, "{dom}");
     assert_eq!(dom.matches(">Forget</button>").count(), 1, "{dom}");
     assert!(
-        dom.contains("[2001:db8:230::1]:9095") && dom.contains("UNHEALTHY"),
+        dom.contains("[2001:db8:230::1]:9095")
+            && dom.contains("2001:db8:230:ffff:ffff:ffff:ffff:fffe")
+            && dom.contains("UNHEALTHY"),
         "{dom}"
     );
     assert!(
         !dom.contains("[::]:7946"),
         "an unspecified address must never be advertised: {dom}"
     );
+    assert!(
+        !dom.contains("<th>Tokens</th>"),
+        "stackring nodes own no tokens: {dom}"
+    );
 
-    // The screenshot is kept as a test artifact.
-    let artifacts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
+    // Measured: the page framed at 1280×900 (asserted) and narrower (reported).
+    let probe = serve_probe(
+        &hosts[0],
+        18230,
+        probe_html("http://[::1]:3200/ring", &[1280, 1024, 800], false),
+    );
+    let out = chromium(
+        &hosts[0],
+        "1300,2800",
+        &["--disable-web-security", "--dump-dom"],
+        "http://[::1]:18230/probe",
+    );
+    let measured = probe_report(&text(&out.stdout));
+    println!("ring page, measured in Chromium: {measured:?}");
+    let px = |k: &str| -> u32 {
+        measured
+            .get(k)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {k} in {measured:?}: {}", text(&out.stderr)))
+    };
+    assert!(
+        px("scroll1280") <= px("client1280"),
+        "horizontal overflow at 1280 px: {measured:?}"
+    );
+    // Fitting is not bought by breaking short words: "Forget" stays on one line (~21 px).
+    assert!(
+        px("button1280") < 30,
+        "the Forget button wraps: {measured:?}"
+    );
+
+    // The screenshot, kept as an artifact.
+    let artifacts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
-    let png = artifacts.join("ring.png");
+    let png = artifacts.join("ring-1280.png");
     let _ = std::fs::remove_file(&png);
     let out = chromium(
         &hosts[0],
+        "1280,900",
         &[&format!("--screenshot={}", png.display())],
         "http://[::1]:3200/ring",
     );
@@ -1039,7 +1235,217 @@ fn ring_page_renders_in_headless_chromium() {
         "{} bytes",
         bytes.len()
     );
+    // PNG's IHDR: width and height, big-endian, at bytes 16..24.
+    let dim = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
+    assert_eq!((dim(16), dim(20)), (1280, 900));
     println!("ring page screenshot: {}", png.display());
+
+    // The Forget button, pressed in the browser: the form posts the page's token from the
+    // page's origin, the node answers 303 to a fresh /ring without node3.
+    drop(probe);
+    let probe = serve_probe(
+        &hosts[0],
+        18231,
+        probe_html("http://[::1]:3200/ring", &[1280], true),
+    );
+    let out = chromium(
+        &hosts[0],
+        "1300,1000",
+        &[
+            "--disable-web-security",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+        ],
+        "http://[::1]:18231/probe",
+    );
+    let pressed = probe_report(&text(&out.stdout));
+    println!("the Forget button pressed in Chromium: {pressed:?}");
+    assert_eq!(
+        pressed.get("pressed").map(String::as_str),
+        Some("node3"),
+        "{pressed:?}: {}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        pressed.get("landed").map(String::as_str),
+        Some("/ring"),
+        "the form's 303 leads back to the page: {pressed:?}"
+    );
+    for ns in &hosts[..2] {
+        wait_for("node3 gone", Duration::from_secs(10), || {
+            let all = nodes(ns, "[::1]");
+            (all.len() == 2 && status_of(&all, "node3").is_none()).then_some(())
+        });
+    }
+    drop(probe);
+}
+
+/// `curl` a form post to `/ring/forget` on `host` from `ns`; returns (status, body).
+fn post_form(ns: &Netns, host: &str, headers: &[String], body: &str) -> (u16, Value) {
+    let mut cmd = ns.command("curl");
+    cmd.args(["-s", "-g", "-w", "\n%{http_code}"]);
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    cmd.args(["--data-binary", body]);
+    cmd.arg(format!("http://{host}:3200/ring/forget"));
+    let out = cmd.output().unwrap();
+    let text = text(&out.stdout);
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (
+        code.trim().parse().unwrap_or(0),
+        serde_json::from_str(body).unwrap_or(Value::String(body.to_string())),
+    )
+}
+
+/// The page's Forget token, as a browser would find it in the form.
+fn page_token(ns: &Netns, host: &str) -> String {
+    let out = ns
+        .command("curl")
+        .args(["-s", "-g", &format!("http://{host}:3200/ring")])
+        .output()
+        .unwrap();
+    let html = text(&out.stdout);
+    html.split("name=\"csrf_token\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no csrf_token in {html}"))
+        .to_string()
+}
+
+/// A kill -9'd node is forgotten through the ring page's form with the token from the page, and
+/// nothing else gets through: every forged, missing or foreign token and every cross-site post
+/// is refused 403 with the JSON error shape, and changes nothing; a live node stays refused.
+#[test]
+fn ring_form_forgets_a_killed_node_with_the_pages_token_and_refuses_forgeries() {
+    let lan = Lan::new("lanform");
+    let (hosts, mut daemons) = ipv6_cluster(&lan, "231", 3);
+    let _ = daemons[2].child.kill();
+    let _ = daemons[2].child.wait();
+    for ns in &hosts[..2] {
+        wait_for("node3 DOWN", Duration::from_secs(10), || {
+            (status_of(&nodes(ns, "[::1]"), "node3").as_deref() == Some("DOWN")).then_some(())
+        });
+    }
+    let node1 = "[2001:db8:231::1]";
+    let origin = format!("Origin: http://{node1}:3200");
+    let token = page_token(&hosts[0], node1);
+    let node2_token = page_token(&hosts[1], "[2001:db8:231::2]");
+    assert_ne!(token, node2_token);
+    let (issued, tag) = token.split_once('.').unwrap();
+    let forged = format!("{issued}.{}", "0".repeat(tag.len()));
+    let stale = format!("{}.{tag}", issued.parse::<u64>().unwrap() - 600);
+    let form = |t: &str, id: &str| format!("csrf_token={t}&forget={id}");
+    let cases: Vec<(&str, Vec<String>, String, &str)> = vec![
+        (
+            "no token",
+            vec![origin.clone()],
+            "forget=node3".into(),
+            "csrf_missing",
+        ),
+        (
+            "forged token",
+            vec![origin.clone()],
+            form(&forged, "node3"),
+            "csrf_invalid",
+        ),
+        (
+            "issued-at moved back",
+            vec![origin.clone()],
+            form(&stale, "node3"),
+            "csrf_invalid",
+        ),
+        (
+            "node2's page's token",
+            vec![origin.clone()],
+            form(&node2_token, "node3"),
+            "csrf_invalid",
+        ),
+        (
+            "another site",
+            vec!["Origin: http://evil.example".into()],
+            form(&token, "node3"),
+            "cross_origin",
+        ),
+        (
+            "Origin: null",
+            vec!["Origin: null".into()],
+            form(&token, "node3"),
+            "cross_origin",
+        ),
+        (
+            "neither Origin nor Referer",
+            vec![],
+            form(&token, "node3"),
+            "no_origin",
+        ),
+    ];
+    for (what, headers, body, sub_code) in cases {
+        // From node2's host, as a client elsewhere on the network would post.
+        let (code, doc) = post_form(&hosts[1], node1, &headers, &body);
+        assert_eq!(
+            (code, doc["error_code"].as_str(), doc["sub_code"].as_str()),
+            (403, Some("Forbidden"), Some(sub_code)),
+            "{what}: {doc}"
+        );
+        assert!(
+            doc["description"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("fix:"),
+            "{what}: {doc}"
+        );
+        assert_eq!(
+            status_of(&nodes(&hosts[0], "[::1]"), "node3").as_deref(),
+            Some("DOWN"),
+            "{what} changed nothing"
+        );
+    }
+
+    // A valid token does not make a live node forgettable.
+    let (code, doc) = post_form(
+        &hosts[1],
+        node1,
+        std::slice::from_ref(&origin),
+        &form(&token, "node2"),
+    );
+    assert_eq!(
+        (code, doc["sub_code"].as_str()),
+        (409, Some("node_is_up")),
+        "{doc}"
+    );
+
+    // The page's own token, from the page's origin (Referer alone does too), without any
+    // credentials: 303 back to /ring, and node3 is gone from every view.
+    let out = hosts[1]
+        .command("curl")
+        .args([
+            "-s",
+            "-g",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{redirect_url}",
+            "-H",
+            &format!("Referer: http://{node1}:3200/ring"),
+            "--data-binary",
+            &form(&token, "node3"),
+            &format!("http://{node1}:3200/ring/forget"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        text(&out.stdout),
+        format!("303 http://{node1}:3200/ring"),
+        "{}",
+        text(&out.stderr)
+    );
+    for ns in &hosts[..2] {
+        wait_for("node3 gone", Duration::from_secs(10), || {
+            let all = nodes(ns, "[::1]");
+            (all.len() == 2 && status_of(&all, "node3").is_none()).then_some(())
+        });
+    }
 }
 
 #[test]

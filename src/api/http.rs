@@ -76,7 +76,11 @@ pub(crate) const ENDPOINTS: &[(&str, &str, &str)] = &[
         "/ring",
         "the ring page (JSON with Accept: application/json)",
     ),
-    ("POST", "/ring/forget", "the ring page's Forget button (a form)"),
+    (
+        "POST",
+        "/ring/forget",
+        "the ring page's Forget form: csrf_token from the page and forget=<id>, same origin",
+    ),
     ("GET", "/openapi.json", "this API as an OpenAPI 3.1 document"),
 ];
 
@@ -460,7 +464,40 @@ async fn forget(
     admin_result(s.cluster.forget(&id).await)
 }
 
-/// HTML for people, JSON for `Accept: application/json`.
+/// The key of the ring page's Forget tokens: 32 random bytes drawn once per process, never sent
+/// anywhere (a restart invalidates the pages rendered before it).
+fn form_key() -> &'static crate::core::ring::FormKey {
+    static KEY: std::sync::OnceLock<crate::core::ring::FormKey> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| crate::core::ring::FormKey::new(random_key()))
+}
+
+/// From the kernel (`/dev/urandom`); should that be unreadable, from std's per-process random
+/// hash keys (also drawn from the OS) with the time and pid mixed in.
+fn random_key() -> [u8; 32] {
+    use std::io::Read;
+    let mut key = [0u8; 32];
+    let urandom = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut key));
+    if let Err(e) = urandom {
+        log::warn!("/dev/urandom: {e}; the ring page's form key comes from std's random hash keys");
+        use std::hash::{BuildHasher, Hasher};
+        for (i, chunk) in key.chunks_mut(8).enumerate() {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_usize(i);
+            h.write_u32(std::process::id());
+            h.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or_default(),
+            );
+            chunk.copy_from_slice(&h.finish().to_le_bytes());
+        }
+    }
+    key
+}
+
+/// HTML for people, JSON for `Accept: application/json`. Every render embeds a fresh Forget
+/// token bound to this node and the time.
 async fn ring(State(s): State<HttpState>, headers: HeaderMap) -> Response {
     let (name, members) = s.cluster.members().unwrap_or_default();
     let wants_json = headers
@@ -470,32 +507,79 @@ async fn ring(State(s): State<HttpState>, headers: HeaderMap) -> Response {
     if wants_json {
         Json(serde_json::json!({"cluster_name": name, "nodes": members})).into_response()
     } else {
+        let node_id = s
+            .cluster
+            .record()
+            .map(|r| r.node_id.clone())
+            .unwrap_or_default();
+        let now = crate::agent::now_unix();
+        let token = crate::core::ring::form_token(form_key(), &node_id, now);
         (
-            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-            crate::core::ring::page(&name, &members, crate::agent::now_unix()),
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                // The page carries a token: no shared cache keeps it.
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            // stackring nodes own no tokens: dskit's Tokens and Ownership columns stay hidden.
+            crate::core::ring::page(&name, &members, &[], &token, now),
         )
             .into_response()
     }
 }
 
-/// The ring page's Forget button (a form post of `id=<node>`).
-async fn ring_forget(
-    State(s): State<HttpState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if let Err(r) = authorize(&s, peer, &headers).await {
-        return r;
+/// The ring page's Forget button: a form post of `csrf_token=<from the page>&forget=<node>`,
+/// dskit's field name. Over TCP it needs the page's token and a same-origin Origin (or Referer),
+/// and no HTTP Basic: the browser on the page has no credentials, and asking for them would bring
+/// back the browser's Basic prompt this form replaces, whose cached credentials every site could
+/// then ride. What the form can do is what dskit's ring page does without any login (Tempo,
+/// Mimir, Loki): remove a node the failure detector already holds DOWN from the views, until it
+/// starts again; a live node is refused. The token stops other sites, not a client that can
+/// reach this port (it can load the page too): as with dskit, the port stays on the cluster's
+/// network. Changes that need the cluster credentials (`/v1/nodes/...`, gRPC `Admin`) still
+/// need them. The admin socket (root only) needs neither.
+async fn ring_forget(State(s): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
+    let form = crate::core::ring::parse_form(&body);
+    let field = |name: &str| {
+        form.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    if !s.trusted {
+        let Some(record) = s.cluster.record() else {
+            return Refusal::not_in_cluster().into_response();
+        };
+        let get = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+        let post = crate::core::ring::FormPost {
+            origin: get(header::ORIGIN),
+            referer: get(header::REFERER),
+            host: get(header::HOST),
+            csrf_token: field("csrf_token"),
+        };
+        if let Err(refused) = crate::core::ring::check_form(
+            form_key(),
+            &record.node_id,
+            &post,
+            crate::agent::now_unix(),
+        ) {
+            log::warn!("ring page: Forget refused: {refused}");
+            return error(
+                403,
+                ErrorBody::new("Forbidden", Some(refused.sub_code()), refused.to_string()),
+            );
+        }
     }
-    let body = String::from_utf8_lossy(&body);
-    let Some(id) = body.split('&').find_map(|kv| kv.strip_prefix("id=")) else {
+    let Some(id) = field("forget").filter(|id| !id.is_empty()) else {
         return error(
             400,
-            ErrorBody::new("InvalidRequest", None, "the form has no id"),
+            ErrorBody::new(
+                "InvalidRequest",
+                None,
+                "the form has no forget=<node id>; fix: press the Forget button of a DOWN node on /ring",
+            ),
         );
     };
     match s.cluster.forget(id).await {
+        // Post/Redirect/Get, as dskit: a reload does not post again.
         Ok(_) => (StatusCode::SEE_OTHER, [(header::LOCATION, "/ring")]).into_response(),
         Err(r) => r.into_response(),
     }

@@ -33,7 +33,8 @@ use utoipa::OpenApi;
         ErrorBody, ConfigError, IdentityView, Endpoint, Family, BootstrapRequest, ClusterSpec,
         CredentialsSpec, NodeSpec, IdentitySpec, BootstrapStatus, BootstrapState, BootstrapView,
         ClusterView, AvailableAddr, NodesView, MemberView, NodeEntry, NodeState, Health,
-        ReachabilityView, ExternalChange, AddrChange, ExternalAddrsReply, AddrReply, ForgetReply
+        ReachabilityView, ExternalChange, AddrChange, ExternalAddrsReply, AddrReply, ForgetReply,
+        RingForgetForm
     )),
     modifiers(&BasicAuth),
     tags((name = "node", description = "this node"), (name = "cluster", description = "bootstrap, members, admin changes"))
@@ -205,19 +206,28 @@ fn forget() {}
 #[allow(dead_code)]
 fn ring() {}
 
-/// The ring page's Forget button (a form post of `id=<node>`).
+/// The fields of the ring page's Forget form (dskit's `forget`, and the page's token).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct RingForgetForm {
+    /// The token embedded in the page (`<issued-at>.<hex MAC>`), valid 5 minutes on that node.
+    csrf_token: String,
+    /// The id of the DOWN node to forget.
+    forget: String,
+}
+
+/// The ring page's Forget form: `csrf_token=<from the page>&forget=<node>`, posted from the
+/// page's own origin; no credentials (403 without a valid token or from another origin).
 #[utoipa::path(post, path = "/ring/forget", tag = "cluster",
-    request_body(content_type = "application/x-www-form-urlencoded", content = String),
+    request_body(content_type = "application/x-www-form-urlencoded", content = RingForgetForm),
     responses(
         (status = 303, description = "forgotten; back to /ring"),
         (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 408, body = ErrorBody),
         (status = 409, body = ErrorBody),
         (status = 413, body = ErrorBody),
-        (status = 429, body = ErrorBody),
         (status = 500, body = ErrorBody),
     ))]
 #[allow(dead_code)]
