@@ -2031,6 +2031,12 @@ fn reachability_matrix_finds_a_dead_proxy_and_a_blocked_port() {
         metrics.contains("stackring_peer_rtt_seconds{peer=\"node3\",service=\"grpc\"}"),
         "{metrics}"
     );
+    // /ring marks the cell on node3's row.
+    let (_, ring) = http_get(&hosts[0], "/ring");
+    assert!(
+        ring.contains("unreachable HTTP from node1, node2"),
+        "{ring}"
+    );
     hosts[2]
         .command("nft")
         .args(["delete", "table", "inet", "block"])

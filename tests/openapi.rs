@@ -63,6 +63,8 @@ fn the_http_api_keeps_its_openapi_document_under_schemathesis() {
         // depth mismatch" while describing a lambda), a runtime error of the tool, not a finding.
         .args(["--phases", "examples,fuzzing,stateful"])
         .env("SCHEMATHESIS_HOOKS", "")
+        // Its cache (.schemathesis/) goes to the test's directory, not the source tree.
+        .current_dir(ns.dir())
         .output()
         .unwrap();
     let report = text(&out.stdout) + &text(&out.stderr);

@@ -97,6 +97,30 @@ fn addresses(m: &MemberView) -> String {
     out
 }
 
+/// Per service, the members that failed to reach `target`'s advertised endpoint on their last probe:
+/// `unreachable gRPC from node1, node3`.
+fn unreachable_from(matrix: &crate::core::reach::Matrix, target: &str) -> Vec<String> {
+    use crate::core::reach::{Outcome, Service};
+    Service::ALL
+        .into_iter()
+        .filter_map(|service| {
+            let sources: Vec<&str> = matrix
+                .nodes
+                .iter()
+                .filter(|s| s.as_str() != target)
+                .filter(|s| {
+                    matrix
+                        .get(s, target, service)
+                        .is_some_and(|p| p.outcome != Outcome::Ok)
+                })
+                .map(String::as_str)
+                .collect();
+            (!sources.is_empty())
+                .then(|| format!("unreachable {service} from {}", sources.join(", ")))
+        })
+        .collect()
+}
+
 /// The HTML page. `csrf_token`: the Forget form's token (see [`form_token`]); `now_unix`: the
 /// time the page says it was generated (seconds since the epoch).
 pub(crate) fn page(
@@ -108,16 +132,24 @@ pub(crate) fn page(
 ) -> String {
     // dskit shows Tokens and Ownership always; here they appear only when they say something.
     let show_tokens = tokens.iter().any(|t| t.tokens > 0);
+    // Who cannot reach this node's advertised endpoints (the reachability matrix, by column).
+    let matrix = crate::core::reach::Matrix::new(members);
     let mut rows = String::new();
     for m in members {
         let e = &m.entry;
         let healthy = m.healthy();
         // dskit's words: OK or UNHEALTHY; the same summary as `status nodes` beside it.
-        let health = if healthy {
+        let mut health = if healthy {
             "OK".to_string()
         } else {
             format!("UNHEALTHY <small>({})</small>", esc(&m.summary))
         };
+        for line in unreachable_from(&matrix, &e.id) {
+            health.push_str(&format!(
+                "<br><small class=\"unreachable\">{}</small>",
+                esc(&line)
+            ));
+        }
         let state = if e.reason.is_empty() {
             esc(e.state.as_str())
         } else {
@@ -493,6 +525,16 @@ mod tests {
         // Nothing is kept on one line: long addresses wrap instead of widening the table.
         assert!(!html.contains("nowrap"), "{html}");
         assert!(html.contains("overflow-wrap: anywhere"), "{html}");
+    }
+
+    #[test]
+    fn unreachable_cells_are_marked_on_the_target_row() {
+        let mut a = member("a", Health::Ok);
+        let b = member("b", Health::Ok);
+        a.reach = "b:g=r0,h=o1,m=o1".into();
+        let html = page("c1", &[a, b], &[], "t", 1_700_000_000);
+        assert_eq!(html.matches("class=\"unreachable\"").count(), 1, "{html}");
+        assert!(html.contains("unreachable gRPC from a"), "{html}");
     }
 
     #[test]
