@@ -244,9 +244,9 @@ fn yaml_error(parser: &str) -> ConfigError {
         .and_then(|rest| rest.split([',', '\n']).next())
         .map(str::trim);
     let text = cap_lines(&parser.replace(LIBRARY_ADVICE, ""));
-    match duplicate {
+    match duplicate.filter(|k| !k.is_empty()) {
         Some(key) => ConfigError {
-            key: key.to_string(),
+            key: echo(key),
             value: String::new(),
             problem: format!("appears twice in the same mapping: {text}"),
             fix: format!("keep one '{key}:' and merge the two into it (YAML keeps no duplicates)"),
