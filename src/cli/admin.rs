@@ -92,22 +92,29 @@ pub fn parse_admin_response(response: &[u8]) -> Result<(u16, String), String> {
     Ok((status, body.to_string()))
 }
 
-pub(super) fn status_nodes(settings: &Settings, json: bool) -> i32 {
-    let (status, body) = match admin_get(&settings.runtime_dir, "/v1/nodes") {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("stackring: {e}");
-            return 1;
-        }
-    };
+/// `GET path` from the local daemon as JSON; on failure the daemon's description (or why it
+/// could not be asked) is printed and the exit code returned.
+fn fetch(settings: &Settings, path: &str) -> Result<serde_json::Value, i32> {
+    let (status, body) = admin_get(&settings.runtime_dir, path).map_err(|e| {
+        eprintln!("stackring: {e}");
+        1
+    })?;
     let doc: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
     if status != 200 {
         eprintln!(
             "stackring: {}",
             doc["description"].as_str().unwrap_or(&body)
         );
-        return 1;
+        return Err(1);
     }
+    Ok(doc)
+}
+
+pub(super) fn status_nodes(settings: &Settings, json: bool) -> i32 {
+    let doc = match fetch(settings, "/v1/nodes") {
+        Ok(doc) => doc,
+        Err(code) => return code,
+    };
     if json {
         println!(
             "{}",
@@ -437,21 +444,10 @@ pub(super) fn watch_nodes(settings: &Settings, json: bool, every: std::time::Dur
 /// `stackring status reachability`: the N×N matrix (rows: who probed; columns: whom), each cell
 /// gRPC, HTTP and gossip in that order, then the diagnosis.
 pub(super) fn status_reachability(settings: &Settings, json: bool) -> i32 {
-    let (status, body) = match admin_get(&settings.runtime_dir, "/v1/reachability") {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("stackring: {e}");
-            return 1;
-        }
+    let doc = match fetch(settings, "/v1/reachability") {
+        Ok(doc) => doc,
+        Err(code) => return code,
     };
-    let doc: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-    if status != 200 {
-        eprintln!(
-            "stackring: {}",
-            doc["description"].as_str().unwrap_or(&body)
-        );
-        return 1;
-    }
     if json {
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
         return 0;

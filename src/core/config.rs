@@ -1474,6 +1474,21 @@ server:\n  grpc_listen_address: '::0'\n  grpc_listen_port: 9095\n  http_listen_a
             ),
             ("key: [unclosed", "(file)", "not valid YAML"),
             ("server: {a: 1}\nserver: {b: 2}", "server", "appears twice"),
+            (
+                "node: {reachability_interval: -1}",
+                "node.reachability_interval",
+                "number of seconds",
+            ),
+            (
+                "node: {reachability_interval: 3601}",
+                "node.reachability_interval",
+                "number of seconds",
+            ),
+            (
+                "node: {reachability_interval: often}",
+                "node.reachability_interval",
+                "number of seconds",
+            ),
         ];
         for (yaml, key, problem) in table {
             let errs = errors(yaml);
