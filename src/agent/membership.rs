@@ -2,8 +2,9 @@
 //! key `node`; liveness comes from chitchat's phi-accrual failure detector; "last seen" from the
 //! moments each node's heartbeat was seen to move.
 
+use crate::agent::gossip_seal::{GossipSeal, SealedUdp};
 use crate::core::members::{forgotten, project, GossipRow, MemberView, NodeEntry, FORGET_PREFIX};
-use chitchat::transport::{ChannelTransport, Transport, UdpTransport};
+use chitchat::transport::{ChannelTransport, Transport};
 use chitchat::{
     spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, Heartbeat,
 };
@@ -20,8 +21,9 @@ const NODE_KEY: &str = "node";
 /// What this node found probing its peers (`core::reach`).
 pub(crate) const REACH_KEY: &str = "reach";
 
-/// How gossip travels: UDP in the daemon, chitchat's in-memory channels in tests (no root, no
-/// sockets, virtual time). In memory there is no TCP discovery listener either.
+/// How gossip travels: sealed UDP datagrams in the daemon, chitchat's in-memory channels in tests
+/// (no root, no sockets, virtual time; not sealed). In memory there is no TCP discovery listener
+/// either.
 #[derive(Clone)]
 pub(crate) enum GossipNetwork {
     Udp,
@@ -39,6 +41,8 @@ pub(crate) struct Membership {
     /// What the TCP side of the gossip port tells a joiner (see `serve_discovery`).
     discovery: Arc<Mutex<Discovery>>,
     discovery_task: Option<tokio::task::JoinHandle<()>>,
+    /// The keyring the UDP transport seals and opens with.
+    seal: Arc<GossipSeal>,
 }
 
 /// The answer on the TCP side of the gossip port: where this member's gRPC `Join` is. dskit's
@@ -126,6 +130,7 @@ impl Membership {
         advertise: SocketAddr,
         seeds: Vec<String>,
         network: &GossipNetwork,
+        seal: Arc<GossipSeal>,
     ) -> anyhow::Result<Membership> {
         // A restarted node is a new generation of the same id.
         let generation = SystemTime::now()
@@ -149,11 +154,11 @@ impl Membership {
             marked_for_deletion_grace_period: Duration::from_secs(3600),
             catchup_callback: None,
             extra_liveness_predicate: None,
-            protocol_version: chitchat::ProtocolVersion::V0,
         };
         let value = serde_json::to_string(entry)?;
+        let sealed = SealedUdp(seal.clone());
         let transport: &dyn Transport = match network {
-            GossipNetwork::Udp => &UdpTransport,
+            GossipNetwork::Udp => &sealed,
             GossipNetwork::InMemory(channels) => channels,
         };
         let handle = spawn_chitchat(config, vec![(NODE_KEY.to_string(), value)], transport).await?;
@@ -205,7 +210,13 @@ impl Membership {
             monitor,
             discovery,
             discovery_task,
+            seal,
         })
+    }
+
+    /// Seals and opens with `keyring` from the next datagram on (key rotation).
+    pub(crate) fn set_keyring(&self, keyring: crate::core::seal::Keyring) {
+        self.seal.set_keyring(keyring);
     }
 
     /// Publishes a new version of this node's entry (an identity change, a state change).
@@ -316,12 +327,38 @@ impl Membership {
     }
 }
 
-/// For the gossip-datagram fuzz target: a member gossiping on loopback in its own runtime thread
-/// (chitchat's datagram decoder is reachable only this way: it is not public), which also keeps
-/// projecting whatever state the datagrams put in. Returns where to send datagrams.
-pub fn fuzz_gossip_listener() -> SocketAddr {
-    static LISTENING: std::sync::OnceLock<SocketAddr> = std::sync::OnceLock::new();
-    *LISTENING.get_or_init(|| {
+/// The gossip key of the fuzz target's member.
+const FUZZ_KEY: [u8; crate::core::seal::KEY_LEN] = [42; crate::core::seal::KEY_LEN];
+
+/// For the gossip-datagram fuzz target: where its member listens, and a sealer with the member's
+/// key (to reach chitchat's decoder as a key holder could).
+pub struct FuzzGossip {
+    pub to: SocketAddr,
+    sealer: Mutex<crate::core::seal::Sealer>,
+}
+
+impl FuzzGossip {
+    /// `message` sealed as a member would seal it.
+    pub fn seal(&self, message: &[u8]) -> Vec<u8> {
+        let key = crate::core::seal::GossipKey::from_bytes(FUZZ_KEY);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let mut out = Vec::new();
+        self.sealer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .seal(&key, now, message, &mut out);
+        out
+    }
+}
+
+/// For the gossip-datagram fuzz target: a member gossiping (sealed UDP) on loopback in its own
+/// runtime thread, which also keeps projecting whatever state the datagrams put in.
+pub fn fuzz_gossip_listener() -> &'static FuzzGossip {
+    static LISTENING: std::sync::OnceLock<FuzzGossip> = std::sync::OnceLock::new();
+    LISTENING.get_or_init(|| {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -352,10 +389,22 @@ pub fn fuzz_gossip_listener() -> SocketAddr {
                     applied_ms: 0,
                     version: String::new(),
                 };
-                let member =
-                    Membership::start("fuzz", &entry, addr, addr, vec![], &GossipNetwork::Udp)
-                        .await
-                        .expect("gossip on loopback");
+                let keyring = crate::core::seal::Keyring::new(
+                    crate::core::seal::GossipKey::from_bytes(FUZZ_KEY),
+                );
+                let seal =
+                    GossipSeal::new(keyring, Arc::new(crate::agent::metrics::Metrics::new()));
+                let member = Membership::start(
+                    "fuzz",
+                    &entry,
+                    addr,
+                    addr,
+                    vec![],
+                    &GossipNetwork::Udp,
+                    seal,
+                )
+                .await
+                .expect("gossip on loopback");
                 let _ = tx.send(addr);
                 loop {
                     let members = member.members().await;
@@ -366,6 +415,9 @@ pub fn fuzz_gossip_listener() -> SocketAddr {
                 }
             });
         });
-        rx.recv().expect("the gossip listener started")
+        FuzzGossip {
+            to: rx.recv().expect("the gossip listener started"),
+            sealer: Mutex::new(crate::core::seal::Sealer::new([0x5e; 16])),
+        }
     })
 }

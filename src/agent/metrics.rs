@@ -30,6 +30,9 @@ pub(crate) struct Metrics {
     pub(crate) auth_failures: Family<Labels, Counter>,
     /// Credential checks not run because the verification queue was full.
     pub(crate) auth_shed: Counter,
+    /// Gossip datagrams refused before chitchat saw them, by reason (`core::seal::Rejected`, and
+    /// `malformed` for a sealed datagram that is not a chitchat message).
+    pub(crate) gossip_rejected: Family<Labels, Counter>,
     /// Always 1, labelled with the version and the commit.
     build_info: Family<Labels, Gauge>,
     /// Members as this node sees them, by health (OK, DOWN) and state (JOINING, ACTIVE, …).
@@ -109,6 +112,11 @@ impl Metrics {
             "stackring_auth_shed",
             "Credential checks not run because the verification queue was full (answered 429)",
             m.auth_shed.clone(),
+        );
+        r.register(
+            "stackring_gossip_rejected",
+            "Gossip datagrams refused (not sealed, unknown key, forged, replayed, stale, malformed)",
+            m.gossip_rejected.clone(),
         );
         r.register(
             "stackring_build_info",

@@ -3,6 +3,7 @@
 pub(crate) mod authguard;
 pub(crate) mod files;
 pub(crate) mod fsutil;
+pub(crate) mod gossip_seal;
 pub(crate) mod membership;
 pub(crate) mod metrics;
 pub(crate) mod netlink;

@@ -262,6 +262,12 @@ impl pb::cluster_server::Cluster for ClusterService {
                 username: record.username.clone(),
                 password_hash: record.password_hash.clone(),
                 seeds,
+                gossip_keys: record
+                    .gossip_keys
+                    .iter()
+                    .flat_map(|ring| ring.keys())
+                    .map(|k| k.as_bytes().to_vec())
+                    .collect(),
             },
             Err(JoinDenied::Refused(r)) => pb::JoinReply {
                 refusal: Some(refusal_pb(r.error_code, r.sub_code, r.description)),

@@ -306,6 +306,10 @@ pub(crate) struct ClusterRecord {
     /// internal address): the answer to a change carries it, and the entry publishes it.
     #[serde(default)]
     pub(crate) admin_version: u64,
+    /// The keys gossip is sealed with (`core::seal`): made by the node that created the cluster,
+    /// handed to a joiner in the `Join` reply. Absent in records written before gossip was sealed.
+    #[serde(default)]
+    pub(crate) gossip_keys: Option<crate::core::seal::Keyring>,
 }
 
 /// `node <ID> external_addr add|set|remove`.
@@ -1002,6 +1006,7 @@ mod tests {
             applied: Default::default(),
             admin_version: 0,
             registered_unix: 0,
+            gossip_keys: None,
         };
         let time = |user: &str, password: &str| {
             let t = std::time::Instant::now();
@@ -1049,6 +1054,7 @@ mod tests {
             applied: Default::default(),
             registered_unix: 0,
             admin_version: 0,
+            gossip_keys: None,
         };
         let v4 = ClusterRecord {
             family: Family::Ipv4,

@@ -14,5 +14,6 @@ pub(crate) mod reach;
 pub(crate) mod refusal;
 pub(crate) mod render;
 pub(crate) mod ring;
+pub(crate) mod seal;
 pub(crate) mod snapshot;
 pub(crate) mod state;

@@ -310,6 +310,13 @@ impl Actor {
         entry: &NodeEntry,
         identity: &Identity,
     ) -> anyhow::Result<()> {
+        let keyring = record.gossip_keys.clone().ok_or_else(|| {
+            anyhow::anyhow!(
+                "{} has no gossip key (written by a stackring older than sealed gossip); fix: stop the node, remove that file and join the cluster again",
+                self.shared.state_dir.join(RECORD_FILE).display()
+            )
+        })?;
+        let seal = crate::agent::gossip_seal::GossipSeal::new(keyring, self.shared.metrics.clone());
         let membership = Membership::start(
             &record.name,
             entry,
@@ -317,6 +324,7 @@ impl Actor {
             identity.gossip.advertise,
             record.seeds.clone(),
             &self.shared.network,
+            seal,
         )
         .await?;
         self.membership = Some(membership);

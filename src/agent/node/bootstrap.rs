@@ -10,6 +10,7 @@ use crate::core::config::{DeclaredCluster, Settings};
 use crate::core::decide::{decide, usability, Context, Identity};
 use crate::core::peer::PeerAddr;
 use crate::core::refusal::{ErrorBody, Refusal, RefusalKind};
+use crate::core::seal::Keyring;
 use crate::core::snapshot::{Family, HostSnapshot};
 use crate::proto::pb;
 use std::net::IpAddr;
@@ -109,6 +110,7 @@ impl ClusterNode {
             applied: Default::default(),
             registered_unix: crate::agent::now_unix(),
             admin_version: 0,
+            gossip_keys: Some(Keyring::new(crate::agent::gossip_seal::generate_key())),
         };
         self.adopt(record, identity).await
     }
@@ -192,6 +194,12 @@ impl ClusterNode {
                 )
             })?;
             check_hosts_file(family)?;
+            let gossip_keys = Keyring::from_keys(&reply.gossip_keys).ok_or_else(|| {
+                Refusal::bootstrap(
+                    "cluster_unreachable",
+                    format!("{seed} (gRPC {uri}) answered without the cluster's gossip key (a stackring older than sealed gossip?); fix: join through a member running this version"),
+                )
+            })?;
             let mut seeds = reply.seeds;
             if let Seeds::Gossip(members) = &request.seeds {
                 // Rejoin after a restart through what the operator wrote, too.
@@ -215,6 +223,7 @@ impl ClusterNode {
                 applied: Default::default(),
                 registered_unix: crate::agent::now_unix(),
                 admin_version: 0,
+                gossip_keys: Some(gossip_keys),
             };
             return self.adopt(record, identity).await;
         }

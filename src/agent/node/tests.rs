@@ -114,6 +114,9 @@ fn record(host: &Host, seeds: &[&Host]) -> ClusterRecord {
         applied: Default::default(),
         registered_unix: 1_700_000_000,
         admin_version: 0,
+        gossip_keys: Some(crate::core::seal::Keyring::new(
+            crate::core::seal::GossipKey::from_bytes([7; 32]),
+        )),
     }
 }
 
@@ -385,6 +388,7 @@ fn bare_record() -> ClusterRecord {
             applied: Default::default(),
             registered_unix: 0,
             admin_version: 0,
+            gossip_keys: None,
         }
     }
 }

@@ -1,0 +1,629 @@
+//! Sealed gossip: every datagram a member sends is encrypted and authenticated under the
+//! cluster's gossip key, so that only members can speak (or read) gossip. An outsider's datagram,
+//! forged, mutated or replayed, is refused before chitchat sees it, with the reason counted.
+//!
+//! Wire format (all integers big-endian):
+//! `"SRg1"` · key id (4) · nonce (24: sender session 16 · counter 8) · sealed(sender clock ms (8) ·
+//! chitchat message) · tag (16). The first 8 bytes are authenticated too. XChaCha20-Poly1305:
+//! every member shares one key, and its 192-bit nonces (a random session per process, then a
+//! counter) never repeat across members, unlike 96-bit ones.
+//!
+//! Pure: the caller passes the clock and the session's randomness.
+
+use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::fmt;
+
+pub(crate) const KEY_LEN: usize = 32;
+const MAGIC: [u8; 4] = *b"SRg1";
+const KEY_ID_LEN: usize = 4;
+const SESSION_LEN: usize = 16;
+const NONCE_LEN: usize = SESSION_LEN + 8;
+const AAD_LEN: usize = MAGIC.len() + KEY_ID_LEN;
+const HEADER_LEN: usize = AAD_LEN + NONCE_LEN;
+const CLOCK_LEN: usize = 8;
+const TAG_LEN: usize = 16;
+/// Bytes a sealed datagram carries beyond the chitchat message.
+pub(crate) const OVERHEAD: usize = HEADER_LEN + CLOCK_LEN + TAG_LEN;
+/// A sender session seen for the first time is accepted only when its clock is this close to
+/// ours: captured datagrams of a process that is gone cannot be replayed later. Generous, so that
+/// a node whose clock drifts keeps gossiping (preflight warns about an unsynchronised clock).
+pub(crate) const MAX_CLOCK_SKEW_MS: u64 = 10 * 60 * 1000;
+/// How far behind a session's newest datagram one may arrive (UDP reorders) and still be
+/// accepted, once.
+const REPLAY_WINDOW: u64 = 128;
+/// Sessions remembered; the one heard from longest ago is forgotten first.
+const MAX_SESSIONS: usize = 4096;
+
+/// A 256-bit cluster gossip key. Its text form is 64 hex digits; `Debug` shows only its id.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct GossipKey([u8; KEY_LEN]);
+
+/// The first 4 bytes of a hash of the key: names a key in datagrams, `gossip-key list` and logs
+/// without revealing it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct KeyId([u8; KEY_ID_LEN]);
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyId({self})")
+    }
+}
+
+impl KeyId {
+    pub(crate) fn parse(text: &str) -> Option<KeyId> {
+        let bytes = parse_hex(text.trim())?;
+        Some(KeyId(bytes.try_into().ok()?))
+    }
+}
+
+fn parse_hex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
+        .collect()
+}
+
+impl GossipKey {
+    pub(crate) fn from_bytes(bytes: [u8; KEY_LEN]) -> GossipKey {
+        GossipKey(bytes)
+    }
+
+    pub(crate) fn from_slice(bytes: &[u8]) -> Option<GossipKey> {
+        Some(GossipKey(bytes.try_into().ok()?))
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8; KEY_LEN] {
+        &self.0
+    }
+
+    pub(crate) fn id(&self) -> KeyId {
+        use blake2::Digest;
+        let hash = blake2::Blake2b512::new()
+            .chain_update(b"stackring gossip key id\0")
+            .chain_update(self.0)
+            .finalize();
+        KeyId([hash[0], hash[1], hash[2], hash[3]])
+    }
+
+    pub(crate) fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// 64 hex digits (what `gossip-key install` takes and the state file keeps).
+    pub(crate) fn parse(text: &str) -> Result<GossipKey, String> {
+        let text = text.trim();
+        match parse_hex(text).map(<[u8; KEY_LEN]>::try_from) {
+            Some(Ok(bytes)) => Ok(GossipKey(bytes)),
+            _ => Err(format!(
+                "a gossip key is {} hex digits (256 bits); got {} characters; fix: make one with `stackring cluster gossip-key generate` or `head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'`",
+                KEY_LEN * 2,
+                text.chars().count()
+            )),
+        }
+    }
+
+    fn cipher(&self) -> XChaCha20Poly1305 {
+        XChaCha20Poly1305::new(Key::from_slice(&self.0))
+    }
+}
+
+impl fmt::Debug for GossipKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "GossipKey({})", self.id())
+    }
+}
+
+impl Serialize for GossipKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for GossipKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<GossipKey, D::Error> {
+        let text = String::deserialize(d)?;
+        GossipKey::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The keys a member opens datagrams with; it seals with `primary`. Consul's keyring: install a
+/// new key everywhere, use it everywhere, then remove the old one, and no datagram is refused on
+/// the way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Keyring {
+    primary: GossipKey,
+    #[serde(default)]
+    others: Vec<GossipKey>,
+}
+
+impl Keyring {
+    pub(crate) fn new(primary: GossipKey) -> Keyring {
+        Keyring {
+            primary,
+            others: Vec::new(),
+        }
+    }
+
+    /// A keyring as a `Join` reply carries it: the key in use first. None when empty or a key is
+    /// not 32 bytes.
+    pub(crate) fn from_keys(keys: &[Vec<u8>]) -> Option<Keyring> {
+        let (first, rest) = keys.split_first()?;
+        let mut ring = Keyring::new(GossipKey::from_slice(first)?);
+        for k in rest {
+            ring.install(GossipKey::from_slice(k)?);
+        }
+        Some(ring)
+    }
+
+    pub(crate) fn primary(&self) -> &GossipKey {
+        &self.primary
+    }
+
+    /// The primary first.
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &GossipKey> {
+        std::iter::once(&self.primary).chain(&self.others)
+    }
+
+    fn find(&self, id: KeyId) -> Option<&GossipKey> {
+        self.keys().find(|k| k.id() == id)
+    }
+
+    /// Adds a key to open datagrams with (idempotent).
+    pub(crate) fn install(&mut self, key: GossipKey) {
+        if self.find(key.id()).is_none() {
+            self.others.push(key);
+        }
+    }
+
+    /// Seals with the installed key `id` from now on (the old primary stays installed).
+    pub(crate) fn use_key(&mut self, id: KeyId) -> Result<(), String> {
+        if self.primary.id() == id {
+            return Ok(());
+        }
+        let at = self.others.iter().position(|k| k.id() == id).ok_or_else(|| {
+            format!("gossip key {id} is not installed on this node; fix: `stackring cluster gossip-key install` it first")
+        })?;
+        let key = self.others.remove(at);
+        let old = std::mem::replace(&mut self.primary, key);
+        self.others.insert(0, old);
+        Ok(())
+    }
+
+    /// Stops opening datagrams sealed with `id`; the key in use cannot be removed.
+    pub(crate) fn remove(&mut self, id: KeyId) -> Result<(), String> {
+        if self.primary.id() == id {
+            return Err(format!(
+                "gossip key {id} is the one in use; fix: `stackring cluster gossip-key use` another key first"
+            ));
+        }
+        let before = self.others.len();
+        self.others.retain(|k| k.id() != id);
+        if self.others.len() == before {
+            return Err(format!("gossip key {id} is not installed on this node"));
+        }
+        Ok(())
+    }
+}
+
+/// Why a datagram was refused (the `reason` label of `stackring_gossip_rejected_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Rejected {
+    /// Not a sealed datagram at all (plain chitchat, garbage, truncated).
+    NotSealed,
+    /// Sealed under a key this node does not have (another cluster, or a removed key).
+    UnknownKey,
+    /// The tag does not verify: forged or mutated.
+    Forged,
+    /// Authentic, but seen before (or too far behind its session's newest).
+    Replayed,
+    /// Authentic, from a session not seen before whose clock is too far from ours.
+    Stale,
+}
+
+impl Rejected {
+    pub(crate) const ALL: [Rejected; 5] = [
+        Rejected::NotSealed,
+        Rejected::UnknownKey,
+        Rejected::Forged,
+        Rejected::Replayed,
+        Rejected::Stale,
+    ];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Rejected::NotSealed => "not_sealed",
+            Rejected::UnknownKey => "unknown_key",
+            Rejected::Forged => "forged",
+            Rejected::Replayed => "replayed",
+            Rejected::Stale => "stale",
+        }
+    }
+}
+
+/// The sending half of one process: a random session, then a counter, make every nonce unique.
+pub(crate) struct Sealer {
+    session: [u8; SESSION_LEN],
+    counter: u64,
+}
+
+impl Sealer {
+    pub(crate) fn new(session: [u8; SESSION_LEN]) -> Sealer {
+        Sealer {
+            session,
+            counter: 0,
+        }
+    }
+
+    /// Writes the sealed datagram for `message` into `out` (cleared first).
+    pub(crate) fn seal(&mut self, key: &GossipKey, now_ms: u64, message: &[u8], out: &mut Vec<u8>) {
+        out.clear();
+        out.reserve(OVERHEAD + message.len());
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&key.id().0);
+        out.extend_from_slice(&self.session);
+        out.extend_from_slice(&self.counter.to_be_bytes());
+        self.counter += 1;
+        out.extend_from_slice(&now_ms.to_be_bytes());
+        out.extend_from_slice(message);
+        let (header, body) = out.split_at_mut(HEADER_LEN);
+        let nonce = XNonce::from_slice(&header[AAD_LEN..]);
+        let tag = key
+            .cipher()
+            .encrypt_in_place_detached(nonce, &header[..AAD_LEN], body)
+            .expect("a gossip datagram is far below the cipher's length limit");
+        out.extend_from_slice(&tag);
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    newest: u64,
+    /// Bit i: counter `newest - i` was accepted.
+    seen: u128,
+    heard_ms: u64,
+}
+
+/// The receiving half: which counters of which sessions were accepted.
+#[derive(Default)]
+pub(crate) struct ReplayGuard {
+    sessions: HashMap<[u8; SESSION_LEN], Window>,
+}
+
+impl ReplayGuard {
+    /// Whether `counter` of `session` is new; marks it. Only called for authentic datagrams, so an
+    /// outsider cannot fill the table or advance a window.
+    fn accept(
+        &mut self,
+        session: [u8; SESSION_LEN],
+        counter: u64,
+        sent_ms: u64,
+        now_ms: u64,
+    ) -> Result<(), Rejected> {
+        if let Some(w) = self.sessions.get_mut(&session) {
+            if counter > w.newest {
+                let shift = counter - w.newest;
+                w.seen = if shift >= 128 { 0 } else { w.seen << shift };
+                w.seen |= 1;
+                w.newest = counter;
+            } else {
+                let behind = w.newest - counter;
+                if behind >= REPLAY_WINDOW || w.seen & (1u128 << behind) != 0 {
+                    return Err(Rejected::Replayed);
+                }
+                w.seen |= 1u128 << behind;
+            }
+            w.heard_ms = now_ms;
+            return Ok(());
+        }
+        if sent_ms.abs_diff(now_ms) > MAX_CLOCK_SKEW_MS {
+            return Err(Rejected::Stale);
+        }
+        if self.sessions.len() >= MAX_SESSIONS {
+            if let Some(oldest) = self
+                .sessions
+                .iter()
+                .min_by_key(|(_, w)| w.heard_ms)
+                .map(|(s, _)| *s)
+            {
+                self.sessions.remove(&oldest);
+            }
+        }
+        self.sessions.insert(
+            session,
+            Window {
+                newest: counter,
+                seen: 1,
+                heard_ms: now_ms,
+            },
+        );
+        Ok(())
+    }
+}
+
+/// Opens a datagram: the chitchat message inside, or why it is refused.
+pub(crate) fn open(
+    keyring: &Keyring,
+    guard: &mut ReplayGuard,
+    now_ms: u64,
+    datagram: &[u8],
+) -> Result<Vec<u8>, Rejected> {
+    if datagram.len() < OVERHEAD || datagram[..MAGIC.len()] != MAGIC {
+        return Err(Rejected::NotSealed);
+    }
+    let (header, rest) = datagram.split_at(HEADER_LEN);
+    let id = KeyId(header[MAGIC.len()..AAD_LEN].try_into().expect("4 bytes"));
+    let key = keyring.find(id).ok_or(Rejected::UnknownKey)?;
+    let (body, tag) = rest.split_at(rest.len() - TAG_LEN);
+    let mut plain = body.to_vec();
+    key.cipher()
+        .decrypt_in_place_detached(
+            XNonce::from_slice(&header[AAD_LEN..]),
+            &header[..AAD_LEN],
+            &mut plain,
+            tag.into(),
+        )
+        .map_err(|_| Rejected::Forged)?;
+    let nonce = &header[AAD_LEN..];
+    let session: [u8; SESSION_LEN] = nonce[..SESSION_LEN].try_into().expect("16 bytes");
+    let counter = u64::from_be_bytes(nonce[SESSION_LEN..].try_into().expect("8 bytes"));
+    let sent_ms = u64::from_be_bytes(plain[..CLOCK_LEN].try_into().expect("8 bytes"));
+    guard.accept(session, counter, sent_ms, now_ms)?;
+    plain.drain(..CLOCK_LEN);
+    Ok(plain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_800_000_000_000;
+
+    fn key(n: u8) -> GossipKey {
+        GossipKey::from_bytes([n; KEY_LEN])
+    }
+
+    fn sealed(sealer: &mut Sealer, k: &GossipKey, at: u64, msg: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        sealer.seal(k, at, msg, &mut out);
+        out
+    }
+
+    #[test]
+    fn a_member_opens_what_a_member_sealed_and_nothing_is_in_clear() {
+        let ring = Keyring::new(key(1));
+        let mut sender = Sealer::new([7; 16]);
+        let msg = b"cluster-name node1 2001:db8::5".to_vec();
+        let d = sealed(&mut sender, ring.primary(), NOW, &msg);
+        assert_eq!(d.len(), msg.len() + OVERHEAD);
+        assert!(!d.windows(5).any(|w| w == b"node1"), "plaintext leaked");
+        let mut guard = ReplayGuard::default();
+        assert_eq!(open(&ring, &mut guard, NOW, &d), Ok(msg));
+    }
+
+    #[test]
+    fn hostile_datagrams_are_refused_with_their_reason() {
+        let ring = Keyring::new(key(1));
+        let mut sender = Sealer::new([7; 16]);
+        let good = sealed(&mut sender, &key(1), NOW, b"hello gossip");
+        let other_cluster = sealed(&mut Sealer::new([8; 16]), &key(2), NOW, b"hello gossip");
+        let mut flipped_body = good.clone();
+        flipped_body[HEADER_LEN + 9] ^= 1;
+        let mut flipped_tag = good.clone();
+        *flipped_tag.last_mut().unwrap() ^= 0x80;
+        let mut flipped_nonce = good.clone();
+        flipped_nonce[AAD_LEN + 3] ^= 1;
+        let mut forged_key_id = other_cluster.clone();
+        forged_key_id[MAGIC.len()..AAD_LEN].copy_from_slice(&key(1).id().0);
+        let mut chitchat_plain = vec![0x5a, 0xc8, 0x00, 0x01];
+        chitchat_plain.extend_from_slice(&[0u8; 80]);
+        let cases: Vec<(&str, Vec<u8>, Rejected)> = vec![
+            ("empty", vec![], Rejected::NotSealed),
+            ("one byte", vec![0], Rejected::NotSealed),
+            (
+                "plain chitchat message",
+                chitchat_plain,
+                Rejected::NotSealed,
+            ),
+            ("magic only", MAGIC.to_vec(), Rejected::NotSealed),
+            (
+                "truncated by one",
+                good[..good.len() - 1].to_vec(),
+                Rejected::Forged,
+            ),
+            (
+                "header only",
+                good[..OVERHEAD - 1].to_vec(),
+                Rejected::NotSealed,
+            ),
+            ("another cluster's key", other_cluster, Rejected::UnknownKey),
+            ("our key id, another key", forged_key_id, Rejected::Forged),
+            ("a flipped body bit", flipped_body, Rejected::Forged),
+            ("a flipped tag bit", flipped_tag, Rejected::Forged),
+            ("a flipped nonce bit", flipped_nonce, Rejected::Forged),
+            ("64 KiB of zeros", vec![0; 65_507], Rejected::NotSealed),
+            (
+                "magic then garbage",
+                [&MAGIC[..], &[0xff; 200]].concat(),
+                Rejected::UnknownKey,
+            ),
+        ];
+        for (what, datagram, want) in cases {
+            let mut guard = ReplayGuard::default();
+            assert_eq!(open(&ring, &mut guard, NOW, &datagram), Err(want), "{what}");
+            assert!(
+                guard.sessions.is_empty(),
+                "{what}: a refused datagram left state"
+            );
+        }
+        let mut guard = ReplayGuard::default();
+        assert!(open(&ring, &mut guard, NOW, &good).is_ok());
+    }
+
+    #[test]
+    fn a_replayed_datagram_is_refused_but_reordered_ones_are_accepted_once() {
+        let ring = Keyring::new(key(1));
+        let mut sender = Sealer::new([3; 16]);
+        let d: Vec<Vec<u8>> = (0..300)
+            .map(|i| sealed(&mut sender, &key(1), NOW + i, b"m"))
+            .collect();
+        let mut guard = ReplayGuard::default();
+        // counter: expected outcome, in arrival order.
+        let arrivals: &[(usize, Result<(), Rejected>)] = &[
+            (0, Ok(())),
+            (0, Err(Rejected::Replayed)),
+            (5, Ok(())),
+            (3, Ok(())),
+            (3, Err(Rejected::Replayed)),
+            (5, Err(Rejected::Replayed)),
+            (1, Ok(())),
+            (200, Ok(())),
+            (73, Ok(())),                  // 127 behind: still in the window
+            (72, Err(Rejected::Replayed)), // 128 behind: too old
+            (4, Err(Rejected::Replayed)),
+            (201, Ok(())),
+            (73, Err(Rejected::Replayed)),
+        ];
+        for (n, want) in arrivals {
+            let got = open(&ring, &mut guard, NOW + 1, &d[*n]).map(|_| ());
+            assert_eq!(&got, want, "datagram #{n}");
+        }
+    }
+
+    #[test]
+    fn a_session_first_heard_with_a_clock_far_from_ours_is_stale() {
+        let ring = Keyring::new(key(1));
+        let cases = [
+            (NOW - MAX_CLOCK_SKEW_MS - 1, Err(Rejected::Stale)),
+            (NOW - MAX_CLOCK_SKEW_MS, Ok(())),
+            (NOW + MAX_CLOCK_SKEW_MS, Ok(())),
+            (NOW + MAX_CLOCK_SKEW_MS + 1, Err(Rejected::Stale)),
+            (0, Err(Rejected::Stale)),
+            (u64::MAX, Err(Rejected::Stale)),
+        ];
+        for (i, (sent, want)) in cases.into_iter().enumerate() {
+            let d = sealed(&mut Sealer::new([i as u8; 16]), &key(1), sent, b"x");
+            let mut guard = ReplayGuard::default();
+            assert_eq!(
+                open(&ring, &mut guard, NOW, &d).map(|_| ()),
+                want,
+                "sent at {sent}"
+            );
+        }
+        // Once a session is known, its clock no longer matters (a long-lived peer's drift).
+        let mut sender = Sealer::new([99; 16]);
+        let mut guard = ReplayGuard::default();
+        assert!(open(
+            &ring,
+            &mut guard,
+            NOW,
+            &sealed(&mut sender, &key(1), NOW, b"x")
+        )
+        .is_ok());
+        let late = sealed(&mut sender, &key(1), 0, b"x");
+        assert!(open(&ring, &mut guard, NOW, &late).is_ok());
+    }
+
+    #[test]
+    fn sessions_are_bounded() {
+        let ring = Keyring::new(key(1));
+        let mut guard = ReplayGuard::default();
+        for i in 0..(MAX_SESSIONS as u32 + 10) {
+            let mut session = [0u8; 16];
+            session[..4].copy_from_slice(&i.to_be_bytes());
+            let d = sealed(&mut Sealer::new(session), &key(1), NOW, b"x");
+            assert!(open(&ring, &mut guard, NOW + u64::from(i), &d).is_ok());
+        }
+        assert_eq!(guard.sessions.len(), MAX_SESSIONS);
+    }
+
+    #[test]
+    fn rotation_install_use_remove_never_refuses_a_datagram_in_flight() {
+        let mut ring = Keyring::new(key(1));
+        let mut old_sender = Sealer::new([1; 16]);
+        let mut guard = ReplayGuard::default();
+        ring.install(key(2));
+        ring.install(key(2));
+        assert_eq!(ring.keys().count(), 2, "install is idempotent");
+        // Installed but not used yet: both keys open.
+        assert!(open(
+            &ring,
+            &mut guard,
+            NOW,
+            &sealed(&mut old_sender, &key(1), NOW, b"a")
+        )
+        .is_ok());
+        assert!(open(
+            &ring,
+            &mut guard,
+            NOW,
+            &sealed(&mut old_sender, &key(2), NOW, b"b")
+        )
+        .is_ok());
+        ring.use_key(key(2).id()).unwrap();
+        assert_eq!(ring.primary(), &key(2));
+        assert!(open(
+            &ring,
+            &mut guard,
+            NOW,
+            &sealed(&mut old_sender, &key(1), NOW, b"c")
+        )
+        .is_ok());
+        assert!(ring.remove(key(2).id()).unwrap_err().contains("in use"));
+        ring.remove(key(1).id()).unwrap();
+        assert_eq!(
+            open(
+                &ring,
+                &mut guard,
+                NOW,
+                &sealed(&mut old_sender, &key(1), NOW, b"d")
+            ),
+            Err(Rejected::UnknownKey)
+        );
+        assert!(ring
+            .remove(key(1).id())
+            .unwrap_err()
+            .contains("not installed"));
+        assert!(ring.use_key(key(3).id()).unwrap_err().contains("install"));
+    }
+
+    #[test]
+    fn key_text_table() {
+        let good = "00112233445566778899aabbccddeeff00112233445566778899AABBCCDDEEFF";
+        assert!(GossipKey::parse(good).is_ok());
+        assert!(GossipKey::parse(&format!(" {good}\n")).is_ok());
+        for bad in [
+            "",
+            "00",
+            &good[..63],
+            &format!("{good}00"),
+            &good.replace('0', "g"),
+            "é".repeat(32).as_str(),
+            &"a".repeat(10_000),
+        ] {
+            let e = GossipKey::parse(bad).unwrap_err();
+            assert!(e.contains("64 hex digits") && e.contains("fix:"), "{e}");
+            assert!(e.len() < 300, "the error echoes the input: {e}");
+        }
+        let k = GossipKey::parse(good).unwrap();
+        assert!(!format!("{k:?}").contains("0011"), "Debug leaks the key");
+        let json = serde_json::to_string(&Keyring::new(k.clone())).unwrap();
+        assert_eq!(
+            serde_json::from_str::<Keyring>(&json).unwrap(),
+            Keyring::new(k)
+        );
+        assert_eq!(KeyId::parse(&key(1).id().to_string()), Some(key(1).id()));
+    }
+}
