@@ -229,7 +229,7 @@ impl FromStr for SpkiPin {
 
 fn parse_cert<'a>(der: &'a [u8], what: &'static str) -> Result<X509Certificate<'a>, PkiError> {
     match X509Certificate::from_der(der) {
-        Ok((rest, cert)) if rest.is_empty() => Ok(cert),
+        Ok(([], cert)) => Ok(cert),
         Ok(_) => Err(PkiError::BadCert {
             what,
             reason: "trailing bytes after the certificate".into(),
@@ -490,7 +490,7 @@ fn csr_public_key(csr_pem: &str) -> Result<rcgen::SubjectPublicKeyInfo, PkiError
     let der = rustls_pki_types::CertificateSigningRequestDer::from_pem_slice(csr_pem.as_bytes())
         .map_err(|e| PkiError::BadCsr(format!("no PEM \"CERTIFICATE REQUEST\" block ({e})")))?;
     let csr = match X509CertificationRequest::from_der(der.as_ref()) {
-        Ok((rest, csr)) if rest.is_empty() => csr,
+        Ok(([], csr)) => csr,
         Ok(_) => return Err(PkiError::BadCsr("trailing bytes after the CSR".into())),
         Err(e) => return Err(PkiError::BadCsr(e.to_string())),
     };
