@@ -57,9 +57,9 @@ const KEY_MODE: u32 = 0o600;
 /// Everything that can go wrong in the PKI, each a sentence that says what and the fix.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum PkiError {
-    #[error("node id {0:?} cannot be used in a certificate: use 1 to 63 characters from A-Z a-z 0-9 . _ -")]
+    #[error("node id {0} cannot be used in a certificate: use 1 to 63 characters from A-Z a-z 0-9 . _ -")]
     BadNodeId(String),
-    #[error("cluster name {0:?} cannot be used in the CA's name: use 1 to 63 characters from A-Z a-z 0-9 . _ -")]
+    #[error("cluster name {0} cannot be used in the CA's name: use 1 to 63 characters from A-Z a-z 0-9 . _ -")]
     BadClusterName(String),
     #[error("{input} is not an SPKI pin: expected sha256:<64 lowercase hex digits> (kubeadm's form) or sha256//<base64 of 32 bytes> (curl's --pinnedpubkey form)")]
     BadPin { input: String },
@@ -83,10 +83,11 @@ pub(crate) enum PkiError {
         expected: SpkiPin,
         presented: SpkiPin,
     },
-    #[error("the peer's certificate is for node {presented:?}, but node {expected} was expected: check which node listens on that address")]
+    #[error("the peer's certificate is for {presented}, but node {expected} was expected: check which node listens on that address")]
     WrongNode {
         expected: NodeId,
-        presented: Option<String>,
+        /// `node <id>`, or what the certificate has instead.
+        presented: String,
     },
     #[error(
         "cannot read {path}: {source}; check that the state directory is readable by stackring"
@@ -145,11 +146,12 @@ impl fmt::Display for NodeId {
 
 /// At most 40 characters of hostile input, quoted, for an error message.
 fn excerpt(s: &str) -> String {
-    let mut out: String = s.chars().take(40).collect();
-    if out.len() < s.len() {
-        out.push_str("...");
+    let head: String = s.chars().take(40).collect();
+    if head.len() < s.len() {
+        format!("{head:?}... ({} bytes)", s.len())
+    } else {
+        format!("{head:?}")
     }
-    format!("{out:?}")
 }
 
 /// SHA-256 of a certificate's SubjectPublicKeyInfo (DER): what a join token carries to name the
@@ -863,7 +865,10 @@ impl ServerCertVerifier for ClusterVerifier {
             if presented.as_ref() != Some(expected) {
                 return Err(refuse(PkiError::WrongNode {
                     expected: expected.clone(),
-                    presented: presented.map(|id| id.0),
+                    presented: presented.map_or_else(
+                        || format!("no node (no single {NODE_URI_PREFIX}<id> URI SAN)"),
+                        |id| format!("node {id}"),
+                    ),
                 }));
             }
         }
@@ -1311,7 +1316,7 @@ mod tests {
                 presented,
             }) => {
                 assert_eq!(expected, &id("node-c"));
-                assert_eq!(presented.as_deref(), Some("node-a"));
+                assert_eq!(presented, "node node-a");
             }
             other => panic!("{other:?}: {err}"),
         }
@@ -1649,6 +1654,8 @@ mod tests {
         ] {
             let err = bad.parse::<NodeId>().unwrap_err().to_string();
             assert!(err.contains("A-Z a-z 0-9 . _ -"), "{bad:?}: {err}");
+            let quoted = format!("{:?}", bad.chars().take(40).collect::<String>());
+            assert!(err.starts_with(&format!("node id {quoted}")), "{err}");
         }
     }
 
