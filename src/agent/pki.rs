@@ -1395,6 +1395,15 @@ mod tests {
         let (_, outcome) = exchange(server, client).await;
         outcome.unwrap();
         assert_eq!(seen.get(), Some(ca.pin()));
+
+        // A node not bootstrapped yet: what is trusted is its self-signed certificate's key.
+        let own = SelfSigned::generate(&id("fresh"), &[ip("fd00::7")], SystemTime::now()).unwrap();
+        let server = server_config(ServerIdentity::SelfSigned(&own)).unwrap();
+        let (client, seen) = client_config_tofu().unwrap();
+        let (_, outcome) = exchange(server, client).await;
+        outcome.unwrap();
+        assert_eq!(seen.get(), Some(own.pin()));
+        assert_eq!(own.credentials().cert().node_id(), &id("fresh"));
     }
 
     #[test]
@@ -1469,6 +1478,9 @@ mod tests {
         assert_eq!(node_id_of(cert.der()), Some(id("node-a")));
         assert_eq!(cert.node_id(), &id("node-a"));
         // The CSR's key, and nothing else of it.
+        let stranger = NodeKey::generate().unwrap();
+        let err = NodeCredentials::new(cert.clone(), stranger).unwrap_err();
+        assert!(matches!(err, PkiError::KeyMismatch { .. }), "{err}");
         NodeCredentials::new(cert.clone(), key).unwrap();
         let secs = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap().as_secs();
         assert_eq!(secs(cert.not_before()), secs(now - BACKDATE));
