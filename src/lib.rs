@@ -29,6 +29,8 @@
 //!   - `agent::membership`: gossip on chitchat with the transport injected (UDP, or in memory).
 //!   - `agent::netlink`, `agent::files`, `agent::sockets`: the kernel's interfaces, the files the
 //!     rules read and write (config, credentials, `/etc/hosts`, preflight's readings), listeners.
+//!   - `agent::pki`: the cluster CA, node certificates signed at join, the self-signed
+//!     certificate of a node not yet in a cluster, SPKI pins, their files, rustls configurations.
 //!   - `agent::authguard`, `agent::metrics`, `agent::systemd`, `agent::fsutil`: password guessing
 //!     (backoff, bounded queue), Prometheus, sd_notify and logging, atomic durable files.
 //! - [`api`] — the wire: `api::http` (axum), `api::grpc` (tonic services), `api::admin` (request

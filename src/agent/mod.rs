@@ -8,6 +8,7 @@ pub(crate) mod membership;
 pub(crate) mod metrics;
 pub(crate) mod netlink;
 pub(crate) mod node;
+pub(crate) mod pki;
 pub(crate) mod procstat;
 pub(crate) mod reach;
 pub(crate) mod sockets;
