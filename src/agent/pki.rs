@@ -7,8 +7,7 @@
 //! ring provider explicitly, never a process-wide default, so that no other crate's choice of
 //! provider can change ours.
 
-// Not wired into the servers yet (the gRPC Join and the listeners come next): until then the
-// compiler would call most of this dead.
+// Some of it (mandatory client auth, a pinned node id) is not used by the servers yet.
 #![allow(dead_code)]
 
 use std::fmt;
@@ -730,6 +729,24 @@ pub(crate) fn server_config_mutual(
     ca: &CaCert,
 ) -> Result<Arc<ServerConfig>, PkiError> {
     let verifier = WebPkiClientVerifier::builder_with_provider(ca.roots()?, provider())
+        .build()
+        .map_err(|e| rustls::Error::General(e.to_string()))?;
+    let config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(member_chain(node, ca), node.key.rustls_key())?;
+    Ok(Arc::new(config))
+}
+
+/// A member's gRPC server: presents the node certificate and the CA; a client certificate is
+/// optional (a joiner has none yet) but, when presented, must chain to the cluster CA. The calls
+/// that need a member (`ApplyChange`) check that one was presented.
+pub(crate) fn server_config_member(
+    node: &NodeCredentials,
+    ca: &CaCert,
+) -> Result<Arc<ServerConfig>, PkiError> {
+    let verifier = WebPkiClientVerifier::builder_with_provider(ca.roots()?, provider())
+        .allow_unauthenticated()
         .build()
         .map_err(|e| rustls::Error::General(e.to_string()))?;
     let config = ServerConfig::builder_with_provider(provider())
