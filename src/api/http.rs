@@ -6,7 +6,8 @@ use crate::agent::node::ClusterNode;
 use crate::agent::StateRx;
 use crate::api::error::{denied_response, json_error};
 use crate::api::limits::MAX_BODY_BYTES;
-use crate::core::cluster::{validate_bootstrap, Action, BootstrapRequest};
+use crate::core::cluster::{validate_bootstrap_on, Action, BootstrapRequest};
+use crate::core::net::HostAddrs;
 use crate::core::refusal::{ErrorBody, Refusal};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
@@ -306,7 +307,17 @@ async fn join_cluster(State(s): State<HttpState>, body: Bytes) -> Response {
 async fn bootstrap(s: &HttpState, body: &[u8], action: Action) -> Response {
     let request = crate::api::jsonbody::parse::<BootstrapRequest>(body)
         .map_err(|e| Refusal::invalid_fields(vec![e]))
-        .and_then(|r| validate_bootstrap(r, action).map_err(Refusal::invalid_fields));
+        .and_then(|r| {
+            // `node.identity` is this host's: a network there gets one of its addresses as fix.
+            let usable: Vec<std::net::IpAddr> = s
+                .cluster
+                .available_addrs()
+                .into_iter()
+                .map(|a| a.address)
+                .collect();
+            validate_bootstrap_on(r, action, HostAddrs::Known(&usable))
+                .map_err(Refusal::invalid_fields)
+        });
     let result = match request {
         Ok(request) => s.cluster.bootstrap(request, action).await,
         Err(refusal) => Err(refusal),
