@@ -3,6 +3,7 @@
 
 use crate::agent::metrics::Metrics;
 use crate::agent::node::ClusterNode;
+use crate::agent::systemd::LogOnce;
 use crate::agent::StateRx;
 use crate::api::error::{denied_response, json_error};
 use crate::api::limits::MAX_BODY_BYTES;
@@ -538,6 +539,9 @@ async fn ring(State(s): State<HttpState>, headers: HeaderMap) -> Response {
     }
 }
 
+/// Refused Forget posts, logged at most once per [`LogOnce::EVERY_MS`].
+static FORGED_FORM_LOG: LogOnce = LogOnce::new();
+
 /// The ring page's Forget button: a form post of `csrf_token=<from the page>&forget=<node>`,
 /// dskit's field name. Over TCP it needs the page's token and a same-origin Origin (or Referer),
 /// and no HTTP Basic: the browser on the page has no credentials, and asking for them would bring
@@ -572,7 +576,13 @@ async fn ring_forget(State(s): State<HttpState>, headers: HeaderMap, body: Bytes
             &post,
             crate::agent::now_unix(),
         ) {
-            log::warn!("ring page: Forget refused: {refused}");
+            // Anyone who reaches the port can post: one line per window, with the count.
+            if let Some(more) = FORGED_FORM_LOG.admit(crate::agent::now_ms()) {
+                log::warn!(
+                    "ring page: Forget refused: {refused}{}",
+                    LogOnce::suppressed(more)
+                );
+            }
             return error(
                 403,
                 ErrorBody::new("Forbidden", Some(refused.sub_code()), refused.to_string()),
