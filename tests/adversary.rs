@@ -2050,6 +2050,46 @@ fn ring_node(
     (ns, d, log, attacker, http)
 }
 
+/// Clickjacking: the ring page has a Forget button, so another site must not frame it. Every
+/// answer of `/ring` (HTML and JSON) and `/ring/forget` forbids framing (CSP
+/// `frame-ancestors 'none'`, and `X-Frame-Options: DENY` for older browsers) and type sniffing
+/// (`nosniff`), in the real response headers.
+#[test]
+fn ring_page_cannot_be_framed_by_another_site() {
+    let lan = Lan::new("ringfr");
+    let (_ns, _d, _log, attacker, http) = ring_node(&lan, "ringfr", "561");
+    let answers = attacker.run(move || {
+        [
+            ("GET /ring (HTML)", get("/ring")),
+            (
+                "GET /ring (JSON)",
+                "GET /ring HTTP/1.1\r\nHost: t\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+                    .to_string(),
+            ),
+            (
+                "POST /ring/forget (refused)",
+                ring_form("forget=node2", Some("https://evil.example")),
+            ),
+        ]
+        .map(|(what, request)| (what, exchange(None, http, &request).unwrap()))
+    });
+    for (what, (status, head, _)) in &answers {
+        println!("{what}: {status}\n{head}\n");
+        let head = head.to_ascii_lowercase();
+        for line in [
+            "content-security-policy: frame-ancestors 'none'",
+            "x-frame-options: deny",
+            "x-content-type-options: nosniff",
+        ] {
+            assert!(
+                head.lines().any(|l| l.trim() == line),
+                "{what}: no {line:?} in\n{head}"
+            );
+        }
+    }
+    assert_eq!(answers.map(|a| a.1 .0), [200, 200, 403]);
+}
+
 /// Journal flooding: anyone who reaches the HTTP port can post the ring page's Forget form.
 /// 1,000 refused posts from a host on the LAN (no Origin, another site's, no token, forged
 /// tokens), one after another and bounded in time, all get 403, and the daemon logs a handful

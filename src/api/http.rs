@@ -13,6 +13,7 @@ use crate::core::refusal::{ErrorBody, Refusal};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::map_response;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -100,8 +101,11 @@ pub(crate) fn router(state: HttpState) -> Router {
         .route("/v1/nodes/{id}/external_addr", post(external_addr))
         .route("/v1/nodes/{id}/addr", post(addr))
         .route("/v1/nodes/{id}/forget", post(forget))
-        .route("/ring", get(ring))
-        .route("/ring/forget", post(ring_forget))
+        .route("/ring", get(ring).layer(map_response(not_framed)))
+        .route(
+            "/ring/forget",
+            post(ring_forget).layer(map_response(not_framed)),
+        )
         .route("/openapi.json", get(openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -506,6 +510,26 @@ fn random_key() -> [u8; 32] {
         }
     }
     key
+}
+
+/// The ring page has a Forget button: no other site may frame it (clickjacking), in the words of
+/// today's browsers (CSP `frame-ancestors`) and of older ones (`X-Frame-Options`); and no
+/// browser may read a response as anything but its declared type.
+async fn not_framed(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static("frame-ancestors 'none'"),
+    );
+    headers.insert(
+        header::X_FRAME_OPTIONS,
+        header::HeaderValue::from_static("DENY"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    response
 }
 
 /// HTML for people, JSON for `Accept: application/json`. Every render embeds a fresh Forget
