@@ -2010,3 +2010,170 @@ fn gossip_port_flood_does_not_starve_ready_or_a_join_through_join_members() {
     );
     assert!(d_alive(&seed));
 }
+
+/// A form post to the ring page's Forget, as a browser sends it (`Host: t`, so `http://t` is
+/// the page's own origin).
+fn ring_form(body: &str, origin: Option<&str>) -> String {
+    let origin = origin
+        .map(|o| format!("Origin: {o}\r\n"))
+        .unwrap_or_default();
+    format!(
+        "POST /ring/forget HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{origin}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// A node of a one-node cluster on `2001:db8:<net>::1` whose stderr goes to a file (returned),
+/// and an attacker's host on the same LAN; the daemon's HTTP address.
+fn ring_node(
+    lan: &Lan,
+    tag: &str,
+    net: &str,
+) -> (Netns, Daemon, std::path::PathBuf, Netns, SocketAddr) {
+    let ns = lan.host(&format!("{tag}n"), &[&format!("2001:db8:{net}::1/64")]);
+    let log = ns.dir().join("daemon-stderr.log");
+    let _ = std::fs::remove_file(&log);
+    let keep_stderr = format!("exec \"$0\" \"$@\" 2>>'{}'", log.display());
+    let mut d = Daemon::start_via(
+        &ns,
+        &["sh", "-c", &keep_stderr],
+        &binary(),
+        "lifecycler: {id: node1}",
+        &[],
+    );
+    d.expect("READY=1", Duration::from_secs(20));
+    let name = tag.to_string();
+    let (code, body) = ns.run(move || create(SocketAddr::new("::1".parse().unwrap(), 3200), &name));
+    assert_eq!(code, 200, "{body}");
+    let http = SocketAddr::new(format!("2001:db8:{net}::1").parse().unwrap(), 3200);
+    let attacker = lan.host(&format!("{tag}a"), &[&format!("2001:db8:{net}::a/64")]);
+    (ns, d, log, attacker, http)
+}
+
+/// Clickjacking: the ring page has a Forget button, so another site must not frame it. Every
+/// answer of `/ring` (HTML and JSON) and `/ring/forget` forbids framing (CSP
+/// `frame-ancestors 'none'`, and `X-Frame-Options: DENY` for older browsers) and type sniffing
+/// (`nosniff`), in the real response headers.
+#[test]
+fn ring_page_cannot_be_framed_by_another_site() {
+    let lan = Lan::new("ringfr");
+    let (_ns, _d, _log, attacker, http) = ring_node(&lan, "ringfr", "561");
+    let answers = attacker.run(move || {
+        [
+            ("GET /ring (HTML)", get("/ring")),
+            (
+                "GET /ring (JSON)",
+                "GET /ring HTTP/1.1\r\nHost: t\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+                    .to_string(),
+            ),
+            (
+                "POST /ring/forget (refused)",
+                ring_form("forget=node2", Some("https://evil.example")),
+            ),
+        ]
+        .map(|(what, request)| (what, exchange(None, http, &request).unwrap()))
+    });
+    for (what, (status, head, _)) in &answers {
+        println!("{what}: {status}\n{head}\n");
+        let head = head.to_ascii_lowercase();
+        for line in [
+            "content-security-policy: frame-ancestors 'none'",
+            "x-frame-options: deny",
+            "x-content-type-options: nosniff",
+        ] {
+            assert!(
+                head.lines().any(|l| l.trim() == line),
+                "{what}: no {line:?} in\n{head}"
+            );
+        }
+    }
+    assert_eq!(answers.map(|a| a.1 .0), [200, 200, 403]);
+}
+
+/// Journal flooding: anyone who reaches the HTTP port can post the ring page's Forget form.
+/// 1,000 refused posts from a host on the LAN (no Origin, another site's, no token, forged
+/// tokens), one after another and bounded in time, all get 403, and the daemon logs a handful
+/// of lines for them: at most one per 10 s, the next one with the count of those suppressed
+/// (one more post after the window shows it).
+#[test]
+fn refused_ring_forget_posts_do_not_flood_the_log() {
+    let lan = Lan::new("ringfl");
+    let (_ns, d, log, attacker, http) = ring_node(&lan, "ringfl", "560");
+    let (statuses, took) = attacker.run(move || {
+        let started = Instant::now();
+        let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+        for i in 0..1_000usize {
+            let forged = format!(
+                "csrf_token={}.{}&forget=node2",
+                1_700_000_000 + i,
+                "ab".repeat(32)
+            );
+            let (body, origin) = match i % 5 {
+                0 => ("forget=node2".to_string(), None),
+                1 => (
+                    "csrf_token=x&forget=node2".to_string(),
+                    Some("https://evil.example"),
+                ),
+                2 => ("forget=node2".to_string(), Some("http://t")),
+                3 => (forged, Some("http://t")),
+                _ => ("csrf_token=%00%ff&forget=node2".to_string(), Some("null")),
+            };
+            let (status, _, _) = exchange(None, http, &ring_form(&body, origin)).unwrap();
+            *statuses.entry(status).or_insert(0) += 1;
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "1,000 posts take over 2 minutes"
+            );
+        }
+        (statuses, started.elapsed())
+    });
+    // One more, once the first line's 10 s window has passed: its line counts the rest.
+    let after = attacker.run(move || {
+        std::thread::sleep(Duration::from_millis(10_500).saturating_sub(took));
+        exchange(None, http, &ring_form("forget=node2", None))
+            .unwrap()
+            .0
+    });
+    assert_eq!(after, 403);
+    // The daemon writes each line as it logs; give the last one a moment to land.
+    std::thread::sleep(Duration::from_millis(300));
+    let lines: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("Forget refused"))
+        .map(str::to_string)
+        .collect();
+    println!(
+        "1,000 refused Forget posts in {took:?}: {statuses:?}; then one more after 10 s; {} log lines:\n{}",
+        lines.len(),
+        lines.join("\n")
+    );
+    assert_eq!(
+        statuses,
+        std::collections::BTreeMap::from([(403, 1_000)]),
+        "every post refused"
+    );
+    // One line per 10 s window (the flood's, then the last post's), never over five; each line
+    // after the first counts the refusals it stood for, so together they account for all 1,001.
+    let windows = 2 + took.as_secs() as usize / 10;
+    assert!(
+        lines.len() >= 2 && lines.len() <= windows.min(5),
+        "{} lines for 1,001 refusals in {took:?} + 10 s",
+        lines.len()
+    );
+    let counted: u64 = lines
+        .iter()
+        .map(|l| {
+            1 + l
+                .split("; ")
+                .find_map(|part| part.strip_suffix(" more refused since the last such message"))
+                .map_or(0, |n| n.trim().parse::<u64>().unwrap())
+        })
+        .sum();
+    assert_eq!(counted, 1_001, "{lines:#?}");
+    assert!(
+        lines.last().unwrap().contains("more refused since"),
+        "{lines:#?}"
+    );
+    assert!(d_alive(&d));
+}

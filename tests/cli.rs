@@ -46,7 +46,7 @@ fn config_validate_exits_78_naming_key_value_and_fix() {
         ),
         (
             "node: {addr: '2001:DB8::/32'}\n",
-            &["node.addr", "CIDR", "'2001:db8::1'"],
+            &["node.addr", "CIDR", "fix:"],
         ),
         (
             "lifecycler: {interface_names: ['this-name-is-too-long']}\n",
@@ -242,5 +242,64 @@ fn admin_commands_without_a_daemon_say_it_is_not_running() {
                 "stale={stale} {args:?}: {err}"
             );
         }
+    }
+}
+
+/// `node.addr: 2001:db8:5a::/64` (what `ip addr` prints, or the seed's `"addr": "2001:DB8::/32"`)
+/// on a real host: the fix names the address this host has in that network, read from its
+/// interfaces, else one of its family, else says there is none and how to list them.
+#[test]
+fn a_network_for_node_addr_gets_an_address_the_host_has() {
+    let ns = Netns::new("cidrfix");
+    ns.nic("e0")
+        .addr("2001:db8:5a::17/64", "e0")
+        .addr("192.0.2.17/24", "e0");
+    let v4_only = Netns::new("cidrfix4");
+    v4_only.nic("e0").addr("192.0.2.17/24", "e0");
+    for (host, yaml, needles) in [
+        (
+            &ns,
+            "node:\n  addr: 2001:db8:5a::/64\n",
+            &[
+                "node.addr",
+                "CIDR",
+                "in 2001:db8:5a::/64",
+                "'2001:db8:5a::17'",
+            ][..],
+        ),
+        (
+            &ns,
+            "node:\n  addr: 2001:DB8::/32\n",
+            &["in 2001:db8::/32", "'2001:db8:5a::17'"],
+        ),
+        (
+            &ns,
+            "node:\n  addr: 2001:db9::/32\n",
+            &[
+                "no address of this host is in 2001:db9::/32",
+                "'2001:db8:5a::17'",
+            ],
+        ),
+        (
+            &ns,
+            "node:\n  external_addr: [198.51.100.0/24]\n",
+            &["node.external_addr[0]", "'192.0.2.17'"],
+        ),
+        (
+            &v4_only,
+            "node:\n  addr: 2001:DB8::/32\n",
+            &["no usable IPv6 address", "stackring inspect"],
+        ),
+    ] {
+        let out = host.stackring(yaml, &["config", "validate"]);
+        let said = text(&out.stderr) + &text(&out.stdout);
+        assert_eq!(out.status.code(), Some(78), "{yaml:?}: {said}");
+        for n in needles {
+            assert!(said.contains(n), "{yaml:?}: {n:?} missing in {said}");
+        }
+        assert!(
+            !said.contains("::1'"),
+            "{yaml:?}: an address made up: {said}"
+        );
     }
 }

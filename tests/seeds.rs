@@ -630,14 +630,22 @@ fn redis_create_cluster_snippet_literal_then_minimal_cleanup() {
     }
     assert_eq!(bootstrap_of(&host)["state"], "idle");
 
-    // 2. The minimal cleanup of the JSON (no trailing comma, no `...`): the CIDR is named.
+    // 2. The minimal cleanup of the JSON (no trailing comma, no `...`): the CIDR is named, and
+    // the fix names this node's own address in that network (not one made up from it).
     let json_only =
         REDIS_CREATE_CLUSTER.replace("       },\n    },\n    ...\n}", "       }\n    }\n}");
     assert_ne!(json_only, REDIS_CREATE_CLUSTER);
     serde_json::from_str::<Value>(&json_only).expect("the cleanup is JSON");
     let (code, doc) = post(&host, "/v1/bootstrap/create_cluster", &json_only);
     let description = doc["description"].as_str().unwrap_or_default();
-    for needle in ["node.identity.addr", "2001:DB8::/32", "CIDR", "fix"] {
+    for needle in [
+        "node.identity.addr",
+        "2001:DB8::/32",
+        "CIDR",
+        "fix",
+        "in 2001:db8::/32",
+        "'2001:db8::12'",
+    ] {
         if code != 400 || !description.contains(needle) {
             failures.push(format!(
                 "the cleaned JSON: a 400 naming {needle:?}: {code} {doc}"

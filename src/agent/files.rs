@@ -2,8 +2,11 @@
 //! the credentials file it names, the host readings preflight judges (ports probed by binding,
 //! `/etc/hosts`), and the byte-preserving `/etc/hosts` fix.
 
-use crate::core::config::{parse_credentials, parse_str, ConfigError, ConfigErrors, Settings};
+use crate::core::config::{
+    parse_credentials, parse_str, parse_str_on, ConfigError, ConfigErrors, Settings,
+};
 use crate::core::decide::{decide, server_listen, Context};
+use crate::core::net::HostAddrs;
 use crate::core::preflight::{hosts_fix, wanted_family, Check, Inputs};
 use crate::core::snapshot::{Family, HostSnapshot};
 use std::io::{self, Write};
@@ -11,14 +14,22 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 /// Reads and validates a config file. A missing file at the default path means "all defaults";
-/// a missing file named explicitly is an error.
+/// a missing file named explicitly is an error. An invalid file is judged again with the host's
+/// usable addresses read (only then), so that a fix can suggest one the host has.
 pub(crate) fn load(
     path: &Path,
     explicit: bool,
     default_id: &str,
 ) -> Result<Settings, ConfigErrors> {
     match std::fs::read_to_string(path) {
-        Ok(text) => parse_str(&text, default_id),
+        Ok(text) => parse_str(&text, default_id).map_err(|errors| {
+            match crate::agent::netlink::usable_addrs_now() {
+                Some(addrs) => parse_str_on(&text, default_id, HostAddrs::Known(&addrs))
+                    .err()
+                    .unwrap_or(errors),
+                None => errors,
+            }
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
             parse_str("", default_id)
         }

@@ -54,6 +54,27 @@ pub(crate) async fn dump_once() -> Result<HostSnapshot, NetlinkError> {
     snapshot
 }
 
+/// The host's usable addresses now, read over netlink from any thread, inside an async runtime or
+/// not (a thread of its own with its own runtime): for the fixes of configuration errors, which
+/// are found before the daemon watches the host. `None` when the interfaces cannot be read.
+pub(crate) fn usable_addrs_now() -> Option<Vec<IpAddr>> {
+    std::thread::spawn(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        let snapshot = runtime.block_on(dump_once()).ok()?;
+        Some(
+            crate::core::decide::usable_addrs(&snapshot)
+                .map(|a| a.ip)
+                .collect(),
+        )
+    })
+    .join()
+    .ok()
+    .flatten()
+}
+
 async fn dump(handle: &Handle) -> Result<HostSnapshot, NetlinkError> {
     let mut snapshot = HostSnapshot::default();
     let mut links = handle.link().get().execute();

@@ -112,6 +112,51 @@ pub(crate) fn init_logging(verbose: bool) {
     }
 }
 
+/// A warning that outsiders can trigger at will (forged relayed changes, refused ring-page
+/// forms) is logged at most once per window, with the count suppressed meanwhile in the next
+/// one: otherwise any host that reaches a port could fill the journal at thousands of lines a
+/// second. One static per message.
+pub(crate) struct LogOnce {
+    last_ms: std::sync::atomic::AtomicU64,
+    suppressed: std::sync::atomic::AtomicU64,
+}
+
+impl LogOnce {
+    pub(crate) const EVERY_MS: u64 = 10_000;
+
+    pub(crate) const fn new() -> LogOnce {
+        LogOnce {
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+            suppressed: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(how many were suppressed since the last one)` when this one may be logged.
+    pub(crate) fn admit(&self, now_ms: u64) -> Option<u64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let last = self.last_ms.load(Relaxed);
+        if now_ms.saturating_sub(last) >= Self::EVERY_MS
+            && self
+                .last_ms
+                .compare_exchange(last, now_ms, Relaxed, Relaxed)
+                .is_ok()
+        {
+            return Some(self.suppressed.swap(0, Relaxed));
+        }
+        self.suppressed.fetch_add(1, Relaxed);
+        None
+    }
+
+    /// The end of the admitted line: `; N more refused since the last such message`, or nothing.
+    pub(crate) fn suppressed(more: u64) -> String {
+        if more > 0 {
+            format!("; {more} more refused since the last such message")
+        } else {
+            String::new()
+        }
+    }
+}
+
 /// `LEVEL message key=value …` on stderr; the key-values are what journald would get as fields.
 struct StderrLog;
 
@@ -150,4 +195,24 @@ impl log::Log for StderrLog {
     }
 
     fn flush(&self) {}
+}
+
+#[cfg(test)]
+mod log_once_tests {
+    use super::LogOnce;
+
+    #[test]
+    fn logs_once_per_window_and_counts_the_rest() {
+        let l = LogOnce::new();
+        assert_eq!(l.admit(100_000), Some(0));
+        assert_eq!(l.admit(100_001), None);
+        assert_eq!(l.admit(105_000), None);
+        assert_eq!(l.admit(110_000), Some(2));
+        assert_eq!(l.admit(110_000), None);
+        assert_eq!(LogOnce::suppressed(0), "");
+        assert_eq!(
+            LogOnce::suppressed(2),
+            "; 2 more refused since the last such message"
+        );
+    }
 }

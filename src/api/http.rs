@@ -3,14 +3,17 @@
 
 use crate::agent::metrics::Metrics;
 use crate::agent::node::ClusterNode;
+use crate::agent::systemd::LogOnce;
 use crate::agent::StateRx;
 use crate::api::error::{denied_response, json_error};
 use crate::api::limits::MAX_BODY_BYTES;
-use crate::core::cluster::{validate_bootstrap, Action, BootstrapRequest};
+use crate::core::cluster::{validate_bootstrap_on, Action, BootstrapRequest};
+use crate::core::net::HostAddrs;
 use crate::core::refusal::{ErrorBody, Refusal};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::map_response;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -98,8 +101,11 @@ pub(crate) fn router(state: HttpState) -> Router {
         .route("/v1/nodes/{id}/external_addr", post(external_addr))
         .route("/v1/nodes/{id}/addr", post(addr))
         .route("/v1/nodes/{id}/forget", post(forget))
-        .route("/ring", get(ring))
-        .route("/ring/forget", post(ring_forget))
+        .route("/ring", get(ring).layer(map_response(not_framed)))
+        .route(
+            "/ring/forget",
+            post(ring_forget).layer(map_response(not_framed)),
+        )
         .route("/openapi.json", get(openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -306,7 +312,17 @@ async fn join_cluster(State(s): State<HttpState>, body: Bytes) -> Response {
 async fn bootstrap(s: &HttpState, body: &[u8], action: Action) -> Response {
     let request = crate::api::jsonbody::parse::<BootstrapRequest>(body)
         .map_err(|e| Refusal::invalid_fields(vec![e]))
-        .and_then(|r| validate_bootstrap(r, action).map_err(Refusal::invalid_fields));
+        .and_then(|r| {
+            // `node.identity` is this host's: a network there gets one of its addresses as fix.
+            let usable: Vec<std::net::IpAddr> = s
+                .cluster
+                .available_addrs()
+                .into_iter()
+                .map(|a| a.address)
+                .collect();
+            validate_bootstrap_on(r, action, HostAddrs::Known(&usable))
+                .map_err(Refusal::invalid_fields)
+        });
     let result = match request {
         Ok(request) => s.cluster.bootstrap(request, action).await,
         Err(refusal) => Err(refusal),
@@ -496,6 +512,26 @@ fn random_key() -> [u8; 32] {
     key
 }
 
+/// The ring page has a Forget button: no other site may frame it (clickjacking), in the words of
+/// today's browsers (CSP `frame-ancestors`) and of older ones (`X-Frame-Options`); and no
+/// browser may read a response as anything but its declared type.
+async fn not_framed(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static("frame-ancestors 'none'"),
+    );
+    headers.insert(
+        header::X_FRAME_OPTIONS,
+        header::HeaderValue::from_static("DENY"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
 /// HTML for people, JSON for `Accept: application/json`. Every render embeds a fresh Forget
 /// token bound to this node and the time.
 async fn ring(State(s): State<HttpState>, headers: HeaderMap) -> Response {
@@ -526,6 +562,9 @@ async fn ring(State(s): State<HttpState>, headers: HeaderMap) -> Response {
             .into_response()
     }
 }
+
+/// Refused Forget posts, logged at most once per [`LogOnce::EVERY_MS`].
+static FORGED_FORM_LOG: LogOnce = LogOnce::new();
 
 /// The ring page's Forget button: a form post of `csrf_token=<from the page>&forget=<node>`,
 /// dskit's field name. Over TCP it needs the page's token and a same-origin Origin (or Referer),
@@ -561,7 +600,13 @@ async fn ring_forget(State(s): State<HttpState>, headers: HeaderMap, body: Bytes
             &post,
             crate::agent::now_unix(),
         ) {
-            log::warn!("ring page: Forget refused: {refused}");
+            // Anyone who reaches the port can post: one line per window, with the count.
+            if let Some(more) = FORGED_FORM_LOG.admit(crate::agent::now_ms()) {
+                log::warn!(
+                    "ring page: Forget refused: {refused}{}",
+                    LogOnce::suppressed(more)
+                );
+            }
             return error(
                 403,
                 ErrorBody::new("Forbidden", Some(refused.sub_code()), refused.to_string()),

@@ -43,8 +43,8 @@ pub(crate) mod shim;
 mod tests;
 
 use crate::core::config::{interface_name_problem, show};
-use crate::core::decide::{usability, Identity};
-use crate::core::net::{is_link_local, parse_address, refusal, AddrRole};
+use crate::core::decide::{usability, usable_addrs, Identity};
+use crate::core::net::{is_link_local, parse_address_on, refusal, AddrRole, HostAddrs};
 use crate::core::peer::{PeerAddr, PeerHost};
 pub(crate) use crate::core::preflight::Severity;
 pub(crate) use crate::core::products::Product;
@@ -275,7 +275,9 @@ impl<'a> Checker<'a> {
             .unwrap_or(text);
         // The one address parser (core::net); what it refuses is reported with its words, unless
         // the text is a host name.
-        let problem = match parse_address(bare, AddrRole::Listen) {
+        // The host is this one: a network's fix suggests one of its usable addresses.
+        let usable: Vec<IpAddr> = usable_addrs(self.host.snapshot).map(|a| a.ip).collect();
+        let problem = match parse_address_on(bare, AddrRole::Listen, HostAddrs::Known(&usable)) {
             Ok(ip) => return Some(Written::Ips(vec![ip], None)),
             Err(problem) => problem,
         };

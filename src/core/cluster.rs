@@ -3,7 +3,9 @@
 
 use crate::core::config::{ConfigError, Overrides};
 use crate::core::members::NodeEntry;
-use crate::core::net::{parse_address, valid_name, AddrRole, NAME_RULE};
+use crate::core::net::{
+    parse_address, parse_address_on, valid_name, AddrRole, HostAddrs, NAME_RULE,
+};
 use crate::core::peer::PeerAddr;
 use crate::core::refusal::{ErrorBody, Refusal};
 use crate::core::snapshot::Family;
@@ -122,6 +124,16 @@ pub fn validate_bootstrap(
     req: BootstrapRequest,
     action: Action,
 ) -> Result<Bootstrap, Vec<ConfigError>> {
+    validate_bootstrap_on(req, action, HostAddrs::Unknown)
+}
+
+/// [`validate_bootstrap`] on the node the request bootstraps: `node.identity` is about this host,
+/// so a network written there gets one of `host`'s usable addresses as its fix.
+pub(crate) fn validate_bootstrap_on(
+    req: BootstrapRequest,
+    action: Action,
+    host: HostAddrs<'_>,
+) -> Result<Bootstrap, Vec<ConfigError>> {
     let mut errors = Vec::new();
     let mut err = |key: &str, value: &str, problem: &str, fix: &str| {
         errors.push(ConfigError {
@@ -209,7 +221,7 @@ pub fn validate_bootstrap(
     let identity = req.node.map(|n| n.identity).unwrap_or_default();
     let mut addr = None;
     if let Some(text) = identity.addr.as_deref().filter(|t| !t.trim().is_empty()) {
-        match parse_address(text, AddrRole::Advertised) {
+        match parse_address_on(text, AddrRole::Advertised, host) {
             Ok(ip) => addr = Some(ip),
             Err(p) => err("node.identity.addr", text, &p.problem, &p.fix),
         }
@@ -229,7 +241,7 @@ pub fn validate_bootstrap(
         .enumerate()
         .take(MAX_EXTERNAL_ADDRS + 1)
     {
-        match parse_address(text, AddrRole::External) {
+        match parse_address_on(text, AddrRole::External, host) {
             Ok(ip) => externals.push(ip),
             Err(p) => err(
                 &format!("node.identity.external_addr[{i}]"),
@@ -959,6 +971,51 @@ mod tests {
                 "{json}: {errs:#?}"
             );
         }
+    }
+
+    /// redis-enterprise-multi-ip-ipv6.md's `create_cluster` body (its JSON, without the `...`):
+    /// `"addr": "2001:DB8::/32"` names the network; the fix names the address this node has in
+    /// it (from `available_addrs`), else one of its family, else that it has none; never
+    /// `2001:db8::1`, which no interface of the node may hold.
+    #[test]
+    fn seed_cidr_in_the_bootstrap_body_gets_an_address_of_this_node() {
+        let seed = r#"{
+    "action": "create_cluster",
+    "cluster": {
+        "name": "cluster.fqdn"
+    },
+    "credentials": {
+       "username": "admin_username",
+       "password": "admin_password"
+    },
+    "node": {
+       "identity": {
+          "addr": "2001:DB8::/32",
+          "external_addr": ["2001:0db8:85a3:0000:0000:8a2e:0370:7334"],
+          "use_internal_ipv6": true
+       }
+    }
+}"#;
+        let ip = |t: &str| t.parse::<IpAddr>().unwrap();
+        for (host, fix) in [
+            (
+                vec![ip("192.0.2.12"), ip("2001:db8::12")],
+                "in 2001:db8::/32 alone, without the prefix length: '2001:db8::12'",
+            ),
+            (
+                vec![ip("192.0.2.12"), ip("fd00::12")],
+                "no address of this host is in 2001:db8::/32; write one it has, without the prefix length, e.g. 'fd00::12'",
+            ),
+            (vec![ip("192.0.2.12")], "has no usable IPv6 address"),
+        ] {
+            let errs = validate_bootstrap_on(request(seed), Action::Create, HostAddrs::Known(&host))
+                .unwrap_err();
+            assert_eq!(errs.len(), 1, "{errs:#?}");
+            assert_eq!(errs[0].key, "node.identity.addr");
+            assert!(errs[0].fix.contains(fix), "{host:?}: {}", errs[0]);
+        }
+        let unknown = validate_bootstrap(request(seed), Action::Create).unwrap_err();
+        assert!(!unknown[0].fix.contains("2001:db8::1'"), "{}", unknown[0]);
     }
 
     #[test]

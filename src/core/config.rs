@@ -4,7 +4,7 @@
 //! full key path (`server.grpc_listen_port`), the offending value and the fix — and so that all errors
 //! are reported at once. Nothing here binds a socket or reads the network.
 
-use crate::core::net::{parse_address, valid_name, AddrProblem, AddrRole, NAME_RULE};
+use crate::core::net::{parse_address_on, valid_name, AddrProblem, AddrRole, HostAddrs, NAME_RULE};
 use crate::core::peer::PeerAddr;
 use crate::core::snapshot::Family;
 use serde::Serialize;
@@ -262,12 +262,25 @@ fn yaml_error(parser: &str) -> ConfigError {
 
 /// Parses and validates YAML text. Empty text is the default configuration.
 pub fn parse_str(text: &str, default_id: &str) -> Result<Settings, ConfigErrors> {
+    parse_str_on(text, default_id, HostAddrs::Unknown)
+}
+
+/// [`parse_str`] on the host the file configures: `host`'s usable addresses are what the fixes
+/// of address errors suggest (a network written for `node.addr` gets one the host has).
+pub(crate) fn parse_str_on(
+    text: &str,
+    default_id: &str,
+    host: HostAddrs<'_>,
+) -> Result<Settings, ConfigErrors> {
     let tree: Value = if text.trim().is_empty() {
         Value::Null
     } else {
         serde_saphyr::from_str(text).map_err(|e| ConfigErrors(vec![yaml_error(&e.to_string())]))?
     };
-    let mut v = Validator::default();
+    let mut v = Validator {
+        errors: vec![],
+        host,
+    };
     let settings = v.settings(&tree, default_id);
     if v.errors.is_empty() {
         Ok(settings)
@@ -330,12 +343,12 @@ const NODE_KEYS: &[&str] = &[
     "reachability_interval",
 ];
 
-#[derive(Default)]
-struct Validator {
+struct Validator<'h> {
     errors: Vec<ConfigError>,
+    host: HostAddrs<'h>,
 }
 
-impl Validator {
+impl Validator<'_> {
     fn error(&mut self, key: &str, value: &Value, problem: &str, fix: &str) {
         self.errors.push(ConfigError {
             key: key.to_string(),
@@ -743,7 +756,7 @@ impl Validator {
         if text.trim().is_empty() {
             return None;
         }
-        match parse_address(text, role) {
+        match parse_address_on(text, role, self.host) {
             Ok(ip) => Some(ip),
             Err(AddrProblem { problem, fix }) => {
                 self.error(key, value, &problem, &fix);
@@ -1558,6 +1571,181 @@ server:\n  grpc_listen_address: '::0'\n  grpc_listen_port: 9095\n  http_listen_a
                 .map(|(k, _)| *k)
                 .collect();
             assert_eq!(got, *want, "{yaml}");
+        }
+    }
+
+    /// The seed's mistake (Redis Enterprise's `"addr": "2001:DB8::/32"`) and `ip addr`'s
+    /// `2001:db8::5/64`, written as the config's key: the fix names an address this host has
+    /// (one in that network, else one of its family, else says there is none and where to look),
+    /// never one computed from the network; and the address it names is itself accepted.
+    #[test]
+    fn a_network_for_an_address_gets_one_the_host_has() {
+        let ip = |t: &str| t.parse::<IpAddr>().unwrap();
+        let dual = [ip("192.0.2.10"), ip("2001:db8::7"), ip("2001:db8::5")];
+        let elsewhere = [ip("198.51.100.4"), ip("2001:db8:7::4")];
+        let ula_v4 = [ip("192.0.2.10"), ip("fd00::4")];
+        let v4_only = [ip("192.0.2.10")];
+        let garbage = format!("2001:db8::/{}", "x/".repeat(5_000));
+        let long_prefix = format!("2001:db8::/{}", "9".repeat(10_000));
+        let table: Vec<(String, &[IpAddr], &str, &str)> = vec![
+            // (YAML, the host's usable addresses, the fix says, the fix suggests)
+            (
+                "node:\n  addr: 2001:db8::5/64\n".into(),
+                &dual,
+                "in 2001:db8::/64",
+                "'2001:db8::5'",
+            ),
+            (
+                "node:\n  addr: 2001:DB8::/32\n".into(),
+                &dual,
+                "in 2001:db8::/32",
+                "'2001:db8::7'",
+            ),
+            (
+                "node:\n  addr: 2001:DB8::/32\n".into(),
+                &elsewhere,
+                "in 2001:db8::/32",
+                "'2001:db8:7::4'",
+            ),
+            (
+                "node:\n  addr: 2001:DB8::/32\n".into(),
+                &ula_v4,
+                "no address of this host is in 2001:db8::/32",
+                "'fd00::4'",
+            ),
+            (
+                "node:\n  addr: 2001:DB8::/32\n".into(),
+                &v4_only,
+                "no usable IPv6 address",
+                "stackring inspect",
+            ),
+            (
+                "node:\n  addr: 2001:DB8::/32\n".into(),
+                &[],
+                "no usable IPv6 address",
+                "stackring inspect",
+            ),
+            // A /0 holds every address of its family.
+            (
+                "node: {addr: '::/0'}\n".into(),
+                &dual,
+                "in ::/0",
+                "'2001:db8::7'",
+            ),
+            (
+                "node: {addr: 0.0.0.0/0}\n".into(),
+                &dual,
+                "in 0.0.0.0/0",
+                "'192.0.2.10'",
+            ),
+            // A /128 is one address: the host's if it has it, else another of the family.
+            (
+                "node: {addr: '2001:db8::5/128'}\n".into(),
+                &dual,
+                "in 2001:db8::5/128",
+                "'2001:db8::5'",
+            ),
+            (
+                "node: {addr: '2001:db8::6/128'}\n".into(),
+                &dual,
+                "no address of this host is in 2001:db8::6/128",
+                "'2001:db8::7'",
+            ),
+            // An IPv4-mapped network is the IPv4 network it maps.
+            (
+                "node: {addr: '::ffff:192.0.2.0/120'}\n".into(),
+                &dual,
+                "in 192.0.2.0/24",
+                "'192.0.2.10'",
+            ),
+            // A zone is dropped; a link-local network holds no usable address.
+            (
+                "node: {addr: 'fe80::1%eth0/64'}\n".into(),
+                &dual,
+                "no address of this host is in fe80::/64",
+                "'2001:db8::7'",
+            ),
+            // The Tempo keys and the external list take the same fix.
+            (
+                "ingester:\n  lifecycler:\n    address: 192.0.2.0/24\n".into(),
+                &dual,
+                "in 192.0.2.0/24",
+                "'192.0.2.10'",
+            ),
+            (
+                "node:\n  external_addr: ['2001:db8::/64']\n".into(),
+                &dual,
+                "in 2001:db8::/64",
+                "'2001:db8::7'",
+            ),
+            (
+                "memberlist: {advertise_addr: '2001:db8::/48'}\n".into(),
+                &dual,
+                "in 2001:db8::/48",
+                "'2001:db8::7'",
+            ),
+            // 10 kB of garbage around a '/' is not a network, and is not echoed in the fix.
+            (
+                format!("node: {{addr: '{garbage}'}}\n"),
+                &dual,
+                "without a prefix length",
+                "",
+            ),
+            (
+                format!("node: {{addr: '{long_prefix}'}}\n"),
+                &dual,
+                "without a prefix length",
+                "",
+            ),
+            (
+                "node: {addr: '2001:db8::/129'}\n".into(),
+                &dual,
+                "without a prefix length",
+                "",
+            ),
+            (
+                "node: {addr: 192.0.2.0/-1}\n".into(),
+                &dual,
+                "without a prefix length",
+                "",
+            ),
+        ];
+        for (yaml, host, says, suggests) in &table {
+            let errors = parse_str_on(yaml, "n", HostAddrs::Known(host))
+                .expect_err(yaml)
+                .0;
+            assert_eq!(errors.len(), 1, "{yaml}: {errors:?}");
+            let e = &errors[0];
+            let shown = e.to_string();
+            assert!(shown.len() < 600, "{} bytes: {shown}", shown.len());
+            assert!(e.fix.contains(says), "{yaml} on {host:?}: {shown}");
+            assert!(e.fix.contains(suggests), "{yaml} on {host:?}: {shown}");
+            // The suggested address, written back in place of the network, is accepted.
+            if let Some(addr) = e.fix.rsplit('\'').nth(1).filter(|_| e.fix.ends_with('\'')) {
+                let addr_ip = addr.parse::<IpAddr>().unwrap_or_else(|_| panic!("{shown}"));
+                assert!(host.contains(&addr_ip), "{addr} is not the host's: {shown}");
+                let key = e.key.rsplit('.').next().unwrap().trim_end_matches("[0]");
+                let fixed = match key {
+                    "external_addr" => format!("node: {{external_addr: ['{addr}']}}"),
+                    "address" => format!("lifecycler: {{address: '{addr}'}}"),
+                    "advertise_addr" => format!("memberlist: {{advertise_addr: '{addr}'}}"),
+                    _ => format!("node: {{addr: '{addr}'}}"),
+                };
+                parse_str_on(&fixed, "n", HostAddrs::Known(host))
+                    .unwrap_or_else(|e| panic!("{fixed}: {e}"));
+            }
+        }
+        // Without the host's addresses (a request about another node; the interfaces unread),
+        // no address is made up from the network: the one written, if it is a host's, else
+        // where to find them.
+        for (yaml, fix) in [
+            ("node: {addr: '2001:DB8::/32'}", "stackring inspect"),
+            ("node: {addr: '2001:db8::5/64'}", "'2001:db8::5'"),
+            ("node: {addr: '::/0'}", "stackring inspect"),
+        ] {
+            let e = parse_str(yaml, "n").unwrap_err().0.remove(0);
+            assert!(e.fix.contains(fix), "{yaml}: {e}");
+            assert!(!e.fix.contains("2001:db8::1'"), "{yaml}: {e}");
         }
     }
 }

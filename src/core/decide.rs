@@ -166,6 +166,15 @@ pub(crate) fn usability(snapshot: &HostSnapshot, addr: &Address) -> Result<(), U
     Ok(())
 }
 
+/// The host's usable addresses (SPEC §1): what `decide` chooses from, `GET /v1/bootstrap` lists as
+/// `available_addrs` and the config's fixes suggest.
+pub(crate) fn usable_addrs(snapshot: &HostSnapshot) -> impl Iterator<Item = &Address> {
+    snapshot
+        .addresses
+        .values()
+        .filter(|a| usability(snapshot, a).is_ok())
+}
+
 /// `fec0::/10`: IPv6 site-local unicast, deprecated by RFC 3879 (the kernel gives it scope `site`).
 pub(crate) fn is_site_local(ip: &IpAddr) -> bool {
     matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfec0)
@@ -203,11 +212,7 @@ pub(crate) fn decide(
     settings: &Settings,
     ctx: Context<'_>,
 ) -> Result<Identity, NotReady> {
-    let usable: Vec<&Address> = snapshot
-        .addresses
-        .values()
-        .filter(|a| usability(snapshot, a).is_ok())
-        .collect();
+    let usable: Vec<&Address> = usable_addrs(snapshot).collect();
     let candidates: Vec<&Address> = usable
         .iter()
         .copied()

@@ -86,26 +86,44 @@ pub struct AddrProblem {
     pub fix: String,
 }
 
+/// What the parser knows of the host's addresses when it suggests one in a fix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HostAddrs<'a> {
+    /// Not known: the text is about another node (a request body), or the host was not read.
+    Unknown,
+    /// This host's usable addresses (`core::decide::usable_addrs`), possibly none.
+    Known(&'a [IpAddr]),
+}
+
 /// Operator text → an address fit for `role`: the one parser of addresses (config keys, bootstrap
 /// bodies, admin requests). The text is trimmed; an empty text is for the caller to handle.
 pub fn parse_address(text: &str, role: AddrRole) -> Result<IpAddr, AddrProblem> {
+    parse_address_on(text, role, HostAddrs::Unknown)
+}
+
+/// [`parse_address`] for text about this host: a network written where an address belongs gets
+/// one of `host`'s addresses as its fix (one in that network, else one of its family), never an
+/// address computed from the network, which the host may not have.
+pub(crate) fn parse_address_on(
+    text: &str,
+    role: AddrRole,
+    host: HostAddrs<'_>,
+) -> Result<IpAddr, AddrProblem> {
     let problem = |problem: &str, fix: String| AddrProblem {
         problem: problem.to_string(),
         fix,
     };
     let text = text.trim();
-    if let Some((bare, _)) = text.split_once('/') {
+    if let Some(network) = Network::parse(text) {
         return Err(problem(
             "is a network (CIDR), not an address",
-            format!(
-                "write one address of that network without the prefix length, e.g. '{}'",
-                host_example(bare)
-            ),
+            network.fix(role, host),
         ));
     }
     let ip: IpAddr = text.parse().map_err(|_| {
-        let fix = if text.starts_with('[') || text.contains("]:") || text.matches(':').count() == 1
-        {
+        let fix = if text.contains('/') {
+            "write one address alone, without a prefix length"
+        } else if text.starts_with('[') || text.contains("]:") || text.matches(':').count() == 1 {
             "write the address alone, without brackets or a port (ports have their own keys)"
         } else {
             "write an IPv4 address like 192.0.2.10 or an IPv6 address like 2001:db8::10"
@@ -133,19 +151,152 @@ pub fn parse_address(text: &str, role: AddrRole) -> Result<IpAddr, AddrProblem> 
     Ok(ip)
 }
 
-/// A host address to suggest for a network written where an address belongs: the network's
-/// first host (`2001:db8::/32` → `2001:db8::1`), not the network address itself, which no host
-/// holds. Text that is not an address is echoed as it is.
-fn host_example(bare: &str) -> String {
-    match bare.trim().parse::<IpAddr>() {
-        Ok(IpAddr::V4(v4)) if v4.octets()[3] == 0 => {
-            std::net::Ipv4Addr::from(u32::from(v4) | 1).to_string()
+/// A network as operators write one where an address belongs (`2001:db8::5/64`, what `ip addr`
+/// prints): the address as written and its prefix. An IPv4-mapped network (`::ffff:192.0.2.0/120`)
+/// is the IPv4 network it maps; a zone (`fe80::1%eth0/64`) is dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Network {
+    written: IpAddr,
+    prefix_len: u8,
+}
+
+impl Network {
+    /// `None` unless the text is an address, a `/` and a prefix length that fits the family:
+    /// anything else is not an IP address, and is not called a network.
+    fn parse(text: &str) -> Option<Network> {
+        let (addr, len) = text.split_once('/')?;
+        let addr = addr.trim();
+        let addr = addr.split_once('%').map_or(addr, |(bare, _zone)| bare);
+        let written: IpAddr = addr.parse().ok()?;
+        let len = len.trim();
+        if len.is_empty() || len.len() > 3 || !len.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
         }
-        Ok(IpAddr::V6(v6)) if v6.segments()[7] == 0 => {
-            std::net::Ipv6Addr::from(u128::from(v6) | 1).to_string()
+        let prefix_len: u8 = len.parse().ok()?;
+        let network = match written {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) if prefix_len >= 96 => Network {
+                    written: IpAddr::V4(v4),
+                    prefix_len: prefix_len - 96,
+                },
+                _ => Network {
+                    written,
+                    prefix_len,
+                },
+            },
+            IpAddr::V4(_) => Network {
+                written,
+                prefix_len,
+            },
+        };
+        (network.prefix_len <= network.bits()).then_some(network)
+    }
+
+    fn bits(&self) -> u8 {
+        if self.written.is_ipv4() {
+            32
+        } else {
+            128
         }
-        Ok(ip) => ip.to_string(),
-        Err(_) => bare.trim().to_string(),
+    }
+
+    fn host_bits(&self) -> u32 {
+        u32::from(self.bits() - self.prefix_len)
+    }
+
+    /// The network part of `ip`, if it is of the network's family.
+    fn network_part(&self, ip: &IpAddr) -> Option<u128> {
+        (ip.is_ipv4() == self.written.is_ipv4())
+            .then(|| value(ip).checked_shr(self.host_bits()).unwrap_or(0))
+    }
+
+    fn contains(&self, ip: &IpAddr) -> bool {
+        self.network_part(ip).is_some() && self.network_part(ip) == self.network_part(&self.written)
+    }
+
+    /// Whether the address as written is the network's own (`2001:db8::/64`), which no host holds.
+    fn written_is_network_address(&self) -> bool {
+        let low = 1u128
+            .checked_shl(self.host_bits())
+            .map_or(u128::MAX, |bit| bit - 1);
+        self.host_bits() > 0 && value(&self.written) & low == 0
+    }
+
+    /// The network, as `2001:db8::/64`.
+    fn show(&self) -> String {
+        let base = self
+            .network_part(&self.written)
+            .and_then(|n| n.checked_shl(self.host_bits()))
+            .unwrap_or(0);
+        let base = match self.written {
+            IpAddr::V4(_) => IpAddr::V4((base as u32).into()),
+            IpAddr::V6(_) => IpAddr::V6(base.into()),
+        };
+        format!("{base}/{}", self.prefix_len)
+    }
+
+    fn family(&self) -> &'static str {
+        if self.written.is_ipv4() {
+            "IPv4"
+        } else {
+            "IPv6"
+        }
+    }
+
+    /// The fix: the address alone, one the host has. Without the host's addresses: the address
+    /// as written unless it is the network's own (`192.0.2.7/24`, as `ip addr` prints it), and
+    /// never one computed from the network.
+    fn fix(&self, role: AddrRole, host: HostAddrs<'_>) -> String {
+        const LIST: &str = "`stackring inspect` lists the addresses of the host and why each \
+                            is or is not usable";
+        let fits = |ip: &&IpAddr| refusal(role, ip).is_none() && special(ip).is_none();
+        let host = match host {
+            HostAddrs::Known(addrs) => addrs,
+            HostAddrs::Unknown => {
+                return match Some(&self.written).filter(fits) {
+                    Some(ip) if !self.written_is_network_address() => {
+                        format!("write the address alone, without the prefix length: '{ip}'")
+                    }
+                    _ => format!(
+                        "write one address of {} alone, without the prefix length; on the \
+                         node, {LIST}",
+                        self.show()
+                    ),
+                };
+            }
+        };
+        let usable: Vec<&IpAddr> = host.iter().filter(fits).collect();
+        let inside = usable
+            .iter()
+            .find(|ip| ***ip == self.written)
+            .or_else(|| usable.iter().find(|ip| self.contains(ip)));
+        if let Some(ip) = inside {
+            return format!(
+                "write the address this host has in {} alone, without the prefix length: '{ip}'",
+                self.show()
+            );
+        }
+        let same_family = usable
+            .iter()
+            .find(|ip| ip.is_ipv4() == self.written.is_ipv4());
+        match same_family {
+            Some(ip) => format!(
+                "no address of this host is in {}; write one it has, without the prefix length, e.g. '{ip}'",
+                self.show()
+            ),
+            None => format!(
+                "this host has no usable {} address; write one alone, without the prefix \
+                 length, once the host has it ({LIST})",
+                self.family()
+            ),
+        }
+    }
+}
+
+fn value(ip: &IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(a) => u128::from(u32::from(*a)),
+        IpAddr::V6(a) => u128::from(*a),
     }
 }
 
@@ -202,9 +353,16 @@ mod tests {
     #[test]
     fn parse_names_the_mistake_and_a_fix_that_works() {
         for (text, problem, fix) in [
-            ("2001:db8::/32", "CIDR", "'2001:db8::1'"),
-            ("192.0.2.0/24", "CIDR", "'192.0.2.1'"),
+            // Without the host's addresses, none is made up from the network.
+            ("2001:db8::/32", "CIDR", "stackring inspect"),
+            ("192.0.2.0/24", "CIDR", "stackring inspect"),
             ("192.0.2.7/24", "CIDR", "'192.0.2.7'"),
+            ("::1/128", "CIDR", "stackring inspect"),
+            (
+                "2001:db8::/x",
+                "not an IP address",
+                "without a prefix length",
+            ),
             (
                 "[2001:db8::1]:9095",
                 "not an IP address",
@@ -223,7 +381,7 @@ mod tests {
             assert!(got.fix.contains(fix), "{text}: {got:?}");
         }
         // The suggested address is accepted.
-        assert!(parse_address("2001:db8::1", AddrRole::External).is_ok());
+        assert!(parse_address("192.0.2.7", AddrRole::External).is_ok());
         assert_eq!(
             parse_address(" 2001:db8::5 ", AddrRole::Advertised).unwrap(),
             "2001:db8::5".parse::<IpAddr>().unwrap()

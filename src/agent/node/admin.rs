@@ -7,6 +7,7 @@ use super::actor::Command;
 use super::client::call_apply_change;
 use super::{argon2, ClusterNode};
 use crate::agent::authguard::{Denied, Outcome};
+use crate::agent::systemd::LogOnce;
 use crate::core::cluster::{
     self, relay_fields, AddrReply, ClusterRecord, ExternalAddrsReply, ExternalOp, ForgetReply,
     JoinRefusal, JoinerFacts,
@@ -239,11 +240,7 @@ impl ClusterNode {
                 log::warn!(
                     "refused a relayed admin change without a member's proof (from '{}'){}",
                     echo(&change.from),
-                    if more > 0 {
-                        format!("; {more} more refused since the last such message")
-                    } else {
-                        String::new()
-                    }
+                    LogOnce::suppressed(more)
                 );
             }
             return Err(Refusal::admin(
@@ -425,54 +422,7 @@ fn external_reply(node: &str, list: Vec<IpAddr>, version: Option<u64>) -> Extern
     }
 }
 
-/// Forged relayed changes are logged at most once per [`LogOnce::EVERY_MS`], with the count
+/// Forged relayed changes are logged at most once per [`LogOnce`] window, with the count
 /// refused meanwhile: 2,000 forged requests wrote 2,000 warnings (any host that reaches the gRPC
 /// port could fill the journal at thousands of lines a second).
 static FORGED_LOG: LogOnce = LogOnce::new();
-
-pub(crate) struct LogOnce {
-    last_ms: std::sync::atomic::AtomicU64,
-    suppressed: std::sync::atomic::AtomicU64,
-}
-
-impl LogOnce {
-    const EVERY_MS: u64 = 10_000;
-
-    const fn new() -> LogOnce {
-        LogOnce {
-            last_ms: std::sync::atomic::AtomicU64::new(0),
-            suppressed: std::sync::atomic::AtomicU64::new(0),
-        }
-    }
-
-    /// `Some(how many were suppressed since the last one)` when this one may be logged.
-    pub(crate) fn admit(&self, now_ms: u64) -> Option<u64> {
-        use std::sync::atomic::Ordering::Relaxed;
-        let last = self.last_ms.load(Relaxed);
-        if now_ms.saturating_sub(last) >= Self::EVERY_MS
-            && self
-                .last_ms
-                .compare_exchange(last, now_ms, Relaxed, Relaxed)
-                .is_ok()
-        {
-            return Some(self.suppressed.swap(0, Relaxed));
-        }
-        self.suppressed.fetch_add(1, Relaxed);
-        None
-    }
-}
-
-#[cfg(test)]
-mod log_once_tests {
-    use super::LogOnce;
-
-    #[test]
-    fn logs_once_per_window_and_counts_the_rest() {
-        let l = LogOnce::new();
-        assert_eq!(l.admit(100_000), Some(0));
-        assert_eq!(l.admit(100_001), None);
-        assert_eq!(l.admit(105_000), None);
-        assert_eq!(l.admit(110_000), Some(2));
-        assert_eq!(l.admit(110_000), None);
-    }
-}

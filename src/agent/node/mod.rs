@@ -15,7 +15,7 @@ use crate::agent::membership::GossipNetwork;
 use crate::agent::StateRx;
 use crate::core::cluster::{self, BootstrapStatus, ClusterRecord, Outcome};
 use crate::core::config::Settings;
-use crate::core::decide::{usability, Identity};
+use crate::core::decide::{usable_addrs, Identity};
 use crate::core::members::MemberView;
 use crate::core::reach::{diagnose, Matrix};
 use crate::core::refusal::Refusal;
@@ -223,10 +223,7 @@ impl ClusterNode {
     /// The host's usable addresses, for `GET /v1/bootstrap`.
     pub(crate) fn available_addrs(&self) -> Vec<AvailableAddr> {
         let snapshot = self.shared.host.borrow().clone();
-        snapshot
-            .addresses
-            .values()
-            .filter(|a| usability(&snapshot, a).is_ok())
+        usable_addrs(&snapshot)
             .map(|a| AvailableAddr {
                 address: a.ip,
                 family: a.family(),
