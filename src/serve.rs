@@ -515,7 +515,11 @@ impl Serving {
         let (stop, stopped) = watch::channel(false);
         let grpc = grpc::router(self.state.clone(), self.cluster.clone())?
             .serve_with_incoming_shutdown(
-                limits::grpc_incoming(grpc_listener, self.grpc_limits.clone()),
+                crate::api::tls::grpc_incoming(
+                    grpc_listener,
+                    self.grpc_limits.clone(),
+                    self.cluster.tls(),
+                ),
                 shutdown_signal(stopped.clone()),
             );
         let router = http::router(http::HttpState {

@@ -13,6 +13,7 @@ pub(crate) mod procstat;
 pub(crate) mod reach;
 pub(crate) mod sockets;
 pub(crate) mod systemd;
+pub(crate) mod tls;
 
 use crate::core::state::Published;
 use std::sync::Arc;

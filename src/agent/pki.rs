@@ -89,11 +89,11 @@ pub(crate) enum PkiError {
         presented: String,
     },
     #[error(
-        "cannot read {path}: {source}; check that the state directory is readable by stackring"
+        "cannot read {path}: {error}; check that the state directory is readable by stackring"
     )]
-    Read { path: PathBuf, source: io::Error },
-    #[error("cannot write {path}: {source}; check that the state directory exists, is writable and has space")]
-    Write { path: PathBuf, source: io::Error },
+    Read { path: PathBuf, error: io::Error },
+    #[error("cannot write {path}: {error}; check that the state directory exists, is writable and has space")]
+    Write { path: PathBuf, error: io::Error },
     #[error("{path} has mode {mode:04o}, wider than 0600: other users may have read the private key; run `chmod 600 {path}` (and replace the key if they did)")]
     KeyMode { path: PathBuf, mode: u32 },
     #[error("{path}: {reason}; {fix}")]
@@ -106,6 +106,8 @@ pub(crate) enum PkiError {
     HalfPair { present: PathBuf, missing: PathBuf },
     #[error("could not build the TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
+    #[error("this node is not a member of a cluster: it holds no cluster CA to sign with; join through a member")]
+    NotMember,
 }
 
 fn generate_err(what: &'static str) -> impl FnOnce(rcgen::Error) -> PkiError {
@@ -1159,9 +1161,9 @@ fn load_credentials(cert: &str, key: &str) -> Result<NodeCredentials, PkiError> 
 }
 
 fn write(path: &Path, text: &str) -> Result<(), PkiError> {
-    write_atomic(path, text.as_bytes(), 0o600).map_err(|source| PkiError::Write {
+    write_atomic(path, text.as_bytes(), 0o600).map_err(|error| PkiError::Write {
         path: path.to_owned(),
-        source,
+        error,
     })
 }
 
@@ -1169,9 +1171,9 @@ fn read_optional(path: &Path) -> Result<Option<String>, PkiError> {
     match std::fs::read_to_string(path) {
         Ok(text) => Ok(Some(text)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(PkiError::Read {
+        Err(error) => Err(PkiError::Read {
             path: path.to_owned(),
-            source,
+            error,
         }),
     }
 }
@@ -1188,10 +1190,10 @@ fn read_key(path: &Path) -> Result<Option<String>, PkiError> {
             }
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
+        Err(error) => {
             return Err(PkiError::Read {
                 path: path.to_owned(),
-                source,
+                error,
             })
         }
     }

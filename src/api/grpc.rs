@@ -5,6 +5,7 @@ use crate::agent::node::{Admission, ClusterNode, JoinDenied, RelayedChange};
 use crate::agent::StateRx;
 use crate::api::admin::{addr_change, external_change};
 use crate::api::error::denied_status;
+use crate::api::tls::GrpcPeer;
 use crate::core::cluster::JoinerFacts;
 use crate::core::members::MemberView;
 use crate::core::refusal::Refusal;
@@ -114,11 +115,24 @@ pub(crate) fn router(
         ))
 }
 
+fn peer<T>(request: &Request<T>) -> Option<&GrpcPeer> {
+    request.extensions().get::<GrpcPeer>()
+}
+
 /// The caller's address, canonical (an IPv4-mapped source is its IPv4 address): the guard's key.
 fn source<T>(request: &Request<T>) -> Option<IpAddr> {
-    request
-        .remote_addr()
-        .map(|a| crate::api::limits::canonical(a.ip()))
+    peer(request).map(|p| crate::api::limits::canonical(p.remote.ip()))
+}
+
+/// Calls that carry credentials or change the cluster are refused on a plaintext connection,
+/// before anything in them is read.
+fn require_tls<T>(request: &Request<T>, call: &str) -> Result<(), Status> {
+    if peer(request).is_some_and(|p| p.tls) {
+        return Ok(());
+    }
+    Err(Status::failed_precondition(format!(
+        "{call} carries credentials or changes the cluster, so it is only served over TLS; fix: call this port with TLS (the same port speaks both; trust the node by the pin `stackring inspect` prints)"
+    )))
 }
 
 /// The gRPC Admin service: the HTTP admin calls, for programs.
@@ -160,6 +174,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::ExternalAddrsRequest>,
     ) -> Result<Response<pb::AdminReply>, Status> {
+        require_tls(&request, "Admin")?;
         let source = source(&request);
         let r = request.into_inner();
         self.authorize(source, r.credentials.as_ref()).await?;
@@ -171,6 +186,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::SetAddrRequest>,
     ) -> Result<Response<pb::AdminReply>, Status> {
+        require_tls(&request, "Admin")?;
         let source = source(&request);
         let r = request.into_inner();
         self.authorize(source, r.credentials.as_ref()).await?;
@@ -182,6 +198,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::ForgetRequest>,
     ) -> Result<Response<pb::AdminReply>, Status> {
+        require_tls(&request, "Admin")?;
         let source = source(&request);
         let r = request.into_inner();
         self.authorize(source, r.credentials.as_ref()).await?;
@@ -240,8 +257,11 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::JoinRequest>,
     ) -> Result<Response<pb::JoinReply>, Status> {
+        require_tls(&request, "Join")?;
         let source = source(&request);
         let req = request.into_inner();
+        let joiner = req.node_id.clone();
+        let csr_pem = req.csr_pem;
         let facts = JoinerFacts {
             cluster_name: req.cluster_name,
             node_id: req.node_id,
@@ -254,21 +274,40 @@ impl pb::cluster_server::Cluster for ClusterService {
             .admit(source, facts, req.username, req.password)
             .await
         {
-            Ok(Admission { record, seeds }) => pb::JoinReply {
-                refusal: None,
-                cluster_name: record.name.clone(),
-                family: record.family.as_str().into(),
-                use_internal_ipv6: record.use_internal_ipv6,
-                username: record.username.clone(),
-                password_hash: record.password_hash.clone(),
-                seeds,
-                gossip_keys: record
-                    .gossip_keys
-                    .iter()
-                    .flat_map(|ring| ring.keys())
-                    .map(|k| k.as_bytes().to_vec())
-                    .collect(),
-            },
+            Ok(Admission { record, seeds }) => {
+                let ips: Vec<IpAddr> = source.into_iter().collect();
+                let issued = match self.node.tls().issue(&csr_pem, &joiner, &ips) {
+                    Ok(issued) => issued,
+                    Err(e) => {
+                        return Ok(Response::new(pb::JoinReply {
+                            refusal: Some(refusal_pb(
+                                "NodeBootstrapError",
+                                "bad_csr",
+                                format!("the joiner's certificate request was refused: {e}"),
+                            )),
+                            ..Default::default()
+                        }))
+                    }
+                };
+                pb::JoinReply {
+                    node_cert_pem: issued.node_cert_pem,
+                    ca_cert_pem: issued.ca_cert_pem,
+                    ca_key_pem: issued.ca_key_pem,
+                    refusal: None,
+                    cluster_name: record.name.clone(),
+                    family: record.family.as_str().into(),
+                    use_internal_ipv6: record.use_internal_ipv6,
+                    username: record.username.clone(),
+                    password_hash: record.password_hash.clone(),
+                    seeds,
+                    gossip_keys: record
+                        .gossip_keys
+                        .iter()
+                        .flat_map(|ring| ring.keys())
+                        .map(|k| k.as_bytes().to_vec())
+                        .collect(),
+                }
+            }
             Err(JoinDenied::Refused(r)) => pb::JoinReply {
                 refusal: Some(refusal_pb(r.error_code, r.sub_code, r.description)),
                 ..Default::default()
@@ -282,7 +321,20 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::ApplyChangeRequest>,
     ) -> Result<Response<pb::ApplyChangeReply>, Status> {
+        require_tls(&request, "ApplyChange")?;
+        // Only a member relays changes, and it relays them in its own name.
+        let member = peer(&request).and_then(|p| p.member.clone());
         let r = request.into_inner();
+        if member.as_deref() != Some(r.from.as_str()) {
+            return Err(Status::permission_denied(format!(
+                "ApplyChange is relayed by members only: the caller must present this cluster's certificate for the node it names in `from` ('{}'); it presented {}",
+                crate::core::config::echo(&r.from),
+                match &member {
+                    Some(id) => format!("the certificate of '{id}'"),
+                    None => "no cluster certificate".to_string(),
+                }
+            )));
+        }
         let change = RelayedChange {
             node_id: r.node_id,
             action: r.action,

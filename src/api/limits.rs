@@ -442,19 +442,6 @@ pub(crate) async fn accept_error(e: &std::io::Error) {
     tokio::time::sleep(Duration::from_millis(20)).await;
 }
 
-/// The gRPC server's incoming connections: admitted, guarded, with a first-bytes deadline.
-pub(crate) fn grpc_incoming(
-    listener: tokio::net::TcpListener,
-    limits: Arc<Limits>,
-) -> impl futures::Stream<Item = std::io::Result<Guarded<tokio::net::TcpStream>>> {
-    futures::stream::unfold((listener, limits), |(listener, limits)| async move {
-        let (stream, _, slot) = accept(&listener, &limits, false).await;
-        let guarded = Guarded::new(stream, Some(slot), STALL_TIMEOUT)
-            .first_bytes(H2_FIRST_BYTES, FIRST_BYTES_TIMEOUT);
-        Some((Ok(guarded), (listener, limits)))
-    })
-}
-
 /// Where an HTTP connection comes from (`ConnectInfo<SocketAddr>` in handlers); the admin socket
 /// reports `[::]:0`.
 pub(crate) const UNIX_PEER: SocketAddr =

@@ -7,3 +7,4 @@ pub(crate) mod http;
 pub(crate) mod jsonbody;
 pub(crate) mod limits;
 pub(crate) mod openapi;
+pub(crate) mod tls;

@@ -173,7 +173,15 @@ impl ClusterNode {
             from: record.node_id.clone(),
         };
         let uri = format!("http://{}", member.entry.advertised_grpc);
-        let reply = call_apply_change(&uri, request).await.map_err(|e| {
+        // Mutual TLS: the target checks that this node is a member; this node checks that the
+        // target is the node the change is for.
+        let tls = self
+            .shared
+            .tls
+            .member_client(Some(target))
+            .map_err(|e| Refusal::internal(e.to_string()))?
+            .ok_or_else(|| Refusal::internal("this node holds no cluster certificate"))?;
+        let reply = call_apply_change(&uri, tls, request).await.map_err(|e| {
             Refusal::new(
                 RefusalKind::Unavailable,
                 ErrorBody::new(

@@ -5,6 +5,7 @@
 use super::client::{call_join_patiently, JoinCallError};
 use super::{argon2, ClusterNode};
 use crate::agent::node::actor::Command;
+use crate::agent::tls::Issued;
 use crate::core::cluster::{self, Action, Bootstrap, BootstrapStatus, ClusterRecord, Seeds};
 use crate::core::config::{DeclaredCluster, Settings};
 use crate::core::decide::{decide, usability, Context, Identity};
@@ -94,6 +95,15 @@ impl ClusterNode {
             .await
             .ok_or_else(|| Refusal::internal("hashing failed"))?
             .map_err(Refusal::internal)?;
+        let name = request
+            .cluster_name
+            .clone()
+            .ok_or_else(|| Refusal::internal("create without a cluster name"))?;
+        let ips = certificate_ips(&identity);
+        self.shared
+            .tls
+            .create_cluster(&name, &ips)
+            .map_err(|e| Refusal::internal(format!("cannot make the cluster's CA: {e}")))?;
         let record = ClusterRecord {
             name: request
                 .cluster_name
@@ -127,7 +137,13 @@ impl ClusterNode {
                 .values()
                 .any(|a| a.family() == f && usability(snapshot, a).is_ok())
         };
+        let (node_key, csr_pem) = self
+            .shared
+            .tls
+            .join_request()
+            .map_err(|e| Refusal::internal(format!("cannot make this node's key: {e}")))?;
         let ask = pb::JoinRequest {
+            csr_pem,
             cluster_name: request.cluster_name.clone(),
             username: request.username.clone(),
             password: request.password.clone(),
@@ -147,7 +163,11 @@ impl ClusterNode {
                     continue;
                 }
             };
-            let reply = match call_join_patiently(&uri, ask.clone()).await {
+            // No pin given: trust on first use, and say which CA was trusted.
+            let (client, seen) = crate::agent::pki::client_config_tofu()
+                .map_err(|e| Refusal::internal(e.to_string()))?;
+            let client = crate::agent::tls::h2_client(client);
+            let reply = match call_join_patiently(&uri, client, ask.clone()).await {
                 Err(JoinCallError::Unreachable(e)) => {
                     unreachable.push(format!("{seed} (gRPC {uri}): {e}"));
                     continue;
@@ -200,6 +220,30 @@ impl ClusterNode {
                     format!("{seed} (gRPC {uri}) answered without the cluster's gossip key (a stackring older than sealed gossip?); fix: join through a member running this version"),
                 )
             })?;
+            let issued = Issued {
+                node_cert_pem: reply.node_cert_pem,
+                ca_cert_pem: reply.ca_cert_pem,
+                ca_key_pem: reply.ca_key_pem,
+            };
+            let trusted = crate::agent::pki::CaCert::from_pem(&issued.ca_cert_pem)
+                .map(|ca| ca.pin())
+                .map_err(|e| {
+                    Refusal::internal(format!("{seed} (gRPC {uri}) sent an unusable CA: {e}"))
+                })?;
+            if seen.get() != Some(trusted) {
+                return Err(Refusal::bootstrap(
+                    "cluster_unreachable",
+                    format!("{seed} (gRPC {uri}) presented a CA in the TLS handshake other than the one it sent; fix: check what answers at that address"),
+                ));
+            }
+            self.shared.tls.adopt(node_key, &issued).map_err(|e| {
+                Refusal::internal(format!(
+                    "{seed} (gRPC {uri}) issued a certificate this node cannot use: {e}"
+                ))
+            })?;
+            log::warn!(
+                "joined through {seed} trusting the cluster CA with pin {trusted} on first use (no pin was given); compare it with `stackring inspect` on a member"
+            );
             let mut seeds = reply.seeds;
             if let Seeds::Gossip(members) = &request.seeds {
                 // Rejoin after a restart through what the operator wrote, too.
@@ -321,6 +365,13 @@ impl ClusterNode {
             }
         }
     }
+}
+
+/// The addresses a node certificate names: the identity's internal and external addresses.
+fn certificate_ips(identity: &Identity) -> Vec<std::net::IpAddr> {
+    std::iter::once(identity.internal_addr)
+        .chain(identity.external_addrs.iter().copied())
+        .collect()
 }
 
 /// Each seed as written, with the gRPC URI to call `Join` on (or why there is none).

@@ -2,7 +2,66 @@
 //! sheds load) and `Cluster.ApplyChange` on the node an admin change is for.
 
 use crate::proto::pb;
+use rustls::ClientConfig;
+use std::sync::Arc;
 use std::time::Duration;
+
+/// A gRPC channel to `uri` (`http://host:port`) over TLS with `config` (which decides whom to
+/// trust: a pin, the cluster CA). The connector does the TLS itself so that our verifiers run.
+async fn tls_channel(
+    uri: &str,
+    config: Arc<ClientConfig>,
+    timeout: Duration,
+) -> Result<tonic::transport::Channel, String> {
+    let endpoint = tonic::transport::Endpoint::from_shared(uri.to_string())
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(timeout);
+    let connector = tower::service_fn(move |uri: tonic::transport::Uri| {
+        let config = config.clone();
+        async move {
+            let host = uri
+                .host()
+                .unwrap_or_default()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            let port = uri.port_u16().unwrap_or(9095);
+            let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+            let _ = tcp.set_nodelay(true);
+            // Our verifiers check the CA (and node id), not this name: any valid one will do.
+            let name = match host.parse::<std::net::IpAddr>() {
+                Ok(ip) => rustls_pki_types::ServerName::IpAddress(ip.into()),
+                Err(_) => rustls_pki_types::ServerName::try_from(host)
+                    .map_err(|e| std::io::Error::other(e.to_string()))?,
+            };
+            let tls = tokio_rustls::TlsConnector::from(config)
+                .connect(name, tcp)
+                .await
+                .map_err(|e| match crate::agent::pki::handshake_refusal(&e) {
+                    Some(why) => std::io::Error::other(why.to_string()),
+                    None => e,
+                })?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+        }
+    });
+    endpoint
+        .connect_with_connector(connector)
+        .await
+        .map_err(|e| format!("cannot connect ({})", error_chain(&e)))
+}
+
+/// An error with its causes (tonic's own text is only "transport error").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
 
 pub(crate) enum JoinCallError {
     Unreachable(String),
@@ -20,11 +79,12 @@ const JOIN_BUSY_PATIENCE: Duration = Duration::from_secs(10);
 /// [`JOIN_BUSY_PATIENCE`]: a legitimate join during a flood of guesses waits its turn in seconds.
 pub(crate) async fn call_join_patiently(
     uri: &str,
+    tls: Arc<ClientConfig>,
     request: pb::JoinRequest,
 ) -> Result<pb::JoinReply, JoinCallError> {
     let started = tokio::time::Instant::now();
     loop {
-        match call_join(uri, request.clone()).await {
+        match call_join(uri, tls.clone(), request.clone()).await {
             Err(JoinCallError::Throttled { retry_after_s, .. })
                 if started.elapsed() + Duration::from_secs(retry_after_s) < JOIN_BUSY_PATIENCE =>
             {
@@ -35,15 +95,14 @@ pub(crate) async fn call_join_patiently(
     }
 }
 
-async fn call_join(uri: &str, request: pb::JoinRequest) -> Result<pb::JoinReply, JoinCallError> {
-    let endpoint = tonic::transport::Endpoint::from_shared(uri.to_string())
-        .map_err(|e| JoinCallError::Unreachable(e.to_string()))?
-        .connect_timeout(Duration::from_secs(3))
-        .timeout(Duration::from_secs(15));
-    let channel = endpoint
-        .connect()
+async fn call_join(
+    uri: &str,
+    tls: Arc<ClientConfig>,
+    request: pb::JoinRequest,
+) -> Result<pb::JoinReply, JoinCallError> {
+    let channel = tls_channel(uri, tls, Duration::from_secs(15))
         .await
-        .map_err(|e| JoinCallError::Unreachable(format!("cannot connect ({e})")))?;
+        .map_err(JoinCallError::Unreachable)?;
     let mut client = pb::cluster_client::ClusterClient::new(channel);
     match client.join(request).await {
         Ok(r) => Ok(r.into_inner()),
@@ -59,23 +118,22 @@ async fn call_join(uri: &str, request: pb::JoinRequest) -> Result<pb::JoinReply,
                 retry_after_s,
             })
         }
-        Err(s) => Err(JoinCallError::Unreachable(s.message().to_string())),
+        Err(s) => Err(JoinCallError::Unreachable(
+            match std::error::Error::source(&s) {
+                Some(cause) => format!("{} ({})", s.message(), error_chain(cause)),
+                None => s.message().to_string(),
+            },
+        )),
     }
 }
 
 /// Sends an admin change to the node it is for and returns its answer.
 pub(crate) async fn call_apply_change(
     uri: &str,
+    tls: Arc<ClientConfig>,
     request: pb::ApplyChangeRequest,
 ) -> Result<pb::ApplyChangeReply, String> {
-    let endpoint = tonic::transport::Endpoint::from_shared(uri.to_string())
-        .map_err(|e| e.to_string())?
-        .connect_timeout(Duration::from_secs(3))
-        .timeout(Duration::from_secs(10));
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| format!("cannot connect: {e}"))?;
+    let channel = tls_channel(uri, tls, Duration::from_secs(10)).await?;
     pb::cluster_client::ClusterClient::new(channel)
         .apply_change(request)
         .await

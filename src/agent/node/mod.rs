@@ -60,6 +60,8 @@ struct Shared {
     status: watch::Sender<BootstrapStatus>,
     /// The daemon's latest word on the identity; the actor follows it in order (latest wins).
     announced: watch::Sender<Announcement>,
+    /// This node's certificates (self-signed, then the cluster's), for every TLS connection.
+    tls: Arc<crate::agent::tls::NodeTls>,
 }
 
 /// What the daemon last told the node about its identity.
@@ -148,7 +150,10 @@ impl ClusterNode {
             );
         }
         let record = load_record(&state_dir)?;
+        let tls =
+            crate::agent::tls::NodeTls::load(&state_dir, &settings.id, &[], record.is_some())?;
         let shared = Arc::new(Shared {
+            tls,
             state_dir,
             hostname,
             network,
@@ -183,6 +188,11 @@ impl ClusterNode {
             ));
         }
         Ok(Arc::new(ClusterNode { shared, commands }))
+    }
+
+    /// This node's TLS material (the servers' configurations, the pin).
+    pub(crate) fn tls(&self) -> Arc<crate::agent::tls::NodeTls> {
+        self.shared.tls.clone()
     }
 
     /// Sends the actor a command and waits for its answer.

@@ -1,0 +1,255 @@
+//! This node's TLS material as its servers and clients use it: a self-signed certificate until it
+//! is a member (its pin is what a joiner or an operator pins), then its CA-signed node
+//! certificate. Swapped in place when the node creates or joins a cluster or renews: each new
+//! handshake reads the current configuration.
+
+use crate::agent::pki::{
+    self, CaCert, ClusterCa, NodeCert, NodeCredentials, NodeId, NodeKey, PkiError, PkiFiles,
+    SelfSigned, ServerIdentity, SpkiPin,
+};
+use rustls::{ClientConfig, ServerConfig};
+use std::net::IpAddr;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+/// gRPC is HTTP/2: clients and servers agree on it in the handshake.
+const ALPN_H2: &[u8] = b"h2";
+
+struct Configs {
+    grpc: Arc<ServerConfig>,
+    https: Arc<ServerConfig>,
+}
+
+enum Material {
+    /// Not in a cluster: the self-signed certificate made at first start.
+    Alone { own: SelfSigned, configs: Configs },
+    /// A member: its node certificate, the cluster CA and (every member can sign joiners) the CA's
+    /// key.
+    Member {
+        node: NodeCredentials,
+        ca: Arc<ClusterCa>,
+        configs: Configs,
+    },
+}
+
+/// What a joiner receives with its signed certificate.
+pub(crate) struct Issued {
+    pub(crate) node_cert_pem: String,
+    pub(crate) ca_cert_pem: String,
+    pub(crate) ca_key_pem: String,
+}
+
+pub(crate) struct NodeTls {
+    files: PkiFiles,
+    node_id: NodeId,
+    material: RwLock<Material>,
+}
+
+fn with_alpn(config: Arc<ServerConfig>, alpn: &[u8]) -> Arc<ServerConfig> {
+    let mut config = Arc::unwrap_or_clone(config);
+    config.alpn_protocols = vec![alpn.to_vec()];
+    Arc::new(config)
+}
+
+fn alone(own: SelfSigned) -> Result<Material, PkiError> {
+    let https = pki::server_config(ServerIdentity::SelfSigned(&own))?;
+    let configs = Configs {
+        grpc: with_alpn(https.clone(), ALPN_H2),
+        https: with_alpn(https, b"http/1.1"),
+    };
+    Ok(Material::Alone { own, configs })
+}
+
+fn member(node: NodeCredentials, ca: Arc<ClusterCa>) -> Result<Material, PkiError> {
+    let grpc = with_alpn(pki::server_config_member(&node, ca.cert())?, ALPN_H2);
+    let https = with_alpn(
+        pki::server_config(ServerIdentity::Member {
+            node: &node,
+            ca: ca.cert(),
+        })?,
+        b"http/1.1",
+    );
+    let configs = Configs { grpc, https };
+    Ok(Material::Member { node, ca, configs })
+}
+
+impl NodeTls {
+    /// The node's material from `state_dir`: its node certificate when `member` (the cluster
+    /// record exists), else its self-signed one (made now if there is none).
+    pub(crate) fn load(
+        state_dir: &Path,
+        node_id: &str,
+        ips: &[IpAddr],
+        member_of_cluster: bool,
+    ) -> Result<Arc<NodeTls>, PkiError> {
+        let node_id = NodeId::from_str(node_id)?;
+        std::fs::create_dir_all(state_dir).map_err(|error| PkiError::Write {
+            path: state_dir.to_owned(),
+            error,
+        })?;
+        let files = PkiFiles::new(state_dir);
+        let now = SystemTime::now();
+        let material = match (member_of_cluster, files.load_node()?, files.load_ca()?) {
+            (true, Some(node), Some(ca)) => member(node, Arc::new(ca))?,
+            _ => alone(files.self_signed(&node_id, ips, now)?)?,
+        };
+        Ok(Arc::new(NodeTls {
+            files,
+            node_id,
+            material: RwLock::new(material),
+        }))
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Material> {
+        self.material.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn replace(&self, material: Material) {
+        *self.material.write().unwrap_or_else(|p| p.into_inner()) = material;
+    }
+
+    /// For the gRPC port's TLS handshakes.
+    pub(crate) fn grpc_server(&self) -> Arc<ServerConfig> {
+        match &*self.read() {
+            Material::Alone { configs, .. } | Material::Member { configs, .. } => {
+                configs.grpc.clone()
+            }
+        }
+    }
+
+    /// For the HTTPS port's handshakes.
+    pub(crate) fn https_server(&self) -> Arc<ServerConfig> {
+        match &*self.read() {
+            Material::Alone { configs, .. } | Material::Member { configs, .. } => {
+                configs.https.clone()
+            }
+        }
+    }
+
+    /// What a client pins: the cluster CA's key for a member, the self-signed certificate's key
+    /// before.
+    pub(crate) fn pin(&self) -> SpkiPin {
+        match &*self.read() {
+            Material::Alone { own, .. } => own.pin(),
+            Material::Member { ca, .. } => ca.pin(),
+        }
+    }
+
+    /// When this node's certificate expires (a member's node certificate).
+    pub(crate) fn node_cert_expiry(&self) -> Option<SystemTime> {
+        match &*self.read() {
+            Material::Alone { .. } => None,
+            Material::Member { node, .. } => Some(node.cert().not_after()),
+        }
+    }
+
+    /// A client of another member: presents this node's certificate, accepts a server of the
+    /// same cluster (named `expect` when given). None before this node is a member.
+    pub(crate) fn member_client(
+        &self,
+        expect: Option<&str>,
+    ) -> Result<Option<Arc<ClientConfig>>, PkiError> {
+        let expect = expect.map(NodeId::from_str).transpose()?;
+        match &*self.read() {
+            Material::Alone { .. } => Ok(None),
+            Material::Member { node, ca, .. } => {
+                let config = pki::client_config_mutual(node, ca.cert(), expect.as_ref())?;
+                Ok(Some(h2_client(config)))
+            }
+        }
+    }
+
+    /// Creates the cluster's CA and this node's certificate, durably, and serves them from now on.
+    pub(crate) fn create_cluster(
+        &self,
+        cluster_name: &str,
+        ips: &[IpAddr],
+    ) -> Result<(), PkiError> {
+        let now = SystemTime::now();
+        let ca = ClusterCa::generate(cluster_name, now)?;
+        let key = NodeKey::generate()?;
+        let cert = ca.sign_node(&key.csr_pem(&self.node_id)?, &self.node_id, ips, now)?;
+        let node = NodeCredentials::new(cert, key)?;
+        self.files.save_ca(&ca)?;
+        self.files.save_node(&node)?;
+        self.replace(member(node, Arc::new(ca))?);
+        Ok(())
+    }
+
+    /// Signs a joiner's CSR (`Join`): its certificate, with the CA a member keeps.
+    pub(crate) fn issue(
+        &self,
+        csr_pem: &str,
+        node_id: &str,
+        ips: &[IpAddr],
+    ) -> Result<Issued, PkiError> {
+        let node_id = NodeId::from_str(node_id)?;
+        match &*self.read() {
+            Material::Alone { .. } => Err(PkiError::NotMember),
+            Material::Member { ca, .. } => {
+                let cert = ca.sign_node(csr_pem, &node_id, ips, SystemTime::now())?;
+                Ok(Issued {
+                    node_cert_pem: cert.pem(),
+                    ca_cert_pem: ca.cert_pem(),
+                    ca_key_pem: ca.key_pem(),
+                })
+            }
+        }
+    }
+
+    /// A new key and its CSR, for a join (the key stays here).
+    pub(crate) fn join_request(&self) -> Result<(NodeKey, String), PkiError> {
+        let key = NodeKey::generate()?;
+        let csr = key.csr_pem(&self.node_id)?;
+        Ok((key, csr))
+    }
+
+    /// Keeps what a member issued at join, durably, and serves it from now on.
+    pub(crate) fn adopt(&self, key: NodeKey, issued: &Issued) -> Result<(), PkiError> {
+        let ca = ClusterCa::from_pem(&issued.ca_cert_pem, &issued.ca_key_pem)?;
+        let cert = NodeCert::from_pem(&issued.node_cert_pem)?;
+        if cert.node_id() != &self.node_id {
+            return Err(PkiError::WrongNode {
+                expected: self.node_id.clone(),
+                presented: format!("node {}", cert.node_id()),
+            });
+        }
+        let node = NodeCredentials::new(cert, key)?;
+        self.files.save_ca(&ca)?;
+        self.files.save_node(&node)?;
+        self.replace(member(node, Arc::new(ca))?);
+        Ok(())
+    }
+
+    /// Renews this node's certificate (signed with the CA it holds) once two thirds of its life
+    /// have passed. True when it did.
+    pub(crate) fn renew_if_due(&self, ips: &[IpAddr], now: SystemTime) -> Result<bool, PkiError> {
+        let ca = match &*self.read() {
+            Material::Member { node, ca, .. } if node.cert().needs_renewal(now) => ca.clone(),
+            _ => return Ok(false),
+        };
+        let key = NodeKey::generate()?;
+        let cert = ca.sign_node(&key.csr_pem(&self.node_id)?, &self.node_id, ips, now)?;
+        let node = NodeCredentials::new(cert, key)?;
+        self.files.save_node(&node)?;
+        self.replace(member(node, ca)?);
+        Ok(true)
+    }
+
+    /// The CA certificate of this node's cluster (None before it is a member).
+    pub(crate) fn ca_cert(&self) -> Option<CaCert> {
+        match &*self.read() {
+            Material::Alone { .. } => None,
+            Material::Member { ca, .. } => Some(ca.cert().clone()),
+        }
+    }
+}
+
+/// A client configuration that speaks HTTP/2 (gRPC).
+pub(crate) fn h2_client(config: Arc<ClientConfig>) -> Arc<ClientConfig> {
+    let mut config = Arc::unwrap_or_clone(config);
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Arc::new(config)
+}
