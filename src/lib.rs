@@ -66,4 +66,25 @@ pub mod fuzzing {
     pub use crate::core::net::{parse_address, valid_name, AddrProblem, AddrRole};
     pub use crate::core::peer::{PeerAddr, PeerHost};
     pub use crate::core::reach::{decode as decode_reach, encode as encode_reach};
+
+    /// `message` (a chitchat message's bytes) sealed under the gossip key `key_hex` (64 hex
+    /// digits, as `cluster.json` keeps it) by a new sender session, stamped with the current
+    /// clock: what a key holder sends. For tests that show the seal is all that refuses a forgery.
+    ///
+    /// # Panics
+    /// When `key_hex` is not a gossip key.
+    #[doc(hidden)]
+    pub fn seal_gossip(key_hex: &str, message: &[u8]) -> Vec<u8> {
+        use argon2::password_hash::rand_core::{OsRng, RngCore};
+        let key = crate::core::seal::GossipKey::parse(key_hex).unwrap_or_else(|e| panic!("{e}"));
+        let mut session = [0u8; 16];
+        OsRng.fill_bytes(&mut session);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let mut out = Vec::new();
+        crate::core::seal::Sealer::new(session).seal(&key, now_ms, message, &mut out);
+        out
+    }
 }
