@@ -67,6 +67,75 @@ pub mod fuzzing {
     pub use crate::core::peer::{PeerAddr, PeerHost};
     pub use crate::core::reach::{decode as decode_reach, encode as encode_reach};
 
+    /// A gRPC channel to `uri` (`http://host:port`) over TLS, trusting the server on first use (as a
+    /// joiner without a pin does), through the product's own connector. For tests of the calls
+    /// that are only served over TLS.
+    #[doc(hidden)]
+    pub async fn grpc_tls_channel(uri: &str) -> Result<tonic::transport::Channel, String> {
+        let (config, _) = crate::agent::pki::client_config_tofu().map_err(|e| e.to_string())?;
+        crate::agent::node::client::tls_channel(
+            uri,
+            crate::agent::tls::h2_client(config),
+            std::time::Duration::from_secs(10),
+        )
+        .await
+    }
+
+    /// [`grpc_tls_channel`] presenting a member's certificate (`node.pem`, `node.key` and the
+    /// cluster's `ca.pem` as a member keeps them): what an attacker holding a stolen member
+    /// certificate can call.
+    #[doc(hidden)]
+    pub async fn grpc_tls_channel_as(
+        uri: &str,
+        node_pem: &str,
+        node_key: &str,
+        ca_pem: &str,
+    ) -> Result<tonic::transport::Channel, String> {
+        use crate::agent::pki;
+        let node = pki::NodeCredentials::new(
+            pki::NodeCert::from_pem(node_pem).map_err(|e| e.to_string())?,
+            pki::NodeKey::from_pem(node_key).map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| e.to_string())?;
+        let ca = pki::CaCert::from_pem(ca_pem).map_err(|e| e.to_string())?;
+        let config = pki::client_config_mutual(&node, &ca, None).map_err(|e| e.to_string())?;
+        crate::agent::node::client::tls_channel(
+            uri,
+            crate::agent::tls::h2_client(config),
+            std::time::Duration::from_secs(25),
+        )
+        .await
+    }
+
+    /// [`grpc_tls_channel`] over one connection the caller made (e.g. from a chosen source
+    /// address): that connection only, never a reconnect.
+    #[doc(hidden)]
+    pub async fn grpc_tls_channel_over(
+        stream: tokio::net::TcpStream,
+    ) -> Result<tonic::transport::Channel, String> {
+        let (config, _) = crate::agent::pki::client_config_tofu().map_err(|e| e.to_string())?;
+        let peer = stream.peer_addr().map_err(|e| e.to_string())?;
+        let tls = tokio_rustls::TlsConnector::from(crate::agent::tls::h2_client(config))
+            .connect(
+                rustls_pki_types::ServerName::IpAddress(peer.ip().into()),
+                stream,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let once = std::sync::Arc::new(std::sync::Mutex::new(Some(tls)));
+        tonic::transport::Endpoint::from_static("http://node")
+            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                let stream = once.lock().unwrap_or_else(|p| p.into_inner()).take();
+                async move {
+                    stream
+                        .map(hyper_util::rt::TokioIo::new)
+                        .ok_or_else(|| std::io::Error::other("one connection only"))
+                }
+            }))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     /// `message` (a chitchat message's bytes) sealed under the gossip key `key_hex` (64 hex
     /// digits, as `cluster.json` keeps it) by a new sender session, stamped with the current
     /// clock: what a key holder sends. For tests that show the seal is all that refuses a forgery.

@@ -563,8 +563,8 @@ fn brute_force_gets_429_and_a_legitimate_join_still_succeeds_during_a_flood() {
                 .connect(SocketAddr::new(seed_ip, 9095))
                 .await
                 .unwrap();
-            let channel = tonic::transport::Endpoint::from_static("http://seed:9095")
-                .connect_with_connector(ConnectOnce(Arc::new(std::sync::Mutex::new(Some(stream)))))
+            // Over TLS: Admin carries credentials, so plaintext is refused before they are read.
+            let channel = stackring::fuzzing::grpc_tls_channel_over(stream)
                 .await
                 .unwrap();
             let mut client = pb::admin_client::AdminClient::new(channel);
@@ -685,30 +685,6 @@ fn brute_force_gets_429_and_a_legitimate_join_still_succeeds_during_a_flood() {
             )
             > 0.0
     );
-}
-
-/// A tonic connector that hands out one prepared connection (bound to a chosen source address).
-#[derive(Clone)]
-struct ConnectOnce(Arc<std::sync::Mutex<Option<tokio::net::TcpStream>>>);
-
-impl tower_service::Service<tonic::transport::Uri> for ConnectOnce {
-    type Response = hyper_util::rt::TokioIo<tokio::net::TcpStream>;
-    type Error = std::io::Error;
-    type Future = std::future::Ready<std::io::Result<Self::Response>>;
-
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: tonic::transport::Uri) -> Self::Future {
-        let stream = self.0.lock().unwrap().take();
-        std::future::ready(stream.map(hyper_util::rt::TokioIo::new).ok_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::NotConnected, "one connection only")
-        }))
-    }
 }
 
 /// `stackring node <ID> …`: an id with CRLF cannot add a request to admin.sock, a path id gets a
@@ -1064,6 +1040,16 @@ fn outcome(a: &Answer) -> String {
 
 /// Sends each request to `Cluster.ApplyChange` at `to` from inside `ns`, one after another on one
 /// connection.
+/// node1's certificate, key and CA as its state directory holds them: `ApplyChange` is served only
+/// to members (mutual TLS), so the attacker of these tests holds a stolen member certificate to
+/// reach the checks behind it.
+static STOLEN: std::sync::OnceLock<(String, String, String)> = std::sync::OnceLock::new();
+
+fn steal_certificate(d: &Daemon) {
+    let read = |f: &str| std::fs::read_to_string(d.state_dir.join(f)).unwrap();
+    let _ = STOLEN.set((read("node.pem"), read("node.key"), read("ca.pem")));
+}
+
 fn apply_changes(ns: &Netns, to: SocketAddr, requests: Vec<pb::ApplyChangeRequest>) -> Vec<Answer> {
     ns.run(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -1071,13 +1057,12 @@ fn apply_changes(ns: &Netns, to: SocketAddr, requests: Vec<pb::ApplyChangeReques
             .build()
             .unwrap();
         rt.block_on(async move {
-            let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{to}"))
-                .unwrap()
-                .timeout(Duration::from_secs(25));
+            let (cert, key, ca) = STOLEN.get().expect("steal_certificate first");
+            let uri = format!("http://{to}");
             // A loaded host may be slow to accept: a few tries, a second apart.
             let mut tries = 0;
             let channel = loop {
-                match endpoint.connect().await {
+                match stackring::fuzzing::grpc_tls_channel_as(&uri, cert, key, ca).await {
                     Ok(c) => break c,
                     Err(e) if tries < 5 => {
                         tries += 1;
@@ -1111,7 +1096,9 @@ fn reset_peak(pid: u32) {
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
 }
 
-/// `Cluster.ApplyChange` from a host outside the cluster: forged proofs are `not_a_member`, a
+/// `Cluster.ApplyChange` from a host outside the cluster: refused in plaintext and without a member
+/// certificate; then, with node1's stolen certificate (the checks behind mutual TLS): forged
+/// proofs are `not_a_member`, a
 /// replay is `replayed`, a stale clock `stale_request`, another node's id `wrong_node`, bad
 /// actions and addresses `bad_action`/`bad_addrs` — each changing nothing on disk or in any view;
 /// huge requests are refused with bounded memory; and after 2,000 forged requests the node answers
@@ -1128,6 +1115,76 @@ fn apply_change_from_outside_the_cluster_is_refused_and_changes_nothing() {
     assert!(key.starts_with("$argon2id$"), "{record}");
     let before = observe(&n);
     println!("node2 before: {before:?}");
+
+    // (0) ApplyChange is for members: refused in plaintext, over TLS without a member certificate,
+    // and with a member's certificate for another id than the one it claims to relay for.
+    let refused_outright = attacker.run(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let request = pb::ApplyChangeRequest {
+                node_id: "node2".into(),
+                action: "add".into(),
+                addrs: vec!["198.51.100.66".into()],
+                sent_ms: now_ms(),
+                nonce: nonce(),
+                proof: hex(128, 1),
+                from: "node1".into(),
+            };
+            let uri = format!("http://{target}");
+            let plain = tonic::transport::Endpoint::from_shared(uri.clone())
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            let plaintext = pb::cluster_client::ClusterClient::new(plain)
+                .apply_change(request.clone())
+                .await
+                .unwrap_err();
+            let tls = stackring::fuzzing::grpc_tls_channel(&uri).await.unwrap();
+            let no_certificate = pb::cluster_client::ClusterClient::new(tls)
+                .apply_change(request)
+                .await
+                .unwrap_err();
+            (plaintext, no_certificate)
+        })
+    });
+    println!(
+        "(0) plaintext: {:?}; TLS without a certificate: {:?}",
+        refused_outright.0, refused_outright.1
+    );
+    assert_eq!(refused_outright.0.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(refused_outright.1.code(), tonic::Code::PermissionDenied);
+    assert!(
+        refused_outright
+            .1
+            .message()
+            .contains("no cluster certificate"),
+        "{:?}",
+        refused_outright.1
+    );
+    steal_certificate(&n[0].1);
+    let claims_another = apply_changes(
+        &attacker,
+        target,
+        vec![signed(
+            &key,
+            "node2",
+            "add",
+            &["198.51.100.66"],
+            now_ms(),
+            nonce(),
+            "node3",
+        )],
+    );
+    assert_eq!(
+        outcome(&claims_another[0]),
+        "grpc:PermissionDenied",
+        "{claims_another:?}"
+    );
+    assert_eq!(observe(&n), before, "the refused calls changed something");
 
     // (a) Forged proofs: random hex, empty, the right length but wrong (a flipped digit, the
     // right fields under another key, another change's proof).
@@ -1477,13 +1534,17 @@ fn apply_change_from_outside_the_cluster_is_refused_and_changes_nothing() {
                     .map(|i| format!("2001:db8:{:x}::{:x}", i >> 8, i & 0xff))
                     .collect(),
                 "node2".into(),
-                "x".into(),
+                "node1".into(),
             ),
         ),
         (
             "1.9 M empty addrs (3.8 MB)",
             "grpc:OutOfRange",
-            big(vec![String::new(); 1_900_000], "node2".into(), "x".into()),
+            big(
+                vec![String::new(); 1_900_000],
+                "node2".into(),
+                "node1".into(),
+            ),
         ),
         (
             "200,000 addresses (3.4 MB)",
@@ -1493,13 +1554,17 @@ fn apply_change_from_outside_the_cluster_is_refused_and_changes_nothing() {
                     .map(|i| format!("2001:db8:{:x}::{:x}", i >> 16, i & 0xffff))
                     .collect(),
                 "node2".into(),
-                "x".into(),
+                "node1".into(),
             ),
         ),
         (
             "three 1.3 MB addrs",
             "grpc:OutOfRange",
-            big(vec!["9".repeat(1_300_000); 3], "node2".into(), "x".into()),
+            big(
+                vec!["9".repeat(1_300_000); 3],
+                "node2".into(),
+                "node1".into(),
+            ),
         ),
         (
             "a 4 MB from",
@@ -1516,13 +1581,17 @@ fn apply_change_from_outside_the_cluster_is_refused_and_changes_nothing() {
             big(
                 vec!["198.51.100.1".into()],
                 "n".repeat(4_000_000),
-                "x".into(),
+                "node1".into(),
             ),
         ),
         (
             "6 MB (over tonic's own limit)",
             "grpc:OutOfRange",
-            big(vec!["a".repeat(1_000_000); 6], "node2".into(), "x".into()),
+            big(
+                vec!["a".repeat(1_000_000); 6],
+                "node2".into(),
+                "node1".into(),
+            ),
         ),
     ];
     let mut worst_peak = 0u64;
@@ -1691,7 +1760,7 @@ fn apply_change_from_outside_the_cluster_is_refused_and_changes_nothing() {
                         sent_ms: now_ms(),
                         nonce: w * 1_000 + i,
                         proof: hex(128, w * 1_000 + i + 1),
-                        from: format!("intruder{w}"),
+                        from: "node1".into(),
                     })
                     .collect();
                 apply_changes(&a, target, requests)

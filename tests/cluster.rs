@@ -904,16 +904,30 @@ fn a_node_behind_a_sidecar_proxy_advertises_the_proxy_port_and_is_reached_throug
     assert_eq!(through_proxy, Ok(2));
     assert!(direct.is_err(), "{direct:?}");
 
-    // gRPC Admin through the proxy: refused without credentials, applied with them.
-    let (unauthenticated, applied) = peer.run(|| {
+    // gRPC Admin through the proxy: refused in plaintext (it carries credentials), refused over
+    // TLS without credentials, applied with them.
+    let (plaintext, unauthenticated, applied) = peer.run(|| {
         use stackring::proto::pb;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         rt.block_on(async {
-            let channel = tonic::transport::Endpoint::from_static("http://[2001:db8:220::2]:19095")
+            let plain = tonic::transport::Endpoint::from_static("http://[2001:db8:220::2]:19095")
                 .connect()
+                .await
+                .unwrap();
+            let plaintext = pb::admin_client::AdminClient::new(plain)
+                .forget(pb::ForgetRequest {
+                    credentials: Some(pb::AdminCredentials {
+                        username: "admin".into(),
+                        password: "correct horse".into(),
+                    }),
+                    node_id: "nobody".into(),
+                })
+                .await
+                .unwrap_err();
+            let channel = stackring::fuzzing::grpc_tls_channel("http://[2001:db8:220::2]:19095")
                 .await
                 .unwrap();
             let mut admin = pb::admin_client::AdminClient::new(channel);
@@ -935,9 +949,18 @@ fn a_node_behind_a_sidecar_proxy_advertises_the_proxy_port_and_is_reached_throug
                 .change_external_addrs(request("correct horse"))
                 .await
                 .map(|r| r.into_inner().json);
-            (denied, applied)
+            (plaintext, denied, applied)
         })
     });
+    assert_eq!(
+        plaintext.code(),
+        tonic::Code::FailedPrecondition,
+        "{plaintext:?}"
+    );
+    assert!(
+        plaintext.message().contains("only served over TLS"),
+        "{plaintext:?}"
+    );
     assert_eq!(unauthenticated, tonic::Code::Unauthenticated);
     assert!(applied.unwrap().contains("203.0.113.77"));
     wait_for(

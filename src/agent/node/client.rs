@@ -8,7 +8,7 @@ use std::time::Duration;
 
 /// A gRPC channel to `uri` (`http://host:port`) over TLS with `config` (which decides whom to
 /// trust: a pin, the cluster CA). The connector does the TLS itself so that our verifiers run.
-async fn tls_channel(
+pub(crate) async fn tls_channel(
     uri: &str,
     config: Arc<ClientConfig>,
     timeout: Duration,

@@ -6,7 +6,7 @@
 mod actor;
 mod admin;
 mod bootstrap;
-mod client;
+pub(crate) mod client;
 #[cfg(test)]
 mod tests;
 
