@@ -397,6 +397,7 @@ fn inspect(
                 for (name, ep) in [
                     ("grpc", &id.grpc),
                     ("http", &id.http),
+                    ("https", &id.https),
                     ("gossip", &id.gossip),
                 ] {
                     let _ = writeln!(

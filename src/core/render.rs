@@ -36,6 +36,7 @@ pub(crate) fn env_lines(id: &Identity, header: &str) -> String {
     for (name, ep) in [
         ("GRPC", &id.grpc),
         ("HTTP", &id.http),
+        ("HTTPS", &id.https),
         ("GOSSIP", &id.gossip),
     ] {
         line(&format!("{name}_LISTEN"), &ep.listen.to_string());
@@ -191,6 +192,10 @@ mod tests {
             http: Endpoint {
                 listen: "[::]:3200".parse().unwrap(),
                 advertise: "[2001:db8::5]:3200".parse().unwrap(),
+            },
+            https: Endpoint {
+                listen: "[::]:9443".parse().unwrap(),
+                advertise: "[2001:db8::5]:9443".parse().unwrap(),
             },
             gossip: Endpoint {
                 listen: "[::]:7946".parse().unwrap(),
