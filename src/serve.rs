@@ -1,7 +1,7 @@
 //! `stackring serve`: the daemon's phases (SPEC §5).
 //!
-//! config (no sockets) → inspect host → wait for an identity (saying why in `STATUS=`) → bind gRPC
-//! and HTTP → write `identity.env` → `READY=1`. Then follow the host: re-decide on every change,
+//! config (no sockets) → inspect host → wait for an identity (saying why in `STATUS=`) → bind gRPC,
+//! HTTP and HTTPS → write `identity.env` → `READY=1`. Then follow the host: re-decide on every change,
 //! rewrite `identity.env`, re-publish; reload on SIGHUP; leave on SIGTERM.
 
 use crate::agent::metrics::Metrics;
