@@ -1017,6 +1017,9 @@ fn chromium(ns: &Netns, window: &str, extra: &[&str], url: &str) -> std::process
         // The node's certificate is its own (self-signed or from the cluster's CA): trusted here
         // as a browser whose user accepted it.
         "--ignore-certificate-errors",
+        // The probe page (http://) reads the framed HTTPS ring page's DOM: with site isolation
+        // an https frame of an http page lives in another process, out of the page's reach.
+        "--disable-site-isolation-trials",
     ]);
     cmd.arg(format!("--window-size={window}"))
         .arg(format!("--user-data-dir={}", profile.display()))
