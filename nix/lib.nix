@@ -26,13 +26,15 @@ rec {
     in {
       grpc = get "server" "grpc_listen_port" 9095;
       http = get "server" "http_listen_port" 3200;
+      # The bootstrap and admin API over TLS (Redis Enterprise's REST API port).
+      https = get "server" "https_listen_port" 9443;
       gossip = get "memberlist" "bind_port" 7946;
     };
 
-  # Firewall openings for openFirewall: gRPC and HTTP over TCP; gossip (chitchat) over UDP.
+  # Firewall openings for openFirewall: gRPC, HTTP and HTTPS over TCP; gossip (chitchat) over UDP.
   firewall = settings:
     let p = ports settings; in {
-      allowedTCPPorts = [ p.grpc p.http ];
+      allowedTCPPorts = [ p.grpc p.http p.https ];
       allowedUDPPorts = [ p.gossip ];
     };
 }

@@ -37,6 +37,8 @@ in
           node.use_internal_ipv6 = true;
           lifecycler.interface_names = [ "eth1" ];
           server.grpc_listen_port = 9095;
+          # The bootstrap and admin API over HTTPS (default 9443); plain HTTP answers reads only.
+          server.https_listen_port = 9443;
         }
       '';
       description = ''
@@ -48,7 +50,10 @@ in
     openFirewall = lib.mkOption {
       type = lib.types.bool;
       default = false;
-      description = "Open the gRPC and HTTP ports (TCP) and the gossip port (UDP) in the firewall.";
+      description = ''
+        Open the gRPC, HTTP and HTTPS ports (TCP: `server.grpc_listen_port`, `http_listen_port`,
+        `https_listen_port`, set in `settings`) and the gossip port (UDP) in the firewall.
+      '';
     };
   };
 

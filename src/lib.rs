@@ -35,7 +35,10 @@
 //!     (backoff, bounded queue), Prometheus, sd_notify and logging, atomic durable files.
 //! - [`api`] — the wire: `api::http` (axum), `api::grpc` (tonic services), `api::admin` (request
 //!   bodies → typed values), `api::error` (one refusal → HTTP status or gRPC code),
-//!   `api::jsonbody`, `api::limits` (connection limits and timeouts, the HTTP/1 accept loop).
+//!   `api::jsonbody`, `api::limits` (connection limits and timeouts, the HTTP/1 accept loop),
+//!   `api::tls` (TLS sniffed on the gRPC port; the HTTPS listener's handshakes). One router serves
+//!   HTTPS (everything), plain HTTP (reads only: a change or credentials get `TlsRequired` with the
+//!   HTTPS URL) and the admin socket (trusted).
 //! - [`proto`] — the generated gRPC types (public: the API for programs).
 //! - `check` — `stackring check tempo|loki|mimir FILE`: a product's network block judged against
 //!   the host and the decided identity (pure, on `core`; file, DNS and printing in `check::shim`).

@@ -1,7 +1,7 @@
 //! `stackring serve`: the daemon's phases (SPEC §5).
 //!
-//! config (no sockets) → inspect host → wait for an identity (saying why in `STATUS=`) → bind gRPC
-//! and HTTP → write `identity.env` → `READY=1`. Then follow the host: re-decide on every change,
+//! config (no sockets) → inspect host → wait for an identity (saying why in `STATUS=`) → bind gRPC,
+//! HTTP and HTTPS → write `identity.env` → `READY=1`. Then follow the host: re-decide on every change,
 //! rewrite `identity.env`, re-publish; reload on SIGHUP; leave on SIGTERM.
 
 use crate::agent::metrics::Metrics;
@@ -66,6 +66,8 @@ struct Daemon {
     identity: Option<Identity>,
     not_ready: Option<String>,
     bound: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
+    /// Where HTTPS listens (bound with the others).
+    bound_https: Option<std::net::SocketAddr>,
     cluster: Arc<ClusterNode>,
 }
 
@@ -73,7 +75,7 @@ async fn run(opts: Options, settings: Settings) -> anyhow::Result<()> {
     systemd::status("reading network interfaces");
     // Descriptors first: systemd's default soft limit (1,024) is for select() users; raise it to
     // the hard limit and size the listeners' connection caps to what is left.
-    let (nofile, per_listener) = limits::raise_nofile(2);
+    let (nofile, per_listener) = limits::raise_nofile(3);
     log::info!(
         "descriptors: soft limit {nofile}; up to {per_listener} connections per listener, {} per peer address",
         limits::PER_PEER.min(per_listener)
@@ -102,6 +104,7 @@ async fn run(opts: Options, settings: Settings) -> anyhow::Result<()> {
         identity: None,
         not_ready: None,
         bound: None,
+        bound_https: None,
         cluster: cluster.clone(),
     };
     let mut term = signal(SignalKind::terminate())?;
@@ -131,9 +134,19 @@ async fn run(opts: Options, settings: Settings) -> anyhow::Result<()> {
             limits::PER_PEER,
             daemon.metrics.clone(),
         ),
+        https_limits: Limits::new(
+            "https",
+            per_listener,
+            limits::PER_PEER,
+            daemon.metrics.clone(),
+        ),
     };
-    let mut servers = serving.start(grpc_listen, http_listen).await?;
+    let https_listen = daemon.https_listen(&snapshot);
+    let mut servers = serving
+        .start(grpc_listen, http_listen, https_listen)
+        .await?;
     daemon.bound = Some((grpc_listen, http_listen));
+    daemon.bound_https = Some(https_listen);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let admin_task = match bind_admin(&daemon.settings.runtime_dir) {
         Ok(listener) => {
@@ -141,7 +154,7 @@ async fn run(opts: Options, settings: Settings) -> anyhow::Result<()> {
                 state: state_rx.clone(),
                 metrics: daemon.metrics.clone(),
                 cluster: cluster.clone(),
-                trusted: true,
+                listener: http::Listener::AdminSocket,
             });
             let stop = shutdown_signal(shutdown_rx.clone());
             // Root only, yet bounded like the others: a stuck script cannot pile up connections.
@@ -175,7 +188,7 @@ async fn run(opts: Options, settings: Settings) -> anyhow::Result<()> {
     fsutil::remove_stale_temporaries(&daemon.settings.runtime_dir.join("identity.env"));
     daemon.write_env();
     daemon.log_preflight(&snapshot);
-    log::info!("serving: gRPC on {grpc_listen}, HTTP on {http_listen}");
+    log::info!("serving: gRPC on {grpc_listen}, HTTP on {http_listen}, HTTPS on {https_listen}");
     match (&daemon.identity, &daemon.not_ready) {
         (Some(identity), None) => {
             log::info!(
@@ -329,6 +342,12 @@ impl Daemon {
             server_listen(snapshot, s.grpc.address, s.grpc.port),
             server_listen(snapshot, s.http.address, s.http.port),
         )
+    }
+
+    /// Where HTTPS listens: HTTP's address, `server.https_listen_port`.
+    fn https_listen(&self, snapshot: &HostSnapshot) -> std::net::SocketAddr {
+        let s = &self.settings;
+        server_listen(snapshot, s.http.address, s.https_port)
     }
 
     /// SPEC §4 "also run at start": every failed check goes to the journal with its code. They
@@ -487,6 +506,7 @@ struct Serving {
     /// Connection caps, kept across moves of the listen addresses.
     grpc_limits: Arc<Limits>,
     http_limits: Arc<Limits>,
+    https_limits: Arc<Limits>,
 }
 
 /// The gRPC and HTTP servers on their TCP listeners.
@@ -509,9 +529,11 @@ impl Serving {
         &self,
         grpc_addr: std::net::SocketAddr,
         http_addr: std::net::SocketAddr,
+        https_addr: std::net::SocketAddr,
     ) -> anyhow::Result<TcpServers> {
         let grpc_listener = bind("server.grpc_listen_port", grpc_addr).await?;
         let http_listener = bind("server.http_listen_port", http_addr).await?;
+        let https_listener = bind("server.https_listen_port", https_addr).await?;
         let (stop, stopped) = watch::channel(false);
         let grpc = grpc::router(self.state.clone(), self.cluster.clone())?
             .serve_with_incoming_shutdown(
@@ -522,12 +544,24 @@ impl Serving {
                 ),
                 shutdown_signal(stopped.clone()),
             );
-        let router = http::router(http::HttpState {
+        let state = |listener| http::HttpState {
             state: self.state.clone(),
             metrics: self.metrics.clone(),
             cluster: self.cluster.clone(),
-            trusted: false,
-        });
+            listener,
+        };
+        let router = http::router(state(http::Listener::Plain {
+            https_port: https_addr.port(),
+        }));
+        let https = limits::serve_http(
+            http::router(state(http::Listener::Https)),
+            crate::api::tls::https_incoming(
+                https_listener,
+                self.https_limits.clone(),
+                self.cluster.tls(),
+            ),
+            shutdown_signal(stopped.clone()),
+        );
         let (listener, http_limits) = (Arc::new(http_listener), self.http_limits.clone());
         let next = move || {
             let (listener, http_limits) = (listener.clone(), http_limits.clone());
@@ -547,6 +581,7 @@ impl Serving {
                 }
             }),
             tokio::spawn(http),
+            tokio::spawn(https),
         ];
         Ok(TcpServers { stop, tasks })
     }
@@ -564,19 +599,30 @@ impl Serving {
             return servers;
         };
         let wanted = daemon.listen_addrs(snapshot);
-        if wanted == bound {
+        let https = daemon.https_listen(snapshot);
+        if wanted == bound && Some(https) == daemon.bound_https {
             return servers;
         }
         servers.stop().await;
-        match self.start(wanted.0, wanted.1).await {
+        match self.start(wanted.0, wanted.1, https).await {
             Ok(moved) => {
-                log::info!("now listening on gRPC {} and HTTP {}", wanted.0, wanted.1);
+                log::info!(
+                    "now listening on gRPC {}, HTTP {} and HTTPS {https}",
+                    wanted.0,
+                    wanted.1
+                );
                 daemon.bound = Some(wanted);
+                daemon.bound_https = Some(https);
                 moved
             }
             Err(e) => {
-                log::error!("{e:#}; staying on gRPC {} and HTTP {}", bound.0, bound.1);
-                match self.start(bound.0, bound.1).await {
+                let bound_https = daemon.bound_https.unwrap_or(https);
+                log::error!(
+                    "{e:#}; staying on gRPC {}, HTTP {} and HTTPS {bound_https}",
+                    bound.0,
+                    bound.1
+                );
+                match self.start(bound.0, bound.1, bound_https).await {
                     Ok(old) => old,
                     Err(e) => {
                         log::error!("cannot listen again on the previous addresses: {e:#}");

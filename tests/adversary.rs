@@ -52,16 +52,24 @@ fn connect_from(
     Ok(stream)
 }
 
-/// One HTTP/1.1 exchange on a fresh connection: (status, headers, body).
+/// One HTTP/1.1 exchange on a fresh connection (HTTPS on [`HTTPS_PORT`]): (status, headers,
+/// body).
 fn exchange(
     source: Option<IpAddr>,
     to: SocketAddr,
     request: &str,
 ) -> std::io::Result<(u16, String, String)> {
     let mut s = connect_from(source, to, Duration::from_secs(3))?;
-    s.write_all(request.as_bytes())?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
+    let raw = if to.port() == HTTPS_PORT {
+        let (mut tls, _) = common::tls::wrap(s, to.ip())?;
+        tls.write_all(request.as_bytes())?;
+        common::tls::read_all(&mut tls)?
+    } else {
+        s.write_all(request.as_bytes())?;
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw)?;
+        raw
+    };
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head
@@ -179,13 +187,20 @@ fn slowloris_half_sent_requests_and_slow_bodies_are_dropped_within_seconds() {
             held.push((
                 kind,
                 std::thread::spawn(move || {
+                    // A body is only taken over HTTPS (plain HTTP refuses a POST before reading it).
+                    if kind == "slow body" {
+                        let tls_to = SocketAddr::new(to.ip(), HTTPS_PORT);
+                        let s = connect_from(None, tls_to, Duration::from_secs(3)).unwrap();
+                        let t = Instant::now();
+                        let (mut tls, _) = common::tls::wrap(s, tls_to.ip()).unwrap();
+                        tls.write_all(b"POST /v1/bootstrap/create_cluster HTTP/1.1\r\nHost: t\r\nContent-Length: 500\r\n\r\n{\"action\"").unwrap();
+                        let answer = common::tls::read_all(&mut tls).unwrap_or_default();
+                        return (t.elapsed().as_secs_f64(), String::from_utf8_lossy(&answer).into_owned());
+                    }
                     let mut s = connect_from(None, to, Duration::from_secs(3)).unwrap();
                     let t = Instant::now();
                     match kind {
                         "half-sent request" => s.write_all(b"GET /ready HTTP/1.1\r\nHost: t\r\nX-a: ").unwrap(),
-                        "slow body" => s
-                            .write_all(b"POST /v1/bootstrap/create_cluster HTTP/1.1\r\nHost: t\r\nContent-Length: 500\r\n\r\n{\"action\"")
-                            .unwrap(),
                         "idle keep-alive" => s.write_all(b"GET /ready HTTP/1.1\r\nHost: t\r\n\r\n").unwrap(),
                         _ => {}
                     }
@@ -436,8 +451,10 @@ fn connection_flood_with_the_recommended_limit() {
     flood(&["prlimit", "--nofile=16384:16384"], "flr", "540");
 }
 
-/// `POST /v1/bootstrap/create_cluster` on `ns`'s own daemon.
+/// `POST /v1/bootstrap/create_cluster` on `ns`'s own daemon, over HTTPS (the address's port
+/// is replaced by [`HTTPS_PORT`]).
 fn create(to: SocketAddr, name: &str) -> (u16, String) {
+    let to = SocketAddr::new(to.ip(), HTTPS_PORT);
     let body = json!({
         "action": "create_cluster",
         "cluster": {"name": name},
@@ -452,7 +469,9 @@ fn create(to: SocketAddr, name: &str) -> (u16, String) {
     (r.0, r.2)
 }
 
+/// `POST /v1/bootstrap/join_cluster`, over HTTPS as [`create`].
 fn join(to: SocketAddr, seed: &str) -> (u16, String) {
+    let to = SocketAddr::new(to.ip(), HTTPS_PORT);
     let body = json!({
         "action": "join_cluster",
         "cluster": {"nodes": [seed]},
@@ -475,7 +494,8 @@ fn brute_force_gets_429_and_a_legitimate_join_still_succeeds_during_a_flood() {
     let lan = Lan::new("brute");
     let (seed_ns, _seed, seed_ip) =
         node(&lan, "brs", "2001:db8:550::1/64", "lifecycler: {id: node1}");
-    let seed_http = SocketAddr::new(seed_ip, 3200);
+    // Credentials travel only over HTTPS.
+    let seed_http = SocketAddr::new(seed_ip, HTTPS_PORT);
     let (code, body) =
         seed_ns.run(move || create(SocketAddr::new("::1".parse().unwrap(), 3200), "brute"));
     assert_eq!(code, 200, "{body}");
@@ -860,7 +880,7 @@ fn oversized_values_are_not_echoed_and_bad_credentials_files_fail_validation() {
         });
         let (code, _, body) = exchange(
             None,
-            SocketAddr::new("::1".parse().unwrap(), 3200),
+            SocketAddr::new("::1".parse().unwrap(), HTTPS_PORT),
             &post("/v1/bootstrap/create_cluster", None, &body.to_string()),
         )
         .unwrap();
@@ -2093,7 +2113,7 @@ fn ring_form(body: &str, origin: Option<&str>) -> String {
 }
 
 /// A node of a one-node cluster on `2001:db8:<net>::1` whose stderr goes to a file (returned),
-/// and an attacker's host on the same LAN; the daemon's HTTP address.
+/// and an attacker's host on the same LAN; the daemon's HTTPS address.
 fn ring_node(
     lan: &Lan,
     tag: &str,
@@ -2114,7 +2134,8 @@ fn ring_node(
     let name = tag.to_string();
     let (code, body) = ns.run(move || create(SocketAddr::new("::1".parse().unwrap(), 3200), &name));
     assert_eq!(code, 200, "{body}");
-    let http = SocketAddr::new(format!("2001:db8:{net}::1").parse().unwrap(), 3200);
+    // The Forget form is served and taken over HTTPS only.
+    let http = SocketAddr::new(format!("2001:db8:{net}::1").parse().unwrap(), HTTPS_PORT);
     let attacker = lan.host(&format!("{tag}a"), &[&format!("2001:db8:{net}::a/64")]);
     (ns, d, log, attacker, http)
 }

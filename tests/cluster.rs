@@ -24,7 +24,7 @@ fn http(ns: &Netns, method: &str, host: &str, path: &str, body: Option<&str>) ->
     if let Some(b) = body {
         cmd.args(["--data-binary", b]);
     }
-    cmd.arg(format!("http://{host}:3200{path}"));
+    cmd.args(curl_target(method, host, path));
     let out = cmd.output().unwrap();
     let text = text(&out.stdout);
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
@@ -1037,6 +1037,12 @@ fn chromium(ns: &Netns, window: &str, extra: &[&str], url: &str) -> std::process
         "--disable-component-update",
         "--disable-sync",
         "--hide-scrollbars",
+        // The node's certificate is its own (self-signed or from the cluster's CA): trusted here
+        // as a browser whose user accepted it.
+        "--ignore-certificate-errors",
+        // The probe page (http://) reads the framed HTTPS ring page's DOM: with site isolation
+        // an https frame of an http page lives in another process, out of the page's reach.
+        "--disable-site-isolation-trials",
     ]);
     cmd.arg(format!("--window-size={window}"))
         .arg(format!("--user-data-dir={}", profile.display()))
@@ -1184,7 +1190,7 @@ fn ring_page_fits_1280_px_in_headless_chromium_and_its_forget_button_works() {
         &hosts[0],
         "1280,900",
         &["--dump-dom"],
-        "http://[::1]:3200/ring",
+        "https://[::1]:9443/ring",
     );
     let dom = text(&out.stdout);
     assert!(
@@ -1214,7 +1220,7 @@ fn ring_page_fits_1280_px_in_headless_chromium_and_its_forget_button_works() {
     let probe = serve_probe(
         &hosts[0],
         18230,
-        probe_html("http://[::1]:3200/ring", &[1280, 1024, 800], false),
+        probe_html("https://[::1]:9443/ring", &[1280, 1024, 800], false),
     );
     let out = chromium(
         &hosts[0],
@@ -1249,7 +1255,7 @@ fn ring_page_fits_1280_px_in_headless_chromium_and_its_forget_button_works() {
         &hosts[0],
         "1280,900",
         &[&format!("--screenshot={}", png.display())],
-        "http://[::1]:3200/ring",
+        "https://[::1]:9443/ring",
     );
     let bytes = std::fs::read(&png)
         .unwrap_or_else(|e| panic!("no screenshot ({e}): {}", text(&out.stderr)));
@@ -1269,7 +1275,7 @@ fn ring_page_fits_1280_px_in_headless_chromium_and_its_forget_button_works() {
     let probe = serve_probe(
         &hosts[0],
         18231,
-        probe_html("http://[::1]:3200/ring", &[1280], true),
+        probe_html("https://[::1]:9443/ring", &[1280], true),
     );
     let out = chromium(
         &hosts[0],
@@ -1311,7 +1317,7 @@ fn post_form(ns: &Netns, host: &str, headers: &[String], body: &str) -> (u16, Va
         cmd.args(["-H", h]);
     }
     cmd.args(["--data-binary", body]);
-    cmd.arg(format!("http://{host}:3200/ring/forget"));
+    cmd.args(curl_target("POST", host, "/ring/forget"));
     let out = cmd.output().unwrap();
     let text = text(&out.stdout);
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
@@ -1325,7 +1331,12 @@ fn post_form(ns: &Netns, host: &str, headers: &[String], body: &str) -> (u16, Va
 fn page_token(ns: &Netns, host: &str) -> String {
     let out = ns
         .command("curl")
-        .args(["-s", "-g", &format!("http://{host}:3200/ring")])
+        .args([
+            "-s",
+            "-g",
+            "-k",
+            &format!("https://{host}:{HTTPS_PORT}/ring"),
+        ])
         .output()
         .unwrap();
     let html = text(&out.stdout);
@@ -1351,7 +1362,7 @@ fn ring_form_forgets_a_killed_node_with_the_pages_token_and_refuses_forgeries() 
         });
     }
     let node1 = "[2001:db8:231::1]";
-    let origin = format!("Origin: http://{node1}:3200");
+    let origin = format!("Origin: https://{node1}:{HTTPS_PORT}");
     let token = page_token(&hosts[0], node1);
     let node2_token = page_token(&hosts[1], "[2001:db8:231::2]");
     assert_ne!(token, node2_token);
@@ -1447,19 +1458,20 @@ fn ring_form_forgets_a_killed_node_with_the_pages_token_and_refuses_forgeries() 
             "-g",
             "-o",
             "/dev/null",
+            "-k",
             "-w",
             "%{http_code} %{redirect_url}",
             "-H",
-            &format!("Referer: http://{node1}:3200/ring"),
+            &format!("Referer: https://{node1}:{HTTPS_PORT}/ring"),
             "--data-binary",
             &form(&token, "node3"),
-            &format!("http://{node1}:3200/ring/forget"),
+            &format!("https://{node1}:{HTTPS_PORT}/ring/forget"),
         ])
         .output()
         .unwrap();
     assert_eq!(
         text(&out.stdout),
-        format!("303 http://{node1}:3200/ring"),
+        format!("303 https://{node1}:{HTTPS_PORT}/ring"),
         "{}",
         text(&out.stderr)
     );
@@ -1817,7 +1829,8 @@ fn kill_9_at_any_moment_of_a_create_leaves_a_whole_record_or_none() {
                 "Content-Type: application/json",
                 "-d",
                 body,
-                "http://[::1]:3200/v1/bootstrap/create_cluster",
+                "-k",
+                "https://[::1]:9443/v1/bootstrap/create_cluster",
             ])
             .stdout(std::process::Stdio::null())
             .spawn()

@@ -18,7 +18,7 @@ fn ready_is_sent_only_after_the_ports_accept_connections() {
     let ready = d.expect("READY=1", Duration::from_secs(10));
     // At the moment READY=1 arrives, both ports must already accept.
     let connected = ns.run(|| {
-        ["[::1]:9095", "[::1]:3200"]
+        ["[::1]:9095", "[::1]:3200", "[::1]:9443"]
             .iter()
             .map(|a| {
                 std::net::TcpStream::connect(a)

@@ -80,7 +80,7 @@ fn http(ns: &Netns, method: &str, host: &str, path: &str, body: Option<&str>) ->
     if let Some(b) = body {
         cmd.args(["--data-binary", b]);
     }
-    cmd.arg(format!("http://{host}:3200{path}"));
+    cmd.args(curl_target(method, host, path));
     let out = cmd.output().unwrap();
     let text = text(&out.stdout);
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));

@@ -35,10 +35,11 @@ let
   } // (if action == "create_cluster"
         then { cluster.name = "ring.test"; }
         else { cluster = { name = "ring.test"; nodes = [ (addr 1) ]; }; }));
-  # The bootstrap call, made on node n to its own API over IPv6.
+  # The bootstrap call, made on node n to its own API over IPv6 and HTTPS (plain HTTP refuses
+  # changes); -k: the node's own certificate, trusted on first use.
   post = n: action:
-    "curl -sf -g -X POST -H 'Content-Type: application/json' --data '${body action n}' "
-    + "http://[${addr n}]:3200/v1/bootstrap/${action}";
+    "curl -sf -g -k -X POST -H 'Content-Type: application/json' --data '${body action n}' "
+    + "https://[${addr n}]:9443/v1/bootstrap/${action}";
 in
 {
   name = "stackring-cluster-ipv6";

@@ -88,7 +88,7 @@ let
     pkgs = stubPkgs "x86_64-linux";
   }).config;
   moduleDefault = moduleWith { };
-  moduleCustom = moduleWith { server.grpc_listen_port = 19095; memberlist.bind_port = 17946; };
+  moduleCustom = moduleWith { server.grpc_listen_port = 19095; server.https_listen_port = 19443; memberlist.bind_port = 17946; };
 
   cluster = (import ./cluster.nix { self = outputs; }) { lib = stubLib; };
 in

@@ -150,6 +150,11 @@ fn gather_inner(
             false,
         ),
         (
+            "https",
+            server_listen(&snapshot, settings.http.address, settings.https_port),
+            false,
+        ),
+        (
             "gossip",
             SocketAddr::new(
                 settings.gossip.address.unwrap_or(family.unspecified()),

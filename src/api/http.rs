@@ -25,8 +25,27 @@ pub(crate) struct HttpState {
     pub(crate) state: StateRx,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) cluster: Arc<ClusterNode>,
-    /// True on the root-only admin socket: mutating calls need no credentials there.
-    pub(crate) trusted: bool,
+    /// Which listener this router serves.
+    pub(crate) listener: Listener,
+}
+
+/// Where a request came in, which decides what it may do (SPEC §8: credentials never cross the
+/// network in clear text).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Listener {
+    /// The root-only admin socket: mutating calls need no credentials there.
+    AdminSocket,
+    /// HTTPS (`server.https_listen_port`): everything, with the cluster credentials.
+    Https,
+    /// Plain HTTP: reads only. A change or credentials get `403 TlsRequired` naming the same
+    /// path on the HTTPS port, and change nothing.
+    Plain { https_port: u16 },
+}
+
+impl HttpState {
+    fn trusted(&self) -> bool {
+        self.listener == Listener::AdminSocket
+    }
 }
 
 /// What `GET /` lists: every endpoint, its method and what it is for.
@@ -113,7 +132,118 @@ pub(crate) fn router(state: HttpState) -> Router {
         // Bodies arrive whole within a deadline (slow-body attacks), before any handler runs.
         .layer(axum::middleware::from_fn(crate::api::limits::body_deadline))
         .layer(axum::middleware::map_response(plain_errors_as_json))
+        // Outermost: over plain HTTP a change or credentials are refused before anything runs.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            tls_required,
+        ))
         .with_state(state)
+}
+
+/// Middleware on plain HTTP: what reads passes; a mutating method (POST, PUT, PATCH, DELETE, …)
+/// or an `Authorization` header gets `403 TlsRequired` naming the HTTPS URL of the same path,
+/// before the body is read or any handler runs. The credentials are never echoed.
+async fn tls_required(
+    State(s): State<HttpState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Listener::Plain { https_port } = s.listener else {
+        return next.run(request).await;
+    };
+    use axum::http::Method;
+    let reads = matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    );
+    let credentials = request.headers().contains_key(header::AUTHORIZATION);
+    if reads && !credentials {
+        return next.run(request).await;
+    }
+    let path = request
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let url = https_url(&s, request.headers(), https_port, path);
+    let what = if credentials {
+        "credentials (an Authorization header) over plain HTTP".to_string()
+    } else {
+        format!(
+            "{} {} over plain HTTP",
+            request.method(),
+            crate::api::jsonbody::echo(request.uri().path())
+        )
+    };
+    error(
+        403,
+        ErrorBody::new(
+            "TlsRequired",
+            None,
+            format!(
+                "{what}: refused, nothing was changed (changes and credentials travel only over HTTPS); fix: send it to {url}"
+            ),
+        ),
+    )
+}
+
+/// `https://<the host the client used>:<https_port><path>`; when the request's `Host` is missing
+/// or not a plain host name or address, this node's advertised address.
+fn https_url(s: &HttpState, headers: &HeaderMap, https_port: u16, path: &str) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .and_then(host_without_port)
+        .map(str::to_string)
+        .or_else(|| {
+            let published = s.state.borrow().clone();
+            published
+                .identity
+                .as_ref()
+                .map(|i| match i.https.advertise.ip() {
+                    std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+                    v4 => v4.to_string(),
+                })
+        })
+        .unwrap_or_else(|| "localhost".to_string());
+    let path = crate::api::jsonbody::echo(path);
+    format!("https://{host}:{https_port}{path}")
+}
+
+/// The host part of a `Host` header (`[2001:db8::1]:3200` → `[2001:db8::1]`, `node1:3200` →
+/// `node1`), or `None` for anything that is not a host name or an address.
+fn host_without_port(host: &str) -> Option<&str> {
+    let host = host.trim();
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        let end = rest.find(']')?;
+        let inside = &rest[..end];
+        inside.parse::<std::net::Ipv6Addr>().ok()?;
+        let after = &rest[end + 1..];
+        if !(after.is_empty() || after.strip_prefix(':').is_some_and(all_digits)) {
+            return None;
+        }
+        &host[..end + 2]
+    } else {
+        let name = match host.split_once(':') {
+            Some((name, port)) if all_digits(port) => name,
+            Some(_) => return None,
+            None => host,
+        };
+        let valid = !name.is_empty()
+            && name.len() <= 253
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+        if !valid {
+            return None;
+        }
+        name
+    };
+    Some(name)
+}
+
+fn all_digits(text: &str) -> bool {
+    !text.is_empty() && text.len() <= 5 && text.bytes().all(|b| b.is_ascii_digit())
 }
 
 async fn index() -> Response {
@@ -374,7 +504,7 @@ fn error(status: u16, body: ErrorBody) -> Response {
 /// Checks go through the cluster's guard: a source that keeps failing gets 429 with
 /// `Retry-After` (no argon2 work), and so does everyone while the verification queue is full.
 async fn authorize(s: &HttpState, peer: SocketAddr, headers: &HeaderMap) -> Result<(), Response> {
-    if s.trusted {
+    if s.trusted() {
         return Ok(());
     }
     if s.cluster.record().is_none() {
@@ -550,6 +680,19 @@ async fn ring(State(s): State<HttpState>, headers: HeaderMap) -> Response {
             .unwrap_or_default();
         let now = crate::agent::now_unix();
         let token = crate::core::ring::form_token(form_key(), &node_id, now);
+        let https_page;
+        let forget = match s.listener {
+            // Plain HTTP takes no Forget post: the page says where the one with the form is.
+            Listener::Plain { https_port } => {
+                https_page = https_url(&s, &headers, https_port, "/ring");
+                crate::core::ring::Forget::ElsewhereAt {
+                    https_url: &https_page,
+                }
+            }
+            Listener::Https | Listener::AdminSocket => {
+                crate::core::ring::Forget::Form { csrf_token: &token }
+            }
+        };
         (
             [
                 (header::CONTENT_TYPE, "text/html; charset=utf-8"),
@@ -557,7 +700,7 @@ async fn ring(State(s): State<HttpState>, headers: HeaderMap) -> Response {
                 (header::CACHE_CONTROL, "no-store"),
             ],
             // stackring nodes own no tokens: dskit's Tokens and Ownership columns stay hidden.
-            crate::core::ring::page(&name, &members, &[], &token, now),
+            crate::core::ring::page(&name, &members, &[], forget, now),
         )
             .into_response()
     }
@@ -583,7 +726,7 @@ async fn ring_forget(State(s): State<HttpState>, headers: HeaderMap, body: Bytes
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     };
-    if !s.trusted {
+    if !s.trusted() {
         let Some(record) = s.cluster.record() else {
             return Refusal::not_in_cluster().into_response();
         };
@@ -632,6 +775,25 @@ async fn ring_forget(State(s): State<HttpState>, headers: HeaderMap, body: Bytes
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn host_header_gives_the_host_of_the_https_url() {
+        for (host, want) in [
+            ("[2001:db8::1]:3200", Some("[2001:db8::1]")),
+            ("[::1]", Some("[::1]")),
+            ("node1:3200", Some("node1")),
+            ("192.0.2.7:3200", Some("192.0.2.7")),
+            ("example.com", Some("example.com")),
+            ("", None),
+            ("[zz]:3200", None),
+            ("a b:3200", None),
+            ("evil.com/x:3200", None),
+            ("node1:http", None),
+            ("[::1]x", None),
+        ] {
+            assert_eq!(super::host_without_port(host), want, "{host:?}");
+        }
+    }
+
     #[test]
     fn base64_decodes_basic_credentials() {
         assert_eq!(

@@ -502,8 +502,6 @@ pub(crate) async fn body_deadline(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let (parts, body) = request.into_parts();
-    let read = axum::body::to_bytes(body, MAX_BODY_BYTES);
     let refuse = |status: axum::http::StatusCode, code: &str, description: String| {
         let body = crate::core::refusal::ErrorBody::new(code, None, description);
         let mut response = (status, axum::Json(body)).into_response();
@@ -515,6 +513,31 @@ pub(crate) async fn body_deadline(
         }
         response
     };
+    let (parts, body) = request.into_parts();
+    // A declared length over the limit is refused before a byte of the body is read: a client
+    // that sent `Expect: 100-continue` (curl does above 1 KiB) gets the 413 instead of being
+    // told to send a body that would be cut off (and, over TLS, reset before it reads the 413).
+    let declared = parts
+        .headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        let mut response = refuse(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "PayloadTooLarge",
+            format!(
+                "the body is over {} bytes; fix: send a smaller request",
+                MAX_BODY_BYTES
+            ),
+        );
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+        return response;
+    }
+    let read = axum::body::to_bytes(body, MAX_BODY_BYTES);
     let bytes = match tokio::time::timeout(BODY_TIMEOUT, read).await {
         Ok(Ok(bytes)) => bytes,
         Ok(Err(e)) => {

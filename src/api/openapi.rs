@@ -22,7 +22,7 @@ use utoipa::OpenApi;
 #[openapi(
     info(
         title = "stackring",
-        description = "Network identity and membership agent of a clustered appliance: this node's identity, the cluster bootstrap (Redis Enterprise's request shape), members and admin changes. Every 4xx/5xx answers with ErrorBody.",
+        description = "Network identity and membership agent of a clustered appliance: this node's identity, the cluster bootstrap (Redis Enterprise's request shape), members and admin changes. Every 4xx/5xx answers with ErrorBody.\n\nTransport: the whole API is served over HTTPS on server.https_listen_port (default 9443, Redis Enterprise's REST API port) with the node's own certificate (self-signed before the node is in a cluster, its node certificate signed by the cluster CA after; pin it, e.g. curl --pinnedpubkey sha256//<pin>). Plain HTTP on server.http_listen_port (default 3200) answers reads only (/ready, /metrics, /openapi.json, /v1/identity, GET of bootstrap status and nodes, a read-only /ring): a mutating request or an Authorization header there gets 403 with error_code TlsRequired and the HTTPS URL to use, and changes nothing.",
         license(name = "Apache-2.0")
     ),
     paths(

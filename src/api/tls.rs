@@ -155,6 +155,49 @@ pub(crate) fn grpc_incoming(
     )
 }
 
+/// The HTTPS listener's connections for [`limits::serve_http`]: admitted (`limits`), each
+/// handshake in its own task within the first-bytes deadline (a silent or garbage-sending client
+/// never holds up the next accept), with the certificate `tls` holds at that moment (self-signed
+/// before the node is a member, its node certificate after: no restart). The accept loop ends
+/// when the returned function is dropped (the server stopped).
+pub(crate) fn https_incoming(
+    listener: tokio::net::TcpListener,
+    limits: Arc<Limits>,
+    tls: Arc<NodeTls>,
+) -> impl FnMut() -> futures::future::BoxFuture<
+    'static,
+    (
+        tokio_rustls::server::TlsStream<Guarded<TcpStream>>,
+        SocketAddr,
+    ),
+> {
+    let (ready, incoming) = tokio::sync::mpsc::channel(16);
+    let acceptor = tokio::spawn(async move {
+        loop {
+            let (stream, remote, slot) = limits::accept(&listener, &limits, false).await;
+            let (ready, config) = (ready.clone(), tls.https_server());
+            tokio::spawn(async move {
+                let guarded = Guarded::new(stream, Some(slot), limits::STALL_TIMEOUT);
+                if let Ok(tls) = handshake(config, guarded).await {
+                    let _ = ready.send((tls, remote)).await;
+                }
+            });
+        }
+    });
+    let incoming = Arc::new(tokio::sync::Mutex::new(incoming));
+    let guard = Arc::new(AbortOnDrop(acceptor, ()));
+    move || {
+        let (incoming, _guard) = (incoming.clone(), guard.clone());
+        Box::pin(async move {
+            match incoming.lock().await.recv().await {
+                Some(conn) => conn,
+                // The acceptor is gone: nothing more comes.
+                None => std::future::pending().await,
+            }
+        })
+    }
+}
+
 /// The incoming stream; dropping it (the server stopped) stops accepting.
 struct AbortOnDrop<S>(tokio::task::JoinHandle<()>, S);
 

@@ -397,6 +397,7 @@ pub(super) fn status_local(settings: &Settings, json: bool) -> i32 {
     );
     row("grpc", endpoint(&identity["grpc"]));
     row("http", endpoint(&identity["http"]));
+    row("https", endpoint(&identity["https"]));
     row("gossip", endpoint(&identity["gossip"]));
     match &nodes {
         Some(doc) => {

@@ -397,6 +397,7 @@ fn inspect(
                 for (name, ep) in [
                     ("grpc", &id.grpc),
                     ("http", &id.http),
+                    ("https", &id.https),
                     ("gossip", &id.gossip),
                 ] {
                     let _ = writeln!(
@@ -468,7 +469,7 @@ fn run_preflight(
     if daemon_running {
         for c in checks.iter_mut().filter(|c| c.code == "port.in_use") {
             c.message = format!(
-                "the gRPC, HTTP and gossip ports are the running stackring daemon's (it answers on {})",
+                "the gRPC, HTTP, HTTPS and gossip ports are the running stackring daemon's (it answers on {})",
                 socket.display()
             );
         }

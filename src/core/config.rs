@@ -17,6 +17,8 @@ use std::path::PathBuf;
 pub(crate) const DEFAULT_CONFIG_PATH: &str = "/etc/stackring/stackring.yaml";
 pub(crate) const DEFAULT_GRPC_PORT: u16 = 9095;
 pub(crate) const DEFAULT_HTTP_PORT: u16 = 3200;
+/// The HTTPS port of the bootstrap and admin API: Redis Enterprise's REST API port.
+pub(crate) const DEFAULT_HTTPS_PORT: u16 = 9443;
 pub(crate) const DEFAULT_GOSSIP_PORT: u16 = 7946;
 pub(crate) const DEFAULT_STATE_DIR: &str = "/var/lib/stackring";
 pub(crate) const DEFAULT_RUNTIME_DIR: &str = "/run/stackring";
@@ -76,6 +78,9 @@ pub(crate) struct ListenSpec {
 pub struct Settings {
     pub(crate) grpc: ListenSpec,
     pub(crate) http: ListenSpec,
+    /// `server.https_listen_port`: the bootstrap and admin API over TLS; it listens on
+    /// `server.http_listen_address`.
+    pub(crate) https_port: u16,
     pub(crate) gossip: ListenSpec,
     /// `memberlist.advertise_addr`; `None` → the internal address.
     pub(crate) gossip_advertise_addr: Option<IpAddr>,
@@ -318,6 +323,7 @@ const SERVER_KEYS: &[&str] = &[
     "grpc_listen_port",
     "http_listen_address",
     "http_listen_port",
+    "https_listen_port",
 ];
 const MEMBERLIST_KEYS: &[&str] = &[
     "bind_addr",
@@ -472,6 +478,9 @@ impl Validator<'_> {
                 .port(&server, "server", "http_listen_port", false)
                 .unwrap_or(DEFAULT_HTTP_PORT),
         };
+        let https_port = self
+            .port(&server, "server", "https_listen_port", false)
+            .unwrap_or(DEFAULT_HTTPS_PORT);
         let gossip = ListenSpec {
             address: self.bind_addr(&ml),
             port: self
@@ -569,6 +578,7 @@ impl Validator<'_> {
         let settings = Settings {
             grpc,
             http,
+            https_port,
             gossip,
             gossip_advertise_addr: self.addr(
                 &ml,
@@ -694,6 +704,7 @@ impl Validator<'_> {
         let ports = [
             ("server.grpc_listen_port", s.grpc.port),
             ("server.http_listen_port", s.http.port),
+            ("server.https_listen_port", s.https_port),
             ("memberlist.bind_port", s.gossip.port),
         ];
         for (i, (key_a, a)) in ports.iter().enumerate() {
@@ -1154,6 +1165,7 @@ mod tests {
             }
         );
         assert_eq!(s.http.port, 3200);
+        assert_eq!(s.https_port, DEFAULT_HTTPS_PORT);
         assert_eq!(s.gossip.port, 7946);
         assert_eq!(s.id, "node-a");
         assert_eq!(s.state_dir, PathBuf::from("/var/lib/stackring"));
@@ -1385,6 +1397,21 @@ server:\n  grpc_listen_address: '::0'\n  grpc_listen_port: 9095\n  http_listen_a
             (
                 "memberlist: {bind_port: 9095}",
                 "memberlist.bind_port",
+                "share a port",
+            ),
+            (
+                "server: {https_listen_port: 0}",
+                "server.https_listen_port",
+                "out of range",
+            ),
+            (
+                "server: {https_listen_port: 'https'}",
+                "server.https_listen_port",
+                "not a port",
+            ),
+            (
+                "server: {https_listen_port: 3200}",
+                "server.https_listen_port",
                 "share a port",
             ),
             (

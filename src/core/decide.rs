@@ -35,6 +35,8 @@ pub(crate) struct Identity {
     pub(crate) external_addrs: Vec<IpAddr>,
     pub(crate) grpc: Endpoint,
     pub(crate) http: Endpoint,
+    /// The bootstrap and admin API over TLS (`server.https_listen_port`, on HTTP's address).
+    pub(crate) https: Endpoint,
     pub(crate) gossip: Endpoint,
 }
 
@@ -307,6 +309,10 @@ pub(crate) fn decide(
         listen: server_listen(snapshot, settings.http.address, settings.http.port),
         advertise: SocketAddr::new(advertise_ip, settings.http.port),
     };
+    let https = Endpoint {
+        listen: server_listen(snapshot, settings.http.address, settings.https_port),
+        advertise: SocketAddr::new(advertise_ip, settings.https_port),
+    };
     let gossip = Endpoint {
         // Gossip is internal traffic only: the internal family's unspecified address.
         listen: SocketAddr::new(
@@ -334,6 +340,7 @@ pub(crate) fn decide(
         external_addrs,
         grpc,
         http,
+        https,
         gossip,
     })
 }

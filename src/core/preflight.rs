@@ -243,7 +243,7 @@ pub(crate) fn evaluate(settings: &Settings, inputs: &Inputs) -> Vec<Check> {
         severity: Severity::Error,
         result: if inputs.ports_in_use.is_empty() { Outcome::Pass } else { Outcome::Fail },
         message: if inputs.ports_in_use.is_empty() {
-            "the gRPC, HTTP and gossip ports are free".into()
+            "the gRPC, HTTP, HTTPS and gossip ports are free".into()
         } else {
             let taken: Vec<String> = inputs.ports_in_use.iter().map(|(k, a)| format!("{k} {a}")).collect();
             format!("already taken: {}", taken.join(", "))

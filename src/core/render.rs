@@ -36,6 +36,7 @@ pub(crate) fn env_lines(id: &Identity, header: &str) -> String {
     for (name, ep) in [
         ("GRPC", &id.grpc),
         ("HTTP", &id.http),
+        ("HTTPS", &id.https),
         ("GOSSIP", &id.gossip),
     ] {
         line(&format!("{name}_LISTEN"), &ep.listen.to_string());
@@ -192,6 +193,10 @@ mod tests {
                 listen: "[::]:3200".parse().unwrap(),
                 advertise: "[2001:db8::5]:3200".parse().unwrap(),
             },
+            https: Endpoint {
+                listen: "[::]:9443".parse().unwrap(),
+                advertise: "[2001:db8::5]:9443".parse().unwrap(),
+            },
             gossip: Endpoint {
                 listen: "[::]:7946".parse().unwrap(),
                 advertise: "[2001:db8::5]:7946".parse().unwrap(),
@@ -217,6 +222,10 @@ STACKRING_HTTP_LISTEN=[::]:3200
 STACKRING_HTTP_ADVERTISE=[2001:db8::5]:3200
 STACKRING_HTTP_ADVERTISE_ADDR=2001:db8::5
 STACKRING_HTTP_ADVERTISE_PORT=3200
+STACKRING_HTTPS_LISTEN=[::]:9443
+STACKRING_HTTPS_ADVERTISE=[2001:db8::5]:9443
+STACKRING_HTTPS_ADVERTISE_ADDR=2001:db8::5
+STACKRING_HTTPS_ADVERTISE_PORT=9443
 STACKRING_GOSSIP_LISTEN=[::]:7946
 STACKRING_GOSSIP_ADVERTISE=[2001:db8::5]:7946
 STACKRING_GOSSIP_ADVERTISE_ADDR=2001:db8::5

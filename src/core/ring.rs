@@ -121,15 +121,25 @@ fn unreachable_from(matrix: &crate::core::reach::Matrix, target: &str) -> Vec<St
         .collect()
 }
 
-/// The HTML page. `csrf_token`: the Forget form's token (see [`form_token`]); `now_unix`: the
-/// time the page says it was generated (seconds since the epoch).
+/// Whether the page carries the Forget form.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Forget<'a> {
+    /// The form, with its token (see [`form_token`]): over HTTPS and on the admin socket.
+    Form { csrf_token: &'a str },
+    /// Read-only (plain HTTP, where no change is accepted): a line names the HTTPS page instead.
+    ElsewhereAt { https_url: &'a str },
+}
+
+/// The HTML page. `forget`: the Forget form, or where it is; `now_unix`: the time the page says
+/// it was generated (seconds since the epoch).
 pub(crate) fn page(
     cluster: &str,
     members: &[MemberView],
     tokens: &[NodeTokens],
-    csrf_token: &str,
+    forget: Forget<'_>,
     now_unix: u64,
 ) -> String {
+    let with_form = matches!(forget, Forget::Form { .. });
     // dskit shows Tokens and Ownership always; here they appear only when they say something.
     let show_tokens = tokens.iter().any(|t| t.tokens > 0);
     // Who cannot reach this node's advertised endpoints (the reachability matrix, by column).
@@ -172,7 +182,7 @@ pub(crate) fn page(
         };
         // dskit's button: `forget=<id>` in the page's one form. Only for a node that is down:
         // a live one is refused anyway.
-        let action = if healthy {
+        let action = if healthy || !with_form {
             String::new()
         } else {
             format!(
@@ -192,6 +202,22 @@ pub(crate) fn page(
             heartbeat = ago(m.last_seen_ms_ago),
         ));
     }
+    let (form_open, form_close) = match forget {
+        Forget::Form { csrf_token } => (
+            format!(
+                "<form method=\"post\" action=\"/ring/forget\">\n<input type=\"hidden\" name=\"csrf_token\" value=\"{}\">\n",
+                esc(csrf_token)
+            ),
+            "</form>\n",
+        ),
+        Forget::ElsewhereAt { https_url } => (
+            format!(
+                "<p class=\"readonly\">Read-only over plain HTTP. Forget is on the HTTPS page: <a href=\"{url}\">{url}</a></p>\n",
+                url = esc(https_url)
+            ),
+            "",
+        ),
+    };
     let token_headers = if show_tokens {
         "<th>Tokens</th><th>Ownership</th>"
     } else {
@@ -220,19 +246,15 @@ dd {{ margin: 0; }}
 <body>
 <h1>Ring status: {cluster}</h1>
 <p>Generated {now}. {count} nodes. gRPC is the advertised endpoint peers dial (dskit's Address); listen is where that node's gRPC server binds. Forget removes a DOWN node from every member's view until it starts again.</p>
-<form method="post" action="/ring/forget">
-<input type="hidden" name="csrf_token" value="{csrf}">
-<table>
+{form_open}<table>
 <thead><tr><th>Instance ID</th><th>Availability Zone</th><th>State</th><th>Health</th><th>Addresses</th><th>Family</th><th>Registered At</th><th>Last Heartbeat</th>{token_headers}<th>Actions</th></tr></thead>
 <tbody>
 {rows}</tbody></table>
-</form>
-</body></html>
+{form_close}</body></html>
 "#,
         cluster = esc(cluster),
         now = timestamp(now_unix),
         count = members.len(),
-        csrf = esc(csrf_token),
     )
 }
 
@@ -484,7 +506,15 @@ mod tests {
     }
 
     fn html(members: &[MemberView], tokens: &[NodeTokens]) -> String {
-        page("c1", members, tokens, "1700000000.ab<cd>", 1_700_000_000)
+        page(
+            "c1",
+            members,
+            tokens,
+            Forget::Form {
+                csrf_token: "1700000000.ab<cd>",
+            },
+            1_700_000_000,
+        )
     }
 
     #[test]
@@ -532,7 +562,13 @@ mod tests {
         let mut a = member("a", Health::Ok);
         let b = member("b", Health::Ok);
         a.reach = "b:g=r0,h=o1,m=o1".into();
-        let html = page("c1", &[a, b], &[], "t", 1_700_000_000);
+        let html = page(
+            "c1",
+            &[a, b],
+            &[],
+            Forget::Form { csrf_token: "t" },
+            1_700_000_000,
+        );
         assert_eq!(html.matches("class=\"unreachable\"").count(), 1, "{html}");
         assert!(html.contains("unreachable gRPC from a"), "{html}");
     }
@@ -542,7 +578,13 @@ mod tests {
         let mut m = member("<b>", Health::Down);
         m.entry.external_addrs = vec!["\"x\"".into()];
         m.entry.reason = "a&b".into();
-        let html = page("<c>", &[m], &[], "t\"t", 1_700_000_000);
+        let html = page(
+            "<c>",
+            &[m],
+            &[],
+            Forget::Form { csrf_token: "t\"t" },
+            1_700_000_000,
+        );
         for raw in ["z<1>", "<b>", "\"x\"", "<c>", "t\"t", "a&b"] {
             assert!(!html.contains(raw), "{raw} unescaped: {html}");
         }
@@ -568,6 +610,30 @@ mod tests {
         ));
         assert_eq!(html.matches("<button").count(), 1);
         assert!(html.contains("name=\"forget\" value=\"b\">Forget</button>"));
+    }
+
+    /// Plain HTTP: the same table, no form, no button, and where the page with the form is.
+    #[test]
+    fn read_only_page_has_no_form_and_names_the_https_page() {
+        let html = page(
+            "c1",
+            &[member("a", Health::Ok), member("b", Health::Down)],
+            &[],
+            Forget::ElsewhereAt {
+                https_url: "https://[2001:db8::1]:9443/ring",
+            },
+            1_700_000_000,
+        );
+        assert!(!html.contains("<form"), "{html}");
+        assert!(!html.contains("csrf_token"), "{html}");
+        assert!(!html.contains("<button"), "{html}");
+        assert!(html.contains("UNHEALTHY"), "{html}");
+        assert!(
+            html.contains(
+                "Forget is on the HTTPS page: <a href=\"https://[2001:db8::1]:9443/ring\">"
+            ),
+            "{html}"
+        );
     }
 
     #[test]

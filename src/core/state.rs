@@ -48,6 +48,7 @@ pub(crate) struct IdentityView {
     pub(crate) external_addrs: Vec<IpAddr>,
     pub(crate) grpc: Option<Endpoint>,
     pub(crate) http: Option<Endpoint>,
+    pub(crate) https: Option<Endpoint>,
     pub(crate) gossip: Option<Endpoint>,
 }
 
@@ -72,6 +73,7 @@ impl IdentityView {
                 .unwrap_or_default(),
             grpc: identity.map(|i| i.grpc),
             http: identity.map(|i| i.http),
+            https: identity.map(|i| i.https),
             gossip: identity.map(|i| i.gossip),
         }
     }

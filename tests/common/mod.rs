@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod serve;
+pub mod tls;
 
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
@@ -11,6 +12,21 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub const STACKRING: &str = env!("CARGO_BIN_EXE_stackring");
+
+/// The HTTPS port of the bootstrap and admin API (SPEC §8): every change and every credential
+/// goes there; plain HTTP (3200) answers reads only.
+pub const HTTPS_PORT: u16 = 9443;
+
+/// The `curl` arguments that reach `path` on `host` for `method`: a change over HTTPS (`-k`: the
+/// test trusts the node's certificate on first use, as an operator without its pin would), a
+/// read over plain HTTP.
+pub fn curl_target(method: &str, host: &str, path: &str) -> Vec<String> {
+    if matches!(method, "GET" | "HEAD") {
+        vec![format!("http://{host}:3200{path}")]
+    } else {
+        vec!["-k".into(), format!("https://{host}:{HTTPS_PORT}{path}")]
+    }
+}
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
