@@ -95,6 +95,15 @@ async fn run(opts: Options, settings: Settings) -> anyhow::Result<()> {
         opts.default_id.clone(),
         metrics.clone(),
     )?;
+    {
+        let tls = cluster.tls();
+        let pin = tls.pin();
+        log::info!(
+            "TLS: clients pin {} ({pin}; curl --pinnedpubkey {})",
+            tls.pin_of(),
+            pin.curl_form()
+        );
+    }
     let mut records = cluster.records();
     let mut daemon = Daemon {
         opts,
@@ -293,7 +302,11 @@ impl Daemon {
                 self.metrics.ready.set(1);
                 self.metrics.identity_changes.inc();
                 if self.bound.is_some() {
-                    systemd::status(&identity.summary());
+                    systemd::status(&format!(
+                        "{}; TLS pin {}",
+                        identity.summary(),
+                        self.cluster.tls().pin()
+                    ));
                     let first = !was_ready;
                     log::info!(
                         stackring_family = family,

@@ -34,11 +34,11 @@ use rustls::{
 };
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
-use sha2::{Digest, Sha256};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 use crate::agent::fsutil::write_atomic;
 use crate::core::net::valid_name;
+pub(crate) use crate::core::pin::SpkiPin;
 
 /// Clock skew between nodes: certificates start this long before they are made.
 const BACKDATE: Duration = Duration::from_secs(5 * 60);
@@ -60,8 +60,8 @@ pub(crate) enum PkiError {
     BadNodeId(String),
     #[error("cluster name {0} cannot be used in the CA's name: use 1 to 63 characters from A-Z a-z 0-9 . _ -")]
     BadClusterName(String),
-    #[error("{input} is not an SPKI pin: expected sha256:<64 lowercase hex digits> (kubeadm's form) or sha256//<base64 of 32 bytes> (curl's --pinnedpubkey form)")]
-    BadPin { input: String },
+    #[error(transparent)]
+    BadPin(#[from] crate::core::pin::PinError),
     #[error("could not make {what}: {source}")]
     Generate {
         what: &'static str,
@@ -155,79 +155,10 @@ fn excerpt(s: &str) -> String {
     }
 }
 
-/// SHA-256 of a certificate's SubjectPublicKeyInfo (DER): what a join token carries to name the
-/// cluster CA, as kubeadm's `--discovery-token-ca-cert-hash` and curl's `--pinnedpubkey` do.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) struct SpkiPin([u8; 32]);
-
-impl SpkiPin {
-    /// The pin of a DER SubjectPublicKeyInfo.
-    pub(crate) fn of_spki(spki_der: &[u8]) -> Self {
-        SpkiPin(Sha256::digest(spki_der).into())
-    }
-
-    /// The pin of a certificate's public key.
-    pub(crate) fn of_cert(cert_der: &[u8]) -> Result<Self, PkiError> {
-        let cert = parse_cert(cert_der, "the certificate")?;
-        Ok(Self::of_spki(cert.public_key().raw))
-    }
-
-    /// curl's `--pinnedpubkey` form: `sha256//<base64>`.
-    pub(crate) fn curl_form(&self) -> String {
-        format!(
-            "sha256//{}",
-            base64::engine::general_purpose::STANDARD.encode(self.0)
-        )
-    }
-}
-
-impl fmt::Display for SpkiPin {
-    /// kubeadm's form: `sha256:<64 lowercase hex>`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("sha256:")?;
-        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
-    }
-}
-
-impl fmt::Debug for SpkiPin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SpkiPin({self})")
-    }
-}
-
-impl FromStr for SpkiPin {
-    type Err = PkiError;
-    /// Either form, exactly: no whitespace, no uppercase hex, no other hash.
-    fn from_str(s: &str) -> Result<Self, PkiError> {
-        let bad = || PkiError::BadPin { input: excerpt(s) };
-        let mut out = [0u8; 32];
-        if let Some(hex) = s.strip_prefix("sha256:") {
-            let digit = |c: u8| match c {
-                b'0'..=b'9' => Some(c - b'0'),
-                b'a'..=b'f' => Some(c - b'a' + 10),
-                _ => None,
-            };
-            if hex.len() != 64 {
-                return Err(bad());
-            }
-            for (byte, pair) in out.iter_mut().zip(hex.as_bytes().chunks(2)) {
-                *byte = digit(pair[0]).ok_or_else(bad)? << 4 | digit(pair[1]).ok_or_else(bad)?;
-            }
-            Ok(SpkiPin(out))
-        } else if let Some(b64) = s.strip_prefix("sha256//") {
-            // 32 bytes are 44 base64 characters with padding; checked first to bound the work.
-            if b64.len() != 44 {
-                return Err(bad());
-            }
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(b64)
-                .map_err(|_| bad())?;
-            out = bytes.try_into().map_err(|_| bad())?;
-            Ok(SpkiPin(out))
-        } else {
-            Err(bad())
-        }
-    }
+/// The pin of a certificate's public key.
+pub(crate) fn pin_of_cert(cert_der: &[u8]) -> Result<SpkiPin, PkiError> {
+    let cert = parse_cert(cert_der, "the certificate")?;
+    Ok(SpkiPin::of_spki(cert.public_key().raw))
 }
 
 fn parse_cert<'a>(der: &'a [u8], what: &'static str) -> Result<X509Certificate<'a>, PkiError> {
@@ -376,7 +307,7 @@ impl CaCert {
     }
 
     pub(crate) fn pin(&self) -> SpkiPin {
-        SpkiPin::of_cert(&self.der).expect("parsed when made")
+        pin_of_cert(&self.der).expect("parsed when made")
     }
 
     fn roots(&self) -> Result<Arc<RootCertStore>, PkiError> {
@@ -655,7 +586,7 @@ pub(crate) struct NodeCredentials {
 
 impl NodeCredentials {
     pub(crate) fn new(cert: NodeCert, key: NodeKey) -> Result<Self, PkiError> {
-        if SpkiPin::of_cert(cert.der())? != key.pin() {
+        if pin_of_cert(cert.der())? != key.pin() {
             return Err(PkiError::KeyMismatch {
                 cert: "the node certificate".into(),
                 key: "the node key".into(),
@@ -940,7 +871,7 @@ impl ServerCertVerifier for PinnedVerifier {
             Some((last, rest)) => (last, rest),
             None => (end_entity, intermediates),
         };
-        let presented = SpkiPin::of_cert(anchor).map_err(refuse)?;
+        let presented = pin_of_cert(anchor).map_err(refuse)?;
         if let Some(expected) = self.expected {
             if presented != expected {
                 return Err(refuse(PkiError::PinMismatch {
@@ -1646,8 +1577,8 @@ mod tests {
         let spki = ParsedCertificate::try_from(ca.cert().der())
             .unwrap()
             .subject_public_key_info();
-        let by_webpki =
-            base64::engine::general_purpose::STANDARD.encode(Sha256::digest(spki.as_ref()));
+        let by_webpki = base64::engine::general_purpose::STANDARD
+            .encode(<sha2::Sha256 as sha2::Digest>::digest(spki.as_ref()));
         assert_eq!(ca.pin().curl_form(), format!("sha256//{by_webpki}"));
         // And, where openssl is installed, the pipeline curl's documentation gives for
         // --pinnedpubkey, step by step.

@@ -14,6 +14,25 @@ use std::str::FromStr;
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
+const PIN_OF_SELF_SIGNED: &str = "this node's self-signed certificate (not in a cluster yet)";
+const PIN_OF_CLUSTER_CA: &str = "the cluster CA";
+
+/// The pin clients check, as the files under `state_dir` hold it (for `inspect`, which reads
+/// them without a daemon): the cluster CA's for a member, else the self-signed certificate's.
+/// None before the daemon first ran.
+pub(crate) fn pin_on_disk(state_dir: &Path, member: bool) -> Option<(SpkiPin, &'static str)> {
+    let files = PkiFiles::new(state_dir);
+    if member {
+        if let Ok(Some(ca)) = files.load_ca_cert() {
+            return Some((ca.pin(), PIN_OF_CLUSTER_CA));
+        }
+    }
+    match files.load_self_signed() {
+        Ok(Some(own)) => Some((own.pin(), PIN_OF_SELF_SIGNED)),
+        _ => None,
+    }
+}
+
 /// gRPC is HTTP/2: clients and servers agree on it in the handshake.
 const ALPN_H2: &[u8] = b"h2";
 
@@ -134,6 +153,14 @@ impl NodeTls {
         match &*self.read() {
             Material::Alone { own, .. } => own.pin(),
             Material::Member { ca, .. } => ca.pin(),
+        }
+    }
+
+    /// What `pin()` is the pin of, in words.
+    pub(crate) fn pin_of(&self) -> &'static str {
+        match &*self.read() {
+            Material::Alone { .. } => PIN_OF_SELF_SIGNED,
+            Material::Member { .. } => PIN_OF_CLUSTER_CA,
         }
     }
 

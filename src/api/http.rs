@@ -383,6 +383,18 @@ pub(crate) struct BootstrapView {
     cluster: Option<ClusterView>,
     /// The host's addresses usable for cluster traffic.
     available_addrs: Vec<crate::agent::node::AvailableAddr>,
+    /// What a client pins to trust this node's TLS (HTTPS, gRPC).
+    tls: TlsView,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct TlsView {
+    /// SHA-256 of the public key, kubeadm's form (`sha256:<hex>`): a joiner's `cluster.ca_pin`.
+    pin: String,
+    /// The same pin in curl's `--pinnedpubkey` form (`sha256//<base64>`).
+    curl_pin: String,
+    /// Whose key it is: the cluster CA, or this node's self-signed certificate before it joins.
+    pin_of: String,
 }
 
 #[derive(serde::Serialize, utoipa::ToSchema)]
@@ -426,6 +438,15 @@ async fn bootstrap_status(State(s): State<HttpState>) -> impl IntoResponse {
             node_id: r.node_id.clone(),
         }),
         available_addrs: s.cluster.available_addrs(),
+        tls: {
+            let tls = s.cluster.tls();
+            let pin = tls.pin();
+            TlsView {
+                pin: pin.to_string(),
+                curl_pin: pin.curl_form(),
+                pin_of: tls.pin_of().to_string(),
+            }
+        },
     })
 }
 

@@ -5,7 +5,7 @@
 
 use crate::agent::node::AvailableAddr;
 use crate::api::admin::{AddrChange, ExternalChange};
-use crate::api::http::{BootstrapView, ClusterView, NodesView, ReachabilityView};
+use crate::api::http::{BootstrapView, ClusterView, NodesView, ReachabilityView, TlsView};
 use crate::core::cluster::{
     AddrReply, BootstrapRequest, BootstrapState, BootstrapStatus, ClusterSpec, CredentialsSpec,
     ExternalAddrsReply, ForgetReply, IdentitySpec, NodeSpec,
@@ -31,7 +31,7 @@ use utoipa::OpenApi;
     ),
     components(schemas(
         ErrorBody, ConfigError, IdentityView, Endpoint, Family, BootstrapRequest, ClusterSpec,
-        CredentialsSpec, NodeSpec, IdentitySpec, BootstrapStatus, BootstrapState, BootstrapView,
+        CredentialsSpec, NodeSpec, IdentitySpec, BootstrapStatus, BootstrapState, BootstrapView, TlsView,
         ClusterView, AvailableAddr, NodesView, MemberView, NodeEntry, NodeState, Health,
         ReachabilityView, ExternalChange, AddrChange, ExternalAddrsReply, AddrReply, ForgetReply,
         RingForgetForm

@@ -340,10 +340,21 @@ fn validate(file: &Path, default_id: &str) -> i32 {
     }
 }
 
+/// The pin a client checks, from the files the daemon keeps.
+fn tls_pin(settings: &Settings) -> Option<(crate::core::pin::SpkiPin, &'static str)> {
+    let member = settings
+        .state_dir
+        .join(crate::agent::node::RECORD_FILE)
+        .exists();
+    crate::agent::tls::pin_on_disk(&settings.state_dir, member)
+}
+
 #[derive(serde::Serialize)]
 struct InspectJson<'a> {
     #[serde(flatten)]
     identity: IdentityView,
+    /// `sha256:<hex>` of the key clients pin (cluster CA, or self-signed before a join).
+    tls_pin: Option<String>,
     links: Vec<&'a crate::core::snapshot::Link>,
     addresses: Vec<crate::core::decide::AddressVerdict<'a>>,
     default_routes: Vec<&'a crate::core::snapshot::DefaultRoute>,
@@ -365,6 +376,7 @@ fn inspect(
     let mut out = BufWriter::new(stdout.lock());
     if json {
         let doc = InspectJson {
+            tls_pin: tls_pin(settings).map(|(pin, _)| pin.to_string()),
             identity: IdentityView::new(identity, reason, 0),
             links: snapshot.links.values().collect(),
             addresses: report,
@@ -406,6 +418,17 @@ fn inspect(
                         ep.listen.to_string(),
                         ep.advertise
                     );
+                }
+                match tls_pin(settings) {
+                    Some((pin, of)) => {
+                        let _ = writeln!(out, "tls pin   {pin} ({of})");
+                    }
+                    None => {
+                        let _ = writeln!(
+                            out,
+                            "tls pin   none yet (the daemon makes its certificate at first start)"
+                        );
+                    }
                 }
             }
             None => {

@@ -32,6 +32,11 @@ pub struct ClusterSpec {
     /// For a join: existing nodes' addresses (their gRPC port by default) or `host:port`.
     #[serde(default)]
     pub(crate) nodes: Vec<String>,
+    /// For a join: the cluster CA's SPKI pin (`sha256:<hex>` or `sha256//<base64>`, as
+    /// `stackring inspect` on a member prints it). Given, the joiner refuses any other cluster
+    /// before it sends the credentials; absent, it trusts the CA it meets on first use.
+    #[serde(default)]
+    pub(crate) ca_pin: Option<String>,
 }
 
 #[derive(Clone, Deserialize, utoipa::ToSchema)]
@@ -84,6 +89,8 @@ pub struct Bootstrap {
     pub external_addrs: Option<Vec<IpAddr>>,
     pub use_internal_ipv6: Option<bool>,
     pub name: Option<String>,
+    /// The CA a joiner accepts (see `ClusterSpec::ca_pin`).
+    pub(crate) ca_pin: Option<crate::core::pin::SpkiPin>,
 }
 
 /// Where a joiner finds the cluster.
@@ -190,6 +197,25 @@ pub(crate) fn validate_bootstrap_on(
         ),
         _ => {}
     }
+    let mut ca_pin = None;
+    match (&req.cluster.ca_pin, action) {
+        (Some(_), Action::Create) => err(
+            "cluster.ca_pin",
+            "",
+            "is only for join_cluster",
+            "remove cluster.ca_pin from a create_cluster request (the new cluster makes its CA)",
+        ),
+        (Some(text), Action::Join) => match text.parse::<crate::core::pin::SpkiPin>() {
+            Ok(pin) => ca_pin = Some(pin),
+            Err(_) => err(
+                "cluster.ca_pin",
+                text,
+                "is not an SPKI pin",
+                "write sha256:<64 lowercase hex digits> or sha256//<base64>, as `stackring inspect` on a member prints it",
+            ),
+        },
+        (None, _) => {}
+    }
     let mut seeds = Vec::new();
     for (i, node) in req.cluster.nodes.iter().enumerate() {
         match PeerAddr::parse(node) {
@@ -275,6 +301,7 @@ pub(crate) fn validate_bootstrap_on(
         return Err(errors);
     }
     Ok(Bootstrap {
+        ca_pin,
         cluster_name: req.cluster.name,
         seeds: Seeds::Nodes(seeds),
         username: req.credentials.username,

@@ -8,6 +8,7 @@ pub(crate) mod ipfmt;
 pub(crate) mod members;
 pub(crate) mod net;
 pub(crate) mod peer;
+pub(crate) mod pin;
 pub(crate) mod preflight;
 pub(crate) mod products;
 pub(crate) mod reach;

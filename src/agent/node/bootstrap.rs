@@ -163,10 +163,18 @@ impl ClusterNode {
                     continue;
                 }
             };
-            // No pin given: trust on first use, and say which CA was trusted.
-            let (client, seen) = crate::agent::pki::client_config_tofu()
-                .map_err(|e| Refusal::internal(e.to_string()))?;
-            let client = crate::agent::tls::h2_client(client);
+            // With a pin, only that cluster's CA is accepted, before the credentials are sent;
+            // without, the CA met first is trusted, and said so.
+            let (client, seen) = match request.ca_pin {
+                Some(pin) => (crate::agent::pki::client_config_pinned(pin), None),
+                None => {
+                    let (client, seen) = crate::agent::pki::client_config_tofu()
+                        .map_err(|e| Refusal::internal(e.to_string()))?;
+                    (Ok(client), Some(seen))
+                }
+            };
+            let client =
+                crate::agent::tls::h2_client(client.map_err(|e| Refusal::internal(e.to_string()))?);
             let reply = match call_join_patiently(&uri, client, ask.clone()).await {
                 Err(JoinCallError::Unreachable(e)) => {
                     unreachable.push(format!("{seed} (gRPC {uri}): {e}"));
@@ -230,7 +238,11 @@ impl ClusterNode {
                 .map_err(|e| {
                     Refusal::internal(format!("{seed} (gRPC {uri}) sent an unusable CA: {e}"))
                 })?;
-            if seen.get() != Some(trusted) {
+            let presented = match &seen {
+                Some(seen) => seen.get(),
+                None => request.ca_pin,
+            };
+            if presented != Some(trusted) {
                 return Err(Refusal::bootstrap(
                     "cluster_unreachable",
                     format!("{seed} (gRPC {uri}) presented a CA in the TLS handshake other than the one it sent; fix: check what answers at that address"),
@@ -241,9 +253,11 @@ impl ClusterNode {
                     "{seed} (gRPC {uri}) issued a certificate this node cannot use: {e}"
                 ))
             })?;
-            log::warn!(
-                "joined through {seed} trusting the cluster CA with pin {trusted} on first use (no pin was given); compare it with `stackring inspect` on a member"
-            );
+            if seen.is_some() {
+                log::warn!(
+                    "joined through {seed} trusting the cluster CA with pin {trusted} on first use (no cluster.ca_pin was given); compare it with `stackring inspect` on a member"
+                );
+            }
             let mut seeds = reply.seeds;
             if let Seeds::Gossip(members) = &request.seeds {
                 // Rejoin after a restart through what the operator wrote, too.
@@ -312,6 +326,8 @@ impl ClusterNode {
             (Action::Join, "join_cluster")
         };
         let request = Bootstrap {
+            // Not declarable yet: a declared join trusts the CA it meets on first use.
+            ca_pin: None,
             cluster_name: Some(declared.name.clone()),
             seeds: Seeds::Gossip(if declared.create {
                 vec![]
