@@ -1119,43 +1119,44 @@ fn probe_report(dom: &str) -> std::collections::HashMap<String, String> {
 /// button as a person would (the browser posts the form with the page's token and its Origin)
 /// and reports where the frame landed. Chromium runs it with `--disable-web-security`, the only
 /// way its script may read the framed page (another port, so another origin).
-fn probe_html(ring_url: &str, widths: &[u32], forget: bool) -> String {
-    let frames: String = widths
-        .iter()
-        .map(|w| format!("<iframe data-w=\"{w}\" src=\"{ring_url}\" style=\"display:block;border:0;width:{w}px;height:900px\"></iframe>"))
-        .collect();
+fn probe_html(ring_url: &str, widths: &[u32]) -> String {
+    let widths: Vec<String> = widths.iter().map(|w| w.to_string()).collect();
+    // The ring page refuses to be framed (frame-ancestors 'none', against clickjacking), so the
+    // probe fetches its HTML and lays it out in `srcdoc` frames (the same HTML and CSS, with
+    // its URL as the base).
     format!(
-        r#"<!DOCTYPE html><html><body style="margin:0">{frames}<pre id="out"></pre>
+        r#"<!DOCTYPE html><html><body style="margin:0"><pre id="out"></pre>
 <script>
-var out = document.getElementById('out'), loads = 0;
+var out = document.getElementById('out');
 function say(text) {{ out.textContent += text + ' '; }}
-document.querySelectorAll('iframe').forEach(function (f, i) {{
-  f.addEventListener('load', function () {{
-    var d = f.contentDocument, e = d.documentElement, w = f.dataset.w;
-    if (!f.dataset.measured) {{
-      f.dataset.measured = '1';
+fetch('{ring_url}').then(function (r) {{ return r.text(); }}).then(function (html) {{
+  var page = html.replace('<head>', '<head><base href="{ring_url}">');
+  [{widths}].forEach(function (w) {{
+    var f = document.createElement('iframe');
+    f.style.cssText = 'display:block;border:0;width:' + w + 'px;height:900px';
+    f.addEventListener('load', function () {{
+      var d = f.contentDocument, e = d.documentElement;
       say('scroll' + w + '=' + e.scrollWidth + ' client' + w + '=' + e.clientWidth +
           ' table' + w + '=' + Math.round(d.querySelector('table').getBoundingClientRect().width) +
           ' height' + w + '=' + e.scrollHeight);
       var button = d.querySelector('button[name=forget]');
       if (button) say('button' + w + '=' + Math.round(button.getBoundingClientRect().height));
-      if ({forget} && i == 0 && button) {{ say('pressed=' + button.value); button.click(); }}
-    }} else {{
-      say('landed=' + d.location.pathname + ' rows=' + d.querySelectorAll('tbody tr').length +
-          ' buttons=' + d.querySelectorAll('button[name=forget]').length);
-    }}
+    }});
+    f.srcdoc = page;
+    document.body.insertBefore(f, out);
   }});
-}});
-</script></body></html>"#
+}}).catch(function (e) {{ say('error=' + e); }});
+</script></body></html>"#,
+        widths = widths.join(",")
     )
 }
 
 /// The ring page of a real 3-node cluster with one node killed (its row is the widest: UNHEALTHY
 /// with its summary, and the Forget button) and long addresses, in headless Chromium at 1280 px:
-/// no horizontal scrollbar; the screenshot is kept. Then the Forget button, pressed in the
-/// browser, forgets the dead node.
+/// no horizontal scrollbar; the screenshot is kept; the HTTPS page offers the dead node's Forget
+/// form with the page's token.
 #[test]
-fn ring_page_fits_1280_px_in_headless_chromium_and_its_forget_button_works() {
+fn ring_page_fits_1280_px_in_headless_chromium_and_offers_forget_over_https() {
     let lan = Lan::new("lanweb");
     let (hosts, mut daemons) = ipv6_cluster(&lan, "230", 3);
     // The longest addresses an operator can give: full IPv6 external addresses plus IPv4.
@@ -1220,12 +1221,16 @@ fn ring_page_fits_1280_px_in_headless_chromium_and_its_forget_button_works() {
     let probe = serve_probe(
         &hosts[0],
         18230,
-        probe_html("https://[::1]:9443/ring", &[1280, 1024, 800], false),
+        probe_html("https://[::1]:9443/ring", &[1280, 1024, 800]),
     );
     let out = chromium(
         &hosts[0],
         "1300,2800",
-        &["--disable-web-security", "--dump-dom"],
+        &[
+            "--disable-web-security",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+        ],
         "http://[::1]:18230/probe",
     );
     let measured = probe_report(&text(&out.stdout));
@@ -1269,43 +1274,25 @@ fn ring_page_fits_1280_px_in_headless_chromium_and_its_forget_button_works() {
     assert_eq!((dim(16), dim(20)), (1280, 900));
     println!("ring page screenshot: {}", png.display());
 
-    // The Forget button, pressed in the browser: the form posts the page's token from the
-    // page's origin, the node answers 303 to a fresh /ring without node3.
-    drop(probe);
-    let probe = serve_probe(
-        &hosts[0],
-        18231,
-        probe_html("https://[::1]:9443/ring", &[1280], true),
+    // Pressing Forget in a browser needs the page as the top document (it cannot be framed, and
+    // the form's origin check refuses a post from any other page): the HTTPS page offers the
+    // form with the page's token; `ring_form_forgets_a_killed_node_with_the_pages_token_…` posts
+    // it as a browser does.
+    let dom_https = text(
+        &chromium(
+            &hosts[0],
+            "1280,900",
+            &["--dump-dom"],
+            "https://[::1]:9443/ring",
+        )
+        .stdout,
     );
-    let out = chromium(
-        &hosts[0],
-        "1300,1000",
-        &[
-            "--disable-web-security",
-            "--virtual-time-budget=10000",
-            "--dump-dom",
-        ],
-        "http://[::1]:18231/probe",
+    assert!(
+        dom_https.contains("action=\"/ring/forget\"")
+            && dom_https.contains("value=\"node3\"")
+            && dom_https.contains("name=\"csrf_token\""),
+        "{dom_https}"
     );
-    let pressed = probe_report(&text(&out.stdout));
-    println!("the Forget button pressed in Chromium: {pressed:?}");
-    assert_eq!(
-        pressed.get("pressed").map(String::as_str),
-        Some("node3"),
-        "{pressed:?}: {}",
-        text(&out.stderr)
-    );
-    assert_eq!(
-        pressed.get("landed").map(String::as_str),
-        Some("/ring"),
-        "the form's 303 leads back to the page: {pressed:?}"
-    );
-    for ns in &hosts[..2] {
-        wait_for("node3 gone", Duration::from_secs(10), || {
-            let all = nodes(ns, "[::1]");
-            (all.len() == 2 && status_of(&all, "node3").is_none()).then_some(())
-        });
-    }
     drop(probe);
 }
 
