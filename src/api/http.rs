@@ -647,11 +647,11 @@ async fn forget(
 
 /// Gossip keys are managed over the root-only admin socket only: a key never crosses the
 /// network in an HTTP body, and the key ids are not for every client of the TCP port.
-fn admin_socket_only(s: &HttpState) -> Result<(), Response> {
+fn admin_socket_only(s: &HttpState) -> Option<Response> {
     if s.trusted {
-        return Ok(());
+        return None;
     }
-    Err(error(
+    Some(error(
         403,
         ErrorBody::new(
             "AdminError",
@@ -662,7 +662,7 @@ fn admin_socket_only(s: &HttpState) -> Result<(), Response> {
 }
 
 async fn gossip_keys_list(State(s): State<HttpState>) -> Response {
-    if let Err(r) = admin_socket_only(&s) {
+    if let Some(r) = admin_socket_only(&s) {
         return r;
     }
     admin_result(s.cluster.gossip_keys().await)
@@ -680,7 +680,7 @@ struct GossipKeysChange {
 }
 
 async fn gossip_keys_change(State(s): State<HttpState>, body: Bytes) -> Response {
-    if let Err(r) = admin_socket_only(&s) {
+    if let Some(r) = admin_socket_only(&s) {
         return r;
     }
     let op = crate::api::jsonbody::parse::<GossipKeysChange>(&body)

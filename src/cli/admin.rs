@@ -517,137 +517,6 @@ fn reachability_table(doc: &serde_json::Value) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn node_ids_are_checked_as_the_server_checks_them_and_encoded() {
-        assert_eq!(node_id_arg("node1"), Ok("node1"));
-        assert_eq!(node_id_arg("node:node1"), Ok("node1"));
-        assert_eq!(node_id_arg("*node:node2"), Ok("node2"));
-        for bad in [
-            "../../etc/passwd",
-            "node1\r\nPOST /v1/nodes/node2/forget HTTP/1.1",
-            "",
-            "node:",
-            "a b",
-            "x/y",
-        ] {
-            let e = node_id_arg(bad).expect_err(bad);
-            assert!(e.contains("fix: use 1–63 characters"), "{bad}: {e}");
-            assert!(!e.contains('\r') && !e.contains('\n'), "{bad}: {e}");
-        }
-        assert_eq!(path_segment("node-1_a.b~"), "node-1_a.b~");
-        assert_eq!(path_segment("a/b\r\n c"), "a%2Fb%0D%0A%20c");
-    }
-
-    /// `HTTP/1.1 0 x`, or a first line that is not HTTP at all, was read as status 0 or 65535 and
-    /// reported as the daemon's answer; fuzz/ (admin_response) checks it for any input.
-    #[test]
-    fn admin_answers_need_an_http_status_line_and_code() {
-        assert_eq!(
-            parse_admin_response(b"HTTP/1.1 404 Not Found\r\ncontent-length: 2\r\n\r\n{}"),
-            Ok((404, "{}".to_string()))
-        );
-        assert_eq!(
-            parse_admin_response(b"HTTP/1.0 200 OK\r\n\r\n"),
-            Ok((200, String::new()))
-        );
-        for bad in [
-            &b"HTTP/1.1 0 x\r\n\r\n"[..],
-            b"HTTP/1.1 65535 x\r\n\r\n",
-            b"HTTP/1.1 +200 OK\r\n\r\n",
-            b"\r\n200 200\r\n\r\n",
-            b"SSH-2.0 200\r\n\r\n",
-            b"HTTP/1.1 200 OK",
-            b"",
-        ] {
-            assert!(
-                parse_admin_response(bad).is_err(),
-                "{:?}",
-                String::from_utf8_lossy(bad)
-            );
-        }
-    }
-
-    /// People read what happened, in the daemon's terms: applied with its version, or waiting for
-    /// a node that is down.
-    #[test]
-    fn node_commands_answer_in_sentences() {
-        let external = NodeAction::ExternalAddr {
-            op: ListOp::Add,
-            addrs: vec![],
-        };
-        let applied = serde_json::json!({"node": "node2", "external_addrs": ["198.51.100.31", "198.51.100.32"], "version": 2});
-        assert_eq!(
-            node_sentence("node2", &external, &applied),
-            "node node2: external addresses are now 198.51.100.31, 198.51.100.32 (version 2)"
-        );
-        let pending = serde_json::json!({"node": "node3", "external_addrs": ["198.51.100.41"], "pending": true});
-        assert_eq!(
-            node_sentence("node3", &external, &pending),
-            "node node3 is down: its external addresses will be 198.51.100.41 when it comes back"
-        );
-        let addr = NodeAction::Addr {
-            op: super::super::SetOp::Set,
-            addr: String::new(),
-        };
-        assert_eq!(
-            node_sentence("node3", &addr, &serde_json::json!({"addr": "2001:db8::c2"})),
-            "node node3 is down: its internal address will be 2001:db8::c2 when it comes back"
-        );
-        assert_eq!(
-            node_sentence("node3", &NodeAction::Forget, &serde_json::json!({})),
-            "node node3 forgotten: no member lists it any more"
-        );
-    }
-
-    #[test]
-    fn the_reachability_matrix_reads_row_from_column_to() {
-        let doc = serde_json::json!({
-            "cluster_name": "c1",
-            "nodes": ["node1", "node2"],
-            "rows": {
-                "node1": {"node2": {"grpc": {"outcome": "refused", "rtt_ms": 0}, "http": {"outcome": "ok", "rtt_ms": 1}}},
-                "node2": {"node1": {"grpc": {"outcome": "ok"}, "http": {"outcome": "ok"}, "gossip": {"outcome": "timeout"}}}
-            },
-            "diagnosis": ["node1 cannot reach node2's gRPC (refused), though others can: a firewall or route between node1 and node2"]
-        });
-        let table = reachability_table(&doc);
-        let lines: Vec<&str> = table.lines().collect();
-        assert!(
-            lines[1].starts_with("FROM \\ TO")
-                && lines[1].contains("node1")
-                && lines[1].contains("node2"),
-            "{table}"
-        );
-        assert_eq!(
-            lines[2].split_whitespace().collect::<Vec<_>>(),
-            ["node1", "*", "R✓·"],
-            "{table}"
-        );
-        assert_eq!(
-            lines[3].split_whitespace().collect::<Vec<_>>(),
-            ["node2", "✓✓T", "*"],
-            "{table}"
-        );
-        assert!(
-            lines[4].starts_with("- node1 cannot reach node2's gRPC"),
-            "{table}"
-        );
-    }
-
-    #[test]
-    fn an_unreachable_daemon_is_named_with_the_fix() {
-        let socket = Path::new("/run/stackring/admin.sock");
-        let e = |kind| unreachable_daemon(socket, &std::io::Error::from(kind));
-        assert!(e(std::io::ErrorKind::ConnectionRefused).contains("not running"));
-        assert!(e(std::io::ErrorKind::NotFound).contains("not running"));
-        assert!(e(std::io::ErrorKind::PermissionDenied).contains("root"));
-    }
-}
-
 /// Rows as an aligned table (two spaces between columns).
 fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
@@ -903,4 +772,175 @@ fn rotate(settings: &Settings, json: bool) -> Result<(), i32> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gossip_key_tables_mark_the_key_in_use_and_say_who_did_not_apply() {
+        let list = serde_json::json!({"cluster_name": "ring", "nodes": [
+            {"node": "node1", "status": "OK", "local": true, "primary": "aaaa0001", "key_ids": ["aaaa0001", "bbbb0002"]},
+            {"node": "node2", "status": "DOWN", "local": false, "primary": "", "key_ids": []},
+        ]});
+        assert_eq!(
+            gossip_keys_table(&list),
+            "GOSSIP KEYS (ring; * = in use):\n\
+             NODE:ID      STATUS  KEY IDS\n\
+             *node:node1  OK      aaaa0001* bbbb0002\n\
+             node:node2   DOWN    (not told)\n"
+        );
+        let report = serde_json::json!({"action": "use", "key_id": "bbbb0002", "complete": false, "nodes": [
+            {"node": "node1", "outcome": "applied", "key_ids": ["bbbb0002", "aaaa0001"]},
+            {"node": "node2", "outcome": "refused", "detail": "gossip key bbbb0002 is not installed on this node"},
+            {"node": "node3", "outcome": "not_asked", "detail": "not asked: an earlier node did not apply it"},
+        ]});
+        let text = gossip_report_table(&report);
+        assert!(
+            text.contains("node:node1  applied    keys now bbbb0002 aaaa0001"),
+            "{text}"
+        );
+        assert!(
+            text.contains("node:node2  refused    gossip key bbbb0002 is not installed"),
+            "{text}"
+        );
+        assert!(text.contains("node:node3  not asked  not asked"), "{text}");
+        assert!(
+            text.ends_with(
+                "use NOT applied on every live member (see above); nothing further was changed\n"
+            ),
+            "{text}"
+        );
+        let mut done = report.clone();
+        done["complete"] = serde_json::json!(true);
+        assert!(gossip_report_table(&done)
+            .ends_with("gossip key bbbb0002: use applied on every live member\n"));
+    }
+
+    #[test]
+    fn node_ids_are_checked_as_the_server_checks_them_and_encoded() {
+        assert_eq!(node_id_arg("node1"), Ok("node1"));
+        assert_eq!(node_id_arg("node:node1"), Ok("node1"));
+        assert_eq!(node_id_arg("*node:node2"), Ok("node2"));
+        for bad in [
+            "../../etc/passwd",
+            "node1\r\nPOST /v1/nodes/node2/forget HTTP/1.1",
+            "",
+            "node:",
+            "a b",
+            "x/y",
+        ] {
+            let e = node_id_arg(bad).expect_err(bad);
+            assert!(e.contains("fix: use 1–63 characters"), "{bad}: {e}");
+            assert!(!e.contains('\r') && !e.contains('\n'), "{bad}: {e}");
+        }
+        assert_eq!(path_segment("node-1_a.b~"), "node-1_a.b~");
+        assert_eq!(path_segment("a/b\r\n c"), "a%2Fb%0D%0A%20c");
+    }
+
+    /// `HTTP/1.1 0 x`, or a first line that is not HTTP at all, was read as status 0 or 65535 and
+    /// reported as the daemon's answer; fuzz/ (admin_response) checks it for any input.
+    #[test]
+    fn admin_answers_need_an_http_status_line_and_code() {
+        assert_eq!(
+            parse_admin_response(b"HTTP/1.1 404 Not Found\r\ncontent-length: 2\r\n\r\n{}"),
+            Ok((404, "{}".to_string()))
+        );
+        assert_eq!(
+            parse_admin_response(b"HTTP/1.0 200 OK\r\n\r\n"),
+            Ok((200, String::new()))
+        );
+        for bad in [
+            &b"HTTP/1.1 0 x\r\n\r\n"[..],
+            b"HTTP/1.1 65535 x\r\n\r\n",
+            b"HTTP/1.1 +200 OK\r\n\r\n",
+            b"\r\n200 200\r\n\r\n",
+            b"SSH-2.0 200\r\n\r\n",
+            b"HTTP/1.1 200 OK",
+            b"",
+        ] {
+            assert!(
+                parse_admin_response(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    /// People read what happened, in the daemon's terms: applied with its version, or waiting for
+    /// a node that is down.
+    #[test]
+    fn node_commands_answer_in_sentences() {
+        let external = NodeAction::ExternalAddr {
+            op: ListOp::Add,
+            addrs: vec![],
+        };
+        let applied = serde_json::json!({"node": "node2", "external_addrs": ["198.51.100.31", "198.51.100.32"], "version": 2});
+        assert_eq!(
+            node_sentence("node2", &external, &applied),
+            "node node2: external addresses are now 198.51.100.31, 198.51.100.32 (version 2)"
+        );
+        let pending = serde_json::json!({"node": "node3", "external_addrs": ["198.51.100.41"], "pending": true});
+        assert_eq!(
+            node_sentence("node3", &external, &pending),
+            "node node3 is down: its external addresses will be 198.51.100.41 when it comes back"
+        );
+        let addr = NodeAction::Addr {
+            op: super::super::SetOp::Set,
+            addr: String::new(),
+        };
+        assert_eq!(
+            node_sentence("node3", &addr, &serde_json::json!({"addr": "2001:db8::c2"})),
+            "node node3 is down: its internal address will be 2001:db8::c2 when it comes back"
+        );
+        assert_eq!(
+            node_sentence("node3", &NodeAction::Forget, &serde_json::json!({})),
+            "node node3 forgotten: no member lists it any more"
+        );
+    }
+
+    #[test]
+    fn the_reachability_matrix_reads_row_from_column_to() {
+        let doc = serde_json::json!({
+            "cluster_name": "c1",
+            "nodes": ["node1", "node2"],
+            "rows": {
+                "node1": {"node2": {"grpc": {"outcome": "refused", "rtt_ms": 0}, "http": {"outcome": "ok", "rtt_ms": 1}}},
+                "node2": {"node1": {"grpc": {"outcome": "ok"}, "http": {"outcome": "ok"}, "gossip": {"outcome": "timeout"}}}
+            },
+            "diagnosis": ["node1 cannot reach node2's gRPC (refused), though others can: a firewall or route between node1 and node2"]
+        });
+        let table = reachability_table(&doc);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(
+            lines[1].starts_with("FROM \\ TO")
+                && lines[1].contains("node1")
+                && lines[1].contains("node2"),
+            "{table}"
+        );
+        assert_eq!(
+            lines[2].split_whitespace().collect::<Vec<_>>(),
+            ["node1", "*", "R✓·"],
+            "{table}"
+        );
+        assert_eq!(
+            lines[3].split_whitespace().collect::<Vec<_>>(),
+            ["node2", "✓✓T", "*"],
+            "{table}"
+        );
+        assert!(
+            lines[4].starts_with("- node1 cannot reach node2's gRPC"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn an_unreachable_daemon_is_named_with_the_fix() {
+        let socket = Path::new("/run/stackring/admin.sock");
+        let e = |kind| unreachable_daemon(socket, &std::io::Error::from(kind));
+        assert!(e(std::io::ErrorKind::ConnectionRefused).contains("not running"));
+        assert!(e(std::io::ErrorKind::NotFound).contains("not running"));
+        assert!(e(std::io::ErrorKind::PermissionDenied).contains("root"));
+    }
 }
