@@ -762,6 +762,7 @@ fn rotate(settings: &Settings, json: bool) -> Result<(), i32> {
         serde_json::json!({"action": "use", "key_id": new.id().to_string()}),
         serde_json::json!({"action": "remove", "key_id": old.to_string()}),
     ];
+    let new_id = new.id().to_string();
     for (n, step) in steps.into_iter().enumerate() {
         if let Err(code) = gossip_step(settings, step, json) {
             eprintln!(
@@ -770,8 +771,50 @@ fn rotate(settings: &Settings, json: bool) -> Result<(), i32> {
             );
             return Err(code);
         }
+        // The next step is checked against the keyrings as gossiped: wait for them to tell
+        // this one (a gossip round or two).
+        if n < 2 {
+            let in_use = n == 1;
+            wait_gossiped(settings, |ids| {
+                if in_use {
+                    ids.first() == Some(&new_id)
+                } else {
+                    ids.contains(&new_id)
+                }
+            });
+        }
     }
     Ok(())
+}
+
+/// Polls `gossip-key list` until every live member's key ids satisfy `done` (10 s at most;
+/// the daemon's own check then says what is missing).
+fn wait_gossiped(settings: &Settings, done: impl Fn(&[String]) -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        let Ok((200, body)) = admin_get(&settings.runtime_dir, "/v1/cluster/gossip_keys") else {
+            return;
+        };
+        let doc: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let all = doc["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|n| n["status"] == "OK")
+            .all(|n| {
+                let ids: Vec<String> = n["key_ids"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect();
+                done(&ids)
+            });
+        if all {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
 
 #[cfg(test)]
