@@ -648,7 +648,7 @@ async fn forget(
 /// Gossip keys are managed over the root-only admin socket only: a key never crosses the
 /// network in an HTTP body, and the key ids are not for every client of the TCP port.
 fn admin_socket_only(s: &HttpState) -> Option<Response> {
-    if s.trusted {
+    if s.trusted() {
         return None;
     }
     Some(error(
