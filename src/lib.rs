@@ -18,6 +18,8 @@
 //!   - `core::members`: member projection (gossip rows → one row per node, OK/DOWN, LEFT).
 //!   - `core::refusal`: why a request is refused (a kind and the operator's body).
 //!   - `core::preflight`: host readiness checks with stable codes (`evaluate`, the hosts fix plan).
+//!   - `core::seal`: sealed gossip datagrams, the keyring (Consul's) and its changes
+//!     (`KeyringOp`: `gossip-key install|use|remove`, one validator per key and key id).
 //!   - `core::ring`, `core::render`, `core::hosts`, `core::state`, `core::ipfmt`: the `/ring` page,
 //!     `identity.env` and Tempo/Loki/Mimir blocks, `/etc/hosts` parsing, what the daemon
 //!     publishes, fast address text.
@@ -26,7 +28,8 @@
 //! - [`agent`] — the daemon's moving parts, each owning its state:
 //!   - `agent::node`: the cluster node — one actor task that owns membership and writes the record,
 //!     and the handle the servers hold (bootstrap, admin changes, joins, the gRPC client).
-//!   - `agent::membership`: gossip on chitchat with the transport injected (UDP, or in memory).
+//!   - `agent::membership`: gossip on chitchat with the transport injected (UDP, or in memory);
+//!     `agent::gossip_seal`, the live transport's keyring (changed by `gossip-key`).
 //!   - `agent::netlink`, `agent::files`, `agent::sockets`: the kernel's interfaces, the files the
 //!     rules read and write (config, credentials, `/etc/hosts`, preflight's readings), listeners.
 //!   - `agent::pki`: the cluster CA, node certificates signed at join, the self-signed

@@ -112,6 +112,7 @@ fn help_lists_every_subcommand() {
         "config",
         "render",
         "node",
+        "cluster",
         "status",
         "wait",
     ] {

@@ -20,6 +20,8 @@ use tokio::time::Instant;
 const NODE_KEY: &str = "node";
 /// What this node found probing its peers (`core::reach`).
 pub(crate) const REACH_KEY: &str = "reach";
+/// The key ids of this node's gossip keyring, the one in use first (`core::seal::encode_ids`).
+pub(crate) const KEYRING_KEY: &str = "gossip_keys";
 
 /// How gossip travels: sealed UDP datagrams in the daemon, chitchat's in-memory channels in tests
 /// (no root, no sockets, virtual time; not sealed). In memory there is no TCP discovery listener
@@ -285,6 +287,21 @@ impl Membership {
         &self,
     ) -> tokio::sync::watch::Receiver<BTreeMap<ChitchatId, chitchat::NodeState>> {
         self.handle.with_chitchat(|c| c.live_nodes_watcher()).await
+    }
+
+    /// `(node id, generation, value)` of every node's `key`.
+    pub(crate) async fn key_of_every_node(&self, key: &str) -> Vec<(String, u64, String)> {
+        self.handle
+            .with_chitchat(|c| {
+                c.node_states()
+                    .iter()
+                    .filter_map(|(id, state)| {
+                        let v = state.get(key)?;
+                        Some((id.node_id.to_string(), id.generation_id, v.to_string()))
+                    })
+                    .collect()
+            })
+            .await
     }
 
     /// Sets a key of this node's own gossip state (admin requests travel this way).

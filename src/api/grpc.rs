@@ -363,6 +363,49 @@ impl pb::cluster_server::Cluster for ClusterService {
         Ok(Response::new(reply))
     }
 
+    async fn change_gossip_keys(
+        &self,
+        request: Request<pb::GossipKeysRequest>,
+    ) -> Result<Response<pb::GossipKeysReply>, Status> {
+        require_tls(&request, "ChangeGossipKeys")?;
+        // Only a member relays keyring changes, in its own name (the key travels inside TLS).
+        let member = peer(&request).and_then(|p| p.member.clone());
+        let r = request.into_inner();
+        if member.as_deref() != Some(r.from.as_str()) {
+            return Err(Status::permission_denied(format!(
+                "ChangeGossipKeys is relayed by members only: the caller must present this cluster's certificate for the node it names in `from` ('{}'); it presented {}",
+                crate::core::config::echo(&r.from),
+                match &member {
+                    Some(id) => format!("the certificate of '{id}'"),
+                    None => "no cluster certificate".to_string(),
+                }
+            )));
+        }
+        let result = match crate::core::seal::KeyringOp::parse(&r.action, &r.key, &r.key_id) {
+            Ok(op) => {
+                self.node
+                    .apply_relayed_keyring(&r.node_id, op, &r.from)
+                    .await
+            }
+            Err(why) => Err(Refusal::invalid(why)),
+        };
+        let reply = match result {
+            Ok(ids) => pb::GossipKeysReply {
+                refusal: None,
+                key_ids: ids.iter().map(|i| i.to_string()).collect(),
+            },
+            Err(r) => pb::GossipKeysReply {
+                refusal: Some(refusal_pb(
+                    &r.body.error_code,
+                    r.body.sub_code.as_deref().unwrap_or("refused"),
+                    r.body.description,
+                )),
+                ..Default::default()
+            },
+        };
+        Ok(Response::new(reply))
+    }
+
     async fn members(
         &self,
         _: Request<pb::MembersRequest>,

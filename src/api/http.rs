@@ -95,6 +95,16 @@ pub(crate) const ENDPOINTS: &[(&str, &str, &str)] = &[
     ),
     (
         "GET",
+        "/v1/cluster/gossip_keys",
+        "every member's gossip key ids, the one in use first (admin socket only)",
+    ),
+    (
+        "POST",
+        "/v1/cluster/gossip_keys",
+        "{\"action\": \"install|use|remove\", \"key\" | \"key_id\": \"...\"} on every live member (admin socket only)",
+    ),
+    (
+        "GET",
         "/ring",
         "the ring page (JSON with Accept: application/json)",
     ),
@@ -120,6 +130,10 @@ pub(crate) fn router(state: HttpState) -> Router {
         .route("/v1/nodes/{id}/external_addr", post(external_addr))
         .route("/v1/nodes/{id}/addr", post(addr))
         .route("/v1/nodes/{id}/forget", post(forget))
+        .route(
+            "/v1/cluster/gossip_keys",
+            get(gossip_keys_list).post(gossip_keys_change),
+        )
         .route("/ring", get(ring).layer(map_response(not_framed)))
         .route(
             "/ring/forget",
@@ -629,6 +643,53 @@ async fn forget(
         return r;
     }
     admin_result(s.cluster.forget(&id).await)
+}
+
+/// Gossip keys are managed over the root-only admin socket only: a key never crosses the
+/// network in an HTTP body, and the key ids are not for every client of the TCP port.
+fn admin_socket_only(s: &HttpState) -> Option<Response> {
+    if s.trusted() {
+        return None;
+    }
+    Some(error(
+        403,
+        ErrorBody::new(
+            "AdminError",
+            Some("admin_socket_only"),
+            "gossip keys are managed over the node's admin socket only; fix: run `stackring cluster gossip-key …` as root on a member",
+        ),
+    ))
+}
+
+async fn gossip_keys_list(State(s): State<HttpState>) -> Response {
+    if let Some(r) = admin_socket_only(&s) {
+        return r;
+    }
+    admin_result(s.cluster.gossip_keys().await)
+}
+
+/// The request body of `POST /v1/cluster/gossip_keys`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GossipKeysChange {
+    action: String,
+    #[serde(default)]
+    key: String,
+    #[serde(default)]
+    key_id: String,
+}
+
+async fn gossip_keys_change(State(s): State<HttpState>, body: Bytes) -> Response {
+    if let Some(r) = admin_socket_only(&s) {
+        return r;
+    }
+    let op = crate::api::jsonbody::parse::<GossipKeysChange>(&body)
+        .map_err(|e| e.to_string())
+        .and_then(|c| crate::core::seal::KeyringOp::parse(&c.action, &c.key, &c.key_id));
+    match op {
+        Ok(op) => admin_result(s.cluster.change_gossip_keys(op).await),
+        Err(why) => Refusal::invalid(why).into_response(),
+    }
 }
 
 /// The key of the ring page's Forget tokens: 32 random bytes drawn once per process, never sent

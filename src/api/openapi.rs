@@ -27,7 +27,8 @@ use utoipa::OpenApi;
     ),
     paths(
         ready, identity, metrics, bootstrap_status, create_cluster, join_cluster, nodes,
-        reachability, external_addr, addr, forget, ring, ring_forget, index, openapi
+        reachability, external_addr, addr, forget, gossip_keys_list, gossip_keys_change, ring,
+        ring_forget, index, openapi
     ),
     components(schemas(
         ErrorBody, ConfigError, IdentityView, Endpoint, Family, BootstrapRequest, ClusterSpec,
@@ -198,6 +199,27 @@ fn addr() {}
     ))]
 #[allow(dead_code)]
 fn forget() {}
+
+/// Every member's gossip key ids (admin socket only).
+#[utoipa::path(get, path = "/v1/cluster/gossip_keys", tag = "cluster", responses(
+    (status = 200, body = Object),
+    (status = 403, body = ErrorBody),
+    (status = 409, body = ErrorBody),
+))]
+#[allow(dead_code)]
+fn gossip_keys_list() {}
+
+/// A keyring change on every live member (admin socket only): what each did.
+#[utoipa::path(post, path = "/v1/cluster/gossip_keys", tag = "cluster",
+    request_body = Object,
+    responses(
+        (status = 200, body = Object),
+        (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 409, body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn gossip_keys_change() {}
 
 /// dskit's ring page, plus family, addresses and listen vs advertised (JSON on request).
 #[utoipa::path(get, path = "/ring", tag = "cluster", responses(

@@ -517,9 +517,349 @@ fn reachability_table(doc: &serde_json::Value) -> String {
     out
 }
 
+/// Rows as an aligned table (two spaces between columns).
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        format!("{}\n", padded.join("  ").trim_end())
+    };
+    let mut out = line(header.to_vec());
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+/// `gossip-key list` as a table: each member's key ids, the one in use marked `*`.
+pub(crate) fn gossip_keys_table(doc: &serde_json::Value) -> String {
+    let rows: Vec<Vec<String>> = doc["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|n| {
+            let primary = n["primary"].as_str().unwrap_or_default();
+            let ids: Vec<String> = n["key_ids"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str())
+                .map(|id| {
+                    if id == primary {
+                        format!("{id}*")
+                    } else {
+                        id.to_string()
+                    }
+                })
+                .collect();
+            let marker = if n["local"].as_bool() == Some(true) {
+                "*"
+            } else {
+                ""
+            };
+            vec![
+                format!("{marker}node:{}", n["node"].as_str().unwrap_or_default()),
+                n["status"].as_str().unwrap_or_default().to_string(),
+                if ids.is_empty() {
+                    "(not told)".to_string()
+                } else {
+                    ids.join(" ")
+                },
+            ]
+        })
+        .collect();
+    format!(
+        "GOSSIP KEYS ({}; * = in use):\n{}",
+        doc["cluster_name"].as_str().unwrap_or_default(),
+        table(&["NODE:ID", "STATUS", "KEY IDS"], &rows)
+    )
+}
+
+/// A keyring change's report as a table, and a closing sentence.
+pub(crate) fn gossip_report_table(doc: &serde_json::Value) -> String {
+    let rows: Vec<Vec<String>> = doc["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|n| {
+            let ids: Vec<&str> = n["key_ids"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str())
+                .collect();
+            let detail = n["detail"].as_str().unwrap_or_default();
+            vec![
+                format!("node:{}", n["node"].as_str().unwrap_or_default()),
+                n["outcome"].as_str().unwrap_or_default().replace('_', " "),
+                if ids.is_empty() {
+                    detail.to_string()
+                } else {
+                    format!("keys now {}", ids.join(" "))
+                },
+            ]
+        })
+        .collect();
+    let action = doc["action"].as_str().unwrap_or_default();
+    let id = doc["key_id"].as_str().unwrap_or_default();
+    let closing = if doc["complete"].as_bool() == Some(true) {
+        format!("gossip key {id}: {action} applied on every live member")
+    } else if action == "install" {
+        format!("gossip key {id}: {action} NOT applied on every live member (see above); install is idempotent: fix what is named and run it again")
+    } else {
+        format!("gossip key {id}: {action} NOT applied on every live member (see above); nothing further was changed")
+    };
+    format!(
+        "{}{closing}\n",
+        table(&["NODE:ID", "OUTCOME", "DETAIL"], &rows)
+    )
+}
+
+/// POST a keyring change; (whether every live member applied it, the report), or the exit code
+/// after printing why it was refused as a whole.
+fn post_gossip_keys(
+    settings: &Settings,
+    body: serde_json::Value,
+) -> Result<serde_json::Value, i32> {
+    match admin_request(
+        &settings.runtime_dir,
+        "POST",
+        "/v1/cluster/gossip_keys",
+        Some(&body.to_string()),
+    ) {
+        Ok((200, answer)) => Ok(serde_json::from_str(&answer).unwrap_or_default()),
+        Ok((status, answer)) => {
+            let doc: serde_json::Value = serde_json::from_str(&answer).unwrap_or_default();
+            eprintln!(
+                "stackring: {}",
+                doc["description"].as_str().unwrap_or(&answer)
+            );
+            Err(if status == 400 { 2 } else { 1 })
+        }
+        Err(e) => {
+            eprintln!("stackring: {e}");
+            Err(1)
+        }
+    }
+}
+
+/// Runs one keyring step and prints its report; Ok when every live member applied it.
+fn gossip_step(settings: &Settings, body: serde_json::Value, json: bool) -> Result<(), i32> {
+    let doc = post_gossip_keys(settings, body)?;
+    if json {
+        println!("{doc}");
+    } else {
+        print!("{}", gossip_report_table(&doc));
+    }
+    if doc["complete"].as_bool() == Some(true) {
+        Ok(())
+    } else {
+        Err(1)
+    }
+}
+
+/// `stackring cluster gossip-key list|install|use|remove|rotate`. Arguments are checked here
+/// with the daemon's own validators (exit 2, nothing sent), and again by the daemon.
+pub(super) fn gossip_key_command(
+    settings: &Settings,
+    action: &super::GossipKeyAction,
+    json: bool,
+) -> i32 {
+    use super::GossipKeyAction as A;
+    use crate::core::seal::{GossipKey, KeyId};
+    let bad = |e: String| {
+        eprintln!("stackring: {e}");
+        2
+    };
+    let result = match action {
+        A::List => fetch(settings, "/v1/cluster/gossip_keys").map(|doc| {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+            } else {
+                print!("{}", gossip_keys_table(&doc));
+            }
+        }),
+        A::Install { key } => {
+            let key = match key {
+                Some(text) => match GossipKey::parse(text) {
+                    Ok(k) => k,
+                    Err(e) => return bad(e),
+                },
+                None => {
+                    let k = crate::agent::gossip_seal::generate_key();
+                    // Printed once, here: the daemon never shows a key.
+                    eprintln!(
+                        "stackring: generated gossip key {} (id {}); it is shown only this once",
+                        k.to_hex(),
+                        k.id()
+                    );
+                    k
+                }
+            };
+            gossip_step(
+                settings,
+                serde_json::json!({"action": "install", "key": key.to_hex()}),
+                json,
+            )
+        }
+        A::Use { key_id } | A::Remove { key_id } => {
+            let id = match KeyId::parse(key_id) {
+                Ok(id) => id,
+                Err(e) => return bad(e),
+            };
+            let verb = if matches!(action, A::Use { .. }) {
+                "use"
+            } else {
+                "remove"
+            };
+            gossip_step(
+                settings,
+                serde_json::json!({"action": verb, "key_id": id.to_string()}),
+                json,
+            )
+        }
+        A::Rotate => rotate(settings, json),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(code) => code,
+    }
+}
+
+/// `gossip-key rotate`: the key in use on this node is replaced by a new one everywhere.
+fn rotate(settings: &Settings, json: bool) -> Result<(), i32> {
+    let doc = fetch(settings, "/v1/cluster/gossip_keys")?;
+    let old = doc["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|n| n["local"].as_bool() == Some(true))
+        .and_then(|n| n["primary"].as_str())
+        .and_then(|t| crate::core::seal::KeyId::parse(t).ok())
+        .ok_or_else(|| {
+            eprintln!(
+                "stackring: this node has not told its key in use yet; fix: retry in a few seconds"
+            );
+            1
+        })?;
+    let new = crate::agent::gossip_seal::generate_key();
+    eprintln!(
+        "stackring: rotating gossip key {old} to {} (id {}); the new key is shown only this once",
+        new.to_hex(),
+        new.id()
+    );
+    let steps = [
+        serde_json::json!({"action": "install", "key": new.to_hex()}),
+        serde_json::json!({"action": "use", "key_id": new.id().to_string()}),
+        serde_json::json!({"action": "remove", "key_id": old.to_string()}),
+    ];
+    let new_id = new.id().to_string();
+    for (n, step) in steps.into_iter().enumerate() {
+        if let Err(code) = gossip_step(settings, step, json) {
+            eprintln!(
+                "stackring: rotation stopped at step {} of 3; the steps before it are in place",
+                n + 1
+            );
+            return Err(code);
+        }
+        // The next step is checked against the keyrings as gossiped: wait for them to tell
+        // this one (a gossip round or two).
+        if n < 2 {
+            let in_use = n == 1;
+            wait_gossiped(settings, |ids| {
+                if in_use {
+                    ids.first() == Some(&new_id)
+                } else {
+                    ids.contains(&new_id)
+                }
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Polls `gossip-key list` until every live member's key ids satisfy `done` (10 s at most;
+/// the daemon's own check then says what is missing).
+fn wait_gossiped(settings: &Settings, done: impl Fn(&[String]) -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        let Ok((200, body)) = admin_get(&settings.runtime_dir, "/v1/cluster/gossip_keys") else {
+            return;
+        };
+        let doc: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let all = doc["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|n| n["status"] == "OK")
+            .all(|n| {
+                let ids: Vec<String> = n["key_ids"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect();
+                done(&ids)
+            });
+        if all {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gossip_key_tables_mark_the_key_in_use_and_say_who_did_not_apply() {
+        let list = serde_json::json!({"cluster_name": "ring", "nodes": [
+            {"node": "node1", "status": "OK", "local": true, "primary": "aaaa0001", "key_ids": ["aaaa0001", "bbbb0002"]},
+            {"node": "node2", "status": "DOWN", "local": false, "primary": "", "key_ids": []},
+        ]});
+        assert_eq!(
+            gossip_keys_table(&list),
+            "GOSSIP KEYS (ring; * = in use):\n\
+             NODE:ID      STATUS  KEY IDS\n\
+             *node:node1  OK      aaaa0001* bbbb0002\n\
+             node:node2   DOWN    (not told)\n"
+        );
+        let report = serde_json::json!({"action": "use", "key_id": "bbbb0002", "complete": false, "nodes": [
+            {"node": "node1", "outcome": "applied", "key_ids": ["bbbb0002", "aaaa0001"]},
+            {"node": "node2", "outcome": "refused", "detail": "gossip key bbbb0002 is not installed on this node"},
+            {"node": "node3", "outcome": "not_asked", "detail": "not asked: an earlier node did not apply it"},
+        ]});
+        let text = gossip_report_table(&report);
+        assert!(
+            text.contains("node:node1  applied    keys now bbbb0002 aaaa0001"),
+            "{text}"
+        );
+        assert!(
+            text.contains("node:node2  refused    gossip key bbbb0002 is not installed"),
+            "{text}"
+        );
+        assert!(text.contains("node:node3  not asked  not asked"), "{text}");
+        assert!(
+            text.ends_with(
+                "use NOT applied on every live member (see above); nothing further was changed\n"
+            ),
+            "{text}"
+        );
+        let mut done = report.clone();
+        done["complete"] = serde_json::json!(true);
+        assert!(gossip_report_table(&done)
+            .ends_with("gossip key bbbb0002: use applied on every live member\n"));
+    }
 
     #[test]
     fn node_ids_are_checked_as_the_server_checks_them_and_encoded() {

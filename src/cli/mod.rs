@@ -89,6 +89,14 @@ pub(crate) enum Command {
         #[arg(long, global = true)]
         json: bool,
     },
+    /// Cluster-wide commands (through the local daemon, which carries them to every live member).
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+        /// Print the daemon's JSON answer instead of a table.
+        #[arg(long, global = true)]
+        json: bool,
+    },
     /// Wait until the running daemon has decided this node's identity (for `ExecStartPre=` of
     /// units that need it, or `stackring-wait-online.service`). Exit 0 once decided (prints it),
     /// 1 on timeout (prints what it still waits for). Needs no root: reads identity.env.
@@ -130,6 +138,45 @@ pub(crate) enum NodeAction {
     },
     /// Remove a dead node from every member's view.
     Forget,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum ClusterCommand {
+    /// The gossip keyring (Consul's): every gossip datagram is sealed with the key in use and
+    /// opened with any installed key. Rotate with install, use, remove (or `rotate`). Exit 0 when
+    /// every live member applied the change, 1 otherwise (the table says which did), 2 on a bad
+    /// argument.
+    #[command(name = "gossip-key")]
+    GossipKey {
+        #[command(subcommand)]
+        action: GossipKeyAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum GossipKeyAction {
+    /// Every member's key ids, the one in use marked `*`.
+    List,
+    /// Install a key on every live member (to open datagrams with; idempotent). Without KEY, a new
+    /// one is generated and printed once.
+    Install {
+        /// 64 hex digits (256 bits).
+        #[arg(value_name = "KEY")]
+        key: Option<String>,
+    },
+    /// Seal with the installed key KEYID on every live member (stops at the first that cannot).
+    Use {
+        #[arg(value_name = "KEYID")]
+        key_id: String,
+    },
+    /// Stop opening datagrams sealed with KEYID on every live member (not the key in use).
+    Remove {
+        #[arg(value_name = "KEYID")]
+        key_id: String,
+    },
+    /// Install a new key, use it, remove the old one, stopping at the first step not applied by
+    /// every live member.
+    Rotate,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -234,6 +281,10 @@ fn run(cli: Cli) -> i32 {
         Command::Node { id, action, json } => {
             settings().map(|s| admin::node_command(&s, &id, &action, json))
         }
+        Command::Cluster {
+            command: ClusterCommand::GossipKey { action },
+            json,
+        } => settings().map(|s| admin::gossip_key_command(&s, &action, json)),
         Command::Wait { timeout } => settings().map(|s| wait_for_identity(&s.runtime_dir, timeout)),
         Command::Inspect { json } => on_host(settings, |s, snapshot, ctx| {
             inspect(s, &snapshot, ctx, json)

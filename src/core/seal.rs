@@ -59,9 +59,17 @@ impl fmt::Debug for KeyId {
 }
 
 impl KeyId {
-    pub(crate) fn parse(text: &str) -> Option<KeyId> {
-        let bytes = parse_hex(text.trim())?;
-        Some(KeyId(bytes.try_into().ok()?))
+    /// 8 hex digits, as `gossip-key list` shows them (the one validator of a key id).
+    pub(crate) fn parse(text: &str) -> Result<KeyId, String> {
+        let trimmed = text.trim();
+        match parse_hex(trimmed).map(<[u8; KEY_ID_LEN]>::try_from) {
+            Some(Ok(bytes)) => Ok(KeyId(bytes)),
+            _ => Err(format!(
+                "'{}' is not a gossip key id: a key id is {} hex digits; fix: copy it from `stackring cluster gossip-key list`",
+                crate::core::config::echo(&trimmed.escape_debug().to_string()),
+                KEY_ID_LEN * 2
+            )),
+        }
     }
 }
 
@@ -107,9 +115,10 @@ impl GossipKey {
         match parse_hex(text).map(<[u8; KEY_LEN]>::try_from) {
             Some(Ok(bytes)) => Ok(GossipKey(bytes)),
             _ => Err(format!(
-                "a gossip key is {} hex digits (256 bits); got {} characters; fix: make one with `stackring cluster gossip-key generate` or `head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'`",
+                "the gossip key given ({} characters{}) is not {} hex digits (256 bits; the value is a secret, so it is not repeated here); fix: run `stackring cluster gossip-key install` without KEY to generate one, or make one with `head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'`",
+                text.chars().count(),
+                if text.chars().all(|c| c.is_ascii_hexdigit()) { "" } else { ", some not hex digits" },
                 KEY_LEN * 2,
-                text.chars().count()
             )),
         }
     }
@@ -216,6 +225,95 @@ impl Keyring {
         }
         Ok(())
     }
+}
+
+/// A change of a keyring, as `gossip-key install|use|remove` asks it on every member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum KeyringOp {
+    Install(GossipKey),
+    Use(KeyId),
+    Remove(KeyId),
+}
+
+impl KeyringOp {
+    /// The op from its wire form (`action` with a key for install, a key id otherwise), through
+    /// the one validator of each value.
+    pub(crate) fn parse(action: &str, key: &str, key_id: &str) -> Result<KeyringOp, String> {
+        match action {
+            "install" => GossipKey::parse(key).map(KeyringOp::Install),
+            "use" => KeyId::parse(key_id).map(KeyringOp::Use),
+            "remove" => KeyId::parse(key_id).map(KeyringOp::Remove),
+            other => Err(format!(
+                "action '{}' is not install, use or remove",
+                crate::core::config::echo(&other.escape_debug().to_string())
+            )),
+        }
+    }
+
+    pub(crate) fn action(&self) -> &'static str {
+        match self {
+            KeyringOp::Install(_) => "install",
+            KeyringOp::Use(_) => "use",
+            KeyringOp::Remove(_) => "remove",
+        }
+    }
+
+    /// The key the op is about (never the key itself: logs and replies name keys by id).
+    pub(crate) fn key_id(&self) -> KeyId {
+        match self {
+            KeyringOp::Install(k) => k.id(),
+            KeyringOp::Use(id) | KeyringOp::Remove(id) => *id,
+        }
+    }
+
+    /// Applies the op to `ring` (refused with the keyring's sentence, `ring` then unchanged).
+    pub(crate) fn apply(&self, ring: &mut Keyring) -> Result<(), String> {
+        match self {
+            KeyringOp::Install(key) => {
+                ring.install(key.clone());
+                Ok(())
+            }
+            KeyringOp::Use(id) => ring.use_key(*id),
+            KeyringOp::Remove(id) => ring.remove(*id),
+        }
+    }
+
+    /// Whether a member whose keyring is `ids` (as it gossips them, primary first) can take this
+    /// op: `None` when it can, else why not, in the keyring's own words. What `use` and
+    /// `remove` check on every live member before changing any.
+    pub(crate) fn precheck(&self, ids: &[KeyId]) -> Option<String> {
+        match self {
+            KeyringOp::Install(_) => None,
+            KeyringOp::Use(id) if !ids.contains(id) => Some(format!(
+                "gossip key {id} is not installed on this node; fix: `stackring cluster gossip-key install` it first"
+            )),
+            KeyringOp::Remove(id) if ids.first() == Some(id) => Some(format!(
+                "gossip key {id} is the one in use; fix: `stackring cluster gossip-key use` another key first"
+            )),
+            _ => None,
+        }
+    }
+}
+
+impl Keyring {
+    /// Key ids, the primary first: what a member gossips about its keyring.
+    pub(crate) fn ids(&self) -> Vec<KeyId> {
+        self.keys().map(GossipKey::id).collect()
+    }
+}
+
+/// Key ids as gossiped (`primary,other,…`); ids that do not parse are skipped.
+pub(crate) fn encode_ids(ids: &[KeyId]) -> String {
+    ids.iter()
+        .map(KeyId::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+pub(crate) fn decode_ids(text: &str) -> Vec<KeyId> {
+    text.split(',')
+        .filter_map(|t| KeyId::parse(t).ok())
+        .collect()
 }
 
 /// Why a datagram was refused (the `reason` label of `stackring_gossip_rejected_total`).
@@ -624,6 +722,89 @@ mod tests {
             serde_json::from_str::<Keyring>(&json).unwrap(),
             Keyring::new(k)
         );
-        assert_eq!(KeyId::parse(&key(1).id().to_string()), Some(key(1).id()));
+        assert_eq!(KeyId::parse(&key(1).id().to_string()), Ok(key(1).id()));
+    }
+
+    #[test]
+    fn keyring_ops_parse_through_one_validator_each_and_refuse_with_the_value() {
+        let hex = key(7).to_hex();
+        let id = key(7).id().to_string();
+        assert_eq!(
+            KeyringOp::parse("install", &hex, ""),
+            Ok(KeyringOp::Install(key(7)))
+        );
+        assert_eq!(
+            KeyringOp::parse("use", "", &id),
+            Ok(KeyringOp::Use(key(7).id()))
+        );
+        let bad: [(&str, &str, &str, &str); 7] = [
+            ("install", &hex[..63], "", "63 characters"),
+            ("install", &format!("{hex}0"), "", "65 characters"),
+            (
+                "install",
+                &format!("{}zz", &hex[..62]),
+                "",
+                "not hex digits",
+            ),
+            ("install", &"a".repeat(10_000), "", "10000 characters"),
+            ("use", "", "12345", "'12345' is not a gossip key id"),
+            (
+                "remove",
+                "",
+                "nothex!!",
+                "'nothex!!' is not a gossip key id",
+            ),
+            ("rotate", "", "", "'rotate' is not install, use or remove"),
+        ];
+        for (action, k, kid, want) in bad {
+            let e = KeyringOp::parse(action, k, kid).unwrap_err();
+            assert!(e.contains(want), "{action}: {e}");
+            assert!(e.contains("fix") || action == "rotate", "{e}");
+            assert!(e.len() < 400, "the error stays short: {e}");
+        }
+        // A key is a secret: its refusal does not repeat it.
+        let near = format!("{}0", &hex[..62]);
+        assert!(!KeyringOp::parse("install", &near, "")
+            .unwrap_err()
+            .contains(&near[..20]));
+    }
+
+    #[test]
+    fn keyring_ops_apply_or_refuse_with_the_keyrings_sentence_and_precheck_agrees() {
+        let (a, b) = (key(1), key(2));
+        let mut ring = Keyring::new(a.clone());
+        let cases: [(KeyringOp, Result<(), &str>, Vec<KeyId>); 6] = [
+            (
+                KeyringOp::Use(b.id()),
+                Err("is not installed"),
+                vec![a.id()],
+            ),
+            (KeyringOp::Install(b.clone()), Ok(()), vec![a.id(), b.id()]),
+            (
+                KeyringOp::Remove(a.id()),
+                Err("is the one in use"),
+                vec![a.id(), b.id()],
+            ),
+            (KeyringOp::Use(b.id()), Ok(()), vec![b.id(), a.id()]),
+            (KeyringOp::Remove(a.id()), Ok(()), vec![b.id()]),
+            (KeyringOp::Install(b.clone()), Ok(()), vec![b.id()]),
+        ];
+        for (op, want, after) in cases {
+            let before = ring.clone();
+            let pre = op.precheck(&before.ids());
+            let got = op.apply(&mut ring);
+            match want {
+                Ok(()) => assert_eq!(got, Ok(()), "{op:?}"),
+                Err(text) => {
+                    assert!(got.as_ref().unwrap_err().contains(text), "{op:?}: {got:?}");
+                    assert_eq!(ring, before, "a refused op changes nothing");
+                }
+            }
+            // Precheck refuses exactly what apply refuses, except remove of an absent key
+            // (harmless: nothing to remove there).
+            assert_eq!(pre.is_some(), got.is_err(), "{op:?}");
+            assert_eq!(ring.ids(), after, "{op:?}");
+            assert_eq!(decode_ids(&encode_ids(&ring.ids())), ring.ids());
+        }
     }
 }

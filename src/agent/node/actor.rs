@@ -10,6 +10,7 @@ use crate::core::cluster::{self, ClusterRecord, ExternalOp};
 use crate::core::decide::Identity;
 use crate::core::members::{MemberView, NodeEntry, NodeState, FORGET_PREFIX, OVERRIDE_PREFIX};
 use crate::core::refusal::{ErrorBody, Refusal, RefusalKind};
+use crate::core::seal::{KeyId, KeyringOp};
 use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -71,6 +72,16 @@ pub(super) enum Command {
     Leave { reply: oneshot::Sender<()> },
     /// The prober's latest findings (`core::reach` encoding), for gossip.
     PublishReach(String),
+    /// A change of this node's gossip keyring: made durable, then used by the live transport.
+    /// Answers with the key ids after it, the one in use first.
+    ChangeKeyring {
+        op: KeyringOp,
+        reply: Reply<Vec<KeyId>>,
+    },
+    /// Every node's key ids as gossiped: `(node id, key ids, primary first)`, newest generation.
+    Keyrings {
+        reply: oneshot::Sender<Vec<(String, Vec<KeyId>)>>,
+    },
 }
 
 pub(super) struct Actor {
@@ -200,6 +211,12 @@ impl Actor {
                 self.leave().await;
                 let _ = reply.send(());
             }
+            Command::ChangeKeyring { op, reply } => {
+                let _ = reply.send(self.change_keyring(&op).await);
+            }
+            Command::Keyrings { reply } => {
+                let _ = reply.send(self.keyrings().await);
+            }
             Command::PublishReach(findings) => {
                 if let Some(m) = &self.membership {
                     m.set_own_key(crate::agent::membership::REACH_KEY, &findings)
@@ -310,13 +327,16 @@ impl Actor {
         entry: &NodeEntry,
         identity: &Identity,
     ) -> anyhow::Result<()> {
-        let keyring = record.gossip_keys.clone().ok_or_else(|| {
+        let keyring: crate::core::seal::Keyring = record.gossip_keys.clone().ok_or_else(|| {
             anyhow::anyhow!(
                 "{} has no gossip key (written by a stackring older than sealed gossip); fix: stop the node, remove that file and join the cluster again",
                 self.shared.state_dir.join(RECORD_FILE).display()
             )
         })?;
-        let seal = crate::agent::gossip_seal::GossipSeal::new(keyring, self.shared.metrics.clone());
+        let seal = crate::agent::gossip_seal::GossipSeal::new(
+            keyring.clone(),
+            self.shared.metrics.clone(),
+        );
         let membership = Membership::start(
             &record.name,
             entry,
@@ -327,9 +347,79 @@ impl Actor {
             seal,
         )
         .await?;
+        membership
+            .set_own_key(
+                crate::agent::membership::KEYRING_KEY,
+                &crate::core::seal::encode_ids(&keyring.ids()),
+            )
+            .await;
         self.membership = Some(membership);
         self.gossip_started = Instant::now();
         Ok(())
+    }
+
+    /// `gossip-key install|use|remove` on this node: the record with the new keyring is made
+    /// durable first (refused, changing nothing, when it cannot be), then the live transport
+    /// seals and opens with it, then the members learn its key ids through gossip.
+    async fn change_keyring(&mut self, op: &KeyringOp) -> Result<Vec<KeyId>, Refusal> {
+        let (record, ()) = self.update_record(|r| {
+            let ring = r.gossip_keys.as_mut().ok_or_else(|| {
+                Refusal::admin("no_gossip_key", "this node's record has no gossip keyring")
+            })?;
+            op.apply(ring).map_err(|why| {
+                Refusal::new(
+                    RefusalKind::Conflict,
+                    ErrorBody::new("AdminError", Some("keyring_refused"), why),
+                )
+            })
+        })?;
+        let Some(ring) = record.gossip_keys.clone() else {
+            return Err(Refusal::internal("the keyring vanished"));
+        };
+        let ids = ring.ids();
+        if let Some(m) = &self.membership {
+            m.set_keyring(ring);
+            m.set_own_key(
+                crate::agent::membership::KEYRING_KEY,
+                &crate::core::seal::encode_ids(&ids),
+            )
+            .await;
+        }
+        self.count_admin_change("gossip_keys");
+        let others: Vec<String> = ids[1..].iter().map(KeyId::to_string).collect();
+        log::info!(
+            "gossip keyring: {} key {}; in use {}, also installed: {}",
+            op.action(),
+            op.key_id(),
+            ids[0],
+            if others.is_empty() {
+                "none".to_string()
+            } else {
+                others.join(", ")
+            }
+        );
+        Ok(ids)
+    }
+
+    /// Every node's key ids as it gossips them (its newest generation), sorted by node id.
+    async fn keyrings(&self) -> Vec<(String, Vec<KeyId>)> {
+        let Some(m) = &self.membership else {
+            return vec![];
+        };
+        let mut newest: std::collections::BTreeMap<String, (u64, String)> = Default::default();
+        for (node, generation, value) in m
+            .key_of_every_node(crate::agent::membership::KEYRING_KEY)
+            .await
+        {
+            let slot = newest.entry(node).or_insert((generation, value.clone()));
+            if generation > slot.0 {
+                *slot = (generation, value);
+            }
+        }
+        newest
+            .into_iter()
+            .map(|(node, (_, v))| (node, crate::core::seal::decode_ids(&v)))
+            .collect()
     }
 
     /// Persists the record, starts gossip, and publishes the record (the daemon re-decides the

@@ -4,7 +4,7 @@
 //! cluster key). Only a node that is down gets a change through gossip, applied when it returns.
 
 use super::actor::Command;
-use super::client::call_apply_change;
+use super::client::{call_apply_change, call_change_gossip_keys};
 use super::{argon2, ClusterNode};
 use crate::agent::authguard::{Denied, Outcome};
 use crate::agent::systemd::LogOnce;
@@ -16,6 +16,7 @@ use crate::core::config::echo;
 use crate::core::members::MemberView;
 use crate::core::net::{valid_name, NAME_RULE};
 use crate::core::refusal::{ErrorBody, Refusal, RefusalKind};
+use crate::core::seal::{KeyId, KeyringOp};
 use crate::core::snapshot::Family;
 use crate::proto::pb;
 use std::net::IpAddr;
@@ -434,3 +435,303 @@ fn external_reply(node: &str, list: Vec<IpAddr>, version: Option<u64>) -> Extern
 /// refused meanwhile: 2,000 forged requests wrote 2,000 warnings (any host that reaches the gRPC
 /// port could fill the journal at thousands of lines a second).
 static FORGED_LOG: LogOnce = LogOnce::new();
+
+/// What one member did with a keyring change.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum KeyOutcome {
+    /// Durable there, and its transport uses it.
+    Applied,
+    /// The member refused it (its words in `detail`); nothing changed there.
+    Refused,
+    /// No answer; whether it applied the change is unknown.
+    Unreachable,
+    /// Not asked: an earlier member did not apply it (`use`, `remove`).
+    NotAsked,
+    /// DOWN, so not asked (not a live member).
+    Down,
+}
+
+/// One member's row of a keyring change.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct NodeKeyResult {
+    pub(crate) node: String,
+    pub(crate) outcome: KeyOutcome,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub(crate) detail: String,
+    /// Its key ids after the change, the one in use first (when it answered).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) key_ids: Vec<String>,
+}
+
+/// `gossip-key install|use|remove`: what each member did. `complete` when every live member
+/// applied it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct GossipKeysReport {
+    pub(crate) action: &'static str,
+    pub(crate) key_id: String,
+    pub(crate) complete: bool,
+    pub(crate) nodes: Vec<NodeKeyResult>,
+}
+
+/// `gossip-key list`: each member's key ids as this node learns them through gossip.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct GossipKeysList {
+    pub(crate) cluster_name: String,
+    pub(crate) nodes: Vec<NodeKeys>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct NodeKeys {
+    pub(crate) node: String,
+    /// "OK" or "DOWN".
+    pub(crate) status: String,
+    pub(crate) local: bool,
+    /// The key in use (empty when the member has not told).
+    pub(crate) primary: String,
+    /// Every installed key id, the one in use first.
+    pub(crate) key_ids: Vec<String>,
+}
+
+fn id_texts(ids: &[KeyId]) -> Vec<String> {
+    ids.iter().map(KeyId::to_string).collect()
+}
+
+impl ClusterNode {
+    /// Every member's key ids as gossiped.
+    pub(crate) async fn gossip_keys(&self) -> Result<GossipKeysList, Refusal> {
+        let (cluster_name, members) = self.members().ok_or_else(Refusal::not_in_cluster)?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.commands
+            .send(Command::Keyrings { reply })
+            .await
+            .map_err(|_| Refusal::internal("the cluster node has stopped"))?;
+        let rings = answer
+            .await
+            .map_err(|_| Refusal::internal("the cluster node has stopped"))?;
+        let nodes = members
+            .iter()
+            .map(|m| {
+                let ids = rings
+                    .iter()
+                    .find(|(id, _)| *id == m.entry.id)
+                    .map(|(_, ids)| id_texts(ids))
+                    .unwrap_or_default();
+                NodeKeys {
+                    node: m.entry.id.clone(),
+                    status: m.status.as_str().to_string(),
+                    local: m.local,
+                    primary: ids.first().cloned().unwrap_or_default(),
+                    key_ids: ids,
+                }
+            })
+            .collect();
+        Ok(GossipKeysList {
+            cluster_name,
+            nodes,
+        })
+    }
+
+    /// `gossip-key install|use|remove` on every live member: this node first, then each other
+    /// live member in id order, over mutual TLS. `use` and `remove` are first checked against
+    /// every live member's keyring as gossiped, and stop at the first member that does not apply
+    /// them (nothing further changes); `install` is asked of every live member.
+    pub(crate) async fn change_gossip_keys(
+        &self,
+        op: KeyringOp,
+    ) -> Result<GossipKeysReport, Refusal> {
+        let record = self.record().ok_or_else(Refusal::not_in_cluster)?;
+        let (_, members) = self.members().ok_or_else(Refusal::not_in_cluster)?;
+        let stop_early = !matches!(op, KeyringOp::Install(_));
+        let mut report = GossipKeysReport {
+            action: op.action(),
+            key_id: op.key_id().to_string(),
+            complete: false,
+            nodes: vec![],
+        };
+        let mut others: Vec<&MemberView> = members
+            .iter()
+            .filter(|m| !m.local && m.entry.id != record.node_id)
+            .collect();
+        others.sort_by(|a, b| a.entry.id.cmp(&b.entry.id));
+        // Before changing anything: would every live member take it?
+        if stop_early {
+            let rings = self.gossip_keys().await?;
+            let blocked = rings.nodes.iter().find_map(|n| {
+                let live = n.status == "OK" || n.local;
+                let ids: Vec<KeyId> = n
+                    .key_ids
+                    .iter()
+                    .filter_map(|t| KeyId::parse(t).ok())
+                    .collect();
+                let why = op.precheck(&ids)?;
+                live.then(|| (n.node.clone(), why))
+            });
+            if let Some((node, why)) = blocked {
+                report.nodes = std::iter::once(&record.node_id)
+                    .chain(others.iter().map(|m| &m.entry.id))
+                    .map(|id| NodeKeyResult {
+                        node: id.clone(),
+                        outcome: if *id == node {
+                            KeyOutcome::Refused
+                        } else {
+                            KeyOutcome::NotAsked
+                        },
+                        detail: if *id == node {
+                            format!("{why} (as it gossips its keyring)")
+                        } else {
+                            String::new()
+                        },
+                        key_ids: vec![],
+                    })
+                    .collect();
+                return Ok(report);
+            }
+        }
+        let mut stopped = false;
+        let here = self.apply_keyring_here(op.clone()).await;
+        report.nodes.push(match here {
+            Ok(ids) => NodeKeyResult {
+                node: record.node_id.clone(),
+                outcome: KeyOutcome::Applied,
+                detail: String::new(),
+                key_ids: id_texts(&ids),
+            },
+            Err(r) => {
+                stopped = true;
+                NodeKeyResult {
+                    node: record.node_id.clone(),
+                    outcome: KeyOutcome::Refused,
+                    detail: r.body.description,
+                    key_ids: vec![],
+                }
+            }
+        });
+        for member in others {
+            let id = member.entry.id.clone();
+            let row = if !member.healthy() {
+                NodeKeyResult {
+                    node: id,
+                    outcome: KeyOutcome::Down,
+                    detail:
+                        "not changed; when it comes back it needs a key in use here (or join again)"
+                            .into(),
+                    key_ids: vec![],
+                }
+            } else if stopped {
+                NodeKeyResult {
+                    node: id,
+                    outcome: KeyOutcome::NotAsked,
+                    detail: "not asked: an earlier node did not apply it".into(),
+                    key_ids: vec![],
+                }
+            } else {
+                let row = self.relay_keyring(&record, member, &op).await;
+                stopped = stop_early && row.outcome != KeyOutcome::Applied;
+                row
+            };
+            report.nodes.push(row);
+        }
+        report.complete = report
+            .nodes
+            .iter()
+            .all(|n| matches!(n.outcome, KeyOutcome::Applied | KeyOutcome::Down));
+        Ok(report)
+    }
+
+    /// This node's side: durable, then live (the actor orders it with every other change).
+    pub(crate) async fn apply_keyring_here(&self, op: KeyringOp) -> Result<Vec<KeyId>, Refusal> {
+        self.ask(|reply| Command::ChangeKeyring { op, reply }).await
+    }
+
+    async fn relay_keyring(
+        &self,
+        record: &ClusterRecord,
+        member: &MemberView,
+        op: &KeyringOp,
+    ) -> NodeKeyResult {
+        let target = member.entry.id.clone();
+        let (key, key_id) = match op {
+            KeyringOp::Install(k) => (k.to_hex(), String::new()),
+            other => (String::new(), other.key_id().to_string()),
+        };
+        let request = pb::GossipKeysRequest {
+            node_id: target.clone(),
+            action: op.action().to_string(),
+            key,
+            key_id,
+            from: record.node_id.clone(),
+        };
+        let uri = format!("http://{}", member.entry.advertised_grpc);
+        let tls = match self.shared.tls.member_client(Some(&target)) {
+            Ok(Some(tls)) => tls,
+            Ok(None) => {
+                return NodeKeyResult {
+                    node: target,
+                    outcome: KeyOutcome::Unreachable,
+                    detail: "this node holds no cluster certificate".into(),
+                    key_ids: vec![],
+                }
+            }
+            Err(e) => {
+                return NodeKeyResult {
+                    node: target,
+                    outcome: KeyOutcome::Unreachable,
+                    detail: e.to_string(),
+                    key_ids: vec![],
+                }
+            }
+        };
+        match call_change_gossip_keys(&uri, tls, request).await {
+            Ok(reply) => match reply.refusal {
+                Some(r) => NodeKeyResult {
+                    node: target,
+                    outcome: KeyOutcome::Refused,
+                    detail: r.description,
+                    key_ids: vec![],
+                },
+                None => NodeKeyResult {
+                    node: target,
+                    outcome: KeyOutcome::Applied,
+                    detail: String::new(),
+                    key_ids: reply.key_ids,
+                },
+            },
+            Err(e) => NodeKeyResult {
+                node: target,
+                outcome: KeyOutcome::Unreachable,
+                detail: format!("no answer at {uri} ({e}): it may or may not have applied it"),
+                key_ids: vec![],
+            },
+        }
+    }
+
+    /// The called node's side of `Cluster.ChangeGossipKeys` (the caller's member certificate was
+    /// checked by the server): the change must be for this node.
+    pub(crate) async fn apply_relayed_keyring(
+        &self,
+        node_id: &str,
+        op: KeyringOp,
+        from: &str,
+    ) -> Result<Vec<KeyId>, Refusal> {
+        let record = self.record().ok_or_else(|| {
+            Refusal::admin(
+                "not_in_cluster",
+                "the called node does not belong to a cluster",
+            )
+        })?;
+        if node_id != record.node_id {
+            return Err(Refusal::admin(
+                "wrong_node",
+                format!("this is node '{}', not '{}'", record.node_id, echo(node_id)),
+            ));
+        }
+        log::info!(
+            "gossip keyring change '{} {}' relayed by node {}",
+            op.action(),
+            op.key_id(),
+            echo(from)
+        );
+        self.apply_keyring_here(op).await
+    }
+}

@@ -140,3 +140,17 @@ pub(crate) async fn call_apply_change(
         .map(|r| r.into_inner())
         .map_err(|s| s.message().to_string())
 }
+
+/// Sends a keyring change to the member it is for and returns its answer.
+pub(crate) async fn call_change_gossip_keys(
+    uri: &str,
+    tls: Arc<ClientConfig>,
+    request: pb::GossipKeysRequest,
+) -> Result<pb::GossipKeysReply, String> {
+    let channel = tls_channel(uri, tls, Duration::from_secs(10)).await?;
+    pb::cluster_client::ClusterClient::new(channel)
+        .change_gossip_keys(request)
+        .await
+        .map(|r| r.into_inner())
+        .map_err(|s| s.message().to_string())
+}
