@@ -405,6 +405,7 @@ pub fn fuzz_gossip_listener() -> &'static FuzzGossip {
                     admin_version: 0,
                     applied_ms: 0,
                     version: String::new(),
+                    cert_expires_unix: 0,
                 };
                 let keyring = crate::core::seal::Keyring::new(
                     crate::core::seal::GossipKey::from_bytes(FUZZ_KEY),

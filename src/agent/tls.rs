@@ -4,8 +4,8 @@
 //! handshake reads the current configuration.
 
 use crate::agent::pki::{
-    self, CaCert, ClusterCa, NodeCert, NodeCredentials, NodeId, NodeKey, PkiError, PkiFiles,
-    SelfSigned, ServerIdentity, SpkiPin,
+    self, ClusterCa, NodeCert, NodeCredentials, NodeId, NodeKey, PkiError, PkiFiles, SelfSigned,
+    ServerIdentity, SpkiPin,
 };
 use rustls::{ClientConfig, ServerConfig};
 use std::net::IpAddr;
@@ -263,14 +263,6 @@ impl NodeTls {
         self.files.save_node(&node)?;
         self.replace(member(node, ca)?);
         Ok(true)
-    }
-
-    /// The CA certificate of this node's cluster (None before it is a member).
-    pub(crate) fn ca_cert(&self) -> Option<CaCert> {
-        match &*self.read() {
-            Material::Alone { .. } => None,
-            Material::Member { ca, .. } => Some(ca.cert().clone()),
-        }
     }
 }
 

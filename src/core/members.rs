@@ -79,6 +79,10 @@ pub struct NodeEntry {
     /// The stackring build the node runs (rladmin's VERSION column).
     #[serde(default)]
     pub(crate) version: String,
+    /// When the node's certificate expires (unix seconds; 0 before it has one). It renews
+    /// itself once two thirds of its life have passed.
+    #[serde(default)]
+    pub(crate) cert_expires_unix: u64,
 }
 
 /// A member as this node sees it.
@@ -231,6 +235,7 @@ mod tests {
             admin_version: 0,
             applied_ms: 0,
             version: String::new(),
+            cert_expires_unix: 0,
         })
         .unwrap()
     }

@@ -318,6 +318,7 @@ mod tests {
                 admin_version: 0,
                 applied_ms: 0,
                 version: String::new(),
+                cert_expires_unix: 0,
             },
             status: Health::Ok,
             last_seen_ms_ago: 0,

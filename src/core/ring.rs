@@ -495,6 +495,7 @@ mod tests {
                 admin_version: 0,
                 applied_ms: 0,
                 version: "0.1.0+abcdef0".into(),
+                cert_expires_unix: 0,
             },
             status,
             last_seen_ms_ago: 33_000,

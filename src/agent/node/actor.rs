@@ -23,6 +23,8 @@ use tokio::time::Instant;
 pub(super) const TICK: Duration = Duration::from_millis(100);
 /// How often the peers' gossip addresses are persisted (for a restart to rejoin through them).
 const REMEMBER_PEERS_EVERY: Duration = Duration::from_secs(1);
+/// Node certificates live a year and renew at two thirds: an hourly look is plenty.
+const RENEWAL_CHECK_EVERY: Duration = Duration::from_secs(3600);
 /// Alone this long after a restart, a node stops waiting to hear from the cluster.
 const SYNC_ALONE_AFTER: Duration = Duration::from_secs(3);
 /// How far a relayed change's clock may be from ours, and how long its nonce is remembered.
@@ -94,6 +96,8 @@ pub(super) struct Actor {
     peers_remembered: Instant,
     /// Relayed admin changes seen lately, (sent_ms, nonce): a replay is refused.
     seen_relays: VecDeque<(u64, u64)>,
+    /// When the node certificate's renewal was last considered.
+    renewal_checked: Instant,
 }
 
 impl Actor {
@@ -105,6 +109,7 @@ impl Actor {
             gossip_started: Instant::now(),
             peers_remembered: Instant::now(),
             seen_relays: VecDeque::new(),
+            renewal_checked: Instant::now(),
         }
     }
 
@@ -310,6 +315,13 @@ impl Actor {
                 .and_then(|r| r.applied.values().max().copied())
                 .unwrap_or(0),
             version: env!("STACKRING_BUILD").to_string(),
+            cert_expires_unix: self
+                .shared
+                .tls
+                .node_cert_expiry()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
         }
     }
 
@@ -493,11 +505,41 @@ impl Actor {
         self.shared.members.send_replace(Arc::new(members));
     }
 
+    /// Renews the node certificate once two thirds of its life have passed (signed with the CA
+    /// every member holds), then publishes its new expiry.
+    async fn renew_certificate(&mut self) {
+        let published = self.shared.identity.borrow().clone();
+        let Some(identity) = published.identity.clone() else {
+            return;
+        };
+        let ips: Vec<std::net::IpAddr> = std::iter::once(identity.internal_addr)
+            .chain(identity.external_addrs.iter().copied())
+            .collect();
+        match self
+            .shared
+            .tls
+            .renew_if_due(&ips, std::time::SystemTime::now())
+        {
+            Ok(false) => {}
+            Ok(true) => {
+                log::info!("renewed this node's certificate");
+                if let Some(m) = &self.membership {
+                    m.publish(&self.entry(&identity, self.own_state())).await;
+                }
+            }
+            Err(e) => log::warn!("cannot renew this node's certificate: {e}"),
+        }
+    }
+
     async fn on_tick(&mut self) {
         if self.membership.is_none() {
             return;
         }
         self.refresh_members().await;
+        if self.renewal_checked.elapsed() >= RENEWAL_CHECK_EVERY {
+            self.renewal_checked = Instant::now();
+            self.renew_certificate().await;
+        }
         if self.peers_remembered.elapsed() >= REMEMBER_PEERS_EVERY {
             self.peers_remembered = Instant::now();
             self.remember_peers();
