@@ -62,7 +62,6 @@ pub(crate) struct Issued {
 
 pub(crate) struct NodeTls {
     files: PkiFiles,
-    node_id: NodeId,
     material: RwLock<Material>,
 }
 
@@ -116,7 +115,6 @@ impl NodeTls {
         };
         Ok(Arc::new(NodeTls {
             files,
-            node_id,
             material: RwLock::new(material),
         }))
     }
@@ -189,15 +187,18 @@ impl NodeTls {
     }
 
     /// Creates the cluster's CA and this node's certificate, durably, and serves them from now on.
+    /// `node_id` is the id the node takes in the cluster (a bootstrap request may name it).
     pub(crate) fn create_cluster(
         &self,
         cluster_name: &str,
+        node_id: &str,
         ips: &[IpAddr],
     ) -> Result<(), PkiError> {
+        let node_id = NodeId::from_str(node_id)?;
         let now = SystemTime::now();
         let ca = ClusterCa::generate(cluster_name, now)?;
         let key = NodeKey::generate()?;
-        let cert = ca.sign_node(&key.csr_pem(&self.node_id)?, &self.node_id, ips, now)?;
+        let cert = ca.sign_node(&key.csr_pem(&node_id)?, &node_id, ips, now)?;
         let node = NodeCredentials::new(cert, key)?;
         self.files.save_ca(&ca)?;
         self.files.save_node(&node)?;
@@ -226,20 +227,26 @@ impl NodeTls {
         }
     }
 
-    /// A new key and its CSR, for a join (the key stays here).
-    pub(crate) fn join_request(&self) -> Result<(NodeKey, String), PkiError> {
+    /// A new key and its CSR, for a join as `node_id` (the key stays here).
+    pub(crate) fn join_request(&self, node_id: &str) -> Result<(NodeKey, String), PkiError> {
         let key = NodeKey::generate()?;
-        let csr = key.csr_pem(&self.node_id)?;
+        let csr = key.csr_pem(&NodeId::from_str(node_id)?)?;
         Ok((key, csr))
     }
 
     /// Keeps what a member issued at join, durably, and serves it from now on.
-    pub(crate) fn adopt(&self, key: NodeKey, issued: &Issued) -> Result<(), PkiError> {
+    pub(crate) fn adopt(
+        &self,
+        key: NodeKey,
+        issued: &Issued,
+        node_id: &str,
+    ) -> Result<(), PkiError> {
+        let node_id = NodeId::from_str(node_id)?;
         let ca = ClusterCa::from_pem(&issued.ca_cert_pem, &issued.ca_key_pem)?;
         let cert = NodeCert::from_pem(&issued.node_cert_pem)?;
-        if cert.node_id() != &self.node_id {
+        if cert.node_id() != &node_id {
             return Err(PkiError::WrongNode {
-                expected: self.node_id.clone(),
+                expected: node_id,
                 presented: format!("node {}", cert.node_id()),
             });
         }
@@ -253,12 +260,14 @@ impl NodeTls {
     /// Renews this node's certificate (signed with the CA it holds) once two thirds of its life
     /// have passed. True when it did.
     pub(crate) fn renew_if_due(&self, ips: &[IpAddr], now: SystemTime) -> Result<bool, PkiError> {
-        let ca = match &*self.read() {
-            Material::Member { node, ca, .. } if node.cert().needs_renewal(now) => ca.clone(),
+        let (ca, node_id) = match &*self.read() {
+            Material::Member { node, ca, .. } if node.cert().needs_renewal(now) => {
+                (ca.clone(), node.cert().node_id().clone())
+            }
             _ => return Ok(false),
         };
         let key = NodeKey::generate()?;
-        let cert = ca.sign_node(&key.csr_pem(&self.node_id)?, &self.node_id, ips, now)?;
+        let cert = ca.sign_node(&key.csr_pem(&node_id)?, &node_id, ips, now)?;
         let node = NodeCredentials::new(cert, key)?;
         self.files.save_node(&node)?;
         self.replace(member(node, ca)?);

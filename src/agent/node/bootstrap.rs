@@ -102,7 +102,7 @@ impl ClusterNode {
         let ips = certificate_ips(&identity);
         self.shared
             .tls
-            .create_cluster(&name, &ips)
+            .create_cluster(&name, &settings.id, &ips)
             .map_err(|e| Refusal::internal(format!("cannot make the cluster's CA: {e}")))?;
         let record = ClusterRecord {
             name: request
@@ -140,7 +140,7 @@ impl ClusterNode {
         let (node_key, csr_pem) = self
             .shared
             .tls
-            .join_request()
+            .join_request(&settings.id)
             .map_err(|e| Refusal::internal(format!("cannot make this node's key: {e}")))?;
         let ask = pb::JoinRequest {
             csr_pem,
@@ -248,11 +248,14 @@ impl ClusterNode {
                     format!("{seed} (gRPC {uri}) presented a CA in the TLS handshake other than the one it sent; fix: check what answers at that address"),
                 ));
             }
-            self.shared.tls.adopt(node_key, &issued).map_err(|e| {
-                Refusal::internal(format!(
-                    "{seed} (gRPC {uri}) issued a certificate this node cannot use: {e}"
-                ))
-            })?;
+            self.shared
+                .tls
+                .adopt(node_key, &issued, &settings.id)
+                .map_err(|e| {
+                    Refusal::internal(format!(
+                        "{seed} (gRPC {uri}) issued a certificate this node cannot use: {e}"
+                    ))
+                })?;
             if seen.is_some() {
                 log::warn!(
                     "joined through {seed} trusting the cluster CA with pin {trusted} on first use (no cluster.ca_pin was given); compare it with `stackring inspect` on a member"
