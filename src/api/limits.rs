@@ -513,16 +513,23 @@ pub(crate) async fn body_deadline(
         }
         response
     };
+    /// The most of a refused body read before the 413 (see below).
+    const LINGER_BYTES: u64 = 1024 * 1024;
     let (parts, body) = request.into_parts();
-    // A declared length over the limit is refused before a byte of the body is read: a client
-    // that sent `Expect: 100-continue` (curl does above 1 KiB) gets the 413 instead of being
-    // told to send a body that would be cut off (and, over TLS, reset before it reads the 413).
+    // A declared length over the limit is refused without parsing the body.
     let declared = parts
         .headers
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+    if let Some(declared) = declared.filter(|n| *n > MAX_BODY_BYTES as u64) {
+        // Up to 1 MiB is read and dropped first (a lingering close): a client that is already
+        // sending (its `Expect` wait ran out on a busy node) would otherwise get a reset for its
+        // unread bytes instead of the 413. Larger bodies are refused at once.
+        if declared <= LINGER_BYTES {
+            let drain = axum::body::to_bytes(body, LINGER_BYTES as usize);
+            let _ = tokio::time::timeout(BODY_TIMEOUT, drain).await;
+        }
         let mut response = refuse(
             axum::http::StatusCode::PAYLOAD_TOO_LARGE,
             "PayloadTooLarge",
