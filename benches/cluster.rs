@@ -10,7 +10,6 @@ mod common;
 
 use common::serve::start_nodes;
 use common::Lan;
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 fn main() {
@@ -61,26 +60,9 @@ struct Figures {
     rss_max_kib: u64,
 }
 
-/// A raw HTTP/1.1 request to the node's own daemon, from a thread inside its namespace.
+/// A request to the node's own daemon, from a thread inside its namespace.
 fn http(method: &str, path: &str, body: &str) -> Option<(u16, String)> {
-    let request = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
-    let out = if method == "GET" {
-        let mut s = std::net::TcpStream::connect("[::1]:3200").ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
-        s.write_all(request.as_bytes()).ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).ok()?;
-        out
-    } else {
-        // Changes go over HTTPS (plain HTTP refuses them).
-        let to = std::net::SocketAddr::new("::1".parse().unwrap(), common::HTTPS_PORT);
-        String::from_utf8(common::tls::exchange(to, &request).ok()?.0).ok()?
-    };
-    let (head, body) = out.split_once("\r\n\r\n")?;
-    Some((
-        head.split_whitespace().nth(1)?.parse().ok()?,
-        body.to_string(),
-    ))
+    common::local_http(method, path, body, Duration::from_secs(30))
 }
 
 /// How many members this node lists with `status`.

@@ -25,10 +25,11 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use common::local_http as http;
 use common::serve::{start_nodes, Daemon};
 use common::{Lan, Netns};
 use std::collections::{BTreeMap, HashSet};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -255,29 +256,6 @@ impl Drop for Nodes {
             }
         }
     }
-}
-
-/// A raw HTTP/1.1 request to the node's own daemon, from a thread inside its namespace.
-fn http(method: &str, path: &str, body: &str, timeout: Duration) -> Option<(u16, String)> {
-    let request = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
-    let out = if method == "GET" {
-        let addr = "[::1]:3200".parse().unwrap();
-        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-        s.set_read_timeout(Some(timeout)).ok()?;
-        s.write_all(request.as_bytes()).ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).ok()?;
-        out
-    } else {
-        // Changes go over HTTPS (plain HTTP refuses them).
-        let to = std::net::SocketAddr::new("::1".parse().unwrap(), common::HTTPS_PORT);
-        String::from_utf8(common::tls::exchange(to, &request).ok()?.0).ok()?
-    };
-    let (head, body) = out.split_once("\r\n\r\n")?;
-    Some((
-        head.split_whitespace().nth(1)?.parse().ok()?,
-        body.to_string(),
-    ))
 }
 
 /// The members this node lists OK.

@@ -150,16 +150,15 @@ pub mod fuzzing {
     /// When `key_hex` is not a gossip key.
     #[doc(hidden)]
     pub fn seal_gossip(key_hex: &str, message: &[u8]) -> Vec<u8> {
-        use argon2::password_hash::rand_core::{OsRng, RngCore};
         let key = crate::core::seal::GossipKey::parse(key_hex).unwrap_or_else(|e| panic!("{e}"));
-        let mut session = [0u8; 16];
-        OsRng.fill_bytes(&mut session);
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let session = crate::agent::gossip_seal::random_session();
         let mut out = Vec::new();
-        crate::core::seal::Sealer::new(session).seal(&key, now_ms, message, &mut out);
+        crate::core::seal::Sealer::new(session).seal(
+            &key,
+            crate::agent::now_ms(),
+            message,
+            &mut out,
+        );
         out
     }
 }

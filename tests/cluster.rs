@@ -8,32 +8,6 @@ use serde_json::{json, Value};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-/// `curl` inside the node's namespace; returns (status, JSON body).
-fn http(ns: &Netns, method: &str, host: &str, path: &str, body: Option<&str>) -> (u16, Value) {
-    let mut cmd = ns.command("curl");
-    cmd.args([
-        "-s",
-        "-g",
-        "-X",
-        method,
-        "-w",
-        "\n%{http_code}",
-        "-H",
-        "Content-Type: application/json",
-    ]);
-    if let Some(b) = body {
-        cmd.args(["--data-binary", b]);
-    }
-    cmd.args(curl_target(method, host, path));
-    let out = cmd.output().unwrap();
-    let text = text(&out.stdout);
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (
-        code.trim().parse().unwrap_or(0),
-        serde_json::from_str(body).unwrap_or(Value::String(body.to_string())),
-    )
-}
-
 fn create(ns: &Netns, host: &str, name: &str, identity: Value) -> (u16, Value) {
     let body = json!({
         "action": "create_cluster",
@@ -41,7 +15,7 @@ fn create(ns: &Netns, host: &str, name: &str, identity: Value) -> (u16, Value) {
         "credentials": {"username": "admin", "password": "correct horse"},
         "node": {"identity": identity},
     });
-    http(
+    curl_json(
         ns,
         "POST",
         host,
@@ -64,7 +38,7 @@ fn join(
         "credentials": {"username": "admin", "password": password},
         "node": {"identity": identity},
     });
-    http(
+    curl_json(
         ns,
         "POST",
         host,
@@ -74,7 +48,7 @@ fn join(
 }
 
 fn nodes(ns: &Netns, host: &str) -> Vec<Value> {
-    let (code, doc) = http(ns, "GET", host, "/v1/nodes", None);
+    let (code, doc) = curl_json(ns, "GET", host, "/v1/nodes", None);
     if code != 200 {
         return vec![];
     }
@@ -98,7 +72,7 @@ fn three_node_ipv6_only_cluster_forms_fails_over_and_rejoins() {
     let (code, doc) = create(&hosts[0], "[::1]", "ring6", json!({}));
     assert_eq!(code, 200, "{doc}");
     assert_eq!(doc["state"], "completed");
-    let (_, boot) = http(&hosts[0], "GET", "[::1]", "/v1/bootstrap", None);
+    let (_, boot) = curl_json(&hosts[0], "GET", "[::1]", "/v1/bootstrap", None);
     assert_eq!(boot["cluster"]["family"], "ipv6", "{boot}");
     assert_eq!(
         boot["available_addrs"][0]["address"], "2001:db8:200::1",
@@ -241,7 +215,7 @@ fn three_node_ipv6_only_cluster_forms_fails_over_and_rejoins() {
     // Restarted with the same files, node3 rejoins by itself, with the same id and no duplicate.
     let mut again = daemons[2].restart(&hosts[2]);
     again.expect("READY=1", Duration::from_secs(15));
-    let (_, boot) = http(&hosts[2], "GET", "[::1]", "/v1/bootstrap", None);
+    let (_, boot) = curl_json(&hosts[2], "GET", "[::1]", "/v1/bootstrap", None);
     assert_eq!(boot["state"], "completed", "{boot}");
     wait_for("node3 OK again on node1", Duration::from_secs(10), || {
         let all = nodes(&hosts[0], "[::1]");
@@ -328,7 +302,7 @@ fn joins_are_refused_with_sub_codes_and_bad_input_changes_nothing() {
         ),
     ];
     for (body, status, needle) in bad {
-        let (code, doc) = http(
+        let (code, doc) = curl_json(
             &seed,
             "POST",
             "[::1]",
@@ -343,14 +317,14 @@ fn joins_are_refused_with_sub_codes_and_bad_input_changes_nothing() {
                 .contains(needle),
             "{body}: {doc}"
         );
-        let (_, boot) = http(&seed, "GET", "[::1]", "/v1/bootstrap", None);
+        let (_, boot) = curl_json(&seed, "GET", "[::1]", "/v1/bootstrap", None);
         assert_eq!(boot["state"], "idle", "{body}: {boot}");
     }
     let huge = format!(
         r#"{{"action":"create_cluster","cluster":{{"name":"{}"}}}}"#,
         "x".repeat(100_000)
     );
-    let (code, doc) = http(
+    let (code, doc) = curl_json(
         &seed,
         "POST",
         "[::1]",
@@ -360,7 +334,7 @@ fn joins_are_refused_with_sub_codes_and_bad_input_changes_nothing() {
     assert_eq!(code, 413);
     // Every error in the documented JSON shape, the ones axum answers by itself too.
     assert_eq!(doc["error_code"], "PayloadTooLarge", "{doc}");
-    let (code, doc) = http(&seed, "GET", "[::1]", "/v1/bootstrap/create_cluster", None);
+    let (code, doc) = curl_json(&seed, "GET", "[::1]", "/v1/bootstrap/create_cluster", None);
     assert_eq!(
         (code, doc["error_code"].as_str()),
         (405, Some("MethodNotAllowed")),
@@ -370,14 +344,14 @@ fn joins_are_refused_with_sub_codes_and_bad_input_changes_nothing() {
         doc["description"].as_str().unwrap().contains("use POST"),
         "{doc}"
     );
-    let (code, doc) = http(&seed, "GET", "[::1]", "/v2/nothing", None);
+    let (code, doc) = curl_json(&seed, "GET", "[::1]", "/v2/nothing", None);
     assert_eq!(
         (code, doc["error_code"].as_str()),
         (404, Some("NotFound")),
         "{doc}"
     );
     // `/` lists the endpoints.
-    let (code, doc) = http(&seed, "GET", "[::1]", "/", None);
+    let (code, doc) = curl_json(&seed, "GET", "[::1]", "/", None);
     assert_eq!(code, 200, "{doc}");
     let paths: Vec<&str> = doc["endpoints"]
         .as_array()
@@ -389,7 +363,7 @@ fn joins_are_refused_with_sub_codes_and_bad_input_changes_nothing() {
 
     let (code, doc) = create(&seed, "[::1]", "c6", json!({"use_internal_ipv6": true}));
     assert_eq!(code, 200, "{doc}");
-    let (_, boot) = http(&seed, "GET", "[::1]", "/v1/bootstrap", None);
+    let (_, boot) = curl_json(&seed, "GET", "[::1]", "/v1/bootstrap", None);
     assert_eq!(boot["cluster"]["family"], "ipv6");
 
     let refusals: Vec<(Netns, &str, &str, Value, u16, &str)> = vec![
@@ -450,7 +424,7 @@ fn joins_are_refused_with_sub_codes_and_bad_input_changes_nothing() {
                 "{description}"
             );
         }
-        let (_, boot) = http(ns, "GET", loopback, "/v1/bootstrap", None);
+        let (_, boot) = curl_json(ns, "GET", loopback, "/v1/bootstrap", None);
         assert_eq!(
             (boot["state"].as_str(), boot["error"]["sub_code"].as_str()),
             (Some("error"), Some(*sub_code)),
@@ -490,7 +464,7 @@ fn joins_are_refused_with_sub_codes_and_bad_input_changes_nothing() {
     );
     assert_eq!(seen["advertised_grpc"], "[2001:db8:300::6]:9095");
     assert_eq!(seen["external_addrs"], json!(["192.0.2.6"]));
-    let (code, _) = http(&seed, "GET", "[2001:db8:300::6]", "/ready", None);
+    let (code, _) = curl_json(&seed, "GET", "[2001:db8:300::6]", "/ready", None);
     assert_eq!(code, 200, "the joiner's HTTP answers on its IPv6 address");
     // The CLI decides as the daemon does: with the cluster's family, not the config's default.
     let (code, out, err) = cli(&dual, &dj, &["inspect", "--json"]);
@@ -525,7 +499,7 @@ fn joins_are_refused_with_sub_codes_and_bad_input_changes_nothing() {
         "joining_cluster while the seed is tried",
         Duration::from_secs(5),
         || {
-            let (_, boot) = http(&lost, "GET", "[::1]", "/v1/bootstrap", None);
+            let (_, boot) = curl_json(&lost, "GET", "[::1]", "/v1/bootstrap", None);
             (boot["state"] == "joining_cluster").then_some(())
         },
     );
@@ -572,39 +546,22 @@ fn joins_are_refused_with_sub_codes_and_bad_input_changes_nothing() {
     );
 }
 
-/// Permanent neighbour entries between the hosts of `start_nodes(_, net, _)`. The kernel's IPv6
-/// neighbour table is one for every namespace on the machine, and a busy machine (another run
-/// with a hundred namespaces) fills it: new entries then fail ("ndisc_cache: neighbor table
-/// overflow!"), connects count as `Ip6OutNoRoutes` and joins time out. Permanent entries do not
-/// count against that limit (`gc_thresh3`).
-fn pin_neighbours(hosts: &[Netns], net: &str) {
-    let mac = |ns: &Netns| {
-        let out = std::process::Command::new("ip")
-            .args(["-n", &ns.name, "-br", "link", "show", "eth0"])
-            .output()
-            .unwrap();
-        text(&out.stdout)
-            .split_whitespace()
-            .nth(2)
-            .expect("eth0 has a MAC address")
-            .to_string()
-    };
-    let macs: Vec<String> = hosts.iter().map(mac).collect();
-    for ns in hosts {
-        for (i, lladdr) in macs.iter().enumerate() {
-            ns.ip(&format!(
-                "neigh replace 2001:db8:{net}::{:x} lladdr {lladdr} dev eth0 nud permanent",
-                i + 1
-            ));
-        }
-    }
+/// Permanent neighbour entries between the hosts of `start_nodes(_, net, _)` (see
+/// `common::pin_neighbours`).
+fn pin_start_nodes_neighbours(hosts: &[Netns], net: &str) {
+    let pairs: Vec<(&Netns, String)> = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, ns)| (ns, format!("2001:db8:{net}::{:x}", i + 1)))
+        .collect();
+    pin_neighbours(&pairs);
 }
 
 /// `stackring <args>` inside `ns` against the daemon `d` (the CLI talks over the admin socket).
 /// An IPv6-only cluster of `n` nodes on `2001:db8:<net>::<i>`, formed through the HTTP API.
 fn ipv6_cluster(lan: &Lan, net: &str, n: usize) -> (Vec<Netns>, Vec<Daemon>) {
     let (hosts, daemons) = start_nodes(lan, net, n);
-    pin_neighbours(&hosts, net);
+    pin_start_nodes_neighbours(&hosts, net);
     let (code, doc) = create(&hosts[0], "[::1]", "admin", json!({}));
     assert_eq!(code, 200, "{doc}");
     for ns in &hosts[1..] {
@@ -710,7 +667,7 @@ fn address_changes_and_forget_reach_every_node() {
         assert!(err.contains(needle), "{args:?}: {err}");
     }
     // Over TCP, changes need the credentials.
-    let (code, _) = http(
+    let (code, _) = curl_json(
         &hosts[0],
         "POST",
         "[::1]",
@@ -844,7 +801,7 @@ fn a_node_behind_a_sidecar_proxy_advertises_the_proxy_port_and_is_reached_throug
     let mut other = Daemon::start(&peer, "lifecycler: {id: peer}", &[]);
     other.expect("READY=1", Duration::from_secs(15));
 
-    let (_, identity) = http(&behind, "GET", "[::1]", "/v1/identity", None);
+    let (_, identity) = curl_json(&behind, "GET", "[::1]", "/v1/identity", None);
     assert_eq!(identity["grpc"]["listen"], "[::1]:9095");
     assert_eq!(
         identity["grpc"]["advertise"], "[2001:db8:220::2]:19095",
@@ -1524,7 +1481,7 @@ fn declarative_bootstrap_clusters_without_an_operator() {
             },
         );
     }
-    let (_, boot) = http(&hosts[2], "GET", "[::1]", "/v1/bootstrap", None);
+    let (_, boot) = curl_json(&hosts[2], "GET", "[::1]", "/v1/bootstrap", None);
     assert_eq!(
         (boot["state"].as_str(), boot["cluster"]["name"].as_str()),
         (Some("completed"), Some("decl")),
@@ -1843,7 +1800,7 @@ fn kill_9_at_any_moment_of_a_create_leaves_a_whole_record_or_none() {
         }
         let mut again = d.restart(&ns);
         again.expect("READY=1", Duration::from_secs(15));
-        let (_, boot) = http(&ns, "GET", "[::1]", "/v1/bootstrap", None);
+        let (_, boot) = curl_json(&ns, "GET", "[::1]", "/v1/bootstrap", None);
         let state = boot["state"].as_str().unwrap_or_default().to_string();
         assert!(state == "idle" || state == "completed", "round {i}: {boot}");
         let after: Vec<String> = std::fs::read_dir(&d.state_dir)
@@ -1923,7 +1880,7 @@ fn reachability_matrix_finds_a_dead_proxy_and_a_blocked_port() {
         assert_eq!(code, 200, "{doc}");
     }
     let ids = ["node1", "node2", "node3"];
-    let matrix = |ns: &Netns| http(ns, "GET", "[::1]", "/v1/reachability", None).1;
+    let matrix = |ns: &Netns| curl_json(ns, "GET", "[::1]", "/v1/reachability", None).1;
     let cell = |doc: &Value, from: &str, to: &str, service: &str| {
         doc["rows"][from][to][service]["outcome"]
             .as_str()

@@ -72,69 +72,6 @@ impl Cluster {
     }
 }
 
-/// `curl` inside `ns`; (status, JSON body).
-fn http(ns: &Netns, method: &str, host: &str, path: &str, body: Option<&str>) -> (u16, Value) {
-    let mut cmd = ns.command("curl");
-    cmd.args(["-s", "-g", "-m", "20", "-X", method, "-w", "\n%{http_code}"])
-        .args(["-H", "Content-Type: application/json"]);
-    if let Some(b) = body {
-        cmd.args(["--data-binary", b]);
-    }
-    cmd.args(curl_target(method, host, path));
-    let out = cmd.output().unwrap();
-    let text = text(&out.stdout);
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (
-        code.trim().parse().unwrap_or(0),
-        serde_json::from_str(body).unwrap_or(Value::String(body.to_string())),
-    )
-}
-
-fn bootstrap(ns: &Netns, action: &str, name: &str, seed: Option<&str>) {
-    let mut cluster = json!({ "name": name });
-    if let Some(seed) = seed {
-        cluster["nodes"] = json!([seed]);
-    }
-    let body = json!({
-        "action": action,
-        "cluster": cluster,
-        "credentials": {"username": "admin", "password": "correct horse"},
-        "node": {"identity": {}},
-    });
-    let (code, doc) = http(
-        ns,
-        "POST",
-        "[::1]",
-        &format!("/v1/bootstrap/{action}"),
-        Some(&body.to_string()),
-    );
-    assert_eq!(code, 200, "{action} on {}: {doc}", ns.name);
-}
-
-/// Permanent neighbour entries between every host of the LAN (the kernel's IPv6 neighbour table
-/// is shared by all namespaces and a busy machine fills it; permanent entries do not count).
-fn pin_neighbours(hosts: &[(&Netns, String)]) {
-    let mac = |ns: &Netns| {
-        let out = std::process::Command::new("ip")
-            .args(["-n", &ns.name, "-br", "link", "show", "eth0"])
-            .output()
-            .unwrap();
-        text(&out.stdout)
-            .split_whitespace()
-            .nth(2)
-            .expect("eth0 has a MAC address")
-            .to_string()
-    };
-    let macs: Vec<(String, &str)> = hosts.iter().map(|(ns, a)| (mac(ns), a.as_str())).collect();
-    for (ns, _) in hosts {
-        for (lladdr, addr) in &macs {
-            ns.ip(&format!(
-                "neigh replace {addr} lladdr {lladdr} dev eth0 nud permanent"
-            ));
-        }
-    }
-}
-
 /// node1 creates, node2 and node3 join; an attacker host (`::66`, and `::67` when `rogues` is 2)
 /// on the same bridge.
 fn cluster(net: &str, rogues: u32) -> (Cluster, Vec<Netns>) {
@@ -182,7 +119,7 @@ fn cluster(net: &str, rogues: u32) -> (Cluster, Vec<Netns>) {
 /// A member's view, one line per row: what an attack would change (ids, addresses, status, state,
 /// generation), not what moves by itself (last seen).
 fn view(ns: &Netns) -> Vec<String> {
-    let (code, doc) = http(ns, "GET", "[::1]", "/v1/nodes", None);
+    let (code, doc) = curl_json(ns, "GET", "[::1]", "/v1/nodes", None);
     if code != 200 {
         return vec![format!("HTTP {code}: {doc}")];
     }
@@ -301,7 +238,7 @@ struct Member {
 
 /// What the attacker learns from node1's plain-HTTP `/v1/nodes`, over the bridge.
 fn learn(c: &Cluster) -> (String, Vec<Member>) {
-    let (code, doc) = http(
+    let (code, doc) = curl_json(
         &c.attacker,
         "GET",
         &format!("[{}]", c.addr(1)),

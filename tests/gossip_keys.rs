@@ -73,44 +73,6 @@ impl Cluster {
     }
 }
 
-fn http(ns: &Netns, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
-    let mut cmd = ns.command("curl");
-    cmd.args(["-s", "-g", "-m", "20", "-X", method, "-w", "\n%{http_code}"])
-        .args(["-H", "Content-Type: application/json"]);
-    if let Some(b) = body {
-        cmd.args(["--data-binary", b]);
-    }
-    // Changes over HTTPS (the node's certificate, not checked here), reads over HTTP.
-    cmd.args(curl_target(method, "[::1]", path));
-    let out = cmd.output().unwrap();
-    let text = text(&out.stdout);
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (
-        code.trim().parse().unwrap_or(0),
-        serde_json::from_str(body).unwrap_or(Value::String(body.to_string())),
-    )
-}
-
-fn bootstrap(ns: &Netns, action: &str, name: &str, seed: Option<&str>) {
-    let mut cluster = json!({ "name": name });
-    if let Some(seed) = seed {
-        cluster["nodes"] = json!([seed]);
-    }
-    let body = json!({
-        "action": action,
-        "cluster": cluster,
-        "credentials": {"username": "admin", "password": "correct horse"},
-        "node": {"identity": {}},
-    });
-    let (code, doc) = http(
-        ns,
-        "POST",
-        &format!("/v1/bootstrap/{action}"),
-        Some(&body.to_string()),
-    );
-    assert_eq!(code, 200, "{action} on {}: {doc}", ns.name);
-}
-
 /// `(id, status)` of every row of a member's `GET /v1/nodes`.
 fn statuses(ns_name: &str) -> Result<Vec<(String, String)>, String> {
     let out = std::process::Command::new("ip")
@@ -427,67 +389,16 @@ fn hostile_gossip_key_input_is_refused_and_changes_nothing() {
         assert_eq!(c.records(), before, "{args:?} changed a cluster.json");
     }
     // The daemon checks too (what a program posting to the admin socket gets).
-    let (code, doc) = http(
+    let (code, doc) = curl_json(
         &c.hosts[0],
         "POST",
+        "[::1]",
         "/v1/cluster/gossip_keys",
         Some(&json!({"action": "install", "key": &good[..63]}).to_string()),
     );
     assert_eq!(code, 403, "not over TCP, HTTPS included: {doc}");
     assert!(doc.to_string().contains("admin socket only"), "{doc}");
     assert_eq!(c.records(), before);
-}
-
-/// A TLS client config that trusts any server and presents no certificate.
-fn tls_without_client_cert() -> Arc<rustls::ClientConfig> {
-    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-    use rustls::{DigitallySignedStruct, SignatureScheme};
-    #[derive(Debug)]
-    struct Anything;
-    impl ServerCertVerifier for Anything {
-        fn verify_server_cert(
-            &self,
-            _: &CertificateDer<'_>,
-            _: &[CertificateDer<'_>],
-            _: &ServerName<'_>,
-            _: &[u8],
-            _: UnixTime,
-        ) -> Result<ServerCertVerified, rustls::Error> {
-            Ok(ServerCertVerified::assertion())
-        }
-        fn verify_tls12_signature(
-            &self,
-            _: &[u8],
-            _: &CertificateDer<'_>,
-            _: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            Ok(HandshakeSignatureValid::assertion())
-        }
-        fn verify_tls13_signature(
-            &self,
-            _: &[u8],
-            _: &CertificateDer<'_>,
-            _: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            Ok(HandshakeSignatureValid::assertion())
-        }
-        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            rustls::crypto::ring::default_provider()
-                .signature_verification_algorithms
-                .supported_schemes()
-        }
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .dangerous()
-    .with_custom_certificate_verifier(Arc::new(Anything))
-    .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    Arc::new(config)
 }
 
 /// `ChangeGossipKeys` at `to` from inside `ns`, over plaintext or TLS without a client
@@ -504,25 +415,17 @@ fn change_gossip_keys(
             .build()
             .unwrap();
         rt.block_on(async move {
-            let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{to}"))
-                .unwrap()
-                .timeout(Duration::from_secs(20));
+            let uri = format!("http://{to}");
             let channel = if tls {
-                let config = tls_without_client_cert();
-                let connector = tower::service_fn(move |_: tonic::transport::Uri| {
-                    let config = config.clone();
-                    async move {
-                        let tcp = tokio::net::TcpStream::connect(to).await?;
-                        let name = rustls::pki_types::ServerName::IpAddress(to.ip().into());
-                        let tls = tokio_rustls::TlsConnector::from(config)
-                            .connect(name, tcp)
-                            .await?;
-                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
-                    }
-                });
-                endpoint.connect_with_connector(connector).await
+                // The product's own TLS client, trusting on first use, no client certificate.
+                stackring::fuzzing::grpc_tls_channel(&uri).await
             } else {
-                endpoint.connect().await
+                tonic::transport::Endpoint::from_shared(uri)
+                    .unwrap()
+                    .timeout(Duration::from_secs(20))
+                    .connect()
+                    .await
+                    .map_err(|e| e.to_string())
             }
             .unwrap_or_else(|e| panic!("connect to {to}: {e:?}"));
             pb::cluster_client::ClusterClient::new(channel)

@@ -3,18 +3,16 @@
 //! message codec are public, so this is a transport, not a fork.
 
 use crate::agent::metrics::Metrics;
+use crate::agent::systemd::LogOnce;
 use crate::core::seal::{self, GossipKey, Keyring, Rejected, ReplayGuard, Sealer};
 use anyhow::Context;
 use chitchat::transport::{Socket, Transport};
 use chitchat::{ChitchatMessage, Deserializable, Serializable};
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Largest UDP payload (IPv6 jumbograms aside).
 const MAX_DATAGRAM: usize = 65_535;
-/// One warning per this long while datagrams are being refused (an outsider can send many).
-const WARN_EVERY: Duration = Duration::from_secs(60);
 /// The metric label of a sealed datagram, from a key holder, that is not a chitchat message.
 const MALFORMED: &str = "malformed";
 
@@ -56,14 +54,8 @@ fn labels(reason: &str) -> Vec<(String, String)> {
     vec![("reason".to_string(), reason.to_string())]
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-fn random_session() -> [u8; 16] {
+/// A sender session: 128 random bits (see `core::seal`).
+pub(crate) fn random_session() -> [u8; 16] {
     use argon2::password_hash::rand_core::{OsRng, RngCore};
     let mut session = [0u8; 16];
     OsRng.fill_bytes(&mut session);
@@ -95,7 +87,7 @@ impl Transport for SealedUdp {
             plain: Vec::new(),
             sealed: Vec::new(),
             received: vec![0; MAX_DATAGRAM].into_boxed_slice(),
-            refusals: RefusalLog::default(),
+            refusals: LogOnce::new(),
         }))
     }
 }
@@ -109,7 +101,8 @@ struct SealedSocket {
     plain: Vec<u8>,
     sealed: Vec<u8>,
     received: Box<[u8]>,
-    refusals: RefusalLog,
+    /// One warning per window: an outsider can send many.
+    refusals: LogOnce,
 }
 
 #[async_trait::async_trait]
@@ -119,8 +112,12 @@ impl Socket for SealedSocket {
         message.serialize(&mut self.plain);
         {
             let keyring = self.seal.keyring.read().unwrap_or_else(|p| p.into_inner());
-            self.sealer
-                .seal(keyring.primary(), now_ms(), &self.plain, &mut self.sealed);
+            self.sealer.seal(
+                keyring.primary(),
+                crate::agent::now_ms(),
+                &self.plain,
+                &mut self.sealed,
+            );
         }
         self.socket
             .send_to(&self.sealed, to)
@@ -149,7 +146,12 @@ impl Socket for SealedSocket {
             };
             let opened = {
                 let keyring = self.seal.keyring.read().unwrap_or_else(|p| p.into_inner());
-                seal::open(&keyring, &mut self.guard, now_ms(), &self.received[..len])
+                seal::open(
+                    &keyring,
+                    &mut self.guard,
+                    crate::agent::now_ms(),
+                    &self.received[..len],
+                )
             };
             let reason = match opened {
                 Ok(plain) => match ChitchatMessage::deserialize(&mut plain.as_slice()) {
@@ -159,33 +161,12 @@ impl Socket for SealedSocket {
                 Err(why) => why.as_str(),
             };
             self.seal.count(reason);
-            self.refusals.note(reason, from);
+            if let Some(more) = self.refusals.admit(crate::agent::now_ms()) {
+                log::warn!(
+                    "gossip datagram from {from} refused ({reason}): only members holding the cluster's gossip key can gossip; counted in stackring_gossip_rejected_total{}",
+                    LogOnce::suppressed(more)
+                );
+            }
         }
-    }
-}
-
-/// Refused datagrams are logged as a summary at most once per `WARN_EVERY`.
-#[derive(Default)]
-struct RefusalLog {
-    last_warning: Option<Instant>,
-    since: std::collections::BTreeMap<&'static str, u64>,
-}
-
-impl RefusalLog {
-    fn note(&mut self, reason: &'static str, from: SocketAddr) {
-        *self.since.entry(reason).or_default() += 1;
-        if self
-            .last_warning
-            .is_some_and(|at| at.elapsed() < WARN_EVERY)
-        {
-            return;
-        }
-        let counts: Vec<String> = self.since.iter().map(|(r, n)| format!("{n} {r}")).collect();
-        log::warn!(
-            "gossip datagrams refused ({}), the last from {from}: only members holding the cluster's gossip key can gossip; counted in stackring_gossip_rejected_total",
-            counts.join(", ")
-        );
-        self.since.clear();
-        self.last_warning = Some(Instant::now());
     }
 }

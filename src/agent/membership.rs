@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 // tokio's clock, so that tests under `tokio::time::pause` see heartbeats age (chitchat's failure
 // detector uses it too).
 use tokio::time::Instant;
@@ -135,10 +135,7 @@ impl Membership {
         seal: Arc<GossipSeal>,
     ) -> anyhow::Result<Membership> {
         // A restarted node is a new generation of the same id.
-        let generation = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let generation = crate::agent::now_ms();
         let self_id = ChitchatId::new(entry.id.clone(), generation, advertise);
         let config = ChitchatConfig {
             chitchat_id: self_id.clone(),
@@ -358,10 +355,7 @@ impl FuzzGossip {
     /// `message` sealed as a member would seal it.
     pub fn seal(&self, message: &[u8]) -> Vec<u8> {
         let key = crate::core::seal::GossipKey::from_bytes(FUZZ_KEY);
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let now = crate::agent::now_ms();
         let mut out = Vec::new();
         self.sealer
             .lock()

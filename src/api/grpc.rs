@@ -124,6 +124,38 @@ fn source<T>(request: &Request<T>) -> Option<IpAddr> {
     peer(request).map(|p| crate::api::limits::canonical(p.remote.ip()))
 }
 
+/// The node id of the caller's member certificate (None without one), for a call served over TLS
+/// only.
+fn require_member<T>(request: &Request<T>, call: &str) -> Result<Option<String>, Status> {
+    require_tls(request, call)?;
+    Ok(peer(request).and_then(|p| p.member.clone()))
+}
+
+/// A relayed call is taken only from a member, in its own name: its certificate must name the
+/// node in `from` (a node never accepts another node's claim to its id).
+fn check_relayer(member: &Option<String>, from: &str, call: &str) -> Result<(), Status> {
+    if member.as_deref() == Some(from) {
+        return Ok(());
+    }
+    Err(Status::permission_denied(format!(
+        "{call} is relayed by members only: the caller must present this cluster's certificate for the node it names in `from` ('{}'); it presented {}",
+        crate::core::config::echo(from),
+        match member {
+            Some(id) => format!("the certificate of '{id}'"),
+            None => "no cluster certificate".to_string(),
+        }
+    )))
+}
+
+/// A refusal as a relayed call's reply carries it.
+fn refused_pb(r: Refusal) -> pb::JoinRefusal {
+    refusal_pb(
+        &r.body.error_code,
+        r.body.sub_code.as_deref().unwrap_or("refused"),
+        r.body.description,
+    )
+}
+
 /// Calls that carry credentials or change the cluster are refused on a plaintext connection,
 /// before anything in them is read.
 fn require_tls<T>(request: &Request<T>, call: &str) -> Result<(), Status> {
@@ -321,20 +353,9 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::ApplyChangeRequest>,
     ) -> Result<Response<pb::ApplyChangeReply>, Status> {
-        require_tls(&request, "ApplyChange")?;
-        // Only a member relays changes, and it relays them in its own name.
-        let member = peer(&request).and_then(|p| p.member.clone());
+        let member = require_member(&request, "ApplyChange")?;
         let r = request.into_inner();
-        if member.as_deref() != Some(r.from.as_str()) {
-            return Err(Status::permission_denied(format!(
-                "ApplyChange is relayed by members only: the caller must present this cluster's certificate for the node it names in `from` ('{}'); it presented {}",
-                crate::core::config::echo(&r.from),
-                match &member {
-                    Some(id) => format!("the certificate of '{id}'"),
-                    None => "no cluster certificate".to_string(),
-                }
-            )));
-        }
+        check_relayer(&member, &r.from, "ApplyChange")?;
         let change = RelayedChange {
             node_id: r.node_id,
             action: r.action,
@@ -352,11 +373,7 @@ impl pb::cluster_server::Cluster for ClusterService {
                 external_addrs: list.iter().map(|a| a.to_string()).collect(),
             },
             Err(r) => pb::ApplyChangeReply {
-                refusal: Some(refusal_pb(
-                    &r.body.error_code,
-                    r.body.sub_code.as_deref().unwrap_or("refused"),
-                    r.body.description,
-                )),
+                refusal: Some(refused_pb(r)),
                 ..Default::default()
             },
         };
@@ -367,20 +384,9 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::GossipKeysRequest>,
     ) -> Result<Response<pb::GossipKeysReply>, Status> {
-        require_tls(&request, "ChangeGossipKeys")?;
-        // Only a member relays keyring changes, in its own name (the key travels inside TLS).
-        let member = peer(&request).and_then(|p| p.member.clone());
+        let member = require_member(&request, "ChangeGossipKeys")?;
         let r = request.into_inner();
-        if member.as_deref() != Some(r.from.as_str()) {
-            return Err(Status::permission_denied(format!(
-                "ChangeGossipKeys is relayed by members only: the caller must present this cluster's certificate for the node it names in `from` ('{}'); it presented {}",
-                crate::core::config::echo(&r.from),
-                match &member {
-                    Some(id) => format!("the certificate of '{id}'"),
-                    None => "no cluster certificate".to_string(),
-                }
-            )));
-        }
+        check_relayer(&member, &r.from, "ChangeGossipKeys")?;
         let result = match crate::core::seal::KeyringOp::parse(&r.action, &r.key, &r.key_id) {
             Ok(op) => {
                 self.node
@@ -395,11 +401,7 @@ impl pb::cluster_server::Cluster for ClusterService {
                 key_ids: ids.iter().map(|i| i.to_string()).collect(),
             },
             Err(r) => pb::GossipKeysReply {
-                refusal: Some(refusal_pb(
-                    &r.body.error_code,
-                    r.body.sub_code.as_deref().unwrap_or("refused"),
-                    r.body.description,
-                )),
+                refusal: Some(refused_pb(r)),
                 ..Default::default()
             },
         };

@@ -166,28 +166,12 @@ pub(super) fn status_nodes(settings: &Settings, json: bool) -> i32 {
         "ADVERTISED",
         "STATUS",
     ];
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        println!("{}", padded.join("  ").trim_end());
-    };
     println!(
         "CLUSTER NODES ({}):",
         doc["cluster_name"].as_str().unwrap_or_default()
     );
-    line(header.to_vec());
-    for row in &rows {
-        line(row.iter().map(String::as_str).collect());
-    }
+    let rows: Vec<Vec<String>> = rows.into_iter().map(Vec::from).collect();
+    print!("{}", table(&header, &rows));
     0
 }
 

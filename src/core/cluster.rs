@@ -990,6 +990,59 @@ mod tests {
                 "8–1024",
             ),
         ];
+        // cluster.ca_pin: what a joiner accepts; an outsider's text, so hostile rows too.
+        let pin_hex = "ab".repeat(32);
+        let with_pin = |action: &str, pin: &str| {
+            format!(
+                r#"{{"action":"{action}","cluster":{{"nodes":["2001:db8::1"],"ca_pin":{}}},"credentials":{{"username":"a","password":"secret-pass"}}}}"#,
+                serde_json::Value::String(pin.to_string())
+            )
+        };
+        let join = validate_bootstrap(
+            request(&with_pin("join_cluster", &format!("sha256:{pin_hex}"))),
+            Action::Join,
+        )
+        .unwrap();
+        assert_eq!(
+            join.ca_pin.map(|p| p.to_string()),
+            Some(format!("sha256:{pin_hex}"))
+        );
+        let create_with_pin = format!(
+            r#"{{"action":"create_cluster","cluster":{{"name":"c1","ca_pin":"sha256:{pin_hex}"}},"credentials":{{"username":"a","password":"secret-pass"}}}}"#
+        );
+        let errs = validate_bootstrap(request(&create_with_pin), Action::Create).unwrap_err();
+        assert!(
+            errs.iter()
+                .any(|e| e.key == "cluster.ca_pin" && e.problem.contains("only for join_cluster")),
+            "{errs:#?}"
+        );
+        for bad in [
+            String::new(),
+            pin_hex.clone(),
+            format!("sha256:{}", &pin_hex[..63]),
+            format!("sha256:{}", pin_hex.to_uppercase()),
+            format!("sha1:{pin_hex}"),
+            format!(" sha256:{pin_hex}"),
+            "sha256//not base64 at all, not 44 chars".into(),
+            "x".repeat(10_000),
+        ] {
+            let errs = validate_bootstrap(request(&with_pin("join_cluster", &bad)), Action::Join)
+                .unwrap_err();
+            let e = errs
+                .iter()
+                .find(|e| e.key == "cluster.ca_pin")
+                .unwrap_or_else(|| panic!("{bad:?}: {errs:#?}"));
+            assert!(e.problem.contains("not an SPKI pin"), "{e:?}");
+            assert!(
+                e.fix.contains("sha256:") && e.fix.contains("inspect"),
+                "{e:?}"
+            );
+            assert!(
+                e.value.len() < 300,
+                "the value is echoed whole: {}",
+                e.value.len()
+            );
+        }
         for (json, action, key, problem) in table {
             let errs = validate_bootstrap(request(json), *action).unwrap_err();
             assert!(

@@ -28,6 +28,111 @@ pub fn curl_target(method: &str, host: &str, path: &str) -> Vec<String> {
     }
 }
 
+/// `curl` inside `ns` (`curl_target`: changes over HTTPS, reads over HTTP); the status and the body
+/// as JSON (a string when it is not JSON; status 0 when curl got no answer).
+pub fn curl_json(
+    ns: &Netns,
+    method: &str,
+    host: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let mut cmd = ns.command("curl");
+    cmd.args(["-s", "-g", "-m", "20", "-X", method, "-w", "\n%{http_code}"])
+        .args(["-H", "Content-Type: application/json"]);
+    if let Some(b) = body {
+        cmd.args(["--data-binary", b]);
+    }
+    cmd.args(curl_target(method, host, path));
+    let out = cmd.output().unwrap();
+    let text = text(&out.stdout);
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (
+        code.trim().parse().unwrap_or(0),
+        serde_json::from_str(body).unwrap_or(serde_json::Value::String(body.to_string())),
+    )
+}
+
+/// `create_cluster` (no `seed`) or `join_cluster` through `seed` on the node in `ns`, with the
+/// tests' credentials; panics unless it is answered 200.
+pub fn bootstrap(ns: &Netns, action: &str, name: &str, seed: Option<&str>) {
+    let mut cluster = serde_json::json!({ "name": name });
+    if let Some(seed) = seed {
+        cluster["nodes"] = serde_json::json!([seed]);
+    }
+    let body = serde_json::json!({
+        "action": action,
+        "cluster": cluster,
+        "credentials": {"username": "admin", "password": "correct horse"},
+        "node": {"identity": {}},
+    });
+    let (code, doc) = curl_json(
+        ns,
+        "POST",
+        "[::1]",
+        &format!("/v1/bootstrap/{action}"),
+        Some(&body.to_string()),
+    );
+    assert_eq!(code, 200, "{action} on {}: {doc}", ns.name);
+}
+
+/// Permanent neighbour entries between every pair of `(host, its address)`. The kernel's IPv6
+/// neighbour table is one for every namespace on the machine, and a busy machine (another run
+/// with a hundred namespaces) fills it: new entries then fail ("ndisc_cache: neighbor table
+/// overflow!"), connects count as `Ip6OutNoRoutes` and joins time out. Permanent entries do not
+/// count against that limit (`gc_thresh3`).
+pub fn pin_neighbours(hosts: &[(&Netns, String)]) {
+    let mac = |ns: &Netns| {
+        let out = Command::new("ip")
+            .args(["-n", &ns.name, "-br", "link", "show", "eth0"])
+            .output()
+            .unwrap();
+        text(&out.stdout)
+            .split_whitespace()
+            .nth(2)
+            .expect("eth0 has a MAC address")
+            .to_string()
+    };
+    let macs: Vec<(String, &str)> = hosts.iter().map(|(ns, a)| (mac(ns), a.as_str())).collect();
+    for (ns, _) in hosts {
+        for (lladdr, addr) in &macs {
+            ns.ip(&format!(
+                "neigh replace {addr} lladdr {lladdr} dev eth0 nud permanent"
+            ));
+        }
+    }
+}
+
+/// A raw HTTP/1.1 request to the daemon of the namespace the calling thread is in: reads over
+/// plain HTTP (answer within `timeout`), changes over HTTPS (plain HTTP refuses them). The status
+/// and the body; None when there is no answer.
+pub fn local_http(
+    method: &str,
+    path: &str,
+    body: &str,
+    timeout: Duration,
+) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let request = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    let out = if method == "GET" {
+        let addr = "[::1]:3200".parse().unwrap();
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+        s.set_read_timeout(Some(timeout)).ok()?;
+        s.write_all(request.as_bytes()).ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        out
+    } else {
+        let to = std::net::SocketAddr::new("::1".parse().unwrap(), HTTPS_PORT);
+        String::from_utf8(tls::exchange(to, &request).ok()?.0).ok()?
+    };
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    Some((
+        head.split_whitespace().nth(1)?.parse().ok()?,
+        body.to_string(),
+    ))
+}
+
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
 /// A network namespace that exists for the life of the value (and its `/etc/netns/NAME` folder).
