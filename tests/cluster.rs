@@ -2125,3 +2125,29 @@ fn the_memberlist_peer_of_the_comparison_builds_joins_and_sees_a_kill() {
         let _ = p.wait();
     }
 }
+
+/// A node named by its join request (`node.identity.name`, as the appliance's first boot names
+/// it) gets a certificate for that name and is a member under it: the CSR, the certificate the
+/// member signs and the joiner's own check all use the id the node takes, not its configured one.
+#[test]
+fn a_node_renamed_by_its_join_request_joins_under_that_name() {
+    let lan = Lan::new("lanren");
+    let (hosts, _daemons) = start_nodes(&lan, "2b0", 2);
+    pin_start_nodes_neighbours(&hosts, "2b0");
+    let (code, doc) = create(&hosts[0], "[::1]", "admin", json!({}));
+    assert_eq!(code, 200, "{doc}");
+    let (code, doc) = join(
+        &hosts[1],
+        "[::1]",
+        "admin",
+        "2001:db8:2b0::1",
+        "correct horse",
+        json!({"name": "renamed-b"}),
+    );
+    assert_eq!(code, 200, "{doc}");
+    for ns in &hosts {
+        wait_for("renamed-b OK everywhere", Duration::from_secs(10), || {
+            (status_of(&nodes(ns, "[::1]"), "renamed-b").as_deref() == Some("OK")).then_some(())
+        });
+    }
+}
