@@ -158,6 +158,7 @@ impl AuthGuard {
                 self.fail(match failed {
                     Outcome::WrongUsername => "wrong_username",
                     Outcome::WrongPassword => "wrong_password",
+                    Outcome::WrongToken => "wrong_token",
                     _ => "missing",
                 });
                 if let Some(s) = sources.get_mut(&key) {

@@ -2,9 +2,9 @@
 //! the credentials file it names, the host readings preflight judges (ports probed by binding,
 //! `/etc/hosts`), and the byte-preserving `/etc/hosts` fix.
 
-use crate::core::config::{
-    parse_credentials, parse_str, parse_str_on, ConfigError, ConfigErrors, Settings,
-};
+use crate::core::cluster;
+use crate::core::config::DeclaredSecret;
+use crate::core::config::{parse_str, parse_str_on, ConfigError, ConfigErrors, Settings};
 use crate::core::decide::{decide, server_listen, Context};
 use crate::core::net::HostAddrs;
 use crate::core::preflight::{hosts_fix, wanted_family, Check, Inputs};
@@ -65,9 +65,9 @@ pub(crate) fn check_files(settings: &Settings) -> Vec<ConfigError> {
     let Some(declared) = &settings.cluster else {
         return vec![];
     };
-    let path = &declared.credentials_file;
+    let path = declared.secret.path();
     let error = |problem: String, fix: &str| ConfigError {
-        key: "cluster.credentials_file".into(),
+        key: declared.secret.key().into(),
         value: format!(
             "'{}'",
             crate::core::config::echo(&path.display().to_string())
@@ -75,17 +75,24 @@ pub(crate) fn check_files(settings: &Settings) -> Vec<ConfigError> {
         problem,
         fix: fix.into(),
     };
+    let what = match declared.secret {
+        DeclaredSecret::CredentialsFile(_) => "one line 'username:password'",
+        DeclaredSecret::JoinTokenFile(_) => "the token `stackring cluster join-token` printed",
+    };
     match std::fs::read_to_string(path) {
-        Ok(text) => match parse_credentials(&text) {
-            Ok(_) => vec![],
-            Err(problem) => vec![error(
-                problem.into(),
-                "write one line 'username:password' (username 1–128 characters, password 8–1024)",
-            )],
+        Ok(text) => match declared.secret.parse(&text) {
+            Ok(proof) => match cluster::declared_request(declared, proof, vec![]) {
+                Ok(_) => vec![],
+                Err(problem) => vec![error(problem, "see the problem")],
+            },
+            Err(problem) => {
+                let (problem, fix) = problem.split_once("; fix: ").unwrap_or((&problem, ""));
+                vec![error(problem.into(), fix)]
+            }
         },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![error(
             "does not exist".into(),
-            "create it with one line 'username:password' (mode 0600), or correct the path",
+            &format!("create it with {what} (mode 0600), or correct the path"),
         )],
         Err(e) => vec![error(
             format!("cannot be read ({e})"),

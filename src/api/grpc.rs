@@ -6,10 +6,11 @@ use crate::agent::StateRx;
 use crate::api::admin::{addr_change, external_change};
 use crate::api::error::denied_status;
 use crate::api::tls::GrpcPeer;
-use crate::core::cluster::JoinerFacts;
+use crate::core::cluster::{JoinAuth, JoinerFacts};
 use crate::core::members::MemberView;
 use crate::core::refusal::Refusal;
 use crate::core::state::Published;
+use crate::core::token::TokenCredential;
 use futures::Stream;
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -301,11 +302,19 @@ impl pb::cluster_server::Cluster for ClusterService {
             has_ipv6: req.has_ipv6,
             use_internal_ipv6: req.use_internal_ipv6,
         };
-        let reply = match self
-            .node
-            .admit(source, facts, req.username, req.password)
-            .await
-        {
+        // A token that does not parse is refused like an unknown one, through the same guard.
+        let auth = if req.token.is_empty() {
+            JoinAuth::Credentials {
+                username: req.username,
+                password: req.password,
+            }
+        } else {
+            JoinAuth::Token(
+                TokenCredential::parse_wire(&req.token)
+                    .unwrap_or_else(|_| TokenCredential::never()),
+            )
+        };
+        let reply = match self.node.admit(source, facts, auth).await {
             Ok(Admission { record, seeds }) => {
                 let ips: Vec<IpAddr> = source.into_iter().collect();
                 let issued = match self.node.tls().issue(&csr_pem, &joiner, &ips) {

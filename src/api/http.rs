@@ -105,6 +105,21 @@ pub(crate) const ENDPOINTS: &[(&str, &str, &str)] = &[
     ),
     (
         "GET",
+        "/v1/cluster/join_tokens",
+        "the join tokens this member printed and that are still usable, never their secrets (admin socket only)",
+    ),
+    (
+        "POST",
+        "/v1/cluster/join_tokens",
+        "{\"ttl\": \"24h\"}: a new one-time join token (seed, secret, CA pin), shown once (admin socket only)",
+    ),
+    (
+        "DELETE",
+        "/v1/cluster/join_tokens/{id}",
+        "revoke a join token (admin socket only)",
+    ),
+    (
+        "GET",
         "/ring",
         "the ring page (JSON with Accept: application/json)",
     ),
@@ -133,6 +148,14 @@ pub(crate) fn router(state: HttpState) -> Router {
         .route(
             "/v1/cluster/gossip_keys",
             get(gossip_keys_list).post(gossip_keys_change),
+        )
+        .route(
+            "/v1/cluster/join_tokens",
+            get(join_tokens_list).post(join_tokens_issue),
+        )
+        .route(
+            "/v1/cluster/join_tokens/{id}",
+            axum::routing::delete(join_tokens_revoke),
         )
         .route("/ring", get(ring).layer(map_response(not_framed)))
         .route(
@@ -645,9 +668,10 @@ async fn forget(
     admin_result(s.cluster.forget(&id).await)
 }
 
-/// Gossip keys are managed over the root-only admin socket only: a key never crosses the
-/// network in an HTTP body, and the key ids are not for every client of the TCP port.
-fn admin_socket_only(s: &HttpState) -> Option<Response> {
+/// Gossip keys and join tokens are managed over the root-only admin socket only: a key or a
+/// token never crosses the network in an HTTP body, and their ids are not for every client of
+/// the TCP port.
+fn admin_socket_only(s: &HttpState, what: &str, command: &str) -> Option<Response> {
     if s.trusted() {
         return None;
     }
@@ -656,13 +680,60 @@ fn admin_socket_only(s: &HttpState) -> Option<Response> {
         ErrorBody::new(
             "AdminError",
             Some("admin_socket_only"),
-            "gossip keys are managed over the node's admin socket only; fix: run `stackring cluster gossip-key …` as root on a member",
+            format!("{what} are managed over the node's admin socket only; fix: run `stackring cluster {command} …` as root on a member"),
         ),
     ))
 }
 
+const GOSSIP_KEYS: (&str, &str) = ("gossip keys", "gossip-key");
+const JOIN_TOKENS: (&str, &str) = ("join tokens", "join-token");
+
+async fn join_tokens_list(State(s): State<HttpState>) -> Response {
+    if let Some(r) = admin_socket_only(&s, JOIN_TOKENS.0, JOIN_TOKENS.1) {
+        return r;
+    }
+    admin_result(s.cluster.join_tokens().await)
+}
+
+/// The request body of `POST /v1/cluster/join_tokens`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JoinTokenRequest {
+    #[serde(default)]
+    ttl: Option<String>,
+}
+
+async fn join_tokens_issue(State(s): State<HttpState>, body: Bytes) -> Response {
+    if let Some(r) = admin_socket_only(&s, JOIN_TOKENS.0, JOIN_TOKENS.1) {
+        return r;
+    }
+    let request = if body.iter().all(|b| b.is_ascii_whitespace()) {
+        Ok(JoinTokenRequest::default())
+    } else {
+        crate::api::jsonbody::parse::<JoinTokenRequest>(&body).map_err(|e| e.to_string())
+    };
+    let ttl = request.and_then(|r| match r.ttl {
+        None => Ok(crate::core::token::DEFAULT_TTL),
+        Some(text) => crate::core::token::parse_ttl(&text).map_err(|e| format!("ttl: {e}")),
+    });
+    match ttl {
+        Ok(ttl) => admin_result(s.cluster.issue_join_token(ttl).await),
+        Err(why) => Refusal::invalid(why).into_response(),
+    }
+}
+
+async fn join_tokens_revoke(State(s): State<HttpState>, Path(id): Path<String>) -> Response {
+    if let Some(r) = admin_socket_only(&s, JOIN_TOKENS.0, JOIN_TOKENS.1) {
+        return r;
+    }
+    match id.parse::<crate::core::token::TokenId>() {
+        Ok(id) => admin_result(s.cluster.revoke_join_token(id).await),
+        Err(why) => Refusal::invalid(why).into_response(),
+    }
+}
+
 async fn gossip_keys_list(State(s): State<HttpState>) -> Response {
-    if let Some(r) = admin_socket_only(&s) {
+    if let Some(r) = admin_socket_only(&s, GOSSIP_KEYS.0, GOSSIP_KEYS.1) {
         return r;
     }
     admin_result(s.cluster.gossip_keys().await)
@@ -680,7 +751,7 @@ struct GossipKeysChange {
 }
 
 async fn gossip_keys_change(State(s): State<HttpState>, body: Bytes) -> Response {
-    if let Some(r) = admin_socket_only(&s) {
+    if let Some(r) = admin_socket_only(&s, GOSSIP_KEYS.0, GOSSIP_KEYS.1) {
         return r;
     }
     let op = crate::api::jsonbody::parse::<GossipKeysChange>(&body)

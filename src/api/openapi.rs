@@ -27,8 +27,8 @@ use utoipa::OpenApi;
     ),
     paths(
         ready, identity, metrics, bootstrap_status, create_cluster, join_cluster, nodes,
-        reachability, external_addr, addr, forget, gossip_keys_list, gossip_keys_change, ring,
-        ring_forget, index, openapi
+        reachability, external_addr, addr, forget, gossip_keys_list, gossip_keys_change,
+        join_tokens_list, join_tokens_issue, join_tokens_revoke, ring, ring_forget, index, openapi
     ),
     components(schemas(
         ErrorBody, ConfigError, IdentityView, Endpoint, Family, BootstrapRequest, ClusterSpec,
@@ -220,6 +220,41 @@ fn gossip_keys_list() {}
     ))]
 #[allow(dead_code)]
 fn gossip_keys_change() {}
+
+/// The join tokens this member printed that are still usable, never their secrets (admin
+/// socket only).
+#[utoipa::path(get, path = "/v1/cluster/join_tokens", tag = "cluster", responses(
+    (status = 200, body = Object),
+    (status = 403, body = ErrorBody),
+    (status = 409, body = ErrorBody),
+))]
+#[allow(dead_code)]
+fn join_tokens_list() {}
+
+/// A new one-time join token (`{"ttl": "24h"}`, 10s–30d, body optional): the token carries this
+/// member's gRPC endpoint, a secret and the cluster CA's pin; shown once (admin socket only).
+#[utoipa::path(post, path = "/v1/cluster/join_tokens", tag = "cluster",
+    request_body = Object,
+    responses(
+        (status = 200, body = Object),
+        (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 409, body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn join_tokens_issue() {}
+
+/// Revokes a join token by its id (admin socket only).
+#[utoipa::path(delete, path = "/v1/cluster/join_tokens/{id}", tag = "cluster",
+    params(("id" = String, Path, description = "the token's id (6 lowercase letters or digits)")),
+    responses(
+        (status = 200, body = Object),
+        (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 409, body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn join_tokens_revoke() {}
 
 /// dskit's ring page, plus family, addresses and listen vs advertised (JSON on request).
 #[utoipa::path(get, path = "/ring", tag = "cluster", responses(

@@ -719,6 +719,157 @@ pub(super) fn gossip_key_command(
     }
 }
 
+/// `stackring cluster join-token [--ttl D] | list | revoke ID`. Arguments are checked here with
+/// the daemon's own validators (exit 2, nothing sent), and again by the daemon.
+pub(super) fn join_token_command(
+    settings: &Settings,
+    ttl: &str,
+    action: Option<&super::JoinTokenAction>,
+    json: bool,
+) -> i32 {
+    use super::JoinTokenAction as A;
+    let bad = |e: String| {
+        eprintln!("stackring: {e}");
+        2
+    };
+    let answer = |method: &str, path: &str, body: Option<String>| match admin_request(
+        &settings.runtime_dir,
+        method,
+        path,
+        body.as_deref(),
+    ) {
+        Ok((200, answer)) => {
+            Ok(serde_json::from_str::<serde_json::Value>(&answer).unwrap_or_default())
+        }
+        Ok((status, answer)) => {
+            let doc: serde_json::Value = serde_json::from_str(&answer).unwrap_or_default();
+            eprintln!(
+                "stackring: {}",
+                doc["description"].as_str().unwrap_or(&answer)
+            );
+            Err(if status == 400 { 2 } else { 1 })
+        }
+        Err(e) => {
+            eprintln!("stackring: {e}");
+            Err(1)
+        }
+    };
+    let now = crate::agent::now_unix();
+    let result = match action {
+        None => {
+            if let Err(e) = crate::core::token::parse_ttl(ttl) {
+                return bad(format!("--ttl {e}"));
+            }
+            let body = serde_json::json!({ "ttl": ttl }).to_string();
+            answer("POST", "/v1/cluster/join_tokens", Some(body)).map(|doc| {
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+                    return;
+                }
+                // The token alone on stdout (TOKEN=$(stackring cluster join-token) works); the
+                // words on stderr.
+                println!("{}", doc["token"].as_str().unwrap_or_default());
+                eprintln!(
+                    "stackring: join token {} for cluster {}: usable once, for {} (until {} UTC), at {}; it pins the cluster CA {}. It is shown only this once.\n  join with: {{\"action\": \"join_cluster\", \"cluster\": {{\"join_token\": \"<token>\"}}}} (no credentials), or cluster.join_token_file in the config",
+                    doc["id"].as_str().unwrap_or_default(),
+                    doc["cluster"].as_str().unwrap_or_default(),
+                    span(doc["ttl_s"].as_u64().unwrap_or_default()),
+                    utc(doc["expires_unix"].as_u64().unwrap_or_default()),
+                    doc["seed"].as_str().unwrap_or_default(),
+                    doc["ca_pin"].as_str().unwrap_or_default(),
+                );
+            })
+        }
+        Some(A::List) => answer("GET", "/v1/cluster/join_tokens", None).map(|doc| {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+                return;
+            }
+            print!("{}", join_tokens_table(&doc, now));
+        }),
+        Some(A::Revoke { id }) => {
+            let id = match id.parse::<crate::core::token::TokenId>() {
+                Ok(id) => id,
+                Err(e) => return bad(e),
+            };
+            let path = format!("/v1/cluster/join_tokens/{id}");
+            match answer("DELETE", &path, None) {
+                Ok(doc) if json => {
+                    println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+                    if doc["revoked"].as_bool() == Some(true) {
+                        Ok(())
+                    } else {
+                        Err(1)
+                    }
+                }
+                Ok(doc) if doc["revoked"].as_bool() == Some(true) => {
+                    println!("join token {id} revoked");
+                    Ok(())
+                }
+                Ok(_) => {
+                    eprintln!("stackring: this member holds no usable join token {id} (already used, expired, revoked, or printed by another member)");
+                    Err(1)
+                }
+                Err(code) => Err(code),
+            }
+        }
+    };
+    match result {
+        Ok(()) => 0,
+        Err(code) => code,
+    }
+}
+
+/// `join-token list` as a table: id, expiry, time left.
+pub(crate) fn join_tokens_table(doc: &serde_json::Value, now_unix: u64) -> String {
+    let rows: Vec<Vec<String>> = doc
+        .as_array()
+        .map(|a| a.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .map(|t| {
+            let expires = t["expires_unix"].as_u64().unwrap_or_default();
+            vec![
+                t["id"].as_str().unwrap_or_default().to_string(),
+                format!("{} UTC", utc(expires)),
+                span(expires.saturating_sub(now_unix)),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        return "no usable join tokens on this member\n".into();
+    }
+    table(&["ID", "EXPIRES", "LEFT"], &rows)
+}
+
+/// A span of seconds as operators read it: `23h59m`, `6d23h`, `45s`.
+fn span(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m{s:02}s"),
+        (0, _, _) => format!("{h}h{m:02}m"),
+        _ => format!("{d}d{h:02}h"),
+    }
+}
+
+/// A unix time as `2026-11-29 18:55:00`.
+fn utc(unix: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix.min(i64::MAX as u64) as i64)
+        .map(|t| {
+            format!(
+                "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second()
+            )
+        })
+        .unwrap_or_else(|_| unix.to_string())
+}
+
 /// `gossip-key rotate`: the key in use on this node is replaced by a new one everywhere.
 fn rotate(settings: &Settings, json: bool) -> Result<(), i32> {
     let doc = fetch(settings, "/v1/cluster/gossip_keys")?;

@@ -151,6 +151,30 @@ pub(crate) enum ClusterCommand {
         #[command(subcommand)]
         action: GossipKeyAction,
     },
+    /// Print a one-time join token (kubeadm's shape): this member's gRPC address, a secret and the
+    /// cluster CA's pin in one string. A new node joins with it instead of the cluster
+    /// credentials (`"cluster": {"join_token": "…"}`, or `cluster.join_token_file`), and refuses
+    /// any other cluster before it sends the secret. The token is printed alone on stdout, once;
+    /// this member keeps only a hash of its secret. `list` and `revoke ID` manage the ones printed.
+    #[command(name = "join-token", args_conflicts_with_subcommands = true)]
+    JoinToken {
+        /// How long the token can be used: 30m, 24h, 7d … (10s to 30d).
+        #[arg(long, value_name = "DURATION", default_value = "24h")]
+        ttl: String,
+        #[command(subcommand)]
+        action: Option<JoinTokenAction>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum JoinTokenAction {
+    /// The tokens this member printed that can still be used (ids and expiry, never secrets).
+    List,
+    /// Make a token unusable.
+    Revoke {
+        #[arg(value_name = "ID")]
+        id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -285,6 +309,10 @@ fn run(cli: Cli) -> i32 {
             command: ClusterCommand::GossipKey { action },
             json,
         } => settings().map(|s| admin::gossip_key_command(&s, &action, json)),
+        Command::Cluster {
+            command: ClusterCommand::JoinToken { ttl, action },
+            json,
+        } => settings().map(|s| admin::join_token_command(&s, &ttl, action.as_ref(), json)),
         Command::Wait { timeout } => settings().map(|s| wait_for_identity(&s.runtime_dir, timeout)),
         Command::Inspect { json } => on_host(settings, |s, snapshot, ctx| {
             inspect(s, &snapshot, ctx, json)

@@ -9,6 +9,7 @@ use crate::core::net::{
 use crate::core::peer::PeerAddr;
 use crate::core::refusal::{ErrorBody, Refusal};
 use crate::core::snapshot::Family;
+use crate::core::token::{JoinToken, TOKEN_FIX};
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
@@ -18,7 +19,9 @@ use std::net::IpAddr;
 pub struct BootstrapRequest {
     pub(crate) action: String,
     pub(crate) cluster: ClusterSpec,
-    pub(crate) credentials: CredentialsSpec,
+    /// Required to create; to join, these or `cluster.join_token`.
+    #[serde(default)]
+    pub(crate) credentials: Option<CredentialsSpec>,
     #[serde(default)]
     pub(crate) node: Option<NodeSpec>,
 }
@@ -37,6 +40,11 @@ pub struct ClusterSpec {
     /// before it sends the credentials; absent, it trusts the CA it meets on first use.
     #[serde(default)]
     pub(crate) ca_pin: Option<String>,
+    /// For a join, instead of credentials: a token from `stackring cluster join-token` on a
+    /// member (`core::token`), which names the seed and pins the CA.
+    #[serde(default)]
+    #[schema(format = Password)]
+    pub(crate) join_token: Option<String>,
 }
 
 #[derive(Clone, Deserialize, utoipa::ToSchema)]
@@ -83,14 +91,34 @@ pub struct Bootstrap {
     /// `None` on a join that did not name the cluster.
     pub cluster_name: Option<String>,
     pub seeds: Seeds,
-    pub username: String,
-    pub password: String,
+    pub(crate) auth: JoinAuth,
     pub addr: Option<IpAddr>,
     pub external_addrs: Option<Vec<IpAddr>>,
     pub use_internal_ipv6: Option<bool>,
     pub name: Option<String>,
     /// The CA a joiner accepts (see `ClusterSpec::ca_pin`).
     pub(crate) ca_pin: Option<crate::core::pin::SpkiPin>,
+}
+
+/// What a node proves itself with: the cluster's credentials, or (to join) a join token.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) enum JoinAuth {
+    Credentials { username: String, password: String },
+    Token(crate::core::token::TokenCredential),
+}
+
+impl std::fmt::Debug for JoinAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JoinAuth::Credentials { username, .. } => {
+                write!(
+                    f,
+                    "Credentials {{ username: {username:?}, password: <hidden> }}"
+                )
+            }
+            JoinAuth::Token(t) => write!(f, "Token {{ id: {} }}", t.id),
+        }
+    }
 }
 
 /// Where a joiner finds the cluster.
@@ -182,12 +210,27 @@ pub(crate) fn validate_bootstrap_on(
         ),
         (Some(_), _) => {}
     }
+    let mut token = None;
+    match (&req.cluster.join_token, action) {
+        (Some(_), Action::Create) => err(
+            "cluster.join_token",
+            "",
+            "is only for join_cluster",
+            "remove cluster.join_token from a create_cluster request; a create takes credentials",
+        ),
+        (Some(text), Action::Join) => match text.parse::<JoinToken>() {
+            // The value is a secret: never echoed.
+            Ok(t) => token = Some(t),
+            Err(problem) => err("cluster.join_token", "", &problem, TOKEN_FIX),
+        },
+        (None, _) => {}
+    }
     match action {
-        Action::Join if req.cluster.nodes.is_empty() => err(
+        Action::Join if req.cluster.nodes.is_empty() && req.cluster.join_token.is_none() => err(
             "cluster.nodes",
             "",
             "is empty",
-            "name at least one existing node, e.g. ['2001:db8::10']",
+            "name at least one existing node, e.g. ['2001:db8::10'] (or join with cluster.join_token, which names one)",
         ),
         Action::Create if !req.cluster.nodes.is_empty() => err(
             "cluster.nodes",
@@ -228,21 +271,51 @@ pub(crate) fn validate_bootstrap_on(
             ),
         }
     }
-    if req.credentials.username.trim().is_empty() || req.credentials.username.len() > 128 {
-        err(
-            "credentials.username",
-            &req.credentials.username,
-            "is empty or too long",
-            "use 1–128 characters",
-        );
+    if let (Some(t), Some(pin)) = (&token, &ca_pin) {
+        if t.ca_pin != *pin {
+            err(
+                "cluster.ca_pin",
+                &pin.to_string(),
+                &format!("differs from the pin in cluster.join_token ({})", t.ca_pin),
+                "leave cluster.ca_pin out (the token pins the CA), or use a token of that cluster",
+            );
+        }
     }
-    if req.credentials.password.len() < 8 || req.credentials.password.len() > 1024 {
-        err(
-            "credentials.password",
+    match (&req.credentials, &req.cluster.join_token) {
+        (Some(_), Some(_)) => err(
+            "credentials",
             "",
-            "must be 8–1024 characters",
-            "choose a longer password",
-        );
+            "is given with cluster.join_token",
+            "join with one of them: the token alone, or the credentials alone",
+        ),
+        (None, None) => err(
+            "credentials",
+            "",
+            "is missing",
+            match action {
+                Action::Create => "give the cluster's admin credentials, e.g. \"credentials\": {\"username\": \"admin\", \"password\": \"…\"}",
+                Action::Join => "give the cluster's admin credentials, or a token from `stackring cluster join-token` on a member as cluster.join_token",
+            },
+        ),
+        _ => {}
+    }
+    if let Some(c) = &req.credentials {
+        if c.username.trim().is_empty() || c.username.len() > 128 {
+            err(
+                "credentials.username",
+                &c.username,
+                "is empty or too long",
+                "use 1–128 characters",
+            );
+        }
+        if c.password.len() < 8 || c.password.len() > 1024 {
+            err(
+                "credentials.password",
+                "",
+                "must be 8–1024 characters",
+                "choose a longer password",
+            );
+        }
     }
     let identity = req.node.map(|n| n.identity).unwrap_or_default();
     let mut addr = None;
@@ -300,16 +373,83 @@ pub(crate) fn validate_bootstrap_on(
     if !errors.is_empty() {
         return Err(errors);
     }
+    let auth = match (req.credentials, token) {
+        (Some(c), _) => JoinAuth::Credentials {
+            username: c.username,
+            password: c.password,
+        },
+        (None, Some(t)) => {
+            // The token names where to redeem it and which CA to accept; `cluster.nodes`, if
+            // given, says how this node reaches that member (e.g. through a proxy).
+            if seeds.is_empty() {
+                seeds.push(t.seed.clone());
+            }
+            ca_pin = Some(t.ca_pin);
+            JoinAuth::Token(t.credential)
+        }
+        (None, None) => {
+            return Err(vec![ConfigError {
+                key: "credentials".into(),
+                value: String::new(),
+                problem: "is missing".into(),
+                fix: "give credentials or cluster.join_token".into(),
+            }])
+        }
+    };
     Ok(Bootstrap {
         ca_pin,
         cluster_name: req.cluster.name,
         seeds: Seeds::Nodes(seeds),
-        username: req.credentials.username,
-        password: req.credentials.password,
+        auth,
         addr,
         external_addrs: (!identity.external_addr.is_empty()).then_some(externals),
         use_internal_ipv6: identity.use_internal_ipv6,
         name: identity.name,
+    })
+}
+
+/// The bootstrap a `cluster:` section declares, with its secret read (`DeclaredSecret::parse`):
+/// a create, a join through `memberlist.join_members` with credentials (pinned when
+/// `cluster.ca_pin` is given), or a join at the member a token names, pinned by the token.
+pub(crate) fn declared_request(
+    declared: &crate::core::config::DeclaredCluster,
+    proof: crate::core::config::DeclaredProof,
+    join_members: Vec<PeerAddr>,
+) -> Result<Bootstrap, String> {
+    use crate::core::config::DeclaredProof;
+    let (auth, seeds, ca_pin) = match proof {
+        DeclaredProof::Credentials { username, password } => (
+            JoinAuth::Credentials { username, password },
+            Seeds::Gossip(if declared.create {
+                vec![]
+            } else {
+                join_members
+            }),
+            declared.ca_pin,
+        ),
+        DeclaredProof::Token(token) => {
+            if declared.create {
+                return Err("cluster.join_token_file is only for a node that joins; fix: give the creating node cluster.credentials_file".into());
+            }
+            if let Some(pin) = declared.ca_pin.filter(|p| *p != token.ca_pin) {
+                return Err(format!("cluster.ca_pin {pin} differs from the pin in the join token ({}); fix: leave cluster.ca_pin out (the token pins the CA), or use a token of that cluster", token.ca_pin));
+            }
+            (
+                JoinAuth::Token(token.credential),
+                Seeds::Nodes(vec![token.seed]),
+                Some(token.ca_pin),
+            )
+        }
+    };
+    Ok(Bootstrap {
+        ca_pin,
+        cluster_name: declared.name.clone(),
+        seeds,
+        auth,
+        addr: None,
+        external_addrs: None,
+        use_internal_ipv6: None,
+        name: None,
     })
 }
 
@@ -502,6 +642,8 @@ pub(crate) enum Outcome {
     WrongPassword,
     /// No credentials, or not in the `user:password` shape.
     Missing,
+    /// A join token this member did not print (or already redeemed, or revoked).
+    WrongToken,
 }
 
 pub(crate) fn hash_password(password: &str) -> Result<String, String> {
@@ -559,6 +701,11 @@ pub(crate) fn invalid_credentials() -> JoinRefusal {
         "invalid_credentials",
         "the cluster refused the credentials: check username and password".into(),
     )
+}
+
+/// A join token refused (`core::token`), in the join's words.
+pub(crate) fn token_refused(r: crate::core::token::TokenRefusal) -> JoinRefusal {
+    refuse(r.sub_code(), r.description())
 }
 
 /// Checks `username`/`password` against the record in constant time: argon2 runs whether or not
@@ -1050,6 +1197,147 @@ mod tests {
                     .any(|e| e.key == *key && e.problem.contains(problem)),
                 "{json}: {errs:#?}"
             );
+        }
+    }
+
+    /// `cluster.join_token` (`stackring cluster join-token`): instead of credentials, naming the
+    /// seed and pinning the CA; an outsider's text, so hostile rows too. The secret is never
+    /// echoed in an error.
+    #[test]
+    fn a_join_token_replaces_credentials_seed_and_pin() {
+        let secret = "0123456789abcdefghijklmnopqrstuv";
+        let pin = format!("sha256:{}", "ab".repeat(32));
+        let token = format!("k3x9qa.{secret}@[2001:db8::10]:9095/{pin}");
+        let join = |cluster: serde_json::Value, credentials: bool| {
+            let mut body = serde_json::json!({"action": "join_cluster", "cluster": cluster});
+            if credentials {
+                body["credentials"] =
+                    serde_json::json!({"username": "a", "password": "secret-pass"});
+            }
+            validate_bootstrap(request(&body.to_string()), Action::Join)
+        };
+        let ok = join(serde_json::json!({ "join_token": token }), false).unwrap();
+        assert_eq!(
+            ok.seeds,
+            Seeds::Nodes(vec![PeerAddr::parse("[2001:db8::10]:9095").unwrap()])
+        );
+        assert_eq!(ok.ca_pin.map(|p| p.to_string()), Some(pin.clone()));
+        match &ok.auth {
+            JoinAuth::Token(t) => assert_eq!(t.wire(), format!("k3x9qa.{secret}")),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            !format!("{ok:?}").contains(secret),
+            "Debug shows the secret"
+        );
+        // cluster.nodes, given, is how this node reaches the member (a proxy): kept.
+        let via = join(
+            serde_json::json!({ "join_token": token, "nodes": ["[2001:db8::99]:19095"] }),
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            via.seeds,
+            Seeds::Nodes(vec![PeerAddr::parse("[2001:db8::99]:19095").unwrap()])
+        );
+        // The same pin written twice is fine; another one is refused.
+        assert!(join(
+            serde_json::json!({ "join_token": token, "ca_pin": pin }),
+            false
+        )
+        .is_ok());
+        let rows: Vec<(serde_json::Value, bool, Action, &str, &str)> = vec![
+            (
+                serde_json::json!({ "join_token": token }),
+                true,
+                Action::Join,
+                "credentials",
+                "with cluster.join_token",
+            ),
+            (
+                serde_json::json!({ "nodes": ["2001:db8::1"] }),
+                false,
+                Action::Join,
+                "credentials",
+                "is missing",
+            ),
+            (
+                serde_json::json!({ "name": "c1", "join_token": token }),
+                true,
+                Action::Create,
+                "cluster.join_token",
+                "only for join_cluster",
+            ),
+            (
+                serde_json::json!({ "join_token": token, "ca_pin": format!("sha256:{}", "cd".repeat(32)) }),
+                false,
+                Action::Join,
+                "cluster.ca_pin",
+                "differs from the pin",
+            ),
+            (
+                serde_json::json!({ "join_token": "" }),
+                false,
+                Action::Join,
+                "cluster.join_token",
+                "no '@'",
+            ),
+            (
+                serde_json::json!({ "join_token": token.replace("k3x9qa", "K3X9QA") }),
+                false,
+                Action::Join,
+                "cluster.join_token",
+                "token id",
+            ),
+            (
+                serde_json::json!({ "join_token": token.replace(secret, &secret[2..]) }),
+                false,
+                Action::Join,
+                "cluster.join_token",
+                "secret",
+            ),
+            (
+                serde_json::json!({ "join_token": token.replace(":9095", "") }),
+                false,
+                Action::Join,
+                "cluster.join_token",
+                "without a port",
+            ),
+            (
+                serde_json::json!({ "join_token": token.replace(&pin, "sha256:00") }),
+                false,
+                Action::Join,
+                "cluster.join_token",
+                "not a CA pin",
+            ),
+            (
+                serde_json::json!({ "join_token": format!("{token}{}", "x".repeat(100_000)) }),
+                false,
+                Action::Join,
+                "cluster.join_token",
+                "characters long",
+            ),
+        ];
+        for (cluster, credentials, action, key, problem) in rows {
+            let mut body = serde_json::json!({"action": if action == Action::Join { "join_cluster" } else { "create_cluster" }, "cluster": cluster});
+            if credentials {
+                body["credentials"] =
+                    serde_json::json!({"username": "a", "password": "secret-pass"});
+            }
+            let errs = validate_bootstrap(request(&body.to_string()), action).unwrap_err();
+            assert!(
+                errs.iter()
+                    .any(|e| e.key == key && e.problem.contains(problem)),
+                "{body}: {errs:#?}"
+            );
+            for e in &errs {
+                let text = format!("{e:?}");
+                assert!(
+                    !text.contains(secret) && !text.contains(&secret[2..]),
+                    "{text}"
+                );
+                assert!(text.len() < 600, "{text}");
+            }
         }
     }
 

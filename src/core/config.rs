@@ -126,11 +126,75 @@ pub(crate) struct WrittenFlag {
 /// The `cluster:` section: what an image that must cluster without an operator declares.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub(crate) struct DeclaredCluster {
-    pub(crate) name: String,
-    /// A file holding `username:password` (one line).
-    pub(crate) credentials_file: PathBuf,
-    /// Exactly one node creates; the others join through `memberlist.join_members`.
+    /// Required to create and to join with credentials; with a join token the node learns it
+    /// (a name given must match).
+    pub(crate) name: Option<String>,
+    /// What the node proves itself with, read from a file (secrets stay out of the config).
+    pub(crate) secret: DeclaredSecret,
+    /// Exactly one node creates; the others join through `memberlist.join_members` (or the seed
+    /// a join token names).
     pub(crate) create: bool,
+    /// For a join with credentials: accept only this cluster CA (a token carries its own pin).
+    pub(crate) ca_pin: Option<crate::core::pin::SpkiPin>,
+}
+
+/// Where a declared bootstrap's secret is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum DeclaredSecret {
+    /// `cluster.credentials_file`: one `username:password` line.
+    CredentialsFile(PathBuf),
+    /// `cluster.join_token_file`: a token from `stackring cluster join-token` (join only).
+    JoinTokenFile(PathBuf),
+}
+
+impl DeclaredSecret {
+    pub(crate) fn key(&self) -> &'static str {
+        match self {
+            DeclaredSecret::CredentialsFile(_) => "cluster.credentials_file",
+            DeclaredSecret::JoinTokenFile(_) => "cluster.join_token_file",
+        }
+    }
+
+    pub(crate) fn path(&self) -> &std::path::Path {
+        match self {
+            DeclaredSecret::CredentialsFile(p) | DeclaredSecret::JoinTokenFile(p) => p,
+        }
+    }
+
+    /// Reads the file's text with the one parser of each kind; the secret is never in the error.
+    pub(crate) fn parse(&self, text: &str) -> Result<DeclaredProof, String> {
+        match self {
+            DeclaredSecret::CredentialsFile(_) => parse_credentials(text)
+                .map(|(username, password)| DeclaredProof::Credentials { username, password })
+                .map_err(|p| format!("{p}; fix: write one line 'username:password' (username 1–128 characters, password 8–1024)")),
+            DeclaredSecret::JoinTokenFile(_) => text
+                .parse::<crate::core::token::JoinToken>()
+                .map(DeclaredProof::Token)
+                .map_err(|p| format!("{p}; fix: {}", crate::core::token::TOKEN_FIX)),
+        }
+    }
+}
+
+/// A declared bootstrap's secret, read.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) enum DeclaredProof {
+    Credentials { username: String, password: String },
+    Token(crate::core::token::JoinToken),
+}
+
+impl std::fmt::Debug for DeclaredProof {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeclaredProof::Credentials { username, .. } => {
+                write!(
+                    f,
+                    "Credentials {{ username: {username:?}, password: <hidden> }}"
+                )
+            }
+            DeclaredProof::Token(t) => write!(f, "Token {{ id: {} }}", t.credential.id),
+        }
+    }
 }
 
 /// Values that replace the config's for this node: what a bootstrap request asked for, or what
@@ -317,7 +381,13 @@ const RING_KEYS: &[&str] = &[
     "kvstore",
 ];
 const KVSTORE_KEYS: &[&str] = &["store", "prefix"];
-const CLUSTER_KEYS: &[&str] = &["name", "credentials_file", "create"];
+const CLUSTER_KEYS: &[&str] = &[
+    "name",
+    "credentials_file",
+    "join_token_file",
+    "ca_pin",
+    "create",
+];
 const SERVER_KEYS: &[&str] = &[
     "grpc_listen_address",
     "grpc_listen_port",
@@ -609,55 +679,138 @@ impl Validator<'_> {
     }
 
     fn declared_cluster(&mut self, c: &BTreeMap<&str, &Value>) -> Option<DeclaredCluster> {
+        let create = self.boolean(c, "cluster", "create");
+        let mut ok = true;
+        let mut path = |me: &mut Self, key: &str, what: &str| match c.get(key) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(p)) if p.starts_with('/') => Some(PathBuf::from(p)),
+            Some(other) => {
+                me.error(
+                    &format!("cluster.{key}"),
+                    other,
+                    "is not an absolute path",
+                    &format!("point it at a file holding {what}, e.g. /etc/stackring/{key}"),
+                );
+                ok = false;
+                None
+            }
+        };
+        let credentials = path(self, "credentials_file", "'username:password'");
+        let token = path(
+            self,
+            "join_token_file",
+            "a token from `stackring cluster join-token`",
+        );
+        let secret = match (credentials, token) {
+            (Some(_), Some(_)) => {
+                self.error(
+                    "cluster.join_token_file",
+                    &Value::Null,
+                    "is given with cluster.credentials_file",
+                    "keep one of them: a join token, or the credentials",
+                );
+                None
+            }
+            (None, Some(_)) if create => {
+                self.error(
+                    "cluster.join_token_file",
+                    &Value::Null,
+                    "is only for a node that joins (cluster.create is true)",
+                    "a node that creates the cluster takes cluster.credentials_file",
+                );
+                None
+            }
+            (Some(p), None) => Some(DeclaredSecret::CredentialsFile(p)),
+            (None, Some(p)) => Some(DeclaredSecret::JoinTokenFile(p)),
+            (None, None) => {
+                if ok {
+                    self.error(
+                        "cluster.credentials_file",
+                        &Value::Null,
+                        "is missing",
+                        "point it at a file holding 'username:password' (or, to join, cluster.join_token_file at a file holding a join token)",
+                    );
+                }
+                None
+            }
+        };
+        let by_token = matches!(secret, Some(DeclaredSecret::JoinTokenFile(_)));
         let name = match c.get("name") {
             Some(Value::String(n)) if valid_name(n) => Some(n.clone()),
-            Some(other) => {
+            None | Some(Value::Null) if by_token => None,
+            Some(other) if !other.is_null() => {
                 self.error(
                     "cluster.name",
                     other,
                     "is not a valid cluster name",
                     NAME_RULE,
                 );
+                ok = false;
                 None
             }
-            None => {
+            _ => {
                 self.error(
                     "cluster.name",
                     &Value::Null,
                     "is missing",
                     "name the cluster, e.g. name: ring6",
                 );
+                ok = false;
                 None
             }
         };
-        let credentials_file = match c.get("credentials_file") {
-            Some(Value::String(p)) if p.starts_with('/') => Some(PathBuf::from(p)),
-            Some(other) => {
-                self.error("cluster.credentials_file", other, "is not an absolute path", "point it at a file holding 'username:password', e.g. /etc/stackring/credentials");
-                None
-            }
-            None => {
+        let ca_pin = match c.get("ca_pin") {
+            None | Some(Value::Null) => None,
+            Some(_) if create => {
                 self.error(
-                    "cluster.credentials_file",
+                    "cluster.ca_pin",
                     &Value::Null,
-                    "is missing",
-                    "point it at a file holding 'username:password'",
+                    "is only for a node that joins (cluster.create is true)",
+                    "remove it: the node that creates the cluster makes its CA",
                 );
+                ok = false;
+                None
+            }
+            Some(Value::String(text)) => match text.parse::<crate::core::pin::SpkiPin>() {
+                Ok(pin) => Some(pin),
+                Err(_) => {
+                    self.error(
+                        "cluster.ca_pin",
+                        &Value::String(text.clone()),
+                        "is not an SPKI pin",
+                        "write sha256:<64 lowercase hex digits>, as `stackring inspect` on a member prints it",
+                    );
+                    ok = false;
+                    None
+                }
+            },
+            Some(other) => {
+                self.error(
+                    "cluster.ca_pin",
+                    other,
+                    "is not an SPKI pin",
+                    "write sha256:<64 lowercase hex digits>, as `stackring inspect` on a member prints it",
+                );
+                ok = false;
                 None
             }
         };
-        let create = self.boolean(c, "cluster", "create");
+        if !ok {
+            return None;
+        }
         Some(DeclaredCluster {
-            name: name?,
-            credentials_file: credentials_file?,
+            name,
+            secret: secret?,
             create,
+            ca_pin,
         })
     }
 
     /// Rules between keys: one family at a time, ports that do not collide.
     fn cross_checks(&mut self, s: &Settings) {
         if let Some(c) = &s.cluster {
-            if !c.create && s.join_members.is_empty() {
+            let by_token = matches!(c.secret, DeclaredSecret::JoinTokenFile(_));
+            if !c.create && !by_token && s.join_members.is_empty() {
                 self.errors.push(ConfigError {
                     key: "memberlist.join_members".into(),
                     value: String::new(),
@@ -1479,6 +1632,41 @@ server:\n  grpc_listen_address: '::0'\n  grpc_listen_port: 9095\n  http_listen_a
                 "cluster.size",
                 "not a known key",
             ),
+            (
+                "cluster: {credentials_file: /etc/x, join_token_file: /etc/t}",
+                "cluster.join_token_file",
+                "given with cluster.credentials_file",
+            ),
+            (
+                "cluster: {name: c1, join_token_file: /etc/t, create: true}",
+                "cluster.join_token_file",
+                "only for a node that joins",
+            ),
+            (
+                "cluster: {join_token_file: t}",
+                "cluster.join_token_file",
+                "absolute",
+            ),
+            (
+                "cluster: {join_token_file: /etc/t, name: 'a b'}",
+                "cluster.name",
+                "not a valid",
+            ),
+            (
+                "cluster: {name: c1, credentials_file: /etc/x, create: true, ca_pin: 'sha256:00'}",
+                "cluster.ca_pin",
+                "only for a node that joins",
+            ),
+            (
+                "cluster: {name: c1, credentials_file: /etc/x, ca_pin: 'sha256:00'}\nmemberlist: {join_members: ['2001:db8::5']}",
+                "cluster.ca_pin",
+                "not an SPKI pin",
+            ),
+            (
+                "cluster: {name: c1, credentials_file: /etc/x, ca_pin: [1]}\nmemberlist: {join_members: ['2001:db8::5']}",
+                "cluster.ca_pin",
+                "not an SPKI pin",
+            ),
             ("node: {colour: blue}", "node.colour", "not a known key"),
             ("serverr: {}", "serverr", "not a known key"),
             ("server: 5", "server", "not a mapping"),
@@ -1556,6 +1744,54 @@ server:\n  grpc_listen_address: '::0'\n  grpc_listen_port: 9095\n  http_listen_a
         )
         .unwrap();
         assert_eq!(s.explicit_family().map(|f| f.0), Some(Family::Ipv4));
+    }
+
+    /// A declared join with a token needs no name, no join_members and no credentials: the
+    /// token names the seed and pins the CA; with credentials a `ca_pin` pins the join.
+    #[test]
+    fn a_declared_join_takes_a_token_file_or_pinned_credentials() {
+        let s = parse_str(
+            "cluster: {join_token_file: /etc/stackring/join-token}\n",
+            "n1",
+        )
+        .unwrap();
+        let c = s.cluster.unwrap();
+        assert_eq!(c.name, None);
+        assert_eq!(
+            c.secret,
+            DeclaredSecret::JoinTokenFile("/etc/stackring/join-token".into())
+        );
+        let pin = format!("sha256:{}", "ab".repeat(32));
+        let s = parse_str(
+            &format!("cluster: {{name: c1, credentials_file: /etc/c, ca_pin: '{pin}'}}\nmemberlist: {{join_members: ['2001:db8::5']}}\n"),
+            "n1",
+        )
+        .unwrap();
+        assert_eq!(
+            s.cluster.unwrap().ca_pin.map(|p| p.to_string()),
+            Some(pin.clone())
+        );
+        // The token file's text, read with the one parser; the secret is never in an error.
+        let secret = "0123456789abcdefghijklmnopqrstuv";
+        let token = format!("k3x9qa.{secret}@[2001:db8::10]:9095/{pin}\n");
+        assert!(matches!(
+            c.secret.parse(&token),
+            Ok(DeclaredProof::Token(_))
+        ));
+        for bad in [
+            "",
+            "admin:secret-pass",
+            &token.replace(":9095", ""),
+            &token[..40],
+        ] {
+            let e = c.secret.parse(bad).unwrap_err();
+            assert!(e.contains("fix") && !e.contains(secret), "{bad:?}: {e}");
+        }
+        let creds = DeclaredSecret::CredentialsFile("/etc/c".into());
+        assert!(matches!(
+            creds.parse("admin:secret-pass\n"),
+            Ok(DeclaredProof::Credentials { .. })
+        ));
     }
 
     #[test]

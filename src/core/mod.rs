@@ -18,3 +18,4 @@ pub(crate) mod ring;
 pub(crate) mod seal;
 pub(crate) mod snapshot;
 pub(crate) mod state;
+pub(crate) mod token;

@@ -50,6 +50,12 @@ impl fmt::Display for SpkiPin {
     }
 }
 
+impl serde::Serialize for SpkiPin {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 impl fmt::Debug for SpkiPin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "SpkiPin({self})")

@@ -10,7 +10,7 @@ use crate::agent::authguard::{Denied, Outcome};
 use crate::agent::systemd::LogOnce;
 use crate::core::cluster::{
     self, relay_fields, AddrReply, ClusterRecord, ExternalAddrsReply, ExternalOp, ForgetReply,
-    JoinRefusal, JoinerFacts,
+    JoinAuth, JoinRefusal, JoinerFacts,
 };
 use crate::core::config::echo;
 use crate::core::members::MemberView;
@@ -18,6 +18,7 @@ use crate::core::net::{valid_name, NAME_RULE};
 use crate::core::refusal::{ErrorBody, Refusal, RefusalKind};
 use crate::core::seal::{KeyId, KeyringOp};
 use crate::core::snapshot::Family;
+use crate::core::token::TokenRefusal;
 use crate::proto::pb;
 use std::net::IpAddr;
 
@@ -353,8 +354,7 @@ impl ClusterNode {
         &self,
         source: Option<IpAddr>,
         facts: JoinerFacts,
-        username: String,
-        password: String,
+        auth: JoinAuth,
     ) -> Result<Admission, JoinDenied> {
         let Some(record) = self.record() else {
             self.shared.metrics.count_join("refused", "not_in_cluster");
@@ -370,22 +370,45 @@ impl ClusterNode {
             .filter(|m| m.healthy())
             .map(|m| m.entry.id.clone())
             .collect();
-        // Credentials first, through the guard (backoff, bounded queue); argon2 off the workers.
-        let verified = {
-            let record = record.clone();
-            self.shared
-                .auth
-                .check(source, async move {
-                    argon2(move || cluster::credentials(&record, &username, &password))
-                        .await
-                        .unwrap_or(Outcome::Missing)
-                })
-                .await
+        // Credentials (or the token) first, through the guard (backoff, bounded queue); argon2
+        // off the workers. An expired token whose secret is right passes the guard (no backoff
+        // for its holder) and is refused as expired below.
+        let verified = match &auth {
+            JoinAuth::Credentials { username, password } => {
+                let (record, username, password) =
+                    (record.clone(), username.clone(), password.clone());
+                self.shared
+                    .auth
+                    .check(source, async move {
+                        argon2(move || cluster::credentials(&record, &username, &password))
+                            .await
+                            .unwrap_or(Outcome::Missing)
+                    })
+                    .await
+            }
+            JoinAuth::Token(credential) => {
+                self.shared
+                    .auth
+                    .check(source, async {
+                        match self.check_token(credential).await {
+                            Ok(()) | Err(TokenRefusal::Expired) => Outcome::Valid,
+                            Err(_) => Outcome::WrongToken,
+                        }
+                    })
+                    .await
+            }
         };
-        let check = match verified {
-            Ok(()) => cluster::validate_joiner(&record, &facts, &live),
-            Err(Denied::Invalid) => Err(cluster::invalid_credentials()),
-            Err(throttled) => {
+        let check = match (verified, &auth) {
+            (Ok(()), JoinAuth::Token(credential)) => match self.check_token(credential).await {
+                Ok(()) => cluster::validate_joiner(&record, &facts, &live),
+                Err(r) => Err(cluster::token_refused(r)),
+            },
+            (Ok(()), _) => cluster::validate_joiner(&record, &facts, &live),
+            (Err(Denied::Invalid), JoinAuth::Token(_)) => {
+                Err(cluster::token_refused(TokenRefusal::Invalid))
+            }
+            (Err(Denied::Invalid), _) => Err(cluster::invalid_credentials()),
+            (Err(throttled), _) => {
                 self.shared.metrics.count_join("throttled", "rate_limited");
                 log::warn!(
                     "join of node {}: {}",
@@ -395,9 +418,17 @@ impl ClusterNode {
                 return Err(JoinDenied::Throttled(throttled));
             }
         };
+        // A token is used up, durably, before the joiner gets anything.
+        let check = match (check, &auth) {
+            (Ok(()), JoinAuth::Token(credential)) => self.redeem_token(credential).await,
+            (check, _) => check,
+        };
         match check {
             Ok(()) => {
                 self.shared.metrics.count_join("admitted", "");
+                if let JoinAuth::Token(t) = &auth {
+                    log::info!("join token {} redeemed by node {}", t.id, facts.node_id);
+                }
                 log::info!("node {} joins cluster {}", facts.node_id, record.name);
                 let mut seeds: Vec<String> = members
                     .iter()

@@ -90,7 +90,9 @@ impl ClusterNode {
         settings: &Settings,
         identity: Identity,
     ) -> Result<(), Refusal> {
-        let password = request.password.clone();
+        let cluster::JoinAuth::Credentials { username, password } = request.auth.clone() else {
+            return Err(Refusal::internal("create without credentials"));
+        };
         let password_hash = argon2(move || cluster::hash_password(&password))
             .await
             .ok_or_else(|| Refusal::internal("hashing failed"))?
@@ -111,7 +113,7 @@ impl ClusterNode {
                 .ok_or_else(|| Refusal::internal("create without a cluster name"))?,
             family: identity.family,
             use_internal_ipv6: settings.use_internal_ipv6,
-            username: request.username.clone(),
+            username,
             password_hash,
             node_id: settings.id.clone(),
             node_addr: request.addr,
@@ -142,11 +144,18 @@ impl ClusterNode {
             .tls
             .join_request(&settings.id)
             .map_err(|e| Refusal::internal(format!("cannot make this node's key: {e}")))?;
+        let (username, password, token) = match &request.auth {
+            cluster::JoinAuth::Credentials { username, password } => {
+                (username.clone(), password.clone(), String::new())
+            }
+            cluster::JoinAuth::Token(t) => (String::new(), String::new(), t.wire()),
+        };
         let ask = pb::JoinRequest {
             csr_pem,
+            token,
             cluster_name: request.cluster_name.clone(),
-            username: request.username.clone(),
-            password: request.password.clone(),
+            username,
+            password,
             node_id: settings.id.clone(),
             has_ipv4: usable(Family::Ipv4),
             has_ipv6: usable(Family::Ipv6),
@@ -308,42 +317,33 @@ impl ClusterNode {
         if self.record().is_some() {
             return;
         }
-        let path = declared.credentials_file.display().to_string();
-        let credentials = match std::fs::read_to_string(&declared.credentials_file) {
-            Ok(text) => crate::core::config::parse_credentials(&text),
-            Err(e) => {
-                log::error!("cluster.credentials_file {path}: {e}; fix: create it with one line 'username:password'");
-                return;
-            }
+        let key = declared.secret.key();
+        let path = declared.secret.path().display().to_string();
+        let proof = match std::fs::read_to_string(declared.secret.path()) {
+            Ok(text) => declared.secret.parse(&text),
+            Err(e) => Err(format!(
+                "cannot be read ({e}); fix: create it (mode 0600) or correct the path"
+            )),
         };
-        let (username, password) = match credentials {
-            Ok(c) => c,
+        let request =
+            proof.and_then(|proof| cluster::declared_request(&declared, proof, join_members));
+        let request = match request {
+            Ok(r) => r,
             Err(problem) => {
-                log::error!("cluster.credentials_file {path} {problem}; fix: write one line 'username:password' (password 8–1024 characters)");
+                log::error!("declarative bootstrap: {key} {path} {problem}");
                 return;
             }
         };
+        let by_token = matches!(request.auth, cluster::JoinAuth::Token(_));
         let (action, name) = if declared.create {
             (Action::Create, "create_cluster")
         } else {
             (Action::Join, "join_cluster")
         };
-        let request = Bootstrap {
-            // Not declarable yet: a declared join trusts the CA it meets on first use.
-            ca_pin: None,
-            cluster_name: Some(declared.name.clone()),
-            seeds: Seeds::Gossip(if declared.create {
-                vec![]
-            } else {
-                join_members
-            }),
-            username,
-            password,
-            addr: None,
-            external_addrs: None,
-            use_internal_ipv6: None,
-            name: None,
-        };
+        let cluster_name = declared
+            .name
+            .clone()
+            .unwrap_or_else(|| "(named by the token)".into());
         let mut delay = Duration::from_secs(1);
         loop {
             if self.record().is_some() {
@@ -351,12 +351,12 @@ impl ClusterNode {
             }
             // A reload may have changed memberlist.join_members: use the running value.
             let mut request = request.clone();
-            if !declared.create {
+            if !declared.create && !by_token {
                 request.seeds = Seeds::Gossip(self.settings().join_members);
             }
             match self.bootstrap(request, action).await {
                 Ok(_) => {
-                    log::info!("declarative bootstrap: {name} {} done", declared.name);
+                    log::info!("declarative bootstrap: {name} {cluster_name} done");
                     return;
                 }
                 Err(r)

@@ -9,6 +9,7 @@ mod bootstrap;
 pub(crate) mod client;
 #[cfg(test)]
 mod tests;
+pub(crate) mod tokens;
 
 use crate::agent::authguard::{AuthGuard, Denied};
 use crate::agent::membership::GossipNetwork;
@@ -62,6 +63,8 @@ struct Shared {
     announced: watch::Sender<Announcement>,
     /// This node's certificates (self-signed, then the cluster's), for every TLS connection.
     tls: Arc<crate::agent::tls::NodeTls>,
+    /// The join tokens this member printed (`tokens`).
+    tokens: tokio::sync::Mutex<tokens::JoinTokens>,
 }
 
 /// What the daemon last told the node about its identity.
@@ -154,6 +157,7 @@ impl ClusterNode {
             crate::agent::tls::NodeTls::load(&state_dir, &settings.id, &[], record.is_some())?;
         let shared = Arc::new(Shared {
             tls,
+            tokens: tokio::sync::Mutex::new(tokens::JoinTokens::load(&state_dir)),
             state_dir,
             hostname,
             network,
