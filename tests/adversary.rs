@@ -859,6 +859,48 @@ fn oversized_values_are_not_echoed_and_bad_credentials_files_fail_validation() {
             "{err}"
         );
     }
+    // A join token file is read with the token's one parser: garbage, a 10 MB file, a token cut
+    // short; the secret in it is never echoed.
+    let secret = "0123456789abcdefghijklmnopqrstuv";
+    let pin = format!("sha256:{}", "ab".repeat(32));
+    for (content, problem) in [
+        ("just words\n".to_string(), "has no '@'"),
+        (huge.clone(), "characters long"),
+        (
+            format!("k3x9qa.{secret}@[2001:db8::1]/{pin}"),
+            "without a port",
+        ),
+        (
+            format!("k3x9qa.{}@[2001:db8::1]:9095/{pin}", &secret[..20]),
+            "secret",
+        ),
+    ] {
+        let file = dir.join("join-token");
+        std::fs::write(&file, &content).unwrap();
+        let (code, err) = validate(&format!(
+            "cluster: {{join_token_file: '{}'}}",
+            file.display()
+        ));
+        assert_eq!(code, 78, "{err}");
+        assert!(
+            err.contains(&format!(
+                "cluster.join_token_file: '{}' {problem}",
+                file.display()
+            )) && err.contains("fix:"),
+            "{err}"
+        );
+        assert!(!err.contains(&secret[..20]) && err.len() < 1_000, "{err}");
+    }
+    let file = dir.join("join-token");
+    std::fs::write(&file, format!("k3x9qa.{secret}@[2001:db8::1]:9095/{pin}\n")).unwrap();
+    let token_config = format!("cluster: {{join_token_file: '{}'}}", file.display());
+    assert_eq!(
+        validate(&token_config).0,
+        0,
+        "{}",
+        validate(&token_config).1
+    );
+
     // `serve` refuses the same file the same way, before binding anything.
     let (path, _) = &cases[0];
     let mut d = Daemon::start_via(&ns, &[], &binary(), &cluster(path), &[]);

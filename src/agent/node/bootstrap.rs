@@ -204,7 +204,10 @@ impl ClusterNode {
                 Ok(reply) => reply,
             };
             if let Some(r) = reply.refusal {
-                let kind = if r.sub_code == "invalid_credentials" {
+                let kind = if matches!(
+                    r.sub_code.as_str(),
+                    "invalid_credentials" | "invalid_token" | "token_expired"
+                ) {
                     RefusalKind::Forbidden
                 } else {
                     RefusalKind::Conflict
