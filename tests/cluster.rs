@@ -2346,6 +2346,7 @@ fn a_join_token_joins_a_node_without_credentials_once_pinned_and_in_time() {
         match (code, doc["sub_code"].as_str()) {
             (403, Some("invalid_token")) => {}
             (429, Some("rate_limited")) => {
+                println!("wrong tokens from one host: {i} refused, then throttled: {doc}");
                 throttled = true;
                 break;
             }
