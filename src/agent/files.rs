@@ -181,6 +181,7 @@ fn gather_inner(
         }
     }
     Inputs {
+        clock: read_clock(),
         hosts_path: hosts_path.display().to_string(),
         hosts_text: std::fs::read_to_string(hosts_path).ok(),
         ipv6_disabled,
@@ -221,5 +222,25 @@ pub(crate) fn write_fixed(path: &Path, original: &str, fixed: &str) -> io::Resul
             file.sync_all()
         }
         other => other,
+    }
+}
+
+/// The system clock's synchronisation, from the kernel (`adjtimex` with no change: a read).
+pub(crate) fn read_clock() -> crate::core::preflight::Clock {
+    use crate::core::preflight::{Clock, MAX_SYNCED_ERROR_US};
+    // SAFETY: `timex` is plain data; modes = 0 asks adjtimex to read only.
+    let mut tx: libc::timex = unsafe { std::mem::zeroed() };
+    let state = unsafe { libc::adjtimex(&mut tx) };
+    if state < 0 {
+        return Clock::Unknown(format!("adjtimex: {}", io::Error::last_os_error()));
+    }
+    // systemd's rule (`ntp_synced()`): the maximum error alone; STA_UNSYNC may be set only to
+    // keep the kernel from writing the RTC.
+    if tx.maxerror >= MAX_SYNCED_ERROR_US {
+        Clock::Unsynchronized {
+            maxerror_us: tx.maxerror,
+        }
+    } else {
+        Clock::Synchronized
     }
 }

@@ -59,7 +59,25 @@ pub(crate) struct Inputs {
     pub(crate) ports_in_use: Vec<(&'static str, SocketAddr)>,
     /// The family of the cluster this node belongs to, if it does.
     pub(crate) cluster_family: Option<Family>,
+    /// What the kernel says of the system clock's synchronisation.
+    pub(crate) clock: Clock,
 }
+
+/// The kernel's view of the system clock (`adjtimex`), as `timedatectl`'s `NTPSynchronized` reads
+/// it: synchronised while a time daemon keeps the kernel's maximum error under 16 s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Clock {
+    Synchronized,
+    /// `maxerror_us`: the kernel's estimate of the maximum error, in microseconds.
+    Unsynchronized {
+        maxerror_us: i64,
+    },
+    /// The kernel could not be asked (the error).
+    Unknown(String),
+}
+
+/// The kernel's limit for a synchronised clock (NTP's `MAXPHASE`-based 16 s, as systemd uses).
+pub(crate) const MAX_SYNCED_ERROR_US: i64 = 16_000_000;
 
 /// The family preflight judges against: the decided one, else what the config asks for.
 pub(crate) fn wanted_family(
@@ -268,6 +286,28 @@ pub(crate) fn evaluate(settings: &Settings, inputs: &Inputs) -> Vec<Check> {
         fix: site_local.map(|_| "give the host a global or ULA (fd00::/8) address, e.g. QEMU: -netdev user,ipv6-prefix=fd00:5a::,ipv6-prefixlen=64; stackring moves to it as soon as it is usable".into()),
     });
 
+    // Node certificates (validity periods, renewal) and sealed gossip (datagrams more than ten
+    // minutes off are refused as stale) depend on the clock.
+    checks.push(Check {
+        code: "clock.unsynchronized",
+        severity: Severity::Warning,
+        result: match inputs.clock {
+            Clock::Synchronized => Outcome::Pass,
+            _ => Outcome::Fail,
+        },
+        message: match &inputs.clock {
+            Clock::Synchronized => "the system clock is synchronised".into(),
+            Clock::Unsynchronized { maxerror_us } => format!(
+                "the system clock is not synchronised (the kernel's maximum error is {} s; timedatectl shows 'System clock synchronized: no'): certificates and sealed gossip depend on time, and a node more than 10 minutes off cannot gossip with the others",
+                maxerror_us / 1_000_000
+            ),
+            Clock::Unknown(why) => format!("cannot tell whether the system clock is synchronised ({why})"),
+        },
+        fix: (inputs.clock != Clock::Synchronized).then(|| {
+            "enable time synchronisation: systemctl enable --now systemd-timesyncd (or chrony), and check `timedatectl` says 'System clock synchronized: yes'".into()
+        }),
+    });
+
     checks.push(match &decision {
         Ok(id) => Check {
             code: "identity.undecided",
@@ -348,6 +388,50 @@ mod tests {
             snapshot,
             ports_in_use: vec![],
             cluster_family: None,
+            clock: Clock::Synchronized,
+        }
+    }
+
+    /// The clock's three states, as the kernel reports them: only a synchronised one passes, and
+    /// the check is a warning (a node still starts: it is the operator's to fix).
+    #[test]
+    fn an_unsynchronised_clock_is_a_warning_that_names_time_sync() {
+        let s = parse_str("", "n").unwrap();
+        for (clock, result, words) in [
+            (Clock::Synchronized, Outcome::Pass, "is synchronised"),
+            (
+                Clock::Unsynchronized {
+                    maxerror_us: 16_000_000,
+                },
+                Outcome::Fail,
+                "maximum error is 16 s",
+            ),
+            (
+                Clock::Unknown("adjtimex: Operation not permitted".into()),
+                Outcome::Fail,
+                "Operation not permitted",
+            ),
+        ] {
+            let mut i = inputs(
+                "::1 localhost\n127.0.0.1 localhost\n",
+                host(&[("2001:db8::5", 0)]),
+            );
+            i.clock = clock.clone();
+            let c = check(&evaluate(&s, &i), "clock.unsynchronized").clone();
+            assert_eq!(
+                (c.result, c.severity),
+                (result, Severity::Warning),
+                "{clock:?}"
+            );
+            assert!(c.message.contains(words), "{clock:?}: {}", c.message);
+            assert!(!c.is_error());
+            assert_eq!(c.fix.is_some(), result == Outcome::Fail, "{c:?}");
+            if let Some(fix) = c.fix {
+                assert!(
+                    fix.contains("timesyncd") && fix.contains("timedatectl"),
+                    "{fix}"
+                );
+            }
         }
     }
 
@@ -387,6 +471,9 @@ mod tests {
         );
         i.ipv6_disabled = true;
         i.ports_in_use = vec![("grpc", "[::]:9095".parse().unwrap())];
+        i.clock = Clock::Unsynchronized {
+            maxerror_us: 16_000_000,
+        };
         let checks = evaluate(&s, &i);
         let codes: Vec<(&str, Outcome)> = checks.iter().map(|c| (c.code, c.result)).collect();
         assert_eq!(
@@ -400,6 +487,7 @@ mod tests {
                 ("addr.dadfailed", Outcome::Fail),
                 ("port.in_use", Outcome::Fail),
                 ("addr.site_local", Outcome::Pass),
+                ("clock.unsynchronized", Outcome::Fail),
                 ("identity.undecided", Outcome::Fail),
             ]
         );
