@@ -614,12 +614,23 @@ fn post_gossip_keys(
     settings: &Settings,
     body: serde_json::Value,
 ) -> Result<serde_json::Value, i32> {
-    match admin_request(
-        &settings.runtime_dir,
+    admin_call(
+        settings,
         "POST",
         "/v1/cluster/gossip_keys",
         Some(&body.to_string()),
-    ) {
+    )
+}
+
+/// A call on the admin socket: the answer's JSON, or the exit code (2 for a request the daemon
+/// found bad, 1 otherwise) after printing why.
+fn admin_call(
+    settings: &Settings,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> Result<serde_json::Value, i32> {
+    match admin_request(&settings.runtime_dir, method, path, body) {
         Ok((200, answer)) => Ok(serde_json::from_str(&answer).unwrap_or_default()),
         Ok((status, answer)) => {
             let doc: serde_json::Value = serde_json::from_str(&answer).unwrap_or_default();
@@ -732,28 +743,6 @@ pub(super) fn join_token_command(
         eprintln!("stackring: {e}");
         2
     };
-    let answer = |method: &str, path: &str, body: Option<String>| match admin_request(
-        &settings.runtime_dir,
-        method,
-        path,
-        body.as_deref(),
-    ) {
-        Ok((200, answer)) => {
-            Ok(serde_json::from_str::<serde_json::Value>(&answer).unwrap_or_default())
-        }
-        Ok((status, answer)) => {
-            let doc: serde_json::Value = serde_json::from_str(&answer).unwrap_or_default();
-            eprintln!(
-                "stackring: {}",
-                doc["description"].as_str().unwrap_or(&answer)
-            );
-            Err(if status == 400 { 2 } else { 1 })
-        }
-        Err(e) => {
-            eprintln!("stackring: {e}");
-            Err(1)
-        }
-    };
     let now = crate::agent::now_unix();
     let result = match action {
         None => {
@@ -761,7 +750,7 @@ pub(super) fn join_token_command(
                 return bad(format!("--ttl {e}"));
             }
             let body = serde_json::json!({ "ttl": ttl }).to_string();
-            answer("POST", "/v1/cluster/join_tokens", Some(body)).map(|doc| {
+            admin_call(settings, "POST", "/v1/cluster/join_tokens", Some(&body)).map(|doc| {
                 if json {
                     println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
                     return;
@@ -780,7 +769,7 @@ pub(super) fn join_token_command(
                 );
             })
         }
-        Some(A::List) => answer("GET", "/v1/cluster/join_tokens", None).map(|doc| {
+        Some(A::List) => admin_call(settings, "GET", "/v1/cluster/join_tokens", None).map(|doc| {
             if json {
                 println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
                 return;
@@ -793,7 +782,7 @@ pub(super) fn join_token_command(
                 Err(e) => return bad(e),
             };
             let path = format!("/v1/cluster/join_tokens/{id}");
-            match answer("DELETE", &path, None) {
+            match admin_call(settings, "DELETE", &path, None) {
                 Ok(doc) if json => {
                     println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
                     if doc["revoked"].as_bool() == Some(true) {
