@@ -286,6 +286,16 @@ const METRICS: &[Metric] = &[
         get: |f| f.rss_max_kib.map(|k| k / 1024.0),
     },
     Metric {
+        name: "  of which anonymous (heap, stacks), mean",
+        unit: "MiB",
+        get: |f| f.rss_anon_mean_kib.map(|k| k / 1024.0),
+    },
+    Metric {
+        name: "  of which file-backed (the binary), mean",
+        unit: "MiB",
+        get: |f| f.rss_file_mean_kib.map(|k| k / 1024.0),
+    },
+    Metric {
         name: "RSS per node after the idle window, mean",
         unit: "MiB",
         get: |f| f.rss_idle_mean_kib.map(|k| k / 1024.0),
@@ -306,6 +316,8 @@ struct Figures {
     idle_cpu_pct: Option<f64>,
     rss_mean_kib: Option<f64>,
     rss_max_kib: Option<f64>,
+    rss_anon_mean_kib: Option<f64>,
+    rss_file_mean_kib: Option<f64>,
     rss_idle_mean_kib: Option<f64>,
 }
 
@@ -361,6 +373,25 @@ fn cpu(pids: &[u32]) -> Vec<f64> {
 
 fn rss(pids: &[u32]) -> Vec<u64> {
     pids.iter().map(|&p| common::rss_kib(p)).collect()
+}
+
+/// The mean over `pids` of a `/proc/PID/status` field in kB (`RssAnon:`, `RssFile:`).
+fn status_kib_mean(pids: &[u32], field: &str) -> Option<f64> {
+    let v: Option<Vec<u64>> = pids
+        .iter()
+        .map(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/status"))
+                .ok()?
+                .lines()
+                .find_map(|l| l.strip_prefix(field))?
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .ok()
+        })
+        .collect();
+    v.map(|v| v.iter().sum::<u64>() as f64 / v.len() as f64)
 }
 
 /// One system on `hosts`: daemons started, clustered, measured, killed, their files removed.
@@ -437,6 +468,8 @@ fn run(hosts: &[Netns], n: usize, sys: &System, idle: Duration) -> Figures {
     let rss_converged = rss(&pids);
     f.rss_mean_kib = Some(rss_converged.iter().sum::<u64>() as f64 / n as f64);
     f.rss_max_kib = rss_converged.iter().max().map(|&k| k as f64);
+    f.rss_anon_mean_kib = status_kib_mean(&pids, "RssAnon:");
+    f.rss_file_mean_kib = status_kib_mean(&pids, "RssFile:");
 
     // The idle window: nobody asks the daemons anything, they only gossip.
     let idle_start = Instant::now();
