@@ -112,9 +112,21 @@ pub fn local_http(
     body: &str,
     timeout: Duration,
 ) -> Option<(u16, String)> {
+    local_http_via(method, path, body, timeout, method != "GET")
+}
+
+/// `local_http` with the transport chosen by the caller: `tls` sends the request to the HTTPS
+/// port, otherwise to plain HTTP (builds from before the HTTPS listener take changes there).
+pub fn local_http_via(
+    method: &str,
+    path: &str,
+    body: &str,
+    timeout: Duration,
+    tls: bool,
+) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let request = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
-    let out = if method == "GET" {
+    let out = if !tls {
         let addr = "[::1]:3200".parse().unwrap();
         let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
         s.set_read_timeout(Some(timeout)).ok()?;
@@ -316,6 +328,19 @@ pub fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
+}
+
+/// CPU time a process has used (utime + stime of `/proc/PID/stat`, every thread, living or
+/// exited), in seconds; None once it is gone.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: count fields after the last `)`, whose
+    // first is field 3 (state); utime and stime are fields 14 and 15.
+    let f: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Some(ticks as f64 / hz)
 }
 
 pub fn sh(cmd: &str) {

@@ -174,24 +174,44 @@ impl Drop for Daemon {
 /// `n` IPv6-only nodes on `2001:db8:<net>::<i>` (`net` a hex group, `i` written in hex), with
 /// daemons named node1..node<n>, READY, not yet clustered.
 pub fn start_nodes(lan: &Lan, net: &str, n: usize) -> (Vec<Netns>, Vec<Daemon>) {
-    let hosts: Vec<Netns> = (1..=n)
+    let hosts = start_hosts(lan, net, n);
+    let daemons = start_daemons(&hosts, STACKRING);
+    (hosts, daemons)
+}
+
+/// The hosts of `start_nodes`, without daemons.
+pub fn start_hosts(lan: &Lan, net: &str, n: usize) -> Vec<Netns> {
+    (1..=n)
         .map(|i| {
             lan.host(
                 &format!("{net}n{i}"),
                 &[&format!("2001:db8:{net}::{i:x}/64")],
             )
         })
-        .collect();
+        .collect()
+}
+
+/// The daemons of `start_nodes` from `binary` (this build, or another to compare with), one per
+/// host, named node1..node<n>, READY, not yet clustered.
+pub fn start_daemons(hosts: &[Netns], binary: &str) -> Vec<Daemon> {
     let mut daemons: Vec<Daemon> = hosts
         .iter()
         .enumerate()
-        .map(|(i, ns)| Daemon::start(ns, &format!("lifecycler: {{id: node{}}}", i + 1), &[]))
+        .map(|(i, ns)| {
+            Daemon::start_via(
+                ns,
+                &[],
+                binary,
+                &format!("lifecycler: {{id: node{}}}", i + 1),
+                &[],
+            )
+        })
         .collect();
     // Thirty daemons starting at once on two cores take a while.
     for d in daemons.iter_mut() {
         d.expect("READY=1", Duration::from_secs(30));
     }
-    (hosts, daemons)
+    daemons
 }
 
 pub fn rand_suffix() -> u64 {
