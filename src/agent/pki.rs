@@ -77,7 +77,7 @@ pub(crate) enum PkiError {
     BadKey { what: &'static str, reason: String },
     #[error("{cert} and {key} do not belong together: the certificate is for another key; restore both from the same backup, or remove both to make new ones")]
     KeyMismatch { cert: String, key: String },
-    #[error("the server presented a chain whose CA has pin {presented}, but the join token pins {expected}: this is not the cluster the token was made for (or something in between answers); check the address, or make a new token on a member")]
+    #[error("the server presented a chain whose CA has pin {presented}, but cluster.ca_pin is {expected}: it is not the cluster that pin was copied from (or something in between answers), so the credentials were not sent; fix: check the address, and copy the pin again from `GET /v1/bootstrap` (tls.pin) or `stackring inspect` on a member")]
     PinMismatch {
         expected: SpkiPin,
         presented: SpkiPin,
