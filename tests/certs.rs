@@ -174,6 +174,20 @@ fn form(name: &str, nodes: &[&Node]) {
         Duration::from_secs(40),
         || all_ok(nodes).then_some(()),
     );
+    // Each member writes the others into its record's seeds once it has met them: settled
+    // before a test compares records.
+    if nodes.len() > 1 {
+        for n in nodes {
+            wait_for(
+                &format!("{} to keep its peers in cluster.json", n.ns.name),
+                Duration::from_secs(20),
+                || {
+                    let record: Value = serde_json::from_str(&n.record()).ok()?;
+                    (record["seeds"].as_array()?.len() == nodes.len() - 1).then_some(())
+                },
+            );
+        }
+    }
     println!(
         "cluster {name}: {} node(s) formed in {:?}",
         nodes.len(),
@@ -681,7 +695,7 @@ fn a_certificate_from_another_clusters_ca_is_refused() {
     // (c) The reverse: node1 of A relays a change for node2, and what answers at node2's gRPC
     // address (a redirect in node2's namespace, for node1's packets only) is a server with B's
     // certificate. node2 keeps gossiping, so node1 relays rather than gossips the change.
-    let fake_at = SocketAddr::new(a2.ip, GRPC_PORT + 1);
+    let fake_at = SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), GRPC_PORT + 1);
     let fake = FakeServer::start(
         &a2.ns,
         fake_at,
@@ -689,7 +703,7 @@ fn a_certificate_from_another_clusters_ca_is_refused() {
         pem_key(&b_key),
     );
     let rules = format!(
-        "table ip6 certs {{ chain pre {{ type nat hook prerouting priority -100; ip6 saddr {} tcp dport {GRPC_PORT} redirect to :{} }} }}",
+        "table ip6 certs {{ chain pre {{ type nat hook prerouting priority -100; ip6 saddr {} tcp dport {GRPC_PORT} redirect to :{}; }} }}",
         a1.ip,
         GRPC_PORT + 1
     );
