@@ -3,12 +3,18 @@
 //! join with a wrong pin is refused before any credentials are sent."
 //!
 //! 1. Another cluster's CA: cluster B's node certificate and key, presented to cluster A's gRPC
-//!    relayed calls (`ApplyChange`, `ChangeGossipKeys`), are refused in the handshake (the caller
-//!    reads `UnknownCA`, A logs why); the HTTPS port takes no certificate as a credential; A's
-//!    state is unchanged. And the reverse: a member relaying to an address where a server with
+//!    relayed calls (`ApplyChange`, `ChangeGossipKeys`), are refused in the handshake (A answers
+//!    with the `UnknownCA` alert and logs why); the HTTPS port takes no certificate as a
+//!    credential; A's state is unchanged. And the reverse: a member relaying to an address where a server with
 //!    another CA's certificate answers refuses it before it sends the change.
 //! 2. An expired certificate signed by A's own CA, naming a real member: refused in the
-//!    handshake, with the expiry named; the same certificate made valid is taken (the control).
+//!    handshake (the `CertificateExpired` alert; A's log names the expiry); the same certificate
+//!    made valid is taken (the control).
+//!
+//! In TLS 1.3 a client's handshake is over before the server checks the client's certificate,
+//! so the refusal reaches the client as the first record after it, a fatal alert: the tests read
+//! it on the wire. A gRPC client over HTTP/2 reports it as the alert or as a closed connection,
+//! depending on whether its request was already under way (both are printed).
 //! 3. A join with a wrong `cluster.ca_pin`: against a real cluster, refused naming both pins,
 //!    nothing changes on either node; against a fake TLS server that records what it is sent,
 //!    not one byte of application data arrives, while without a pin (the control arm) the
@@ -566,8 +572,8 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 // ---------------------------------------------------------------------------------------------
 
 /// Cluster B's node1 holds a certificate signed by B's CA, naming `node1`, an id that is also a
-/// member of cluster A. Presented to A's relayed gRPC calls it is refused in the handshake: the
-/// caller reads A's `UnknownCA` alert, A logs that it refused a client certificate and why, and
+/// member of cluster A. Presented to A's relayed gRPC calls it is refused in the handshake: A
+/// answers with the `UnknownCA` alert, logs that it refused a client certificate and why, and
 /// nothing changes in A. A's HTTPS port asks no client certificate, so holding one gets a
 /// change nowhere (401). And a member of A relaying a change to an address where a server with
 /// B's certificate answers refuses that server before it sends anything.
@@ -703,7 +709,7 @@ fn a_certificate_from_another_clusters_ca_is_refused() {
         pem_key(&b_key),
     );
     let rules = format!(
-        "table ip6 certs {{ chain pre {{ type nat hook prerouting priority -100; ip6 saddr {} tcp dport {GRPC_PORT} redirect to :{}; }} }}",
+        "table ip6 certs {{ chain pre {{ type nat hook prerouting priority -100; ip6 saddr {} tcp dport {GRPC_PORT} redirect to :{}; }}; }}",
         a1.ip,
         GRPC_PORT + 1
     );
@@ -795,7 +801,7 @@ fn curl_json_auth(ns: &Netns, path: &str, body: &str) -> (u16, Value) {
 // ---------------------------------------------------------------------------------------------
 
 /// A certificate signed with cluster A's own CA key for `node1` (a member), expired a day ago:
-/// refused in the handshake, the caller reads `CertificateExpired` and node2 logs the expiry.
+/// refused in the handshake, node2 answers `CertificateExpired` and logs the expiry.
 /// One not valid until tomorrow is refused the same way. The control: the same kind of
 /// certificate, valid now, passes the handshake and reaches the call's own checks (a forged
 /// proof answers `not_a_member`), so it is the dates alone that are refused.
