@@ -752,7 +752,9 @@ fn a_certificate_from_another_clusters_ca_is_refused() {
     assert_eq!(code, 503, "{doc}");
     let said = doc.to_string();
     assert!(
-        said.contains("node_unreachable") && said.contains("UnknownIssuer"),
+        said.contains("untrusted_peer")
+            && said.contains("not signed by this cluster's CA")
+            && said.contains("the change was not sent"),
         "the operator reads why: {said}"
     );
     a2.ns

@@ -82,6 +82,8 @@ pub(crate) enum PkiError {
         expected: SpkiPin,
         presented: SpkiPin,
     },
+    #[error("the peer's certificate is not signed by this cluster's CA (a node of another cluster, or something else answers there), so nothing was sent to it: check which node listens on that address")]
+    OtherCa,
     #[error("the peer's certificate is for {presented}, but node {expected} was expected: check which node listens on that address")]
     WrongNode {
         expected: NodeId,
@@ -809,7 +811,13 @@ impl ServerCertVerifier for ClusterVerifier {
             intermediates,
             now,
             self.algs.all,
-        )?;
+        )
+        .map_err(|e| match e {
+            rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
+                refuse(PkiError::OtherCa)
+            }
+            other => other,
+        })?;
         if let Some(expected) = &self.expect {
             let presented = node_id_of(end_entity);
             if presented.as_ref() != Some(expected) {
@@ -1270,6 +1278,19 @@ mod tests {
             }
             other => panic!("{other:?}: {err}"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_member_refuses_a_server_of_another_cluster() {
+        let (ca, other) = (new_ca("prod"), new_ca("other"));
+        let server = server_config_mutual(&member(&other, "node-a"), other.cert()).unwrap();
+        let client = client_config_mutual(&member(&ca, "node-b"), ca.cert(), Some(&id("node-a")));
+        let (_, client) = exchange(server, client.unwrap()).await;
+        let err = client.unwrap_err();
+        assert!(
+            matches!(handshake_refusal(&err), Some(PkiError::OtherCa)),
+            "{err}"
+        );
     }
 
     #[tokio::test]

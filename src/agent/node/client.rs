@@ -67,10 +67,11 @@ pub(crate) async fn tls_channel(
 /// Why [`tls_channel`] has no channel.
 #[derive(Debug)]
 pub(crate) enum ChannelError {
-    /// Our verifier refused the server (a CA other than the pinned one, another node): it
-    /// answered, and was sent nothing.
+    /// Our verifier refused the server (a CA other than the pinned one or this cluster's,
+    /// another node): it answered, and was sent nothing.
     Refused(String),
-    /// No TLS session: unreachable, timed out, or a TLS failure of any other kind.
+    /// No TLS session (unreachable, timed out, a TLS failure of any other kind), or the call
+    /// failed.
     Failed(String),
 }
 
@@ -169,13 +170,13 @@ pub(crate) async fn call_apply_change(
     uri: &str,
     tls: Arc<ClientConfig>,
     request: pb::ApplyChangeRequest,
-) -> Result<pb::ApplyChangeReply, String> {
+) -> Result<pb::ApplyChangeReply, ChannelError> {
     let channel = tls_channel(uri, tls, Duration::from_secs(10)).await?;
     pb::cluster_client::ClusterClient::new(channel)
         .apply_change(request)
         .await
         .map(|r| r.into_inner())
-        .map_err(|s| s.message().to_string())
+        .map_err(|s| ChannelError::Failed(s.message().to_string()))
 }
 
 /// Sends a keyring change to the member it is for and returns its answer.
