@@ -87,6 +87,7 @@ pub mod fuzzing {
             std::time::Duration::from_secs(10),
         )
         .await
+        .map_err(String::from)
     }
 
     /// [`grpc_tls_channel`] presenting a member's certificate (`node.pem`, `node.key` and the
@@ -113,6 +114,7 @@ pub mod fuzzing {
             std::time::Duration::from_secs(25),
         )
         .await
+        .map_err(String::from)
     }
 
     /// [`grpc_tls_channel`] over one connection the caller made (e.g. from a chosen source

@@ -77,11 +77,13 @@ pub(crate) enum PkiError {
     BadKey { what: &'static str, reason: String },
     #[error("{cert} and {key} do not belong together: the certificate is for another key; restore both from the same backup, or remove both to make new ones")]
     KeyMismatch { cert: String, key: String },
-    #[error("the server presented a chain whose CA has pin {presented}, but the join token pins {expected}: this is not the cluster the token was made for (or something in between answers); check the address, or make a new token on a member")]
+    #[error("the server presented a chain whose CA has pin {presented}, but cluster.ca_pin is {expected}: it is not the cluster that pin was copied from (or something in between answers), so the credentials were not sent; fix: check the address, and copy the pin again from `GET /v1/bootstrap` (tls.pin) or `stackring inspect` on a member")]
     PinMismatch {
         expected: SpkiPin,
         presented: SpkiPin,
     },
+    #[error("the peer's certificate is not signed by this cluster's CA (a node of another cluster, or something else answers there), so nothing was sent to it: check which node listens on that address")]
+    OtherCa,
     #[error("the peer's certificate is for {presented}, but node {expected} was expected: check which node listens on that address")]
     WrongNode {
         expected: NodeId,
@@ -809,7 +811,13 @@ impl ServerCertVerifier for ClusterVerifier {
             intermediates,
             now,
             self.algs.all,
-        )?;
+        )
+        .map_err(|e| match e {
+            rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
+                refuse(PkiError::OtherCa)
+            }
+            other => other,
+        })?;
         if let Some(expected) = &self.expect {
             let presented = node_id_of(end_entity);
             if presented.as_ref() != Some(expected) {
@@ -1270,6 +1278,19 @@ mod tests {
             }
             other => panic!("{other:?}: {err}"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_member_refuses_a_server_of_another_cluster() {
+        let (ca, other) = (new_ca("prod"), new_ca("other"));
+        let server = server_config_mutual(&member(&other, "node-a"), other.cert()).unwrap();
+        let client = client_config_mutual(&member(&ca, "node-b"), ca.cert(), Some(&id("node-a")));
+        let (_, client) = exchange(server, client.unwrap()).await;
+        let err = client.unwrap_err();
+        assert!(
+            matches!(handshake_refusal(&err), Some(PkiError::OtherCa)),
+            "{err}"
+        );
     }
 
     #[tokio::test]

@@ -5,6 +5,7 @@
 //! plaintext themselves (`api::grpc`).
 
 use crate::agent::pki;
+use crate::agent::systemd::LogOnce;
 use crate::agent::tls::NodeTls;
 use crate::api::limits::{self, Guarded, Limits};
 use std::io;
@@ -140,7 +141,10 @@ pub(crate) fn grpc_incoming(
                 let conn = if first[0] == TLS_HANDSHAKE {
                     match handshake(tls.grpc_server(), guarded).await {
                         Ok(s) => GrpcConn::Tls(Box::new(s), remote),
-                        Err(_) => return,
+                        Err(e) => {
+                            log_refused_certificate(remote, &e);
+                            return;
+                        }
                     }
                 } else {
                     GrpcConn::Plain(guarded, remote)
@@ -153,6 +157,27 @@ pub(crate) fn grpc_incoming(
         acceptor,
         tokio_stream::wrappers::ReceiverStream::new(incoming),
     )
+}
+
+/// Client certificates refused in a gRPC handshake, logged at most once per [`LogOnce`] window.
+static REFUSED_CERT_LOG: LogOnce = LogOnce::new();
+
+/// Says why a gRPC handshake failed when it was the client's certificate (another cluster's CA,
+/// expired, not yet valid): the caller reads only a TLS alert. Other failures (timeouts, garbage,
+/// a client that gave up) are not logged.
+fn log_refused_certificate(remote: SocketAddr, err: &io::Error) {
+    let Some(rustls::Error::InvalidCertificate(why)) = err
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+    else {
+        return;
+    };
+    if let Some(more) = REFUSED_CERT_LOG.admit(crate::agent::now_ms()) {
+        log::warn!(
+            "gRPC: refused the client certificate of {remote}: {why}; only certificates this cluster's CA signed, within their dates, are taken (a node of another cluster, or one whose certificate expired){}",
+            LogOnce::suppressed(more)
+        );
+    }
 }
 
 /// The HTTPS listener's connections for [`limits::serve_http`]: admitted (`limits`), each

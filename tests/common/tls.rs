@@ -3,7 +3,7 @@
 //! and keeping that chain so a test can look at it (its SPKI pin, its length, its SANs).
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme, StreamOwned};
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -76,19 +76,8 @@ pub fn wrap(
     StreamOwned<ClientConnection, TcpStream>,
     Vec<CertificateDer<'static>>,
 )> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tofu = Arc::new(Tofu {
-        seen: Mutex::new(vec![]),
-        provider: provider.clone(),
-    });
-    let mut config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(std::io::Error::other)?
-        .dangerous()
-        .with_custom_certificate_verifier(tofu.clone())
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let conn = ClientConnection::new(Arc::new(config), ServerName::IpAddress(to.into()))
+    let (config, tofu) = tofu_config(b"http/1.1", None)?;
+    let conn = ClientConnection::new(config, ServerName::IpAddress(to.into()))
         .map_err(std::io::Error::other)?;
     let mut tls = StreamOwned::new(conn, stream);
     while tls.conn.is_handshaking() {
@@ -96,6 +85,40 @@ pub fn wrap(
     }
     let chain = tofu.seen.lock().unwrap().clone();
     Ok((tls, chain))
+}
+
+/// A client configuration that trusts any server (and remembers its chain), speaks `alpn`, and
+/// presents `client` (a chain, leaf first, and its key) when the server asks for a certificate.
+fn tofu_config(
+    alpn: &[u8],
+    client: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+) -> std::io::Result<(Arc<ClientConfig>, Arc<Tofu>)> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tofu = Arc::new(Tofu {
+        seen: Mutex::new(vec![]),
+        provider: provider.clone(),
+    });
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(std::io::Error::other)?
+        .dangerous()
+        .with_custom_certificate_verifier(tofu.clone());
+    let mut config = match client {
+        Some((chain, key)) => builder
+            .with_client_auth_cert(chain, key)
+            .map_err(std::io::Error::other)?,
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![alpn.to_vec()];
+    Ok((Arc::new(config), tofu))
+}
+
+/// [`tofu_config`] for callers that hold a certificate of their own (any CA's, or none).
+pub fn client_config(
+    alpn: &[u8],
+    client: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+) -> Arc<ClientConfig> {
+    tofu_config(alpn, client).expect("a client configuration").0
 }
 
 /// Reads until the server closes (a missing close_notify after the whole answer is no error).

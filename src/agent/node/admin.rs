@@ -4,7 +4,7 @@
 //! cluster key). Only a node that is down gets a change through gossip, applied when it returns.
 
 use super::actor::Command;
-use super::client::{call_apply_change, call_change_gossip_keys};
+use super::client::{call_apply_change, call_change_gossip_keys, ChannelError};
 use super::{argon2, ClusterNode};
 use crate::agent::authguard::{Denied, Outcome};
 use crate::agent::systemd::LogOnce;
@@ -183,15 +183,23 @@ impl ClusterNode {
             .member_client(Some(target))
             .map_err(|e| Refusal::internal(e.to_string()))?
             .ok_or_else(|| Refusal::internal("this node holds no cluster certificate"))?;
-        let reply = call_apply_change(&uri, tls, request).await.map_err(|e| {
-            Refusal::new(
+        let reply = call_apply_change(&uri, tls, request).await.map_err(|e| match e {
+            ChannelError::Refused(why) => Refusal::new(
+                RefusalKind::Unavailable,
+                ErrorBody::new(
+                    "AdminError",
+                    Some("untrusted_peer"),
+                    format!("what answers at {uri} for node '{target}' was refused in the TLS handshake, and the change was not sent: {why}"),
+                ),
+            ),
+            ChannelError::Failed(e) => Refusal::new(
                 RefusalKind::Unavailable,
                 ErrorBody::new(
                     "AdminError",
                     Some("node_unreachable"),
                     format!("node '{target}' did not answer at {uri} ({e}); the change was not applied; fix: retry (a node that is DOWN takes changes through gossip)"),
                 ),
-            )
+            ),
         })?;
         if let Some(r) = reply.refusal {
             let kind = if r.error_code == "StorageError" {

@@ -164,6 +164,7 @@ impl ClusterNode {
         };
         let key = request.seeds.key();
         let mut unreachable = Vec::new();
+        let mut wrong_ca = Vec::new();
         for (seed, uri) in seed_uris(&request.seeds, settings).await {
             let uri = match uri {
                 Ok(uri) => uri,
@@ -187,6 +188,10 @@ impl ClusterNode {
             let reply = match call_join_patiently(&uri, client, ask.clone()).await {
                 Err(JoinCallError::Unreachable(e)) => {
                     unreachable.push(format!("{seed} (gRPC {uri}): {e}"));
+                    continue;
+                }
+                Err(JoinCallError::WrongCa(why)) => {
+                    wrong_ca.push(format!("{seed} (gRPC {uri}): {why}"));
                     continue;
                 }
                 Err(JoinCallError::Throttled {
@@ -299,6 +304,21 @@ impl ClusterNode {
                 gossip_keys: Some(gossip_keys),
             };
             return self.adopt(record, identity).await;
+        }
+        if !wrong_ca.is_empty() {
+            // A seed answered with another CA: say so, not "unreachable" (the fix differs).
+            let others = if unreachable.is_empty() {
+                String::new()
+            } else {
+                format!(" (and no answer from {})", unreachable.join("; "))
+            };
+            return Err(Refusal::bootstrap(
+                "ca_pin_mismatch",
+                format!(
+                    "no node in {key} presented the CA that cluster.ca_pin names{others}: {}",
+                    wrong_ca.join("; ")
+                ),
+            ));
         }
         Err(Refusal::bootstrap(
             "cluster_unreachable",

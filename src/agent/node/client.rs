@@ -12,13 +12,17 @@ pub(crate) async fn tls_channel(
     uri: &str,
     config: Arc<ClientConfig>,
     timeout: Duration,
-) -> Result<tonic::transport::Channel, String> {
+) -> Result<tonic::transport::Channel, ChannelError> {
     let endpoint = tonic::transport::Endpoint::from_shared(uri.to_string())
-        .map_err(|e| e.to_string())?
+        .map_err(|e| ChannelError::Failed(e.to_string()))?
         .connect_timeout(Duration::from_secs(3))
         .timeout(timeout);
+    // Our verifier's reason, when it refused the server (so the caller can tell a wrong CA or
+    // node from a node that did not answer).
+    let refused: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    let refusal = refused.clone();
     let connector = tower::service_fn(move |uri: tonic::transport::Uri| {
-        let config = config.clone();
+        let (config, refusal) = (config.clone(), refusal.clone());
         async move {
             let host = uri
                 .host()
@@ -39,7 +43,11 @@ pub(crate) async fn tls_channel(
                 .connect(name, tcp)
                 .await
                 .map_err(|e| match crate::agent::pki::handshake_refusal(&e) {
-                    Some(why) => std::io::Error::other(why.to_string()),
+                    Some(why) => {
+                        let why = why.to_string();
+                        *refusal.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.clone());
+                        std::io::Error::other(why)
+                    }
                     None => e,
                 })?;
             Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
@@ -48,7 +56,32 @@ pub(crate) async fn tls_channel(
     endpoint
         .connect_with_connector(connector)
         .await
-        .map_err(|e| format!("cannot connect ({})", error_chain(&e)))
+        .map_err(
+            |e| match refused.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                Some(why) => ChannelError::Refused(why),
+                None => ChannelError::Failed(format!("cannot connect ({})", error_chain(&e))),
+            },
+        )
+}
+
+/// Why [`tls_channel`] has no channel.
+#[derive(Debug)]
+pub(crate) enum ChannelError {
+    /// Our verifier refused the server (a CA other than the pinned one or this cluster's,
+    /// another node): it answered, and was sent nothing.
+    Refused(String),
+    /// No TLS session (unreachable, timed out, a TLS failure of any other kind), or the call
+    /// failed.
+    Failed(String),
+}
+
+impl From<ChannelError> for String {
+    fn from(e: ChannelError) -> String {
+        match e {
+            ChannelError::Refused(why) => format!("refused in the TLS handshake: {why}"),
+            ChannelError::Failed(text) => text,
+        }
+    }
 }
 
 /// An error with its causes (tonic's own text is only "transport error").
@@ -65,6 +98,8 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 pub(crate) enum JoinCallError {
     Unreachable(String),
+    /// The seed's CA is not the one `cluster.ca_pin` names: nothing was sent to it.
+    WrongCa(String),
     /// `RESOURCE_EXHAUSTED`: the seed sheds load or makes this node wait.
     Throttled {
         message: String,
@@ -102,7 +137,10 @@ async fn call_join(
 ) -> Result<pb::JoinReply, JoinCallError> {
     let channel = tls_channel(uri, tls, Duration::from_secs(15))
         .await
-        .map_err(JoinCallError::Unreachable)?;
+        .map_err(|e| match e {
+            ChannelError::Refused(why) => JoinCallError::WrongCa(why),
+            ChannelError::Failed(text) => JoinCallError::Unreachable(text),
+        })?;
     let mut client = pb::cluster_client::ClusterClient::new(channel);
     match client.join(request).await {
         Ok(r) => Ok(r.into_inner()),
@@ -132,13 +170,13 @@ pub(crate) async fn call_apply_change(
     uri: &str,
     tls: Arc<ClientConfig>,
     request: pb::ApplyChangeRequest,
-) -> Result<pb::ApplyChangeReply, String> {
+) -> Result<pb::ApplyChangeReply, ChannelError> {
     let channel = tls_channel(uri, tls, Duration::from_secs(10)).await?;
     pb::cluster_client::ClusterClient::new(channel)
         .apply_change(request)
         .await
         .map(|r| r.into_inner())
-        .map_err(|s| s.message().to_string())
+        .map_err(|s| ChannelError::Failed(s.message().to_string()))
 }
 
 /// Sends a keyring change to the member it is for and returns its answer.
