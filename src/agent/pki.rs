@@ -77,7 +77,7 @@ pub(crate) enum PkiError {
     BadKey { what: &'static str, reason: String },
     #[error("{cert} and {key} do not belong together: the certificate is for another key; restore both from the same backup, or remove both to make new ones")]
     KeyMismatch { cert: String, key: String },
-    #[error("the server presented a chain whose CA has pin {presented}, but cluster.ca_pin is {expected}: it is not the cluster that pin was copied from (or something in between answers), so the credentials were not sent; fix: check the address, and copy the pin again from `GET /v1/bootstrap` (tls.pin) or `stackring inspect` on a member")]
+    #[error("the server presented a chain whose CA has pin {presented}, but the join pins {expected} (cluster.ca_pin, or the join token's): it is not the cluster that pin was copied from (or something in between answers), so the credentials were not sent; fix: check the address, and copy the pin again from `GET /v1/bootstrap` (tls.pin) or `stackring inspect` on a member, or print a new token there")]
     PinMismatch {
         expected: SpkiPin,
         presented: SpkiPin,

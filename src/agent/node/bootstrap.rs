@@ -315,7 +315,11 @@ impl ClusterNode {
             return Err(Refusal::bootstrap(
                 "ca_pin_mismatch",
                 format!(
-                    "no node in {key} presented the CA that cluster.ca_pin names{others}: {}",
+                    "no node in {key} presented the CA that {} names{others}: {}",
+                    match request.auth {
+                        cluster::JoinAuth::Token(_) => "the join token",
+                        cluster::JoinAuth::Credentials { .. } => "cluster.ca_pin",
+                    },
                     wrong_ca.join("; ")
                 ),
             ));
