@@ -2299,9 +2299,10 @@ fn a_join_token_joins_a_node_without_credentials_once_pinned_and_in_time() {
     assert_ne!(code, 200, "{doc}");
     let said = doc.to_string();
     println!("a token pinning another CA: {code} {said}");
+    assert_eq!(doc["sub_code"], "ca_pin_mismatch", "{said}");
     assert!(
-        said.contains(other_pin),
-        "the refusal names the pin: {said}"
+        said.contains(other_pin) && said.contains(&ca_pin) && said.contains("the join token"),
+        "the refusal names both pins and the token: {said}"
     );
     assert_eq!(
         joins_answered(&hosts[0]),
