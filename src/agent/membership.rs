@@ -25,7 +25,7 @@ pub(crate) const KEYRING_KEY: &str = "gossip_keys";
 
 /// How gossip travels: sealed UDP datagrams in the daemon, chitchat's in-memory channels in tests
 /// (no root, no sockets, virtual time; not sealed). In memory there is no TCP discovery listener
-/// either.
+/// either (nor without TLS material: the fuzz target's member).
 #[derive(Clone)]
 pub(crate) enum GossipNetwork {
     Udp,
@@ -50,18 +50,89 @@ pub(crate) struct Membership {
 /// The answer on the TCP side of the gossip port: where this member's gRPC `Join` is. dskit's
 /// memberlist listens on TCP and UDP at `bind_port`; `join_members` name that port, and a joiner
 /// needs the member's gRPC endpoint (advertised, so a sidecar proxy's port is honoured).
+///
+/// It travels only inside TLS 1.3 (the node's certificate, ALPN `stackring-discovery`): on the
+/// wire there is neither the node id nor an address, and the client checks whom it reached (a
+/// joiner: the cluster CA's pin, or trust on first use as its `Join` does; the reachability
+/// prober: the cluster CA and the node id in the certificate).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Discovery {
     pub(crate) node: String,
     pub(crate) grpc: String,
 }
 
-/// How long a joiner waits for a member's discovery answer.
-const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a discovery exchange may take, TCP connect, TLS handshake and answer together (on
+/// both ends: a client that stalls holds a server slot no longer than this).
+pub(crate) const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(3);
+/// Discovery connections served at once: a flood of connections waits in the kernel's backlog,
+/// not in our memory.
+const DISCOVERY_SLOTS: usize = 64;
+/// The most a discovery answer may be.
+const DISCOVERY_MAX: u64 = 4096;
 
-/// Asks the member at gossip address `host_port` (TCP) where its gRPC endpoint is.
-pub(crate) async fn discover_grpc(host_port: &str) -> Result<SocketAddr, String> {
+/// Why a discovery exchange with one address failed.
+#[derive(Debug)]
+pub(crate) enum DiscoveryError {
+    /// No TCP connection (refused, unreachable, timed out).
+    Connect(std::io::Error),
+    /// The TLS handshake failed: our verifier's refusal (wrong CA pin, wrong node), or a peer that
+    /// does not speak it (a stackring older than TLS discovery answers in clear).
+    Handshake(String),
+    /// Connected over TLS, but the answer is not a stackring member's.
+    Answer(String),
+}
+
+impl std::fmt::Display for DiscoveryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DiscoveryError::Connect(e) => write!(f, "cannot connect ({e})"),
+            DiscoveryError::Handshake(why) => write!(f, "TLS handshake failed: {why}"),
+            DiscoveryError::Answer(why) => f.write_str(why),
+        }
+    }
+}
+
+/// One discovery exchange with the member at `addr` (TCP, the gossip port), trusting whom
+/// `config` trusts (a `tls::discovery_client` configuration). Not bounded in time: the caller is.
+pub(crate) async fn ask_discovery(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+) -> Result<Discovery, DiscoveryError> {
     use tokio::io::AsyncReadExt;
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(DiscoveryError::Connect)?;
+    // Not sent (no SNI): our verifiers check the CA and the node id, not this name.
+    let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
+    let mut tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| {
+            DiscoveryError::Handshake(match crate::agent::pki::handshake_refusal(&e) {
+                Some(why) => why.to_string(),
+                None => format!(
+                    "{e} (a stackring older than this version answers on its gossip port in clear, not over TLS: upgrade it, or join through its gRPC port with cluster.nodes)"
+                ),
+            })
+        })?;
+    let mut buf = Vec::with_capacity(256);
+    (&mut tls)
+        .take(DISCOVERY_MAX)
+        .read_to_end(&mut buf)
+        .await
+        .map_err(|e| DiscoveryError::Answer(format!("the answer broke off ({e})")))?;
+    serde_json::from_slice::<Discovery>(&buf).map_err(|_| {
+        DiscoveryError::Answer("answered, but not as a stackring member's gossip port".into())
+    })
+}
+
+/// Asks the member at gossip address `host_port` (TCP, TLS with `config`: a joiner's pinned or
+/// trust-on-first-use configuration) where its gRPC endpoint is.
+pub(crate) async fn discover_grpc(
+    host_port: &str,
+    config: Arc<rustls::ClientConfig>,
+) -> Result<SocketAddr, String> {
+    let config = crate::agent::tls::discovery_client(config);
     let addrs: Vec<SocketAddr> =
         tokio::time::timeout(DISCOVERY_TIMEOUT, tokio::net::lookup_host(host_port))
             .await
@@ -70,24 +141,12 @@ pub(crate) async fn discover_grpc(host_port: &str) -> Result<SocketAddr, String>
             .collect();
     let mut errors = Vec::new();
     for addr in addrs {
-        let answer = tokio::time::timeout(DISCOVERY_TIMEOUT, async {
-            let mut stream = tokio::net::TcpStream::connect(addr).await?;
-            let mut buf = Vec::with_capacity(256);
-            (&mut stream).take(4096).read_to_end(&mut buf).await?;
-            Ok::<_, std::io::Error>(buf)
-        })
-        .await;
-        match answer {
+        match tokio::time::timeout(DISCOVERY_TIMEOUT, ask_discovery(addr, config.clone())).await {
             Err(_) => errors.push(format!("{addr}: no answer within {DISCOVERY_TIMEOUT:?}")),
-            Ok(Err(e)) => errors.push(format!("{addr}: cannot connect ({e})")),
-            Ok(Ok(bytes)) => match serde_json::from_slice::<Discovery>(&bytes) {
-                Ok(d) => match d.grpc.parse::<SocketAddr>() {
-                    Ok(grpc) => return Ok(grpc),
-                    Err(_) => errors.push(format!("{addr}: bad gRPC address '{}'", d.grpc)),
-                },
-                Err(_) => errors.push(format!(
-                    "{addr}: answered, but not as a stackring member's gossip port"
-                )),
+            Ok(Err(e)) => errors.push(format!("{addr}: {e}")),
+            Ok(Ok(d)) => match d.grpc.parse::<SocketAddr>() {
+                Ok(grpc) => return Ok(grpc),
+                Err(_) => errors.push(format!("{addr}: bad gRPC address '{}'", d.grpc)),
             },
         }
     }
@@ -97,25 +156,33 @@ pub(crate) async fn discover_grpc(host_port: &str) -> Result<SocketAddr, String>
     Err(errors.join(", "))
 }
 
-/// Answers every TCP connection on the gossip port with this node's `Discovery`, then closes.
-async fn serve_discovery(listener: tokio::net::TcpListener, answer: Arc<Mutex<Discovery>>) {
+/// Answers every TCP connection on the gossip port with this node's `Discovery` inside TLS (the
+/// certificate `tls` holds at that moment), then closes. Bounded: at most `DISCOVERY_SLOTS`
+/// connections at once, each (handshake included) within `DISCOVERY_TIMEOUT`.
+async fn serve_discovery(
+    listener: tokio::net::TcpListener,
+    answer: Arc<Mutex<Discovery>>,
+    tls: Arc<crate::agent::tls::NodeTls>,
+) {
     use tokio::io::AsyncWriteExt;
-    // Bounded: a flood of connections waits in the kernel's backlog, not in our memory.
-    let slots = Arc::new(tokio::sync::Semaphore::new(64));
+    let slots = Arc::new(tokio::sync::Semaphore::new(DISCOVERY_SLOTS));
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
         let body = serde_json::to_vec(&*answer.lock().unwrap_or_else(|p| p.into_inner()))
             .unwrap_or_default();
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.discovery_server());
         tokio::spawn(async move {
             let _ = tokio::time::timeout(DISCOVERY_TIMEOUT, async {
-                let _ = stream.write_all(&body).await;
-                let _ = stream.shutdown().await;
+                let mut stream = acceptor.accept(stream).await?;
+                stream.write_all(&body).await?;
+                // close_notify, then FIN: the client reads the answer to its end.
+                stream.shutdown().await
             })
             .await;
             drop(slot);
@@ -133,6 +200,7 @@ impl Membership {
         seeds: Vec<String>,
         network: &GossipNetwork,
         seal: Arc<GossipSeal>,
+        discovery_tls: Option<Arc<crate::agent::tls::NodeTls>>,
     ) -> anyhow::Result<Membership> {
         // A restarted node is a new generation of the same id.
         let generation = crate::agent::now_ms();
@@ -192,10 +260,14 @@ impl Membership {
             node: entry.id.clone(),
             grpc: entry.advertised_grpc.clone(),
         }));
-        let discovery_task = match network {
-            GossipNetwork::InMemory(_) => None,
-            GossipNetwork::Udp => match crate::agent::sockets::listen_socket(listen) {
-                Ok(listener) => Some(tokio::spawn(serve_discovery(listener, discovery.clone()))),
+        let discovery_task = match (network, discovery_tls) {
+            (GossipNetwork::InMemory(_), _) | (_, None) => None,
+            (GossipNetwork::Udp, Some(tls)) => match crate::agent::sockets::listen_socket(listen) {
+                Ok(listener) => Some(tokio::spawn(serve_discovery(
+                    listener,
+                    discovery.clone(),
+                    tls,
+                ))),
                 Err(e) => {
                     log::warn!("gossip port {listen} over TCP: {e}; nodes cannot join through this node's memberlist address");
                     None
@@ -414,6 +486,7 @@ pub fn fuzz_gossip_listener() -> &'static FuzzGossip {
                     vec![],
                     &GossipNetwork::Udp,
                     seal,
+                    None,
                 )
                 .await
                 .expect("gossip on loopback");

@@ -357,6 +357,7 @@ impl Actor {
             record.seeds.clone(),
             &self.shared.network,
             seal,
+            Some(self.shared.tls.clone()),
         )
         .await?;
         membership
