@@ -64,9 +64,8 @@ pub(crate) struct Discovery {
 /// How long a discovery exchange may take, TCP connect, TLS handshake and answer together (on
 /// both ends: a client that stalls holds a server slot no longer than this).
 pub(crate) const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(3);
-/// Discovery connections served at once: a flood of connections waits in the kernel's backlog,
-/// not in our memory.
-const DISCOVERY_SLOTS: usize = 64;
+/// Discovery connections served at once.
+const DISCOVERY_SLOTS: usize = 256;
 /// The most a discovery answer may be.
 const DISCOVERY_MAX: u64 = 4096;
 
@@ -156,22 +155,84 @@ pub(crate) async fn discover_grpc(
     Err(errors.join(", "))
 }
 
+/// Discovery connections one peer address may hold at once: a joiner or a prober needs one.
+const DISCOVERY_PER_PEER: usize = 4;
+/// The last slots go only to peers holding none yet (as `api::limits` keeps slots for light
+/// peers): addresses that flood the port never take the one a joiner needs.
+const DISCOVERY_RESERVE: usize = 32;
+
+/// Discovery connections open, in total and by peer address.
+#[derive(Default)]
+struct DiscoverySlots {
+    open: Mutex<(usize, HashMap<std::net::IpAddr, usize>)>,
+}
+
+/// One admitted discovery connection; dropping it frees the slot.
+struct DiscoverySlot {
+    slots: Arc<DiscoverySlots>,
+    peer: std::net::IpAddr,
+}
+
+impl DiscoverySlots {
+    /// A slot for a connection from `peer`, or None (the connection is closed at once).
+    fn admit(self: &Arc<Self>, peer: std::net::IpAddr) -> Option<DiscoverySlot> {
+        // `::ffff:192.0.2.1` (a `[::]` socket's view of an IPv4 peer) counts as `192.0.2.1`.
+        let peer = match peer {
+            std::net::IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let from_peer = open.1.get(&peer).copied().unwrap_or(0);
+        let full = open.0 >= DISCOVERY_SLOTS
+            || from_peer >= DISCOVERY_PER_PEER
+            || (open.0 >= DISCOVERY_SLOTS - DISCOVERY_RESERVE && from_peer > 0);
+        if full {
+            return None;
+        }
+        open.0 += 1;
+        *open.1.entry(peer).or_insert(0) += 1;
+        Some(DiscoverySlot {
+            slots: self.clone(),
+            peer,
+        })
+    }
+}
+
+impl Drop for DiscoverySlot {
+    fn drop(&mut self) {
+        let mut open = self.slots.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.0 = open.0.saturating_sub(1);
+        if let Some(n) = open.1.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                open.1.remove(&self.peer);
+            }
+        }
+    }
+}
+
 /// Answers every TCP connection on the gossip port with this node's `Discovery` inside TLS (the
 /// certificate `tls` holds at that moment), then closes. Bounded: at most `DISCOVERY_SLOTS`
-/// connections at once, each (handshake included) within `DISCOVERY_TIMEOUT`.
+/// connections at once and `DISCOVERY_PER_PEER` per address (others are closed at once), each,
+/// handshake included, within `DISCOVERY_TIMEOUT`: a TLS server must wait for the client's hello,
+/// so a silent connection holds its slot that long, and a flood of them from a few addresses must
+/// not take every slot.
 async fn serve_discovery(
     listener: tokio::net::TcpListener,
     answer: Arc<Mutex<Discovery>>,
     tls: Arc<crate::agent::tls::NodeTls>,
 ) {
     use tokio::io::AsyncWriteExt;
-    let slots = Arc::new(tokio::sync::Semaphore::new(DISCOVERY_SLOTS));
+    let slots = Arc::new(DiscoverySlots::default());
     loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let Ok((stream, _)) = listener.accept().await else {
+        let Ok((stream, peer)) = listener.accept().await else {
+            // Out of descriptors, most likely: pause rather than spin.
             tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let Some(slot) = slots.admit(peer.ip()) else {
             continue;
         };
         let body = serde_json::to_vec(&*answer.lock().unwrap_or_else(|p| p.into_inner()))
@@ -505,4 +566,43 @@ pub fn fuzz_gossip_listener() -> &'static FuzzGossip {
             sealer: Mutex::new(crate::core::seal::Sealer::new([0x5e; 16])),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::IpAddr;
+
+    #[test]
+    fn discovery_slots_cap_each_peer_and_keep_the_last_ones_for_new_peers() {
+        let slots = Arc::new(DiscoverySlots::default());
+        let peer =
+            |i: u32| IpAddr::from(std::net::Ipv6Addr::from(0x2001_0db8_u128 << 96 | i as u128));
+        // One address: DISCOVERY_PER_PEER, then refused; `::ffff:a.b.c.d` is `a.b.c.d`.
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        let mut held: Vec<DiscoverySlot> = (0..DISCOVERY_PER_PEER)
+            .map(|i| slots.admit(if i % 2 == 0 { v4 } else { mapped }).unwrap())
+            .collect();
+        assert!(slots.admit(v4).is_none());
+        assert!(slots.admit(mapped).is_none());
+        // Many addresses, two each, up to the reserve; then only addresses holding none.
+        let mut i = 0;
+        while slots.open.lock().unwrap().0 < DISCOVERY_SLOTS - DISCOVERY_RESERVE {
+            held.push(slots.admit(peer(i / 2)).unwrap());
+            i += 1;
+        }
+        assert!(
+            slots.admit(peer(0)).is_none(),
+            "a peer holding one, in the reserve"
+        );
+        for j in 0..DISCOVERY_RESERVE as u32 {
+            held.push(slots.admit(peer(10_000 + j)).unwrap());
+        }
+        assert!(slots.admit(peer(20_000)).is_none(), "full");
+        // Dropping frees.
+        held.clear();
+        assert_eq!(*slots.open.lock().unwrap(), (0, HashMap::new()));
+        assert!(slots.admit(v4).is_some());
+    }
 }

@@ -76,6 +76,18 @@ pub fn wrap(
     StreamOwned<ClientConnection, TcpStream>,
     Vec<CertificateDer<'static>>,
 )> {
+    wrap_alpn(stream, to, b"http/1.1")
+}
+
+/// [`wrap`] offering the protocol `alpn` (`stackring-discovery` on the gossip port's TCP side).
+pub fn wrap_alpn(
+    stream: TcpStream,
+    to: IpAddr,
+    alpn: &[u8],
+) -> std::io::Result<(
+    StreamOwned<ClientConnection, TcpStream>,
+    Vec<CertificateDer<'static>>,
+)> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tofu = Arc::new(Tofu {
         seen: Mutex::new(vec![]),
@@ -87,7 +99,7 @@ pub fn wrap(
         .dangerous()
         .with_custom_certificate_verifier(tofu.clone())
         .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     let conn = ClientConnection::new(Arc::new(config), ServerName::IpAddress(to.into()))
         .map_err(std::io::Error::other)?;
     let mut tls = StreamOwned::new(conn, stream);
