@@ -9,8 +9,8 @@
 //! - node3 joins declaratively through `memberlist.join_members` (the TCP side of node1's gossip
 //!   port tells it where node1's gRPC is: TLS now, in clear before);
 //! - admin changes: `stackring node <node3> external_addr set` on node1 (relayed over mutual TLS),
-//!   `stackring cluster gossip-key rotate` on node2 (relayed to every member), and one change
-//!   over HTTPS with the credentials from the operator;
+//!   `stackring cluster gossip-key rotate` on node2 (relayed to every member), one change over
+//!   HTTPS with the credentials from the operator, and a TLS 1.2 client refused;
 //! - a minute of gossip, with the reachability prober's rounds (gRPC health, `GET /ready`, the
 //!   gossip port's TCP answer) every ~10 s.
 //!
@@ -51,8 +51,10 @@ const CLUSTER: &str = "quokkaringzeta";
 const USERNAME: &str = "quokkaadmin";
 const PASSWORD: &str = "Quokka-Wire-Passw0rd-4417";
 const IDS: [&str; 3] = ["quokkanodealpha", "quokkanodebravo", "quokkanodecharlie"];
-/// The external address the admin change sets on node3.
+/// The external address the CLI's admin change sets on node3.
 const EXTERNAL: &str = "203.0.113.177";
+/// The external address the operator adds to node3 over HTTPS.
+const EXTERNAL_HTTPS: &str = "198.51.100.177";
 /// The source port of the control arm's plain-HTTP read.
 const CONTROL_PORT: u16 = 47311;
 const GOSSIP_PORT: u16 = 7946;
@@ -240,7 +242,7 @@ fn run(tag: &str, addrs: &[IpAddr], operator: IpAddr, prefix: u8, gossip: Durati
     assert_eq!(code, 0, "external_addr set: {out}{err}");
     let (code, out, err) = cli(&hosts[1], &daemons[1], &["cluster", "gossip-key", "rotate"]);
     assert_eq!(code, 0, "gossip-key rotate: {out}{err}");
-    let body = json!({"action": "remove", "addrs": [EXTERNAL]}).to_string();
+    let body = json!({"action": "add", "addrs": [EXTERNAL_HTTPS]}).to_string();
     let url = format!(
         "https://{}:{HTTPS_PORT}/v1/nodes/{}/external_addr",
         url_host(addrs[1]),
@@ -262,7 +264,7 @@ fn run(tag: &str, addrs: &[IpAddr], operator: IpAddr, prefix: u8, gossip: Durati
             &url,
         ],
     );
-    assert_eq!(code, 200, "external_addr remove over HTTPS: {answer}");
+    assert_eq!(code, 200, "external_addr add over HTTPS: {answer}");
     // A TLS 1.2 client is refused in the handshake (its certificate would travel in clear).
     let tls12 = op
         .command("curl")
@@ -462,7 +464,7 @@ impl Tcpdump {
     fn start(lan: &Netns, file: &std::path::Path) -> Tcpdump {
         let mut child = lan
             .command("tcpdump")
-            .args(["-i", "br0", "-U", "-s", "0", "-n", "-w"])
+            .args(["-i", "br0", "-U", "-s", "0", "-n", "-B", "8192", "-w"])
             .arg(file)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -554,6 +556,7 @@ fn needles(addrs: &[IpAddr]) -> Vec<Needle> {
         Needle::text(format!("username {USERNAME}"), USERNAME),
         Needle::text(format!("cluster name {CLUSTER}"), CLUSTER),
         Needle::text(format!("external address {EXTERNAL}"), EXTERNAL),
+        Needle::text(format!("external address {EXTERNAL_HTTPS}"), EXTERNAL_HTTPS),
         Needle::text("a node certificate's URI SAN".into(), "stackring://node/"),
         Needle::text("the cluster CA's name".into(), "stackring cluster CA"),
     ];
@@ -653,7 +656,8 @@ impl Stream {
             let from = out.len().saturating_sub(off);
             out.extend_from_slice(&data[from.min(data.len())..]);
         }
-        self.tls = out.len() >= 5 && out[0] == 0x16 && out[1] == 0x03;
+        // A TLS record: handshake, alert (a refused TLS 1.2 hello's answer), application data.
+        self.tls = out.len() >= 5 && (20..=23).contains(&out[0]) && out[1] == 0x03;
         self.bytes = out;
     }
 }
