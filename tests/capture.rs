@@ -312,7 +312,14 @@ fn run(tag: &str, addrs: &[IpAddr], operator: IpAddr, prefix: u8, gossip: Durati
     dump.stop();
     let elapsed = started.elapsed();
 
-    let capture = Capture::read(&std::fs::read(&pcap).expect("the capture file"));
+    let raw = std::fs::read(&pcap).expect("the capture file");
+    // Kept for a look with `tcpdump -A -r` or Wireshark (the namespace's folder goes with it).
+    let artifacts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let kept = artifacts.join(format!("capture-{tag}.pcap"));
+    std::fs::write(&kept, &raw).unwrap();
+    println!("{tag}: the capture is in {}", kept.display());
+    let capture = Capture::read(&raw);
     let needles = needles(addrs);
 
     // The control arm can fail the search.
