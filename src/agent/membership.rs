@@ -251,6 +251,13 @@ async fn serve_discovery(
     }
 }
 
+/// What secures the gossip port: the keyring its datagrams are sealed with, and the node's TLS
+/// material for its TCP side (none: no discovery listener, as for the fuzz target's member).
+pub(crate) struct GossipSecurity {
+    pub(crate) seal: Arc<GossipSeal>,
+    pub(crate) tls: Option<Arc<crate::agent::tls::NodeTls>>,
+}
+
 impl Membership {
     /// Binds the gossip socket on `listen` and starts gossiping with `seeds` (host:port strings).
     pub(crate) async fn start(
@@ -260,9 +267,12 @@ impl Membership {
         advertise: SocketAddr,
         seeds: Vec<String>,
         network: &GossipNetwork,
-        seal: Arc<GossipSeal>,
-        discovery_tls: Option<Arc<crate::agent::tls::NodeTls>>,
+        secured: GossipSecurity,
     ) -> anyhow::Result<Membership> {
+        let GossipSecurity {
+            seal,
+            tls: discovery_tls,
+        } = secured;
         // A restarted node is a new generation of the same id.
         let generation = crate::agent::now_ms();
         let self_id = ChitchatId::new(entry.id.clone(), generation, advertise);
@@ -546,8 +556,7 @@ pub fn fuzz_gossip_listener() -> &'static FuzzGossip {
                     addr,
                     vec![],
                     &GossipNetwork::Udp,
-                    seal,
-                    None,
+                    GossipSecurity { seal, tls: None },
                 )
                 .await
                 .expect("gossip on loopback");

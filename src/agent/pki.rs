@@ -1218,6 +1218,59 @@ mod tests {
         .expect("the handshake neither finished nor failed")
     }
 
+    /// Certificates name the node, its addresses and the cluster: they must never travel in clear,
+    /// as they do in TLS 1.2. Every server refuses 1.2; no client of ours names a server (SNI).
+    #[tokio::test]
+    async fn only_tls_1_3_is_spoken_and_no_client_sends_sni() {
+        let ca = new_ca("prod");
+        let a = member(&ca, "node-a");
+        let tls12_client = || {
+            let mut config = ClientConfig::builder_with_provider(provider())
+                .with_protocol_versions(&[&rustls::version::TLS12])
+                .unwrap()
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(PinnedVerifier {
+                    expected: None,
+                    seen: SeenPin::default(),
+                    algs: provider().signature_verification_algorithms,
+                }))
+                .with_no_client_auth();
+            config.enable_sni = false;
+            Arc::new(config)
+        };
+        let servers = [
+            server_config_mutual(&a, ca.cert()).unwrap(),
+            server_config_member(&a, ca.cert()).unwrap(),
+            server_config(ServerIdentity::Member {
+                node: &a,
+                ca: ca.cert(),
+            })
+            .unwrap(),
+        ];
+        for server in servers {
+            let (_, client) = exchange(server, tls12_client()).await;
+            assert!(client.is_err(), "a TLS 1.2 client was served");
+        }
+        let clients = [
+            client_config_mutual(&a, ca.cert(), None).unwrap(),
+            client_config_pinned(ca.pin()).unwrap(),
+            client_config_tofu().unwrap().0,
+        ];
+        for client in clients {
+            assert!(!client.enable_sni);
+            let (_, ok) = exchange(
+                server_config(ServerIdentity::Member {
+                    node: &a,
+                    ca: ca.cert(),
+                })
+                .unwrap(),
+                client,
+            )
+            .await;
+            ok.unwrap();
+        }
+    }
+
     #[tokio::test]
     async fn two_members_of_one_cluster_talk_and_the_server_sees_the_client_node() {
         let ca = new_ca("prod");

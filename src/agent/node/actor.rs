@@ -356,8 +356,10 @@ impl Actor {
             identity.gossip.advertise,
             record.seeds.clone(),
             &self.shared.network,
-            seal,
-            Some(self.shared.tls.clone()),
+            crate::agent::membership::GossipSecurity {
+                seal,
+                tls: Some(self.shared.tls.clone()),
+            },
         )
         .await?;
         membership
