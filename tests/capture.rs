@@ -839,10 +839,9 @@ impl Capture {
                 }
                 if b[at] == 22 && !body.is_empty() {
                     match body[0] {
-                        1 => {
-                            if hello_extensions(body, true).iter().any(|(ty, _)| *ty == 0) {
-                                t.sni += 1;
-                            }
+                        // A ClientHello with a server_name extension.
+                        1 if hello_extensions(body, true).iter().any(|(ty, _)| *ty == 0) => {
+                            t.sni += 1;
                         }
                         2 => {
                             let v13 = hello_extensions(body, false)
