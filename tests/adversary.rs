@@ -1887,8 +1887,8 @@ fn d_alive(d: &Daemon) -> bool {
         .unwrap_or(false)
 }
 
-/// One discovery exchange on the gossip port's TCP side, as a joiner does it (3 s for connect and
-/// answer): whether a member's answer came, and the milliseconds it took.
+/// One discovery exchange on the gossip port's TCP side, as a joiner does it (TLS, 3 s for
+/// connect, handshake and answer): whether a member's answer came, and the milliseconds it took.
 fn discover(to: SocketAddr) -> (bool, f64) {
     let t = Instant::now();
     let ok = (|| {
@@ -1898,8 +1898,8 @@ fn discover(to: SocketAddr) -> (bool, f64) {
                 .saturating_sub(t.elapsed())
                 .max(Duration::from_millis(1)),
         ))?;
-        let mut raw = Vec::new();
-        s.take(4096).read_to_end(&mut raw)?;
+        let (mut tls, _) = tls::wrap_alpn(s, to.ip(), b"stackring-discovery")?;
+        let raw = tls::read_all(&mut tls)?;
         let doc: Value = serde_json::from_slice(&raw).map_err(std::io::Error::other)?;
         Ok::<bool, std::io::Error>(doc["grpc"].is_string())
     })()

@@ -25,7 +25,7 @@ pub(crate) const KEYRING_KEY: &str = "gossip_keys";
 
 /// How gossip travels: sealed UDP datagrams in the daemon, chitchat's in-memory channels in tests
 /// (no root, no sockets, virtual time; not sealed). In memory there is no TCP discovery listener
-/// either.
+/// either (nor without TLS material: the fuzz target's member).
 #[derive(Clone)]
 pub(crate) enum GossipNetwork {
     Udp,
@@ -50,18 +50,88 @@ pub(crate) struct Membership {
 /// The answer on the TCP side of the gossip port: where this member's gRPC `Join` is. dskit's
 /// memberlist listens on TCP and UDP at `bind_port`; `join_members` name that port, and a joiner
 /// needs the member's gRPC endpoint (advertised, so a sidecar proxy's port is honoured).
+///
+/// It travels only inside TLS 1.3 (the node's certificate, ALPN `stackring-discovery`): on the
+/// wire there is neither the node id nor an address, and the client checks whom it reached (a
+/// joiner: the cluster CA's pin, or trust on first use as its `Join` does; the reachability
+/// prober: the cluster CA and the node id in the certificate).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Discovery {
     pub(crate) node: String,
     pub(crate) grpc: String,
 }
 
-/// How long a joiner waits for a member's discovery answer.
-const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a discovery exchange may take, TCP connect, TLS handshake and answer together (on
+/// both ends: a client that stalls holds a server slot no longer than this).
+pub(crate) const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(3);
+/// Discovery connections served at once.
+const DISCOVERY_SLOTS: usize = 256;
+/// The most a discovery answer may be.
+const DISCOVERY_MAX: u64 = 4096;
 
-/// Asks the member at gossip address `host_port` (TCP) where its gRPC endpoint is.
-pub(crate) async fn discover_grpc(host_port: &str) -> Result<SocketAddr, String> {
+/// Why a discovery exchange with one address failed.
+#[derive(Debug)]
+pub(crate) enum DiscoveryError {
+    /// No TCP connection (refused, unreachable, timed out).
+    Connect(std::io::Error),
+    /// The TLS handshake failed: our verifier's refusal (wrong CA pin, wrong node), or a peer that
+    /// does not speak it (a stackring older than TLS discovery answers in clear).
+    Handshake(String),
+    /// Connected over TLS, but the answer is not a stackring member's.
+    Answer(String),
+}
+
+impl std::fmt::Display for DiscoveryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DiscoveryError::Connect(e) => write!(f, "cannot connect ({e})"),
+            DiscoveryError::Handshake(why) => write!(f, "TLS handshake failed: {why}"),
+            DiscoveryError::Answer(why) => f.write_str(why),
+        }
+    }
+}
+
+/// One discovery exchange with the member at `addr` (TCP, the gossip port), trusting whom
+/// `config` trusts (a `tls::discovery_client` configuration). Not bounded in time: the caller is.
+pub(crate) async fn ask_discovery(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+) -> Result<Discovery, DiscoveryError> {
     use tokio::io::AsyncReadExt;
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(DiscoveryError::Connect)?;
+    // Not sent (no SNI): our verifiers check the CA and the node id, not this name.
+    let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
+    let mut tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| {
+            DiscoveryError::Handshake(match crate::agent::pki::handshake_refusal(&e) {
+                Some(why) => why.to_string(),
+                None => format!(
+                    "{e} (a stackring older than this version answers on its gossip port in clear, not over TLS: upgrade it, or join through its gRPC port with cluster.nodes)"
+                ),
+            })
+        })?;
+    let mut buf = Vec::with_capacity(256);
+    (&mut tls)
+        .take(DISCOVERY_MAX)
+        .read_to_end(&mut buf)
+        .await
+        .map_err(|e| DiscoveryError::Answer(format!("the answer broke off ({e})")))?;
+    serde_json::from_slice::<Discovery>(&buf).map_err(|_| {
+        DiscoveryError::Answer("answered, but not as a stackring member's gossip port".into())
+    })
+}
+
+/// Asks the member at gossip address `host_port` (TCP, TLS with `config`: a joiner's pinned or
+/// trust-on-first-use configuration) where its gRPC endpoint is.
+pub(crate) async fn discover_grpc(
+    host_port: &str,
+    config: Arc<rustls::ClientConfig>,
+) -> Result<SocketAddr, String> {
+    let config = crate::agent::tls::discovery_client(config);
     let addrs: Vec<SocketAddr> =
         tokio::time::timeout(DISCOVERY_TIMEOUT, tokio::net::lookup_host(host_port))
             .await
@@ -70,24 +140,12 @@ pub(crate) async fn discover_grpc(host_port: &str) -> Result<SocketAddr, String>
             .collect();
     let mut errors = Vec::new();
     for addr in addrs {
-        let answer = tokio::time::timeout(DISCOVERY_TIMEOUT, async {
-            let mut stream = tokio::net::TcpStream::connect(addr).await?;
-            let mut buf = Vec::with_capacity(256);
-            (&mut stream).take(4096).read_to_end(&mut buf).await?;
-            Ok::<_, std::io::Error>(buf)
-        })
-        .await;
-        match answer {
+        match tokio::time::timeout(DISCOVERY_TIMEOUT, ask_discovery(addr, config.clone())).await {
             Err(_) => errors.push(format!("{addr}: no answer within {DISCOVERY_TIMEOUT:?}")),
-            Ok(Err(e)) => errors.push(format!("{addr}: cannot connect ({e})")),
-            Ok(Ok(bytes)) => match serde_json::from_slice::<Discovery>(&bytes) {
-                Ok(d) => match d.grpc.parse::<SocketAddr>() {
-                    Ok(grpc) => return Ok(grpc),
-                    Err(_) => errors.push(format!("{addr}: bad gRPC address '{}'", d.grpc)),
-                },
-                Err(_) => errors.push(format!(
-                    "{addr}: answered, but not as a stackring member's gossip port"
-                )),
+            Ok(Err(e)) => errors.push(format!("{addr}: {e}")),
+            Ok(Ok(d)) => match d.grpc.parse::<SocketAddr>() {
+                Ok(grpc) => return Ok(grpc),
+                Err(_) => errors.push(format!("{addr}: bad gRPC address '{}'", d.grpc)),
             },
         }
     }
@@ -97,30 +155,107 @@ pub(crate) async fn discover_grpc(host_port: &str) -> Result<SocketAddr, String>
     Err(errors.join(", "))
 }
 
-/// Answers every TCP connection on the gossip port with this node's `Discovery`, then closes.
-async fn serve_discovery(listener: tokio::net::TcpListener, answer: Arc<Mutex<Discovery>>) {
+/// Discovery connections one peer address may hold at once: a joiner or a prober needs one.
+const DISCOVERY_PER_PEER: usize = 4;
+/// The last slots go only to peers holding none yet (as `api::limits` keeps slots for light
+/// peers): addresses that flood the port never take the one a joiner needs.
+const DISCOVERY_RESERVE: usize = 32;
+
+/// Discovery connections open, in total and by peer address.
+#[derive(Default)]
+struct DiscoverySlots {
+    open: Mutex<(usize, HashMap<std::net::IpAddr, usize>)>,
+}
+
+/// One admitted discovery connection; dropping it frees the slot.
+struct DiscoverySlot {
+    slots: Arc<DiscoverySlots>,
+    peer: std::net::IpAddr,
+}
+
+impl DiscoverySlots {
+    /// A slot for a connection from `peer`, or None (the connection is closed at once).
+    fn admit(self: &Arc<Self>, peer: std::net::IpAddr) -> Option<DiscoverySlot> {
+        // `::ffff:192.0.2.1` (a `[::]` socket's view of an IPv4 peer) counts as `192.0.2.1`.
+        let peer = match peer {
+            std::net::IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let from_peer = open.1.get(&peer).copied().unwrap_or(0);
+        let full = open.0 >= DISCOVERY_SLOTS
+            || from_peer >= DISCOVERY_PER_PEER
+            || (open.0 >= DISCOVERY_SLOTS - DISCOVERY_RESERVE && from_peer > 0);
+        if full {
+            return None;
+        }
+        open.0 += 1;
+        *open.1.entry(peer).or_insert(0) += 1;
+        Some(DiscoverySlot {
+            slots: self.clone(),
+            peer,
+        })
+    }
+}
+
+impl Drop for DiscoverySlot {
+    fn drop(&mut self) {
+        let mut open = self.slots.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.0 = open.0.saturating_sub(1);
+        if let Some(n) = open.1.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                open.1.remove(&self.peer);
+            }
+        }
+    }
+}
+
+/// Answers every TCP connection on the gossip port with this node's `Discovery` inside TLS (the
+/// certificate `tls` holds at that moment), then closes. Bounded: at most `DISCOVERY_SLOTS`
+/// connections at once and `DISCOVERY_PER_PEER` per address (others are closed at once), each,
+/// handshake included, within `DISCOVERY_TIMEOUT`: a TLS server must wait for the client's hello,
+/// so a silent connection holds its slot that long, and a flood of them from a few addresses must
+/// not take every slot.
+async fn serve_discovery(
+    listener: tokio::net::TcpListener,
+    answer: Arc<Mutex<Discovery>>,
+    tls: Arc<crate::agent::tls::NodeTls>,
+) {
     use tokio::io::AsyncWriteExt;
-    // Bounded: a flood of connections waits in the kernel's backlog, not in our memory.
-    let slots = Arc::new(tokio::sync::Semaphore::new(64));
+    let slots = Arc::new(DiscoverySlots::default());
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
+        let Ok((stream, peer)) = listener.accept().await else {
+            // Out of descriptors, most likely: pause rather than spin.
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
+        let Some(slot) = slots.admit(peer.ip()) else {
+            continue;
         };
         let body = serde_json::to_vec(&*answer.lock().unwrap_or_else(|p| p.into_inner()))
             .unwrap_or_default();
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.discovery_server());
         tokio::spawn(async move {
             let _ = tokio::time::timeout(DISCOVERY_TIMEOUT, async {
-                let _ = stream.write_all(&body).await;
-                let _ = stream.shutdown().await;
+                let mut stream = acceptor.accept(stream).await?;
+                stream.write_all(&body).await?;
+                // close_notify, then FIN: the client reads the answer to its end.
+                stream.shutdown().await
             })
             .await;
             drop(slot);
         });
     }
+}
+
+/// What secures the gossip port: the keyring its datagrams are sealed with, and the node's TLS
+/// material for its TCP side (none: no discovery listener, as for the fuzz target's member).
+pub(crate) struct GossipSecurity {
+    pub(crate) seal: Arc<GossipSeal>,
+    pub(crate) tls: Option<Arc<crate::agent::tls::NodeTls>>,
 }
 
 impl Membership {
@@ -132,8 +267,12 @@ impl Membership {
         advertise: SocketAddr,
         seeds: Vec<String>,
         network: &GossipNetwork,
-        seal: Arc<GossipSeal>,
+        secured: GossipSecurity,
     ) -> anyhow::Result<Membership> {
+        let GossipSecurity {
+            seal,
+            tls: discovery_tls,
+        } = secured;
         // A restarted node is a new generation of the same id.
         let generation = crate::agent::now_ms();
         let self_id = ChitchatId::new(entry.id.clone(), generation, advertise);
@@ -192,10 +331,14 @@ impl Membership {
             node: entry.id.clone(),
             grpc: entry.advertised_grpc.clone(),
         }));
-        let discovery_task = match network {
-            GossipNetwork::InMemory(_) => None,
-            GossipNetwork::Udp => match crate::agent::sockets::listen_socket(listen) {
-                Ok(listener) => Some(tokio::spawn(serve_discovery(listener, discovery.clone()))),
+        let discovery_task = match (network, discovery_tls) {
+            (GossipNetwork::InMemory(_), _) | (_, None) => None,
+            (GossipNetwork::Udp, Some(tls)) => match crate::agent::sockets::listen_socket(listen) {
+                Ok(listener) => Some(tokio::spawn(serve_discovery(
+                    listener,
+                    discovery.clone(),
+                    tls,
+                ))),
                 Err(e) => {
                     log::warn!("gossip port {listen} over TCP: {e}; nodes cannot join through this node's memberlist address");
                     None
@@ -413,7 +556,7 @@ pub fn fuzz_gossip_listener() -> &'static FuzzGossip {
                     addr,
                     vec![],
                     &GossipNetwork::Udp,
-                    seal,
+                    GossipSecurity { seal, tls: None },
                 )
                 .await
                 .expect("gossip on loopback");
@@ -432,4 +575,43 @@ pub fn fuzz_gossip_listener() -> &'static FuzzGossip {
             sealer: Mutex::new(crate::core::seal::Sealer::new([0x5e; 16])),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::IpAddr;
+
+    #[test]
+    fn discovery_slots_cap_each_peer_and_keep_the_last_ones_for_new_peers() {
+        let slots = Arc::new(DiscoverySlots::default());
+        let peer =
+            |i: u32| IpAddr::from(std::net::Ipv6Addr::from(0x2001_0db8_u128 << 96 | i as u128));
+        // One address: DISCOVERY_PER_PEER, then refused; `::ffff:a.b.c.d` is `a.b.c.d`.
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        let mut held: Vec<DiscoverySlot> = (0..DISCOVERY_PER_PEER)
+            .map(|i| slots.admit(if i % 2 == 0 { v4 } else { mapped }).unwrap())
+            .collect();
+        assert!(slots.admit(v4).is_none());
+        assert!(slots.admit(mapped).is_none());
+        // Many addresses, two each, up to the reserve; then only addresses holding none.
+        let mut i = 0;
+        while slots.open.lock().unwrap().0 < DISCOVERY_SLOTS - DISCOVERY_RESERVE {
+            held.push(slots.admit(peer(i / 2)).unwrap());
+            i += 1;
+        }
+        assert!(
+            slots.admit(peer(0)).is_none(),
+            "a peer holding one, in the reserve"
+        );
+        for j in 0..DISCOVERY_RESERVE as u32 {
+            held.push(slots.admit(peer(10_000 + j)).unwrap());
+        }
+        assert!(slots.admit(peer(20_000)).is_none(), "full");
+        // Dropping frees.
+        held.clear();
+        assert_eq!(*slots.open.lock().unwrap(), (0, HashMap::new()));
+        assert!(slots.admit(v4).is_some());
+    }
 }

@@ -649,6 +649,20 @@ pub(crate) enum ServerIdentity<'a> {
     SelfSigned(&'a SelfSigned),
 }
 
+/// TLS 1.3 only, on every server and client: in TLS 1.2 the certificates travel in clear, and ours
+/// name the node (URI SAN `stackring://node/<id>`), its addresses and the cluster (the CA's
+/// name); in 1.3 everything after the hellos is encrypted. Every client of ours speaks 1.3, and
+/// so do the operators' (curl with OpenSSL 3, grpcurl, browsers): a 1.2-only client is refused in
+/// the handshake (`protocol_version` alert).
+const TLS_VERSIONS: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+
+/// Our verifiers check the CA (and node id), never the name a client dials, so a client names
+/// nothing in its hello: no SNI, which would carry a seed's host name in clear.
+fn without_sni(mut config: ClientConfig) -> Arc<ClientConfig> {
+    config.enable_sni = false;
+    Arc::new(config)
+}
+
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -667,7 +681,7 @@ pub(crate) fn server_config_mutual(
         .build()
         .map_err(|e| rustls::Error::General(e.to_string()))?;
     let config = ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
+        .with_protocol_versions(TLS_VERSIONS)?
         .with_client_cert_verifier(verifier)
         .with_single_cert(member_chain(node, ca), node.key.rustls_key())?;
     Ok(Arc::new(config))
@@ -685,7 +699,7 @@ pub(crate) fn server_config_member(
         .build()
         .map_err(|e| rustls::Error::General(e.to_string()))?;
     let config = ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
+        .with_protocol_versions(TLS_VERSIONS)?
         .with_client_cert_verifier(verifier)
         .with_single_cert(member_chain(node, ca), node.key.rustls_key())?;
     Ok(Arc::new(config))
@@ -698,7 +712,7 @@ pub(crate) fn server_config(identity: ServerIdentity<'_>) -> Result<Arc<ServerCo
         ServerIdentity::SelfSigned(own) => (vec![own.0.cert.der.clone()], own.0.key.rustls_key()),
     };
     let config = ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
+        .with_protocol_versions(TLS_VERSIONS)?
         .with_no_client_auth()
         .with_single_cert(chain, key)?;
     Ok(Arc::new(config))
@@ -717,11 +731,11 @@ pub(crate) fn client_config_mutual(
         algs: provider().signature_verification_algorithms,
     };
     let config = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
+        .with_protocol_versions(TLS_VERSIONS)?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_client_auth_cert(member_chain(node, ca), node.key.rustls_key())?;
-    Ok(Arc::new(config))
+    Ok(without_sni(config))
 }
 
 /// A joiner's client: accepts the server only if its chain's CA has `pin` (see `PinnedVerifier`).
@@ -748,11 +762,11 @@ pub(crate) fn client_config_tofu() -> Result<(Arc<ClientConfig>, SeenPin), PkiEr
 
 fn no_client_cert(verifier: PinnedVerifier) -> Result<Arc<ClientConfig>, PkiError> {
     let config = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
+        .with_protocol_versions(TLS_VERSIONS)?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
-    Ok(Arc::new(config))
+    Ok(without_sni(config))
 }
 
 /// The CA pin a TOFU handshake accepted (`None` until one has).
@@ -1210,6 +1224,59 @@ mod tests {
         })
         .await
         .expect("the handshake neither finished nor failed")
+    }
+
+    /// Certificates name the node, its addresses and the cluster: they must never travel in clear,
+    /// as they do in TLS 1.2. Every server refuses 1.2; no client of ours names a server (SNI).
+    #[tokio::test]
+    async fn only_tls_1_3_is_spoken_and_no_client_sends_sni() {
+        let ca = new_ca("prod");
+        let a = member(&ca, "node-a");
+        let tls12_client = || {
+            let mut config = ClientConfig::builder_with_provider(provider())
+                .with_protocol_versions(&[&rustls::version::TLS12])
+                .unwrap()
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(PinnedVerifier {
+                    expected: None,
+                    seen: SeenPin::default(),
+                    algs: provider().signature_verification_algorithms,
+                }))
+                .with_no_client_auth();
+            config.enable_sni = false;
+            Arc::new(config)
+        };
+        let servers = [
+            server_config_mutual(&a, ca.cert()).unwrap(),
+            server_config_member(&a, ca.cert()).unwrap(),
+            server_config(ServerIdentity::Member {
+                node: &a,
+                ca: ca.cert(),
+            })
+            .unwrap(),
+        ];
+        for server in servers {
+            let (_, client) = exchange(server, tls12_client()).await;
+            assert!(client.is_err(), "a TLS 1.2 client was served");
+        }
+        let clients = [
+            client_config_mutual(&a, ca.cert(), None).unwrap(),
+            client_config_pinned(ca.pin()).unwrap(),
+            client_config_tofu().unwrap().0,
+        ];
+        for client in clients {
+            assert!(!client.enable_sni);
+            let (_, ok) = exchange(
+                server_config(ServerIdentity::Member {
+                    node: &a,
+                    ca: ca.cert(),
+                })
+                .unwrap(),
+                client,
+            )
+            .await;
+            ok.unwrap();
+        }
     }
 
     #[tokio::test]

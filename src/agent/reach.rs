@@ -3,8 +3,14 @@
 //! answer, which names the member) endpoints, and its own listen addresses locally, with bounded
 //! concurrency and a timeout per probe. The findings go into gossip (`core::reach` encoding) and
 //! `/metrics`; every node can then assemble the N×N matrix and its diagnosis.
+//!
+//! Nothing a probe sends or receives in clear names a node, an address or the cluster: the gRPC
+//! and gossip probes are TLS 1.3 with this member's certificate, accepting only the expected node's
+//! (cluster CA, node id in the certificate); the HTTP probe is plain (the HTTPS port is not
+//! gossiped) and sends a fixed `Host`, and `/ready` answers only `ready`.
 
 use crate::agent::metrics::Metrics;
+use crate::agent::tls::NodeTls;
 use crate::core::decide::Identity;
 use crate::core::members::MemberView;
 use crate::core::reach::{encode, Findings, Outcome, Probe, Service, SELF};
@@ -24,16 +30,25 @@ pub(crate) async fn probe_round(
     identity: &Identity,
     members: &[MemberView],
     metrics: &Metrics,
+    tls: &NodeTls,
 ) -> Findings {
     let slots = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
     let mut tasks = tokio::task::JoinSet::new();
     let mut spawn = |target: String, service: Service, addr: Option<SocketAddr>, expect: String| {
         let slots = slots.clone();
+        let client = client_for(tls, service, &expect);
         tasks.spawn(async move {
             let _slot = slots.acquire_owned().await;
-            let probe = match addr {
-                Some(addr) => probe(service, addr, &expect).await,
-                None => Probe {
+            let probe = match (addr, client) {
+                (Some(addr), Ok(client)) => probe(service, addr, &expect, client).await,
+                (_, Err(e)) => {
+                    log::debug!("reachability: no TLS client for {expect}: {e}");
+                    Probe {
+                        outcome: Outcome::Error,
+                        rtt_ms: 0,
+                    }
+                }
+                (None, _) => Probe {
                     outcome: Outcome::Error,
                     rtt_ms: 0,
                 },
@@ -86,13 +101,35 @@ fn local_dial(listen: SocketAddr) -> SocketAddr {
     }
 }
 
-async fn probe(service: Service, addr: SocketAddr, node_id: &str) -> Probe {
+/// The TLS client a probe of `service` on node `expect` uses: this member's certificate, accepting
+/// only `expect`'s (signed by the cluster CA, naming that node). Before this node is a member
+/// (it has no peers then, only its own listeners) or for plain HTTP, none.
+fn client_for(
+    tls: &NodeTls,
+    service: Service,
+    expect: &str,
+) -> Result<Option<Arc<rustls::ClientConfig>>, crate::agent::pki::PkiError> {
+    match service {
+        Service::Grpc => tls.member_client(Some(expect)),
+        Service::Gossip => tls.member_discovery_client(Some(expect)),
+        Service::Http => Ok(None),
+    }
+}
+
+async fn probe(
+    service: Service,
+    addr: SocketAddr,
+    node_id: &str,
+    client: Option<Arc<rustls::ClientConfig>>,
+) -> Probe {
     let started = Instant::now();
     let result = tokio::time::timeout(PROBE_TIMEOUT, async {
-        match service {
-            Service::Grpc => grpc_health(addr).await,
-            Service::Http => http_ready(addr).await,
-            Service::Gossip => gossip_answer(addr, node_id).await,
+        match (service, client) {
+            (Service::Http, _) => http_ready(addr).await,
+            (Service::Grpc, Some(client)) => grpc_health(addr, client).await,
+            (Service::Gossip, Some(client)) => gossip_answer(addr, node_id, client).await,
+            // Not a member: no certificate to probe with.
+            (Service::Grpc | Service::Gossip, None) => Outcome::Error,
         }
     })
     .await;
@@ -118,16 +155,17 @@ fn connect_error(e: &std::io::Error) -> Outcome {
     }
 }
 
-async fn grpc_health(addr: SocketAddr) -> Outcome {
+async fn grpc_health(addr: SocketAddr, client: Arc<rustls::ClientConfig>) -> Outcome {
     use tonic_health::pb::health_check_response::ServingStatus;
     // A plain connect first: a refused connection is told apart from a failed call.
     if let Err(e) = tokio::net::TcpStream::connect(addr).await {
         return connect_error(&e);
     }
-    let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://{addr}")) else {
-        return Outcome::Error;
-    };
-    let Ok(channel) = endpoint.connect().await else {
+    // TLS (the gRPC port sniffs it): the address in the request's :authority travels encrypted.
+    let Ok(channel) =
+        crate::agent::node::client::tls_channel(&format!("http://{addr}"), client, PROBE_TIMEOUT)
+            .await
+    else {
         return Outcome::Error;
     };
     let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
@@ -142,13 +180,16 @@ async fn grpc_health(addr: SocketAddr) -> Outcome {
     }
 }
 
+/// `GET /ready` in plain HTTP: the HTTPS port would do, but it is not gossiped (a peer's is not
+/// known), so the request names nothing: a fixed `Host` (the server does not route on it), never
+/// the address dialled. The answer is `ready` (or why not), no names either.
 async fn http_ready(addr: SocketAddr) -> Outcome {
     let mut stream = match tokio::net::TcpStream::connect(addr).await {
         Ok(s) => s,
         Err(e) => return connect_error(&e),
     };
-    let request = format!("GET /ready HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    if stream.write_all(request.as_bytes()).await.is_err() {
+    let request = b"GET /ready HTTP/1.1\r\nHost: stackring\r\nConnection: close\r\n\r\n";
+    if stream.write_all(request).await.is_err() {
         return Outcome::Error;
     }
     let mut head = [0u8; 12];
@@ -160,22 +201,17 @@ async fn http_ready(addr: SocketAddr) -> Outcome {
     }
 }
 
-async fn gossip_answer(addr: SocketAddr, node_id: &str) -> Outcome {
-    let mut stream = match tokio::net::TcpStream::connect(addr).await {
-        Ok(s) => s,
-        Err(e) => return connect_error(&e),
-    };
-    let mut buf = Vec::with_capacity(256);
-    if (&mut stream)
-        .take(4096)
-        .read_to_end(&mut buf)
-        .await
-        .is_err()
-    {
-        return Outcome::Error;
-    }
-    match serde_json::from_slice::<crate::agent::membership::Discovery>(&buf) {
+/// Ok only when the member answering is `node_id`: its certificate names it (checked in the
+/// handshake) and so does its answer.
+async fn gossip_answer(
+    addr: SocketAddr,
+    node_id: &str,
+    client: Arc<rustls::ClientConfig>,
+) -> Outcome {
+    use crate::agent::membership::{ask_discovery, DiscoveryError};
+    match ask_discovery(addr, client).await {
         Ok(d) if d.node == node_id => Outcome::Ok,
+        Err(DiscoveryError::Connect(e)) => connect_error(&e),
         _ => Outcome::Error,
     }
 }
@@ -188,6 +224,7 @@ pub(crate) async fn run(
     identity: crate::agent::StateRx,
     members: tokio::sync::watch::Receiver<Arc<Vec<MemberView>>>,
     metrics: Arc<Metrics>,
+    tls: Arc<NodeTls>,
     publish: impl Fn(String) -> bool + Send + 'static,
 ) {
     loop {
@@ -206,7 +243,7 @@ pub(crate) async fn run(
         if peers.is_empty() {
             continue;
         }
-        let findings = probe_round(&own, &peers, &metrics).await;
+        let findings = probe_round(&own, &peers, &metrics, &tls).await;
         if !publish(encode(&findings)) {
             return;
         }

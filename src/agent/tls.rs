@@ -35,10 +35,15 @@ pub(crate) fn pin_on_disk(state_dir: &Path, member: bool) -> Option<(SpkiPin, &'
 
 /// gRPC is HTTP/2: clients and servers agree on it in the handshake.
 const ALPN_H2: &[u8] = b"h2";
+/// The TCP side of the gossip port (`membership::serve_discovery`): its own protocol name, so a
+/// discovery client that reached another TLS port (or an HTTPS client that reached this one) fails
+/// in the handshake, not later on a confusing answer.
+const ALPN_DISCOVERY: &[u8] = b"stackring-discovery";
 
 struct Configs {
     grpc: Arc<ServerConfig>,
     https: Arc<ServerConfig>,
+    discovery: Arc<ServerConfig>,
 }
 
 enum Material {
@@ -75,6 +80,7 @@ fn alone(own: SelfSigned) -> Result<Material, PkiError> {
     let https = pki::server_config(ServerIdentity::SelfSigned(&own))?;
     let configs = Configs {
         grpc: with_alpn(https.clone(), ALPN_H2),
+        discovery: with_alpn(https.clone(), ALPN_DISCOVERY),
         https: with_alpn(https, b"http/1.1"),
     };
     Ok(Material::Alone { own, configs })
@@ -82,14 +88,15 @@ fn alone(own: SelfSigned) -> Result<Material, PkiError> {
 
 fn member(node: NodeCredentials, ca: Arc<ClusterCa>) -> Result<Material, PkiError> {
     let grpc = with_alpn(pki::server_config_member(&node, ca.cert())?, ALPN_H2);
-    let https = with_alpn(
-        pki::server_config(ServerIdentity::Member {
-            node: &node,
-            ca: ca.cert(),
-        })?,
-        b"http/1.1",
-    );
-    let configs = Configs { grpc, https };
+    let plain = pki::server_config(ServerIdentity::Member {
+        node: &node,
+        ca: ca.cert(),
+    })?;
+    let configs = Configs {
+        grpc,
+        discovery: with_alpn(plain.clone(), ALPN_DISCOVERY),
+        https: with_alpn(plain, b"http/1.1"),
+    };
     Ok(Material::Member { node, ca, configs })
 }
 
@@ -145,6 +152,16 @@ impl NodeTls {
         }
     }
 
+    /// For the TLS handshakes on the TCP side of the gossip port (no client certificate: a joiner
+    /// has none yet).
+    pub(crate) fn discovery_server(&self) -> Arc<ServerConfig> {
+        match &*self.read() {
+            Material::Alone { configs, .. } | Material::Member { configs, .. } => {
+                configs.discovery.clone()
+            }
+        }
+    }
+
     /// What a client pins: the cluster CA's key for a member, the self-signed certificate's key
     /// before.
     pub(crate) fn pin(&self) -> SpkiPin {
@@ -176,13 +193,30 @@ impl NodeTls {
         &self,
         expect: Option<&str>,
     ) -> Result<Option<Arc<ClientConfig>>, PkiError> {
+        Ok(self.member_client_bare(expect)?.map(h2_client))
+    }
+
+    /// [`member_client`](Self::member_client) for the TCP side of a member's gossip port (the
+    /// reachability prober's gossip probe).
+    pub(crate) fn member_discovery_client(
+        &self,
+        expect: Option<&str>,
+    ) -> Result<Option<Arc<ClientConfig>>, PkiError> {
+        Ok(self.member_client_bare(expect)?.map(discovery_client))
+    }
+
+    fn member_client_bare(
+        &self,
+        expect: Option<&str>,
+    ) -> Result<Option<Arc<ClientConfig>>, PkiError> {
         let expect = expect.map(NodeId::from_str).transpose()?;
         match &*self.read() {
             Material::Alone { .. } => Ok(None),
-            Material::Member { node, ca, .. } => {
-                let config = pki::client_config_mutual(node, ca.cert(), expect.as_ref())?;
-                Ok(Some(h2_client(config)))
-            }
+            Material::Member { node, ca, .. } => Ok(Some(pki::client_config_mutual(
+                node,
+                ca.cert(),
+                expect.as_ref(),
+            )?)),
         }
     }
 
@@ -277,7 +311,16 @@ impl NodeTls {
 
 /// A client configuration that speaks HTTP/2 (gRPC).
 pub(crate) fn h2_client(config: Arc<ClientConfig>) -> Arc<ClientConfig> {
+    client_alpn(config, ALPN_H2)
+}
+
+/// A client configuration for the TCP side of a member's gossip port (`membership::ask_discovery`).
+pub(crate) fn discovery_client(config: Arc<ClientConfig>) -> Arc<ClientConfig> {
+    client_alpn(config, ALPN_DISCOVERY)
+}
+
+fn client_alpn(config: Arc<ClientConfig>, alpn: &[u8]) -> Arc<ClientConfig> {
     let mut config = Arc::unwrap_or_clone(config);
-    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     Arc::new(config)
 }

@@ -76,7 +76,19 @@ pub fn wrap(
     StreamOwned<ClientConnection, TcpStream>,
     Vec<CertificateDer<'static>>,
 )> {
-    let (config, tofu) = tofu_config(b"http/1.1", None)?;
+    wrap_alpn(stream, to, b"http/1.1")
+}
+
+/// [`wrap`] offering the protocol `alpn` (`stackring-discovery` on the gossip port's TCP side).
+pub fn wrap_alpn(
+    stream: TcpStream,
+    to: IpAddr,
+    alpn: &[u8],
+) -> std::io::Result<(
+    StreamOwned<ClientConnection, TcpStream>,
+    Vec<CertificateDer<'static>>,
+)> {
+    let (config, tofu) = tofu_config(alpn, None)?;
     let conn = ClientConnection::new(config, ServerName::IpAddress(to.into()))
         .map_err(std::io::Error::other)?;
     let mut tls = StreamOwned::new(conn, stream);

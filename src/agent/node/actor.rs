@@ -356,7 +356,10 @@ impl Actor {
             identity.gossip.advertise,
             record.seeds.clone(),
             &self.shared.network,
-            seal,
+            crate::agent::membership::GossipSecurity {
+                seal,
+                tls: Some(self.shared.tls.clone()),
+            },
         )
         .await?;
         membership

@@ -10,6 +10,7 @@ use crate::core::cluster::{self, Action, Bootstrap, BootstrapStatus, ClusterReco
 use crate::core::config::{DeclaredCluster, Settings};
 use crate::core::decide::{decide, usability, Context, Identity};
 use crate::core::peer::PeerAddr;
+use crate::core::pin::SpkiPin;
 use crate::core::refusal::{ErrorBody, Refusal, RefusalKind};
 use crate::core::seal::Keyring;
 use crate::core::snapshot::{Family, HostSnapshot};
@@ -165,17 +166,19 @@ impl ClusterNode {
         let key = request.seeds.key();
         let mut unreachable = Vec::new();
         let mut wrong_ca = Vec::new();
-        for (seed, uri) in seed_uris(&request.seeds, settings).await {
-            let uri = match uri {
-                Ok(uri) => uri,
+        for (seed, found) in seed_uris(&request.seeds, settings, request.ca_pin).await {
+            let (uri, discovered) = match found {
+                Ok(found) => found,
                 Err(e) => {
                     unreachable.push(format!("{seed}: {e}"));
                     continue;
                 }
             };
             // With a pin, only that cluster's CA is accepted, before the credentials are sent;
-            // without, the CA met first is trusted, and said so.
-            let (client, seen) = match request.ca_pin {
+            // without, the CA met first is trusted, and said so. A seed found through its gossip
+            // port was met there first: the `Join` then accepts only the CA met there.
+            let pin = request.ca_pin.or(discovered);
+            let (client, seen) = match pin {
                 Some(pin) => (crate::agent::pki::client_config_pinned(pin), None),
                 None => {
                     let (client, seen) = crate::agent::pki::client_config_tofu()
@@ -257,7 +260,7 @@ impl ClusterNode {
                 })?;
             let presented = match &seen {
                 Some(seen) => seen.get(),
-                None => request.ca_pin,
+                None => pin,
             };
             if presented != Some(trusted) {
                 return Err(Refusal::bootstrap(
@@ -273,7 +276,7 @@ impl ClusterNode {
                         "{seed} (gRPC {uri}) issued a certificate this node cannot use: {e}"
                     ))
                 })?;
-            if seen.is_some() {
+            if request.ca_pin.is_none() {
                 log::warn!(
                     "joined through {seed} trusting the cluster CA with pin {trusted} on first use (no cluster.ca_pin was given); compare it with `stackring inspect` on a member"
                 );
@@ -316,9 +319,10 @@ impl ClusterNode {
                 "ca_pin_mismatch",
                 format!(
                     "no node in {key} presented the CA that {} names{others}: {}",
-                    match request.auth {
-                        cluster::JoinAuth::Token(_) => "the join token",
-                        cluster::JoinAuth::Credentials { .. } => "cluster.ca_pin",
+                    match (&request.auth, request.ca_pin) {
+                        (cluster::JoinAuth::Token(_), _) => "the join token",
+                        (_, Some(_)) => "cluster.ca_pin",
+                        (_, None) => "the seed's gossip port presented at discovery",
                     },
                     wrong_ca.join("; ")
                 ),
@@ -420,30 +424,49 @@ fn certificate_ips(identity: &Identity) -> Vec<std::net::IpAddr> {
         .collect()
 }
 
-/// Each seed as written, with the gRPC URI to call `Join` on (or why there is none).
-async fn seed_uris(seeds: &Seeds, settings: &Settings) -> Vec<(String, Result<String, String>)> {
+/// Each seed as written, with the gRPC URI to call `Join` on (or why there is none) and, for a seed
+/// found through its gossip port, the pin of the CA it presented there. That exchange is TLS, with
+/// the same trust as the `Join`: only the CA of `ca_pin` when given, else the one met (TOFU).
+async fn seed_uris(seeds: &Seeds, settings: &Settings, ca_pin: Option<SpkiPin>) -> Vec<SeedUri> {
     match seeds {
         Seeds::Nodes(nodes) => nodes
             .iter()
             .map(|n| {
                 let uri = format!("http://{}", n.host_port(settings.grpc.port));
-                (n.to_string(), Ok(uri))
+                (n.to_string(), Ok((uri, None)))
             })
             .collect(),
         Seeds::Gossip(members) => {
             let mut out = Vec::new();
             for m in members {
-                out.push((
-                    m.to_string(),
-                    crate::agent::membership::discover_grpc(&m.host_port(settings.gossip.port))
-                        .await
-                        .map(|grpc| format!("http://{grpc}")),
-                ));
+                let (client, seen) = match ca_pin {
+                    Some(pin) => (crate::agent::pki::client_config_pinned(pin), None),
+                    None => match crate::agent::pki::client_config_tofu() {
+                        Ok((client, seen)) => (Ok(client), Some(seen)),
+                        Err(e) => (Err(e), None),
+                    },
+                };
+                let found = match client {
+                    Err(e) => Err(e.to_string()),
+                    Ok(client) => crate::agent::membership::discover_grpc(
+                        &m.host_port(settings.gossip.port),
+                        client,
+                    )
+                    .await
+                    .map(|grpc| {
+                        let met = seen.and_then(|s| s.get()).or(ca_pin);
+                        (format!("http://{grpc}"), met)
+                    }),
+                };
+                out.push((m.to_string(), found));
             }
             out
         }
     }
 }
+
+/// A seed as written, and its gRPC URI with the CA pin met on its gossip port (or why not).
+type SeedUri = (String, Result<(String, Option<SpkiPin>), String>);
 
 /// Redis Enterprise: "The host file /etc/hosts on each node in the cluster must include ...
 /// ::1 localhost". Checked before an IPv6 cluster is created or joined, not after.

@@ -182,6 +182,7 @@ impl ClusterNode {
                 shared.identity.clone(),
                 shared.members.subscribe(),
                 shared.metrics.clone(),
+                shared.tls.clone(),
                 move |findings| match to_actor.upgrade() {
                     Some(actor) => {
                         let _ = actor.try_send(Command::PublishReach(findings));
