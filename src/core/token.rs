@@ -112,7 +112,7 @@ impl TokenCredential {
             .map(|b| ALPHABET[(*b % 36) as usize] as char);
         let id: String = symbols.by_ref().take(ID_LEN).collect();
         let secret: String = symbols.take(SECRET_LEN).collect();
-        (id.len() == ID_LEN && secret.len() == SECRET_LEN).then(|| TokenCredential {
+        (id.len() == ID_LEN && secret.len() == SECRET_LEN).then_some(TokenCredential {
             id: TokenId(id),
             secret: TokenSecret(secret),
         })
