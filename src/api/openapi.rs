@@ -345,9 +345,13 @@ mod tests {
             .iter()
             .filter_map(|v| v.as_str())
             .collect();
+        // Credentials are optional in the type: a join may carry `cluster.join_token` instead
+        // (the validator requires exactly one of them, and credentials to create).
         assert!(
-            required.contains(&"action") && required.contains(&"credentials"),
+            required.contains(&"action") && !required.contains(&"credentials"),
             "{request}"
         );
+        let cluster = &doc["components"]["schemas"]["ClusterSpec"]["properties"];
+        assert_eq!(cluster["join_token"]["format"], "password", "{cluster}");
     }
 }
