@@ -865,14 +865,17 @@ fn oversized_values_are_not_echoed_and_bad_credentials_files_fail_validation() {
     let pin = format!("sha256:{}", "ab".repeat(32));
     for (content, problem) in [
         ("just words\n".to_string(), "has no '@'"),
-        (huge.clone(), "characters long"),
+        (
+            huge.clone(),
+            "is 10000000 characters long, not a join token",
+        ),
         (
             format!("k3x9qa.{secret}@[2001:db8::1]/{pin}"),
-            "without a port",
+            "names a seed without a port",
         ),
         (
             format!("k3x9qa.{}@[2001:db8::1]:9095/{pin}", &secret[..20]),
-            "secret",
+            "has a secret that is not 32 lowercase letters or digits",
         ),
     ] {
         let file = dir.join("join-token");
