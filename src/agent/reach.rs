@@ -8,12 +8,18 @@
 //! and gossip probes are TLS 1.3 with this member's certificate, accepting only the expected node's
 //! (cluster CA, node id in the certificate); the HTTP probe is plain (the HTTPS port is not
 //! gossiped) and sends a fixed `Host`, and `/ready` answers only `ready`.
+//!
+//! An idle cluster must not pay a TLS handshake per peer per round: the gRPC probe keeps its
+//! channel open between rounds (a health call over the same TLS session), and the gossip probe
+//! verifies the node's certificate once a minute. Both still open a new TCP connection every
+//! round: an endpoint that stopped taking connections is found even while an old one lasts.
 
 use crate::agent::metrics::Metrics;
 use crate::agent::tls::NodeTls;
 use crate::core::decide::Identity;
 use crate::core::members::MemberView;
 use crate::core::reach::{encode, Findings, Outcome, Probe, Service, SELF};
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,68 +30,156 @@ use tokio::time::Instant;
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Probes in flight at once (a 100-node cluster is 300 probes a round).
 const CONCURRENCY: usize = 16;
+/// How long a gossip endpoint's verified answer (a TLS handshake with the node's certificate)
+/// stands; in between, a TCP connect shows the port still accepts. A full check every round
+/// would be a TLS handshake per peer per round on every node: N² an interval, most of an idle
+/// cluster's CPU.
+const GOSSIP_REVERIFY: Duration = Duration::from_secs(60);
 
-/// One round: every peer's three services and this node's own listen addresses.
-pub(crate) async fn probe_round(
-    identity: &Identity,
-    members: &[MemberView],
-    metrics: &Metrics,
-    tls: &NodeTls,
-) -> Findings {
-    let slots = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut spawn = |target: String, service: Service, addr: Option<SocketAddr>, expect: String| {
-        let slots = slots.clone();
-        let client = client_for(tls, service, &expect);
-        tasks.spawn(async move {
-            let _slot = slots.acquire_owned().await;
-            let probe = match (addr, client) {
-                (Some(addr), Ok(client)) => probe(service, addr, &expect, client).await,
-                (_, Err(e)) => {
-                    log::debug!("reachability: no TLS client for {expect}: {e}");
-                    Probe {
-                        outcome: Outcome::Error,
-                        rtt_ms: 0,
-                    }
-                }
-                (None, _) => Probe {
-                    outcome: Outcome::Error,
-                    rtt_ms: 0,
-                },
+/// The node a probe expects and the address it dials.
+type Target = (String, SocketAddr);
+
+/// What one probe leaves for the next round of the same target.
+enum Memo {
+    None,
+    /// A gRPC channel whose TLS session (the expected node's certificate) is still open: the
+    /// next health check goes over it, with no new handshake.
+    Channel(tonic::transport::Channel),
+    /// When the gossip endpoint last answered as the expected node over TLS.
+    VerifiedAt(Instant),
+}
+
+/// The TLS clients for probing one node: built once per node and certificate generation (a
+/// client configuration costs a key parse), not once per probe.
+#[derive(Clone)]
+struct Clients {
+    grpc: Arc<rustls::ClientConfig>,
+    discovery: Arc<rustls::ClientConfig>,
+}
+
+/// The prober's state between rounds: TLS clients, kept gRPC channels and gossip verifications,
+/// forgotten when this node's certificates change and for targets no longer probed.
+#[derive(Default)]
+pub(crate) struct Prober {
+    generation: Option<u64>,
+    clients: HashMap<String, Clients>,
+    channels: HashMap<Target, tonic::transport::Channel>,
+    verified: HashMap<Target, Instant>,
+}
+
+impl Prober {
+    /// One round: every peer's three services and this node's own listen addresses.
+    pub(crate) async fn round(
+        &mut self,
+        identity: &Identity,
+        members: &[MemberView],
+        metrics: &Metrics,
+        tls: &NodeTls,
+    ) -> Findings {
+        if self.generation != Some(tls.generation()) {
+            *self = Prober {
+                generation: Some(tls.generation()),
+                ..Prober::default()
             };
-            (target, service, probe)
-        });
-    };
-    for m in members.iter().filter(|m| !m.local) {
-        let e = &m.entry;
-        for (service, text) in [
-            (Service::Grpc, &e.advertised_grpc),
-            (Service::Http, &e.advertised_http),
-            (Service::Gossip, &e.advertised_gossip),
+        }
+        let mut targets = Vec::new();
+        for m in members.iter().filter(|m| !m.local) {
+            let e = &m.entry;
+            for (service, text) in [
+                (Service::Grpc, &e.advertised_grpc),
+                (Service::Http, &e.advertised_http),
+                (Service::Gossip, &e.advertised_gossip),
+            ] {
+                targets.push((e.id.clone(), service, text.parse().ok(), e.id.clone()));
+            }
+        }
+        for (service, listen) in [
+            (Service::Grpc, identity.grpc.listen),
+            (Service::Http, identity.http.listen),
+            (Service::Gossip, identity.gossip.listen),
         ] {
-            spawn(e.id.clone(), service, text.parse().ok(), e.id.clone());
+            targets.push((
+                SELF.to_string(),
+                service,
+                Some(local_dial(listen)),
+                identity.id.clone(),
+            ));
         }
-    }
-    for (service, listen) in [
-        (Service::Grpc, identity.grpc.listen),
-        (Service::Http, identity.http.listen),
-        (Service::Gossip, identity.gossip.listen),
-    ] {
-        spawn(
-            SELF.to_string(),
-            service,
-            Some(local_dial(listen)),
-            identity.id.clone(),
-        );
-    }
-    let mut findings = Findings::new();
-    while let Some(done) = tasks.join_next().await {
-        if let Ok((target, service, probe)) = done {
+        let slots = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut channels = std::mem::take(&mut self.channels);
+        let verified = std::mem::take(&mut self.verified);
+        for (target, service, addr, expect) in targets {
+            let client = self.clients(tls, &expect);
+            let memo = match (service, addr) {
+                (Service::Grpc, Some(addr)) => channels
+                    .remove(&(expect.clone(), addr))
+                    .map_or(Memo::None, Memo::Channel),
+                (Service::Gossip, Some(addr)) => verified
+                    .get(&(expect.clone(), addr))
+                    .map_or(Memo::None, |at| Memo::VerifiedAt(*at)),
+                _ => Memo::None,
+            };
+            let slots = slots.clone();
+            tasks.spawn(async move {
+                let _slot = slots.acquire_owned().await;
+                let (probe, memo) = match (addr, client) {
+                    (Some(addr), Ok(client)) => probe(service, addr, &expect, client, memo).await,
+                    (_, Err(e)) => {
+                        log::debug!("reachability: no TLS client for {expect}: {e}");
+                        (Probe::failed(Outcome::Error), Memo::None)
+                    }
+                    (None, _) => (Probe::failed(Outcome::Error), Memo::None),
+                };
+                (target, service, probe, addr.map(|addr| (expect, addr)), memo)
+            });
+        }
+        let mut findings = Findings::new();
+        while let Some(done) = tasks.join_next().await {
+            let Ok((target, service, probe, key, memo)) = done else {
+                continue;
+            };
             findings.entry(target).or_default().insert(service, probe);
+            match (key, memo) {
+                (Some(key), Memo::Channel(channel)) => {
+                    self.channels.insert(key, channel);
+                }
+                (Some(key), Memo::VerifiedAt(at)) => {
+                    self.verified.insert(key, at);
+                }
+                _ => {}
+            }
         }
+        metrics.set_reachability(&findings);
+        findings
     }
-    metrics.set_reachability(&findings);
-    findings
+
+    /// The TLS clients for probing `expect` (None before this node is a member: it has no peers
+    /// then, only its own listeners).
+    fn clients(
+        &mut self,
+        tls: &NodeTls,
+        expect: &str,
+    ) -> Result<Option<Clients>, crate::agent::pki::PkiError> {
+        if let Some(clients) = self.clients.get(expect) {
+            return Ok(Some(clients.clone()));
+        }
+        let (Some(grpc), Some(discovery)) = (
+            tls.member_client(Some(expect))?,
+            tls.member_discovery_client(Some(expect))?,
+        ) else {
+            return Ok(None);
+        };
+        let clients = Clients { grpc, discovery };
+        self.clients.insert(expect.to_string(), clients.clone());
+        Ok(Some(clients))
+    }
+}
+
+impl Probe {
+    fn failed(outcome: Outcome) -> Probe {
+        Probe { outcome, rtt_ms: 0 }
+    }
 }
 
 /// Where to dial a listen address from this host: an unspecified one answers on loopback.
@@ -101,50 +195,48 @@ fn local_dial(listen: SocketAddr) -> SocketAddr {
     }
 }
 
-/// The TLS client a probe of `service` on node `expect` uses: this member's certificate, accepting
-/// only `expect`'s (signed by the cluster CA, naming that node). Before this node is a member
-/// (it has no peers then, only its own listeners) or for plain HTTP, none.
-fn client_for(
-    tls: &NodeTls,
-    service: Service,
-    expect: &str,
-) -> Result<Option<Arc<rustls::ClientConfig>>, crate::agent::pki::PkiError> {
-    match service {
-        Service::Grpc => tls.member_client(Some(expect)),
-        Service::Gossip => tls.member_discovery_client(Some(expect)),
-        Service::Http => Ok(None),
-    }
-}
-
+/// One probe of `service` at `addr`, expecting node `node_id`; `memo` is what the last probe of
+/// the same target left (its RTT then is one health call, not a handshake).
 async fn probe(
     service: Service,
     addr: SocketAddr,
     node_id: &str,
-    client: Option<Arc<rustls::ClientConfig>>,
-) -> Probe {
+    clients: Option<Clients>,
+    memo: Memo,
+) -> (Probe, Memo) {
     let started = Instant::now();
     let result = tokio::time::timeout(PROBE_TIMEOUT, async {
-        match (service, client) {
-            (Service::Http, _) => http_ready(addr).await,
-            (Service::Grpc, Some(client)) => grpc_health(addr, client).await,
-            (Service::Gossip, Some(client)) => gossip_answer(addr, node_id, client).await,
+        match (service, clients) {
+            (Service::Http, _) => (http_ready(addr).await, Memo::None),
+            (Service::Grpc, Some(clients)) => {
+                let kept = match memo {
+                    Memo::Channel(channel) => Some(channel),
+                    _ => None,
+                };
+                let (outcome, channel) = grpc_health(addr, clients.grpc, kept).await;
+                (outcome, channel.map_or(Memo::None, Memo::Channel))
+            }
+            (Service::Gossip, Some(clients)) => {
+                let verified = match memo {
+                    Memo::VerifiedAt(at) => Some(at),
+                    _ => None,
+                };
+                let (outcome, at) =
+                    gossip_answer(addr, node_id, clients.discovery, verified).await;
+                (outcome, at.map_or(Memo::None, Memo::VerifiedAt))
+            }
             // Not a member: no certificate to probe with.
-            (Service::Grpc | Service::Gossip, None) => Outcome::Error,
+            (Service::Grpc | Service::Gossip, None) => (Outcome::Error, Memo::None),
         }
     })
     .await;
-    let outcome = match result {
-        Err(_) => Outcome::Timeout,
-        Ok(outcome) => outcome,
+    let (outcome, memo) = result.unwrap_or((Outcome::Timeout, Memo::None));
+    let rtt_ms = if outcome == Outcome::Ok {
+        started.elapsed().as_millis().min(u32::MAX as u128) as u32
+    } else {
+        0
     };
-    Probe {
-        outcome,
-        rtt_ms: if outcome == Outcome::Ok {
-            started.elapsed().as_millis().min(u32::MAX as u128) as u32
-        } else {
-            0
-        },
-    }
+    (Probe { outcome, rtt_ms }, memo)
 }
 
 fn connect_error(e: &std::io::Error) -> Outcome {
@@ -155,19 +247,37 @@ fn connect_error(e: &std::io::Error) -> Outcome {
     }
 }
 
-async fn grpc_health(addr: SocketAddr, client: Arc<rustls::ClientConfig>) -> Outcome {
-    use tonic_health::pb::health_check_response::ServingStatus;
-    // A plain connect first: a refused connection is told apart from a failed call.
+/// A TCP connect, then the `grpc.health.v1` check over `kept` (the channel the last round left
+/// open) when it still answers, else over a new TLS channel, handed back when it answered.
+async fn grpc_health(
+    addr: SocketAddr,
+    client: Arc<rustls::ClientConfig>,
+    kept: Option<tonic::transport::Channel>,
+) -> (Outcome, Option<tonic::transport::Channel>) {
+    // A plain connect first, every round: the endpoint (or the sidecar proxy in front of it)
+    // must still take new connections, whatever the kept one says; and a refused connection is
+    // told apart from a failed call.
     if let Err(e) = tokio::net::TcpStream::connect(addr).await {
-        return connect_error(&e);
+        return (connect_error(&e), None);
+    }
+    if let Some(channel) = kept {
+        if health_check(channel.clone()).await == Outcome::Ok {
+            return (Outcome::Ok, Some(channel));
+        }
     }
     // TLS (the gRPC port sniffs it): the address in the request's :authority travels encrypted.
     let Ok(channel) =
         crate::agent::node::client::tls_channel(&format!("http://{addr}"), client, PROBE_TIMEOUT)
             .await
     else {
-        return Outcome::Error;
+        return (Outcome::Error, None);
     };
+    let outcome = health_check(channel.clone()).await;
+    (outcome, (outcome == Outcome::Ok).then_some(channel))
+}
+
+async fn health_check(channel: tonic::transport::Channel) -> Outcome {
+    use tonic_health::pb::health_check_response::ServingStatus;
     let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
     match client
         .check(tonic_health::pb::HealthCheckRequest {
@@ -202,17 +312,25 @@ async fn http_ready(addr: SocketAddr) -> Outcome {
 }
 
 /// Ok only when the member answering is `node_id`: its certificate names it (checked in the
-/// handshake) and so does its answer.
+/// handshake) and so does its answer. Within `GOSSIP_REVERIFY` of such an answer (`verified`),
+/// a TCP connect stands for it. Returns when it was last verified, unless the probe failed.
 async fn gossip_answer(
     addr: SocketAddr,
     node_id: &str,
     client: Arc<rustls::ClientConfig>,
-) -> Outcome {
+    verified: Option<Instant>,
+) -> (Outcome, Option<Instant>) {
     use crate::agent::membership::{ask_discovery, DiscoveryError};
+    if let Some(at) = verified.filter(|at| at.elapsed() < GOSSIP_REVERIFY) {
+        return match tokio::net::TcpStream::connect(addr).await {
+            Ok(_) => (Outcome::Ok, Some(at)),
+            Err(e) => (connect_error(&e), None),
+        };
+    }
     match ask_discovery(addr, client).await {
-        Ok(d) if d.node == node_id => Outcome::Ok,
-        Err(DiscoveryError::Connect(e)) => connect_error(&e),
-        _ => Outcome::Error,
+        Ok(d) if d.node == node_id => (Outcome::Ok, Some(Instant::now())),
+        Err(DiscoveryError::Connect(e)) => (connect_error(&e), None),
+        _ => (Outcome::Error, None),
     }
 }
 
@@ -227,6 +345,7 @@ pub(crate) async fn run(
     tls: Arc<NodeTls>,
     publish: impl Fn(String) -> bool + Send + 'static,
 ) {
+    let mut prober = Prober::default();
     loop {
         let interval = settings.borrow().reachability_interval;
         let Some(interval) = interval else {
@@ -243,7 +362,7 @@ pub(crate) async fn run(
         if peers.is_empty() {
             continue;
         }
-        let findings = probe_round(&own, &peers, &metrics, &tls).await;
+        let findings = prober.round(&own, &peers, &metrics, &tls).await;
         if !publish(encode(&findings)) {
             return;
         }

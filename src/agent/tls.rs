@@ -68,6 +68,9 @@ pub(crate) struct Issued {
 pub(crate) struct NodeTls {
     files: PkiFiles,
     material: RwLock<Material>,
+    /// Counts replacements of `material`: a client configuration cached under an older count was
+    /// built from certificates no longer held.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 fn with_alpn(config: Arc<ServerConfig>, alpn: &[u8]) -> Arc<ServerConfig> {
@@ -123,6 +126,7 @@ impl NodeTls {
         Ok(Arc::new(NodeTls {
             files,
             material: RwLock::new(material),
+            generation: Default::default(),
         }))
     }
 
@@ -132,6 +136,13 @@ impl NodeTls {
 
     fn replace(&self, material: Material) {
         *self.material.write().unwrap_or_else(|p| p.into_inner()) = material;
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Changes whenever the node's certificates do (joined, renewed, a new CA).
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// For the gRPC port's TLS handshakes.
