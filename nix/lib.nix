@@ -31,10 +31,13 @@ rec {
       gossip = get "memberlist" "bind_port" 7946;
     };
 
-  # Firewall openings for openFirewall: gRPC, HTTP and HTTPS over TCP; gossip (chitchat) over UDP.
+  # Firewall openings for openFirewall: gRPC, HTTP and HTTPS over TCP; gossip (chitchat) over UDP,
+  # and over TCP too (the gossip port's TLS discovery, which joiners by memberlist.join_members and
+  # the reachability probes use). The same ports `stackring config firewall` opens (the appliance's
+  # nftables ruleset); nix-check compares the two.
   firewall = settings:
     let p = ports settings; in {
-      allowedTCPPorts = [ p.grpc p.http p.https ];
+      allowedTCPPorts = [ p.grpc p.http p.https p.gossip ];
       allowedUDPPorts = [ p.gossip ];
     };
 }

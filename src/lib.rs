@@ -18,6 +18,8 @@
 //!   - `core::members`: member projection (gossip rows → one row per node, OK/DOWN, LEFT).
 //!   - `core::refusal`: why a request is refused (a kind and the operator's body).
 //!   - `core::preflight`: host readiness checks with stable codes (`evaluate`, the hosts fix plan).
+//!   - `core::firewall`: the appliance's nftables ruleset from the settings (only stackring's
+//!     ports open; `stackring config firewall`).
 //!   - `core::token`: join tokens (kubeadm's shape: seed, one-time secret, CA pin), the member's
 //!     book of the ones it printed, and their lifetimes.
 //!   - `core::seal`: sealed gossip datagrams, the keyring (Consul's) and its changes

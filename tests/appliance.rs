@@ -3,14 +3,18 @@
 //!
 //! - `unit_verify`: `systemd-analyze verify` is clean for the units of `systemd/` (the agent,
 //!   `stackring-wait-online.service`, `stackring-online.target`) and the image's own (the boot
-//!   report, the example consumer `stackring-identity-motd.service`), and the waiting design
+//!   report of the test build, the firewall, the example consumer `stackring-identity-motd.service`),
+//!   and the waiting design
 //!   holds: no `network-online.target` ordering and no `ExecStartPre=` gate on the agent, the
 //!   wait service and target static, wired as `systemd-networkd-wait-online` is.
 //! - `unit_security`: `systemd-analyze security --offline=true` rates `stackring.service` and
 //!   `stackring-wait-online.service` each with exposure <= 2.0.
 //! - `nix_parse_and_eval`: every `.nix` file parses; what needs no nixpkgs evaluates; the
 //!   cluster VM test's script runs against the agent in network namespaces.
-//! - `image_build_and_boot_ipv6_only`: `cargo build --release`, `image/build` (mkosi 24), a QEMU
+//! - `production_image_has_no_test_aid_and_the_basics`: `image/build` (the production image, no
+//!   `--test`), read with debugfs: no boot report nor anything enabling it, the firewall and
+//!   timesyncd enabled, Debian's `nftables.service` not, fsck for ext4 and vfat present.
+//! - `image_build_and_boot_ipv6_only`: `cargo build --release`, `image/build --test` (mkosi 24), a QEMU
 //!   boot on an IPv6-only QEMU user network, the agent active with IPv6 chosen, graceful power-off.
 //! - `image_cluster_two_vms_ipv6_bridge_in_netns`: two VMs of the same image on an IPv6-only
 //!   bridge in a network namespace made by the test (tap devices, radvd); from the namespace
@@ -198,6 +202,23 @@ fn boot_test(net: &str, vms: u32) {
         &format!("image build and boot test ({net}, {vms} VMs)"),
     );
     assert!(out.contains("PASS: boot test"), "{out}");
+}
+
+#[test]
+fn production_image_has_no_test_aid_and_the_basics() {
+    let Some(bin) = release_binary() else {
+        return;
+    };
+    if !require(have("debugfs"), "debugfs is not installed (e2fsprogs)") {
+        return;
+    }
+    let _vm = VM.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let out = run(
+        &script("image-check"),
+        &[bin.to_str().expect("utf-8 path")],
+        "the production image check",
+    );
+    assert!(out.contains("PASS: the production image"), "{out}");
 }
 
 #[test]

@@ -507,3 +507,169 @@ fn a_service_manager_that_does_not_read_never_stalls_the_daemon() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// The appliance's firewall as `stackring-firewall.service` loads it (`stackring config firewall`
+/// into `nft -f`), on a host of its own: the agent answers through it over IPv6 (neighbour
+/// discovery passes, unpinned), on the port the configuration moved it to; the gossip port's TCP
+/// side accepts; the default HTTP port it no longer uses, and a listener on a port the agent
+/// does not serve, are dropped from the network (no answer, not even a refusal) while the
+/// listener answers on loopback; the drop counter counts them; loading it twice is the same.
+#[test]
+fn the_generated_firewall_lets_the_agent_through_and_drops_everything_else() {
+    let lan = Lan::new("fwlan");
+    let node = lan.host("fwnode", &["2001:db8:2f0::1/64"]);
+    let client = lan.host("fwclient", &["2001:db8:2f0::2/64"]);
+    let yaml = "server: {http_listen_port: 13200}\n";
+    let out = node.stackring(yaml, &["config", "firewall"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let ruleset = text(&out.stdout);
+    assert!(
+        ruleset.contains("tcp dport 13200 accept") && !ruleset.contains("dport 3200 "),
+        "{ruleset}"
+    );
+    let load = |ruleset: &str| {
+        let mut nft = node
+            .command("nft")
+            .args(["-f", "-"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        nft.stdin
+            .take()
+            .unwrap()
+            .write_all(ruleset.as_bytes())
+            .unwrap();
+        assert!(nft.wait().unwrap().success(), "nft refused:\n{ruleset}");
+    };
+    load(&ruleset);
+    load(&ruleset);
+    let listed = |ns: &Netns| {
+        let out = ns
+            .command("nft")
+            .args(["list", "table", "inet", "stackring"])
+            .output()
+            .unwrap();
+        text(&out.stdout)
+    };
+    assert_eq!(
+        listed(&node).matches("chain input").count(),
+        1,
+        "a second load must replace the table, not add to it"
+    );
+
+    let mut d = Daemon::start(&node, yaml, &[]);
+    d.expect("READY=1", Duration::from_secs(15));
+    let mut listener = node
+        .command("socat")
+        .args([
+            "TCP6-LISTEN:8080,fork,reuseaddr",
+            "SYSTEM:echo listener-answered",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // curl's exit code: 0 answered, 7 refused, 28 timed out (dropped).
+    let curl = |ns: &Netns, url: &str| {
+        let out = ns
+            .command("curl")
+            .args([
+                "-s",
+                "-g",
+                "--http0.9",
+                "--connect-timeout",
+                "3",
+                "-m",
+                "5",
+                url,
+            ])
+            .output()
+            .unwrap();
+        (out.status.code().unwrap_or(-1), text(&out.stdout))
+    };
+    let (code, body) = wait_for(
+        "the agent through the firewall",
+        Duration::from_secs(20),
+        || {
+            let (code, body) = curl(&client, "http://[2001:db8:2f0::1]:13200/ready");
+            (code == 0).then_some((code, body))
+        },
+    );
+    assert_eq!(code, 0);
+    assert!(body.contains("ready"), "{body}");
+    // A member binds its gossip port: create a cluster (HTTPS, on loopback), then the port's
+    // TCP side (TLS discovery) must take connections from the network.
+    bootstrap(&node, "create_cluster", "fw", None);
+    wait_for(
+        "the gossip port's TCP side",
+        Duration::from_secs(20),
+        || {
+            client
+                .command("socat")
+                .args([
+                    "-u",
+                    "OPEN:/dev/null",
+                    "TCP6:[2001:db8:2f0::1]:7946,connect-timeout=3",
+                ])
+                .stderr(Stdio::null())
+                .status()
+                .unwrap()
+                .success()
+                .then_some(())
+        },
+    );
+    wait_for("the listener on loopback", Duration::from_secs(10), || {
+        let (_, body) = curl(&node, "http://[::1]:8080/");
+        body.contains("listener-answered").then_some(())
+    });
+    let (code, _) = curl(&client, "http://[2001:db8:2f0::1]:8080/");
+    assert_eq!(
+        code, 28,
+        "port 8080 must be dropped (curl timed out), not answered or refused"
+    );
+    let (code, _) = curl(&client, "http://[2001:db8:2f0::1]:3200/ready");
+    assert_eq!(
+        code, 28,
+        "the default HTTP port, moved away, must be dropped"
+    );
+    let table = listed(&node);
+    let dropped: u64 = table
+        .lines()
+        .find(|l| l.contains("comment \"dropped\""))
+        .and_then(|l| l.split_whitespace().skip_while(|w| *w != "packets").nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no drop counter in:\n{table}"));
+    assert!(dropped >= 2, "drop counter {dropped}:\n{table}");
+    let _ = listener.kill();
+    let _ = listener.wait();
+}
+
+/// A configuration that does not validate prints no ruleset at all (exit 78, the key and the
+/// fix on stderr): the appliance's unit then loads its closed ruleset instead of half of one.
+#[test]
+fn the_firewall_of_an_invalid_configuration_is_refused_with_the_key_and_nothing_printed() {
+    let ns = Netns::new("fwbad");
+    for (yaml, key) in [
+        ("server: {grpc_listen_port: 0}\n", "server.grpc_listen_port"),
+        (
+            "memberlist: {bind_port: 'gossip'}\n",
+            "memberlist.bind_port",
+        ),
+        (
+            "server: {grpc_listen_port: 9095, http_listen_port: 9095}\n",
+            "server.http_listen_port",
+        ),
+        ("nonsense: [\n", "YAML"),
+    ] {
+        let out = ns.stackring(yaml, &["config", "firewall"]);
+        assert_eq!(out.status.code(), Some(78), "{yaml}");
+        assert!(
+            out.stdout.is_empty(),
+            "{yaml}: printed {}",
+            text(&out.stdout)
+        );
+        let err = text(&out.stderr);
+        assert!(err.contains(key), "{yaml}: {err}");
+    }
+}

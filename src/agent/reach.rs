@@ -11,7 +11,7 @@
 //!
 //! An idle cluster must not pay a TLS handshake per peer per round: the gRPC probe keeps its
 //! channel open between rounds (a health call over the same TLS session), and the gossip probe
-//! verifies the node's certificate once a minute. Both still open a new TCP connection every
+//! verifies the node's certificate every five minutes. Both still open a new TCP connection every
 //! round: an endpoint that stopped taking connections is found even while an old one lasts.
 
 use crate::agent::metrics::Metrics;
@@ -33,8 +33,9 @@ const CONCURRENCY: usize = 16;
 /// How long a gossip endpoint's verified answer (a TLS handshake with the node's certificate)
 /// stands; in between, a TCP connect shows the port still accepts. A full check every round
 /// would be a TLS handshake per peer per round on every node: N² an interval, most of an idle
-/// cluster's CPU.
-const GOSSIP_REVERIFY: Duration = Duration::from_secs(60);
+/// cluster's CPU. Five minutes: the node behind an address rarely changes, and its gossip is
+/// sealed with the cluster key anyway (only a member can speak there).
+const GOSSIP_REVERIFY: Duration = Duration::from_secs(300);
 
 /// The node a probe expects and the address it dials.
 type Target = (String, SocketAddr);
@@ -131,7 +132,13 @@ impl Prober {
                     }
                     (None, _) => (Probe::failed(Outcome::Error), Memo::None),
                 };
-                (target, service, probe, addr.map(|addr| (expect, addr)), memo)
+                (
+                    target,
+                    service,
+                    probe,
+                    addr.map(|addr| (expect, addr)),
+                    memo,
+                )
             });
         }
         let mut findings = Findings::new();
@@ -221,8 +228,7 @@ async fn probe(
                     Memo::VerifiedAt(at) => Some(at),
                     _ => None,
                 };
-                let (outcome, at) =
-                    gossip_answer(addr, node_id, clients.discovery, verified).await;
+                let (outcome, at) = gossip_answer(addr, node_id, clients.discovery, verified).await;
                 (outcome, at.map_or(Memo::None, Memo::VerifiedAt))
             }
             // Not a member: no certificate to probe with.

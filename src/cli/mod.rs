@@ -237,6 +237,14 @@ pub(crate) enum ConfigCommand {
         #[arg(value_name = "FILE")]
         file: Option<PathBuf>,
     },
+    /// Print the nftables ruleset that opens only this configuration's ports (gRPC, HTTP,
+    /// HTTPS, gossip, sidecar proxies' ports) and drops the rest: `| nft -f -` loads it. Exit 78
+    /// on an invalid configuration, printing nothing.
+    Firewall {
+        /// The configuration (default: the global --config, else /etc/stackring/stackring.yaml).
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -278,6 +286,12 @@ fn run(cli: Cli) -> i32 {
         Command::Config {
             command: ConfigCommand::Validate { file },
         } => Ok(validate(
+            file.as_deref().unwrap_or(&config_path),
+            &default_id,
+        )),
+        Command::Config {
+            command: ConfigCommand::Firewall { file },
+        } => Ok(firewall(
             file.as_deref().unwrap_or(&config_path),
             &default_id,
         )),
@@ -411,6 +425,25 @@ fn validate(file: &Path, default_id: &str) -> i32 {
         }
         Err(errors) => {
             eprintln!("{}: invalid:", file.display());
+            for e in &errors.0 {
+                eprintln!("  {e}");
+            }
+            EXIT_CONFIG
+        }
+    }
+}
+
+fn firewall(file: &Path, default_id: &str) -> i32 {
+    match crate::agent::files::load_checked(file, true, default_id) {
+        Ok(settings) => {
+            print!(
+                "{}",
+                crate::core::firewall::ruleset(&settings, &file.display().to_string())
+            );
+            0
+        }
+        Err(errors) => {
+            eprintln!("{}: invalid, no firewall printed:", file.display());
             for e in &errors.0 {
                 eprintln!("  {e}");
             }
