@@ -20,6 +20,8 @@
 //!   - `core::preflight`: host readiness checks with stable codes (`evaluate`, the hosts fix plan).
 //!   - `core::firewall`: the appliance's nftables ruleset from the settings (only stackring's
 //!     ports open; `stackring config firewall`).
+//!   - `core::firstboot`: the system credentials an appliance's first boot takes (host name,
+//!     configuration, secrets) and their rules; `agent::firstboot` applies them, all or nothing.
 //!   - `core::token`: join tokens (kubeadm's shape: seed, one-time secret, CA pin), the member's
 //!     book of the ones it printed, and their lifetimes.
 //!   - `core::seal`: sealed gossip datagrams, the keyring (Consul's) and its changes

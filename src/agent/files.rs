@@ -226,13 +226,24 @@ pub(crate) fn write_fixed(path: &Path, original: &str, fixed: &str) -> io::Resul
 }
 
 /// The system clock's synchronisation, from the kernel (`adjtimex` with no change: a read).
+/// Created by systemd-timesyncd once it has synchronised the clock (systemd 239 and later).
+const TIMESYNCD_SYNCHRONIZED: &str = "/run/systemd/timesync/synchronized";
+
 pub(crate) fn read_clock() -> crate::core::preflight::Clock {
     use crate::core::preflight::{Clock, MAX_SYNCED_ERROR_US};
     // SAFETY: `timex` is plain data; modes = 0 asks adjtimex to read only.
     let mut tx: libc::timex = unsafe { std::mem::zeroed() };
     let state = unsafe { libc::adjtimex(&mut tx) };
     if state < 0 {
-        return Clock::Unknown(format!("adjtimex: {}", io::Error::last_os_error()));
+        let error = io::Error::last_os_error();
+        // Under systemd's ProtectClock= (the agent's unit) adjtimex is filtered even to read;
+        // systemd-timesyncd then still says it: it creates this file once it has synchronised.
+        if error.raw_os_error() == Some(libc::EPERM) && Path::new(TIMESYNCD_SYNCHRONIZED).exists() {
+            return Clock::Synchronized;
+        }
+        return Clock::Unknown(format!(
+            "adjtimex: {error}; and no {TIMESYNCD_SYNCHRONIZED} (systemd-timesyncd writes it once synchronised)"
+        ));
     }
     // systemd's rule (`ntp_synced()`): the maximum error alone; STA_UNSYNC may be set only to
     // keep the kernel from writing the RTC.

@@ -2,6 +2,7 @@
 //! durable files. Each owns its state; the pure rules they apply live in [`crate::core`].
 pub(crate) mod authguard;
 pub(crate) mod files;
+pub(crate) mod firstboot;
 pub(crate) mod fsutil;
 pub(crate) mod gossip_seal;
 pub(crate) mod membership;

@@ -42,6 +42,15 @@ arguments (`check`: the file cannot be read); 78 invalid configuration (EX_CONFI
 pub(crate) enum Command {
     /// Run the agent (systemd Type=notify service). Exit 78 on an invalid configuration.
     Serve,
+    /// An appliance's first boot (stackring-firstboot.service): take the host name
+    /// (system.hostname) and /etc/stackring/stackring.yaml (stackring.yaml) from the systemd
+    /// system credentials the platform passed (SMBIOS type 11, kernel command line), all or
+    /// nothing, once. Exit 78, changing nothing, when one is invalid.
+    Firstboot {
+        /// The system credentials directory.
+        #[arg(long, value_name = "DIR", default_value = "/run/credentials/@system")]
+        credentials: PathBuf,
+    },
     /// Show this host's interfaces and the identity stackring decides from them.
     Inspect {
         /// Print JSON (the identity, every link, address verdict and default route).
@@ -308,6 +317,7 @@ fn run(cli: Cli) -> i32 {
             Ok(0)
         }
         Command::Man => Ok(man_page()),
+        Command::Firstboot { credentials } => Ok(firstboot(credentials, &default_id)),
         Command::Status { what, json } => settings().map(|s| match what {
             None => admin::status_local(&s, json),
             Some(StatusCommand::Nodes { watch: None }) => admin::status_nodes(&s, json),
@@ -427,6 +437,41 @@ fn validate(file: &Path, default_id: &str) -> i32 {
             eprintln!("{}: invalid:", file.display());
             for e in &errors.0 {
                 eprintln!("  {e}");
+            }
+            EXIT_CONFIG
+        }
+    }
+}
+
+fn firstboot(credentials: PathBuf, current_id: &str) -> i32 {
+    use crate::agent::firstboot::{apply, Outcome, Places};
+    let places = Places {
+        credentials,
+        root: PathBuf::from("/"),
+    };
+    match apply(&places, current_id) {
+        Ok(Outcome::AlreadyApplied(done)) => {
+            println!("stackring firstboot: applied at an earlier first boot, nothing to do:");
+            print!("{done}");
+            0
+        }
+        Ok(Outcome::NothingGiven) => {
+            println!(
+                "stackring firstboot: no system.hostname or stackring.yaml credential in {}: the image's configuration stays",
+                places.credentials.display()
+            );
+            0
+        }
+        Ok(Outcome::Applied(lines)) => {
+            for line in lines {
+                println!("stackring firstboot: applied {line}");
+            }
+            0
+        }
+        Err(problems) => {
+            eprintln!("stackring firstboot: nothing applied:");
+            for p in problems {
+                eprintln!("  {p}");
             }
             EXIT_CONFIG
         }

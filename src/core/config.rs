@@ -162,6 +162,14 @@ impl DeclaredSecret {
         }
     }
 
+    /// The same kind of secret, read from `path` instead.
+    pub(crate) fn at(&self, path: PathBuf) -> DeclaredSecret {
+        match self {
+            DeclaredSecret::CredentialsFile(_) => DeclaredSecret::CredentialsFile(path),
+            DeclaredSecret::JoinTokenFile(_) => DeclaredSecret::JoinTokenFile(path),
+        }
+    }
+
     /// Reads the file's text with the one parser of each kind; the secret is never in the error.
     pub(crate) fn parse(&self, text: &str) -> Result<DeclaredProof, String> {
         match self {

@@ -119,9 +119,10 @@ pub(crate) fn ruleset(s: &Settings, source: &str) -> String {
          \x20   ct state invalid drop\n\
          \x20   iif \"lo\" accept\n\
          \x20   # IPv6 does not work without ICMPv6 (neighbour discovery, router advertisements,\n\
-         \x20   # path MTU); ICMP for ping and path MTU.\n\
-         \x20   meta l4proto ipv6-icmp accept\n\
-         \x20   meta l4proto icmp accept\n\
+         \x20   # path MTU); ICMP for ping and path MTU. By number: an appliance may lack\n\
+         \x20   # /etc/protocols, and nft resolves names there.\n\
+         \x20   meta l4proto 58 accept comment \"ICMPv6\"\n\
+         \x20   meta l4proto 1 accept comment \"ICMP\"\n\
          \x20   # DHCP answers to this host's clients.\n\
          \x20   udp sport 67 udp dport 68 accept\n\
          \x20   ip6 saddr fe80::/10 udp sport 547 udp dport 546 accept\n",
@@ -203,7 +204,10 @@ mod tests {
         let s = parse_str("", "n").unwrap();
         let text = ruleset(&s, "/etc/stackring/stackring.yaml");
         assert!(text.contains("policy drop;"), "{text}");
-        assert!(text.contains("meta l4proto ipv6-icmp accept"), "{text}");
+        assert!(
+            text.contains("meta l4proto 58 accept comment \"ICMPv6\""),
+            "{text}"
+        );
         assert!(
             text.contains("ct state established,related accept"),
             "{text}"

@@ -4,6 +4,7 @@ pub(crate) mod cluster;
 pub(crate) mod config;
 pub(crate) mod decide;
 pub(crate) mod firewall;
+pub(crate) mod firstboot;
 pub(crate) mod hosts;
 pub(crate) mod ipfmt;
 pub(crate) mod members;
