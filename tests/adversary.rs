@@ -2312,3 +2312,155 @@ fn refused_ring_forget_posts_do_not_flood_the_log() {
     );
     assert!(d_alive(&d));
 }
+
+/// The join-token routes of the admin socket and the gRPC `Join`'s token, reached without the
+/// CLI: hostile TTLs, bodies, ids and tokens are refused naming the field, never echoed whole,
+/// and change nothing (the token file byte-identical, no member added).
+#[test]
+fn join_token_requests_that_bypass_the_cli_are_refused_and_change_nothing() {
+    let lan = Lan::new("jtok");
+    let (ns1, d1, _) = node(
+        &lan,
+        "jto1",
+        "2001:db8:5b0::1/64",
+        "lifecycler: {id: node1}",
+    );
+    assert_eq!(ns1.run(move || create(local_http(), "jtok")).0, 200);
+    let sock = d1.runtime_dir.join("admin.sock");
+    let raw = |method: &str, path: &str, body: &[u8]| -> String {
+        let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: l\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        let _ = s.write_all(body);
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let issued = raw("POST", "/v1/cluster/join_tokens", br#"{"ttl":"1h"}"#);
+    assert!(issued.starts_with("HTTP/1.1 200"), "{issued}");
+    let file = d1.state_dir.join("join-tokens.json");
+    let before = std::fs::read(&file).expect("join-tokens.json written before the token is shown");
+
+    let huge_ttl = format!(r#"{{"ttl":"{}"}}"#, "9".repeat(8_000));
+    for (body, says) in [
+        (r#"{"ttl":"0s"}"#.to_string(), "ttl"),
+        (r#"{"ttl":"31d"}"#.to_string(), "ttl"),
+        (r#"{"ttl":"-5m"}"#.to_string(), "ttl"),
+        (r#"{"ttl":5}"#.to_string(), "ttl"),
+        (r#"{"ttl":"1h","secret":"mine"}"#.to_string(), "secret"),
+        ("not json".to_string(), "JSON"),
+        (huge_ttl, "ttl"),
+    ] {
+        let out = raw("POST", "/v1/cluster/join_tokens", body.as_bytes());
+        let shown = &body[..body.len().min(60)];
+        assert!(out.starts_with("HTTP/1.1 400"), "{shown}: {out}");
+        assert!(out.contains(says), "{shown}: {out}");
+        assert!(out.len() < 4096, "{shown}: a {} byte answer", out.len());
+    }
+    let big = vec![b' '; 2 << 20];
+    let out = raw("POST", "/v1/cluster/join_tokens", &big);
+    assert!(
+        out.starts_with("HTTP/1.1 413"),
+        "{}",
+        &out[..out.len().min(300)]
+    );
+
+    let long_id = "a".repeat(5000);
+    for id in [
+        "..%2F..%2Fetc%2Fpasswd",
+        "abcdef%0D%0AX-Injected:%201",
+        "%00",
+        long_id.as_str(),
+    ] {
+        let out = raw("DELETE", &format!("/v1/cluster/join_tokens/{id}"), b"");
+        assert!(
+            out.starts_with("HTTP/1.1 400"),
+            "{}: {out}",
+            &id[..id.len().min(40)]
+        );
+        assert!(!out.contains("\r\nX-Injected: 1"), "{out}");
+        assert!(out.len() < 4096, "a {} byte answer", out.len());
+    }
+    let listed = raw("GET", "/v1/cluster/join_tokens", b"");
+    assert!(listed.starts_with("HTTP/1.1 200"), "{listed}");
+
+    // The gRPC Join with tokens that do not parse (a joiner bypassing the product's client).
+    let long_token = format!("abcdef.{}", "x".repeat(100_000));
+    let tokens = [
+        "garbage".to_string(),
+        "abcdef.".to_string(),
+        "abcdef.0123456789abcdef0123456789abcdef\r\nX-Injected: 1".to_string(),
+        long_token,
+    ];
+    // The product answers a refused Join with a refusal in the reply (or a gRPC error when the
+    // guard or a limit stops it first): either way no certificate, CA or keyring comes back.
+    let answers: Vec<String> = ns1.run(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let channel = stackring::fuzzing::grpc_tls_channel("http://[2001:db8:5b0::1]:9095")
+                .await
+                .unwrap();
+            let mut client = stackring::proto::pb::cluster_client::ClusterClient::new(channel);
+            let mut answers = Vec::new();
+            for token in tokens {
+                let answer = client
+                    .join(stackring::proto::pb::JoinRequest {
+                        token,
+                        node_id: "intruder".into(),
+                        has_ipv6: true,
+                        ..Default::default()
+                    })
+                    .await;
+                answers.push(match answer {
+                    Ok(reply) => {
+                        let reply = reply.into_inner();
+                        assert!(
+                            reply.node_cert_pem.is_empty()
+                                && reply.ca_cert_pem.is_empty()
+                                && reply.ca_key_pem.is_empty()
+                                && reply.gossip_keys.is_empty()
+                                && reply.password_hash.is_empty(),
+                            "a Join with an unparsable token got cluster material"
+                        );
+                        let refusal = reply.refusal.expect("neither joined nor refused");
+                        format!("refused {}: {}", refusal.sub_code, refusal.description)
+                    }
+                    Err(status) => format!("error {:?}: {}", status.code(), status.message()),
+                });
+            }
+            answers
+        })
+    });
+    for answer in &answers {
+        println!("Join with a bad token: {answer}");
+        assert!(
+            answer.starts_with("refused invalid_token:")
+                || answer.starts_with("refused rate_limited:")
+                || answer.starts_with("error "),
+            "{answer}"
+        );
+        assert!(answer.len() < 2048, "a {} byte answer", answer.len());
+        assert!(
+            !answer.contains("xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"),
+            "{answer}"
+        );
+        assert!(
+            !answer.contains("0123456789abcdef0123456789abcdef"),
+            "a secret echoed: {answer}"
+        );
+    }
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        before,
+        "join-tokens.json changed"
+    );
+    let nodes = nodes_on(&ns1);
+    assert_eq!(nodes.len(), 1, "{nodes:?}");
+}

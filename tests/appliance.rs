@@ -18,9 +18,11 @@
 //!   boot on an IPv6-only QEMU user network, the agent active with IPv6 chosen, graceful power-off.
 //! - `image_cluster_two_vms_ipv6_bridge_in_netns`: two VMs of the same image on an IPv6-only
 //!   bridge in a network namespace made by the test (tap devices, radvd); from the namespace
-//!   over IPv6 each VM's HTTP API answers, vm1 creates a cluster and vm2 joins it through the
-//!   bootstrap API; `stackring status nodes` inside both VMs (through the QEMU guest agent)
-//!   lists both nodes ACTIVE over IPv6; vm2's agent stopped shows LEFT, then rejoins.
+//!   over IPv6 each VM's HTTP API answers; told apart only by SMBIOS type 11 first-boot
+//!   credentials (host name, configuration, password), vm1 creates the cluster and vm2 joins it
+//!   by themselves; `stackring status nodes` inside both VMs (through the QEMU guest agent)
+//!   lists both nodes ACTIVE over IPv6; the firewall drops a port it does not open; vm2's agent
+//!   stopped shows LEFT, then rejoins.
 //! - `image_boot_qemu_default_ipv6_site_local`: a boot on QEMU's plain IPv6 user network
 //!   (`-netdev user,id=n0,ipv4=off,ipv6=on`, SLAAC in site-local `fec0::/64`): the boot finishes
 //!   in normal time, the agent advertises the `fec0:` address (a last resort) unrestarted, the

@@ -645,7 +645,7 @@ fn the_generated_firewall_lets_the_agent_through_and_drops_everything_else() {
     let _ = listener.wait();
 }
 
-/// A configuration that does not validate prints no ruleset at all (exit 78, the key and the
+/// A configuration that does not parse prints no ruleset at all (exit 78, the key and the
 /// fix on stderr): the appliance's unit then loads its closed ruleset instead of half of one.
 #[test]
 fn the_firewall_of_an_invalid_configuration_is_refused_with_the_key_and_nothing_printed() {
@@ -672,4 +672,12 @@ fn the_firewall_of_an_invalid_configuration_is_refused_with_the_key_and_nothing_
         let err = text(&out.stderr);
         assert!(err.contains(key), "{yaml}: {err}");
     }
+    // The ruleset needs the ports, not the secrets: a cluster section whose secret this process
+    // cannot read (on the appliance, a credential only the agent's unit sees) still gets it.
+    let out = ns.stackring(
+        "cluster: {name: c1, create: true, credentials_file: /run/credentials/stackring.service/stackring.credentials}\n",
+        &["config", "firewall"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("tcp dport 9095 accept"));
 }

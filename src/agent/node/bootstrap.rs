@@ -134,7 +134,7 @@ impl ClusterNode {
         settings: &Settings,
         snapshot: &HostSnapshot,
     ) -> Result<(), Refusal> {
-        let usable = |f: Family| {
+        let usable = |snapshot: &HostSnapshot, f: Family| {
             snapshot
                 .addresses
                 .values()
@@ -158,8 +158,8 @@ impl ClusterNode {
             username,
             password,
             node_id: settings.id.clone(),
-            has_ipv4: usable(Family::Ipv4),
-            has_ipv6: usable(Family::Ipv6),
+            has_ipv4: usable(snapshot, Family::Ipv4),
+            has_ipv6: usable(snapshot, Family::Ipv6),
             // Only what the operator wrote: unset, the node takes the cluster's family.
             use_internal_ipv6: settings.use_internal_ipv6_written.as_ref().map(|f| f.value),
         };
@@ -188,7 +188,15 @@ impl ClusterNode {
             };
             let client =
                 crate::agent::tls::h2_client(client.map_err(|e| Refusal::internal(e.to_string()))?);
-            let reply = match call_join_patiently(&uri, client, ask.clone()).await {
+            // Finding the seed can take seconds (at boot, its gossip port, our address still in
+            // duplicate address detection): say what this host has now, not at the start.
+            let mut ask = ask.clone();
+            {
+                let now = self.shared.host.borrow().clone();
+                ask.has_ipv4 = usable(&now, Family::Ipv4);
+                ask.has_ipv6 = usable(&now, Family::Ipv6);
+            }
+            let reply = match call_join_patiently(&uri, client, ask).await {
                 Err(JoinCallError::Unreachable(e)) => {
                     unreachable.push(format!("{seed} (gRPC {uri}): {e}"));
                     continue;
@@ -376,9 +384,26 @@ impl ClusterNode {
             .clone()
             .unwrap_or_else(|| "(named by the token)".into());
         let mut delay = Duration::from_secs(1);
+        let mut told_waiting = false;
         loop {
             if self.record().is_some() {
                 return;
+            }
+            // A joiner without an identity yet (no usable address: at boot, still in duplicate
+            // address detection) would be refused by the seed for having no address of the
+            // cluster's family: wait for one, as a creator does.
+            if !declared.create && !self.shared.identity.borrow().ready() {
+                if !told_waiting {
+                    log::info!("declarative bootstrap: {name} waits for this node's address");
+                    told_waiting = true;
+                }
+                let mut identity = self.shared.identity.clone();
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(30),
+                    identity.wait_for(|published| published.ready()),
+                )
+                .await;
+                continue;
             }
             // A reload may have changed memberlist.join_members: use the running value.
             let mut request = request.clone();
