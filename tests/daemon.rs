@@ -681,3 +681,70 @@ fn the_firewall_of_an_invalid_configuration_is_refused_with_the_key_and_nothing_
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("tcp dport 9095 accept"));
 }
+
+/// `server.bootstrap_api: local` (the appliance image's own setting, for an instance booted
+/// without first-boot data): `create_cluster` and `join_cluster` over HTTPS — from the network,
+/// even from the node itself — are refused with 403 naming the admin socket, and change nothing;
+/// the same request on the admin socket (root on the node) creates the cluster.
+#[test]
+fn bootstrap_api_local_takes_create_only_on_the_admin_socket() {
+    let lan = Lan::new("bslan");
+    let node = lan.host("bsnode", &["2001:db8:2f1::1/64"]);
+    let outsider = lan.host("bsout", &["2001:db8:2f1::2/64"]);
+    let mut d = Daemon::start(&node, "server: {bootstrap_api: local}\n", &[]);
+    d.expect("READY=1", Duration::from_secs(15));
+    let body = serde_json::json!({
+        "action": "create_cluster",
+        "cluster": {"name": "taken"},
+        "credentials": {"username": "admin", "password": "correct horse"},
+        "node": {"identity": {}},
+    })
+    .to_string();
+    let join = serde_json::json!({
+        "action": "join_cluster",
+        "cluster": {"name": "taken", "nodes": ["2001:db8:2f1::2"]},
+        "credentials": {"username": "admin", "password": "correct horse"},
+        "node": {"identity": {}},
+    })
+    .to_string();
+    for (ns, host) in [(&outsider, "[2001:db8:2f1::1]"), (&node, "[::1]")] {
+        for (path, body) in [
+            ("/v1/bootstrap/create_cluster", &body),
+            ("/v1/bootstrap/join_cluster", &join),
+        ] {
+            let (code, doc) = curl_json(ns, "POST", host, path, Some(body));
+            assert_eq!(code, 403, "{path} from {host}: {doc}");
+            let said = doc.to_string();
+            assert!(
+                said.contains("bootstrap_api_local") && said.contains("admin.sock"),
+                "{said}"
+            );
+        }
+    }
+    let (_, status) = curl_json(&node, "GET", "[::1]", "/v1/bootstrap", None);
+    assert_eq!(status["state"], "idle", "{status}");
+    assert!(!d.state_dir.join("cluster.json").exists());
+
+    let sock = d.runtime_dir.join("admin.sock");
+    let out = node
+        .command("curl")
+        .args(["-s", "-m", "20", "--unix-socket"])
+        .arg(&sock)
+        .args([
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            &body,
+            "-w",
+            "\n%{http_code}",
+            "http://localhost/v1/bootstrap/create_cluster",
+        ])
+        .output()
+        .unwrap();
+    let answer = text(&out.stdout);
+    assert!(answer.ends_with("\n200"), "{answer}");
+    let (_, status) = curl_json(&node, "GET", "[::1]", "/v1/bootstrap", None);
+    assert_eq!(status["state"], "completed", "{status}");
+}

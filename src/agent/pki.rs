@@ -1228,6 +1228,57 @@ mod tests {
 
     /// Certificates name the node, its addresses and the cluster: they must never travel in clear,
     /// as they do in TLS 1.2. Every server refuses 1.2; no client of ours names a server (SNI).
+    /// The reachability prober keeps one client configuration per peer: its second handshake
+    /// with the same member server resumes the session (no certificate signed or verified again,
+    /// the cost that made an idle cluster's CPU grow), and the server still knows the client's
+    /// node id from the resumed session. A fresh configuration does a full handshake.
+    #[tokio::test]
+    async fn a_client_kept_per_peer_resumes_its_session_and_still_names_the_client() {
+        use rustls::HandshakeKind;
+        let ca = new_ca("prod");
+        let (a, b) = (member(&ca, "node-a"), member(&ca, "node-b"));
+        let server = server_config_member(&a, ca.cert()).unwrap();
+        let handshake = |client: Arc<ClientConfig>| {
+            let server = server.clone();
+            async move {
+                let (x, y) = tokio::io::duplex(64 * 1024);
+                let server = async move {
+                    let mut tls = TlsAcceptor::from(server).accept(x).await.unwrap();
+                    let mut buf = [0u8; 4];
+                    tls.read_exact(&mut buf).await.unwrap();
+                    tls.write_all(b"pong").await.unwrap();
+                    tls.flush().await.unwrap();
+                    tls.get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|chain| chain.first())
+                        .and_then(|leaf| node_id_of(leaf))
+                };
+                let client = async move {
+                    let name = ServerName::IpAddress(ip("192.0.2.7").into());
+                    let mut tls = TlsConnector::from(client).connect(name, y).await.unwrap();
+                    tls.write_all(b"ping").await.unwrap();
+                    tls.flush().await.unwrap();
+                    // The session ticket arrives after the handshake: read the answer.
+                    let mut buf = [0u8; 4];
+                    tls.read_exact(&mut buf).await.unwrap();
+                    tls.get_ref().1.handshake_kind()
+                };
+                tokio::join!(server, client)
+            }
+        };
+        let kept = client_config_mutual(&b, ca.cert(), Some(&id("node-a"))).unwrap();
+        let (seen, kind) = handshake(kept.clone()).await;
+        assert_eq!(kind, Some(HandshakeKind::Full));
+        assert_eq!(seen.as_ref().map(|n| n.as_str()), Some("node-b"));
+        let (seen, kind) = handshake(kept.clone()).await;
+        assert_eq!(kind, Some(HandshakeKind::Resumed));
+        assert_eq!(seen.as_ref().map(|n| n.as_str()), Some("node-b"));
+        let fresh = client_config_mutual(&b, ca.cert(), Some(&id("node-a"))).unwrap();
+        let (_, kind) = handshake(fresh).await;
+        assert_eq!(kind, Some(HandshakeKind::Full));
+    }
+
     #[tokio::test]
     async fn only_tls_1_3_is_spoken_and_no_client_sends_sni() {
         let ca = new_ca("prod");

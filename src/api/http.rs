@@ -498,6 +498,25 @@ async fn join_cluster(State(s): State<HttpState>, body: Bytes) -> Response {
 /// The body parsed and validated, every problem named with its JSON path, value and fix
 /// (nothing changes on a 400).
 async fn bootstrap(s: &HttpState, body: &[u8], action: Action) -> Response {
+    if !s.trusted()
+        && s.cluster.settings().bootstrap_api == crate::core::config::BootstrapApi::Local
+    {
+        return error(
+            403,
+            ErrorBody::new(
+                "NodeBootstrapError",
+                Some("bootstrap_api_local"),
+                format!(
+                    "this node takes {} only on its admin socket (server.bootstrap_api: local); fix: run it as root on the node (curl --unix-socket {}/admin.sock …), or give the node a cluster: section in its configuration",
+                    match action {
+                        Action::Create => "create_cluster",
+                        Action::Join => "join_cluster",
+                    },
+                    s.cluster.settings().runtime_dir.display()
+                ),
+            ),
+        );
+    }
     let request = crate::api::jsonbody::parse::<BootstrapRequest>(body)
         .map_err(|e| Refusal::invalid_fields(vec![e]))
         .and_then(|r| {

@@ -98,6 +98,7 @@ fn bootstrap_status() {}
     responses(
         (status = 200, body = BootstrapStatus),
         (status = 400, description = "invalid body: every error with its JSON path", body = ErrorBody),
+        (status = 403, description = "server.bootstrap_api: local and not on the admin socket (sub_code bootstrap_api_local)", body = ErrorBody),
         (status = 408, description = "the body did not arrive in time", body = ErrorBody),
         (status = 409, description = "already bootstrapped, no identity, /etc/hosts", body = ErrorBody),
         (status = 413, description = "body over 64 KiB", body = ErrorBody),
@@ -113,7 +114,7 @@ fn create_cluster() {}
     responses(
         (status = 200, body = BootstrapStatus),
         (status = 400, body = ErrorBody),
-        (status = 403, description = "the cluster refused the credentials", body = ErrorBody),
+        (status = 403, description = "the cluster refused the credentials or token; or server.bootstrap_api: local and not on the admin socket (bootstrap_api_local)", body = ErrorBody),
         (status = 408, body = ErrorBody),
         (status = 409, description = "NodeBootstrapError with a sub-code", body = ErrorBody),
         (status = 413, body = ErrorBody),

@@ -81,6 +81,8 @@ pub struct Settings {
     /// `server.https_listen_port`: the bootstrap and admin API over TLS; it listens on
     /// `server.http_listen_address`.
     pub(crate) https_port: u16,
+    /// `server.bootstrap_api`: who may call `create_cluster` and `join_cluster`.
+    pub(crate) bootstrap_api: BootstrapApi,
     pub(crate) gossip: ListenSpec,
     /// `memberlist.advertise_addr`; `None` → the internal address.
     pub(crate) gossip_advertise_addr: Option<IpAddr>,
@@ -113,6 +115,17 @@ pub struct Settings {
     pub(crate) reachability_interval: Option<std::time::Duration>,
     /// `cluster:`: create or join by itself at start-up (declarative bootstrap).
     pub(crate) cluster: Option<DeclaredCluster>,
+}
+
+/// `server.bootstrap_api`: where the bootstrap API (`create_cluster`, `join_cluster`) is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum BootstrapApi {
+    /// Over HTTPS to anyone with the request (Redis Enterprise's shape; the default).
+    Network,
+    /// Only on the node's admin socket (root on the node): an appliance that has not been told
+    /// its cluster cannot be taken by whoever calls it first.
+    Local,
 }
 
 /// A boolean as written in the file, with the key that set it (errors name what the operator
@@ -402,6 +415,7 @@ const SERVER_KEYS: &[&str] = &[
     "http_listen_address",
     "http_listen_port",
     "https_listen_port",
+    "bootstrap_api",
 ];
 const MEMBERLIST_KEYS: &[&str] = &[
     "bind_addr",
@@ -559,6 +573,20 @@ impl Validator<'_> {
         let https_port = self
             .port(&server, "server", "https_listen_port", false)
             .unwrap_or(DEFAULT_HTTPS_PORT);
+        let bootstrap_api = match server.get("bootstrap_api") {
+            None | Some(Value::Null) => BootstrapApi::Network,
+            Some(Value::String(v)) if v == "network" => BootstrapApi::Network,
+            Some(Value::String(v)) if v == "local" => BootstrapApi::Local,
+            Some(other) => {
+                self.error(
+                    "server.bootstrap_api",
+                    other,
+                    "is neither network nor local",
+                    "write network (create_cluster and join_cluster over HTTPS, the default) or local (only on the node's admin socket)",
+                );
+                BootstrapApi::Network
+            }
+        };
         let gossip = ListenSpec {
             address: self.bind_addr(&ml),
             port: self
@@ -657,6 +685,7 @@ impl Validator<'_> {
             grpc,
             http,
             https_port,
+            bootstrap_api,
             gossip,
             gossip_advertise_addr: self.addr(
                 &ml,
@@ -1564,6 +1593,16 @@ server:\n  grpc_listen_address: '::0'\n  grpc_listen_port: 9095\n  http_listen_a
                 "server: {https_listen_port: 0}",
                 "server.https_listen_port",
                 "out of range",
+            ),
+            (
+                "server: {bootstrap_api: open}",
+                "server.bootstrap_api",
+                "neither network nor local",
+            ),
+            (
+                "server: {bootstrap_api: [local]}",
+                "server.bootstrap_api",
+                "neither network nor local",
             ),
             (
                 "server: {https_listen_port: 'https'}",

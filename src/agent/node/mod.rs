@@ -227,7 +227,7 @@ impl ClusterNode {
         self.shared.settings.send_replace(settings);
     }
 
-    fn settings(&self) -> Settings {
+    pub(crate) fn settings(&self) -> Settings {
         self.shared.settings.borrow().clone()
     }
 
