@@ -40,8 +40,15 @@
 //!     rules read and write (config, credentials, `/etc/hosts`, preflight's readings), listeners.
 //!   - `agent::pki`: the cluster CA, node certificates signed at join, the self-signed
 //!     certificate of a node not yet in a cluster, SPKI pins, their files, rustls configurations.
-//!   - `agent::authguard`, `agent::metrics`, `agent::systemd`, `agent::fsutil`: password guessing
-//!     (backoff, bounded queue), Prometheus, sd_notify and logging, atomic durable files.
+//!   - `agent::tls`: the node's TLS material as the servers and clients use it (replaced whole
+//!     at join and renewal; a generation count tells caches when).
+//!   - `agent::reach`: the reachability prober (every peer's advertised endpoints, TLS clients
+//!     kept per peer so handshakes resume).
+//!   - `agent::firstboot`: an appliance's first boot from systemd credentials (`stackring
+//!     firstboot`).
+//!   - `agent::authguard`, `agent::metrics`, `agent::procstat`, `agent::systemd`,
+//!     `agent::fsutil`: password guessing (backoff, bounded queue), Prometheus and the process's
+//!     own figures, sd_notify and logging, atomic durable files.
 //! - [`api`] — the wire: `api::http` (axum), `api::grpc` (tonic services), `api::admin` (request
 //!   bodies → typed values), `api::error` (one refusal → HTTP status or gRPC code),
 //!   `api::jsonbody`, `api::limits` (connection limits and timeouts, the HTTP/1 accept loop),

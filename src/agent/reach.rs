@@ -9,12 +9,13 @@
 //! (cluster CA, node id in the certificate); the HTTP probe is plain (the HTTPS port is not
 //! gossiped) and sends a fixed `Host`, and `/ready` answers only `ready`.
 //!
-//! An idle cluster must not pay a full TLS handshake per peer per round: the TLS clients are kept
-//! per node between rounds, so the gRPC probe's handshake resumes the last session (TLS 1.3
-//! resumption: no certificate signed, sent or verified again), and the gossip probe verifies the
-//! node's certificate every five minutes, a TCP connect in between. No connection is kept open
-//! (each would hold buffers on both ends: +2.4 MiB per node at 30 nodes, measured), and every
-//! round dials anew, so an endpoint that stopped taking connections is found at once.
+//! An idle cluster must not pay TLS per peer per round (N² handshakes an interval were most of its
+//! CPU): every round dials each endpoint anew (TCP: one that stopped taking connections, or a
+//! firewall dropping it, is found at once), and the TLS checks — the gRPC health call as the
+//! expected node, the gossip port's answer — run once a minute and every five minutes per target.
+//! Their TLS clients are kept per node, so those handshakes resume the last session (no
+//! certificate signed or verified again). No connection is kept open between rounds: each would
+//! hold buffers on both ends (+2.4 MiB per node at 30 nodes, measured).
 
 use crate::agent::metrics::Metrics;
 use crate::agent::tls::NodeTls;
@@ -38,6 +39,9 @@ const CONCURRENCY: usize = 16;
 /// cluster's CPU. Five minutes: the node behind an address rarely changes, and its gossip is
 /// sealed with the cluster key anyway (only a member can speak there).
 const GOSSIP_REVERIFY: Duration = Duration::from_secs(300);
+/// The same for the gRPC health check as the expected node: a service that stopped answering
+/// behind a listening socket shows within a minute (and in gossip, as DOWN, within seconds).
+const GRPC_RECHECK: Duration = Duration::from_secs(60);
 
 /// The node a probe expects and the address it dials.
 type Target = (String, SocketAddr);
@@ -45,7 +49,7 @@ type Target = (String, SocketAddr);
 /// What one probe leaves for the next round of the same target.
 enum Memo {
     None,
-    /// When the gossip endpoint last answered as the expected node over TLS.
+    /// When the endpoint last answered as the expected node over TLS.
     VerifiedAt(Instant),
 }
 
@@ -114,7 +118,7 @@ impl Prober {
         for (target, service, addr, expect) in targets {
             let client = self.clients(tls, &expect);
             let memo = match (service, addr) {
-                (Service::Gossip, Some(addr)) => verified
+                (Service::Grpc | Service::Gossip, Some(addr)) => verified
                     .get(&(expect.clone(), addr))
                     .map_or(Memo::None, |at| Memo::VerifiedAt(*at)),
                 _ => Memo::None,
@@ -207,7 +211,14 @@ async fn probe(
     let result = tokio::time::timeout(PROBE_TIMEOUT, async {
         match (service, clients) {
             (Service::Http, _) => (http_ready(addr).await, Memo::None),
-            (Service::Grpc, Some(clients)) => (grpc_health(addr, clients.grpc).await, Memo::None),
+            (Service::Grpc, Some(clients)) => {
+                let verified = match memo {
+                    Memo::VerifiedAt(at) => Some(at),
+                    Memo::None => None,
+                };
+                let (outcome, at) = grpc_health(addr, clients.grpc, verified).await;
+                (outcome, at.map_or(Memo::None, Memo::VerifiedAt))
+            }
             (Service::Gossip, Some(clients)) => {
                 let verified = match memo {
                     Memo::VerifiedAt(at) => Some(at),
@@ -238,13 +249,26 @@ fn connect_error(e: &std::io::Error) -> Outcome {
     }
 }
 
-/// A TCP connect (a refused connection is told apart from a failed call), then the
-/// `grpc.health.v1` check over TLS with `client` (whose sessions the handshake resumes).
-async fn grpc_health(addr: SocketAddr, client: Arc<rustls::ClientConfig>) -> Outcome {
-    use tonic_health::pb::health_check_response::ServingStatus;
+/// A TCP connect (a refused connection is told apart from a failed call), then, unless it was
+/// done within `GRPC_RECHECK` (`verified`), the `grpc.health.v1` check over TLS with `client`
+/// (whose sessions the handshake resumes). Returns when it was last checked, unless it failed.
+async fn grpc_health(
+    addr: SocketAddr,
+    client: Arc<rustls::ClientConfig>,
+    verified: Option<Instant>,
+) -> (Outcome, Option<Instant>) {
     if let Err(e) = tokio::net::TcpStream::connect(addr).await {
-        return connect_error(&e);
+        return (connect_error(&e), None);
     }
+    if let Some(at) = verified.filter(|at| at.elapsed() < GRPC_RECHECK) {
+        return (Outcome::Ok, Some(at));
+    }
+    let outcome = health_call(addr, client).await;
+    (outcome, (outcome == Outcome::Ok).then(Instant::now))
+}
+
+async fn health_call(addr: SocketAddr, client: Arc<rustls::ClientConfig>) -> Outcome {
+    use tonic_health::pb::health_check_response::ServingStatus;
     // TLS (the gRPC port sniffs it): the address in the request's :authority travels encrypted.
     let Ok(channel) =
         crate::agent::node::client::tls_channel(&format!("http://{addr}"), client, PROBE_TIMEOUT)
