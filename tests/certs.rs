@@ -713,19 +713,7 @@ fn a_certificate_from_another_clusters_ca_is_refused() {
         a1.ip,
         GRPC_PORT + 1
     );
-    let nft = a2
-        .ns
-        .command("nft")
-        .args(["-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .spawn();
-    let mut nft = nft.expect("nft");
-    nft.stdin
-        .take()
-        .unwrap()
-        .write_all(rules.as_bytes())
-        .unwrap();
-    assert!(nft.wait().unwrap().success(), "nft refused {rules}");
+    a2.ns.nft(&rules);
     let started = Instant::now();
     let (code, doc) = curl_json_auth(
         &a1.ns,

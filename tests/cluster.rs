@@ -5,7 +5,6 @@ mod common;
 use common::serve::*;
 use common::*;
 use serde_json::{json, Value};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 fn create(ns: &Netns, host: &str, name: &str, identity: Value) -> (u16, Value) {
@@ -1947,21 +1946,7 @@ fn reachability_matrix_finds_a_dead_proxy_and_a_blocked_port() {
 
     // A firewall on node3 drops its HTTP port from the network (not from itself): exactly the
     // two cells into node3's HTTP fail.
-    let mut nft = hosts[2]
-        .command("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        nft.stdin
-            .take()
-            .unwrap()
-            .write_all(b"table inet block {\n  chain input {\n    type filter hook input priority 0;\n    ip6 daddr 2001:db8:270::3 tcp dport 3200 drop\n  }\n}\n")
-            .unwrap();
-    }
-    assert!(nft.wait().unwrap().success(), "nft refused the ruleset");
+    hosts[2].nft("table inet block {\n  chain input {\n    type filter hook input priority 0;\n    ip6 daddr 2001:db8:270::3 tcp dport 3200 drop\n  }\n}\n");
     for ns in &hosts {
         let doc = wait_for(
             "the blocked port diagnosed",

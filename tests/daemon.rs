@@ -527,23 +527,8 @@ fn the_generated_firewall_lets_the_agent_through_and_drops_everything_else() {
         ruleset.contains("tcp dport 13200 accept") && !ruleset.contains("dport 3200 "),
         "{ruleset}"
     );
-    let load = |ruleset: &str| {
-        let mut nft = node
-            .command("nft")
-            .args(["-f", "-"])
-            .stdin(Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        nft.stdin
-            .take()
-            .unwrap()
-            .write_all(ruleset.as_bytes())
-            .unwrap();
-        assert!(nft.wait().unwrap().success(), "nft refused:\n{ruleset}");
-    };
-    load(&ruleset);
-    load(&ruleset);
+    node.nft(&ruleset);
+    node.nft(&ruleset);
     let listed = |ns: &Netns| {
         let out = ns
             .command("nft")

@@ -498,8 +498,10 @@ async fn join_cluster(State(s): State<HttpState>, body: Bytes) -> Response {
 /// The body parsed and validated, every problem named with its JSON path, value and fix
 /// (nothing changes on a 400).
 async fn bootstrap(s: &HttpState, body: &[u8], action: Action) -> Response {
-    if !s.trusted()
-        && s.cluster.settings().bootstrap_api == crate::core::config::BootstrapApi::Local
+    // The admin socket is root on the node: it may bootstrap whatever server.bootstrap_api says.
+    let settings = (!s.trusted()).then(|| s.cluster.settings());
+    if let Some(settings) =
+        settings.filter(|c| c.bootstrap_api == crate::core::config::BootstrapApi::Local)
     {
         return error(
             403,
@@ -512,7 +514,7 @@ async fn bootstrap(s: &HttpState, body: &[u8], action: Action) -> Response {
                         Action::Create => "create_cluster",
                         Action::Join => "join_cluster",
                     },
-                    s.cluster.settings().runtime_dir.display()
+                    settings.runtime_dir.display()
                 ),
             ),
         );

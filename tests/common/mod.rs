@@ -197,6 +197,24 @@ impl Netns {
         self
     }
 
+    /// Loads an nftables ruleset (`nft -f -`) in the namespace; panics, showing it, when nft
+    /// refuses it.
+    pub fn nft(&self, ruleset: &str) {
+        use std::io::Write;
+        let mut nft = self
+            .command("nft")
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("nft");
+        nft.stdin
+            .take()
+            .unwrap()
+            .write_all(ruleset.as_bytes())
+            .unwrap();
+        assert!(nft.wait().unwrap().success(), "nft refused:\n{ruleset}");
+    }
+
     /// A command run inside the namespace.
     pub fn command(&self, program: &str) -> Command {
         let mut c = Command::new("ip");
