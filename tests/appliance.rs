@@ -34,6 +34,13 @@
 //!   a consumer of `stackring-online.target` waits without holding the system up; then an
 //!   address appears inside the VM (a veth pair) and the identity, `stackring wait` and the
 //!   consumer follow within seconds.
+//! - `image_update_a_b_blessed_then_a_broken_version_rolled_back`: versions 1, 2 and 3 of the
+//!   test image (3 with a stackring that exits at once); one VM of version 1 with a 4 GB disk
+//!   (`/var` grown to it at first boot, fsck clean) updates itself with `systemd-sysupdate` from
+//!   an HTTP server on its bridge to version 2 in root slot B and reboots into it: blessed by
+//!   `stackring-boot-health.service`, host name, cluster and state kept; then to version 3, in
+//!   version 1's slot, which fails its health check three boots in a row, and systemd-boot boots
+//!   version 2 again by itself (`stackring_3+0-3.efi`).
 //!
 //! The VM tests take turns (two TCG VMs at most on a 2-core machine).
 //!
@@ -241,4 +248,21 @@ fn image_boot_qemu_default_ipv6_site_local() {
 #[test]
 fn image_boot_no_network() {
     boot_test("none", 1);
+}
+
+#[test]
+fn image_update_a_b_blessed_then_a_broken_version_rolled_back() {
+    let Some(bin) = release_binary() else {
+        return;
+    };
+    if !require(have("radvd"), "radvd is not installed") {
+        return;
+    }
+    let _vm = VM.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let out = run(
+        &script("update-test"),
+        &["--bin", bin.to_str().expect("utf-8 path")],
+        "the A/B update and rollback test",
+    );
+    assert!(out.contains("PASS: update 1 → 2 blessed"), "{out}");
 }

@@ -6,17 +6,33 @@
 //! one changes nothing. Once applied, never again (a marker under `/var/lib`): a later boot with
 //! other credentials does not undo what the operator changed since. Secrets are not copied: the
 //! agent's unit loads them as credentials itself.
+//!
+//! On the appliance `/etc/stackring/stackring.yaml` and `/etc/hostname` are links into `/var`
+//! (the partition every root slot shares, so that an update keeps them): the files are written
+//! where the links point, the links stay. Because the host's name then lives on `/var`, which is
+//! mounted after systemd names the host, every boot (first or not) names the host from
+//! `/etc/hostname` again.
 
 use crate::core::firstboot::{self, check_hostname, CONFIG, HOSTNAME, MAX_CREDENTIAL_BYTES};
 use std::path::{Path, PathBuf};
 
-/// Where it reads and writes; `root` is `/` on a host (tests give a directory).
+/// Where it reads and writes; `root` is `/` on a host (tests give a directory), and
+/// `kernel_hostname` the running host name's file (`/proc/sys/kernel/hostname` on a host).
 pub(crate) struct Places {
     pub(crate) credentials: PathBuf,
     pub(crate) root: PathBuf,
+    pub(crate) kernel_hostname: Option<PathBuf>,
 }
 
 impl Places {
+    /// The host's own: `/run/credentials/@system` and `/`.
+    pub(crate) fn host(credentials: PathBuf) -> Places {
+        Places {
+            credentials,
+            root: PathBuf::from("/"),
+            kernel_hostname: Some(PathBuf::from("/proc/sys/kernel/hostname")),
+        }
+    }
     fn config(&self) -> PathBuf {
         self.root.join("etc/stackring/stackring.yaml")
     }
@@ -26,20 +42,45 @@ impl Places {
     fn marker(&self) -> PathBuf {
         self.root.join("var/lib/stackring-firstboot/applied")
     }
-    /// The running host name: the kernel's, on a host only.
-    fn kernel_hostname(&self) -> Option<PathBuf> {
-        (self.root == Path::new("/")).then(|| PathBuf::from("/proc/sys/kernel/hostname"))
+    /// Where a write to `path` goes: the file a symbolic link there points to (an absolute
+    /// target is taken inside `root`), else `path` itself. Writing over the link would replace
+    /// it with a file on the root slot, which the next update throws away.
+    fn written(&self, path: &Path) -> PathBuf {
+        match std::fs::read_link(path) {
+            Ok(target) if target.is_absolute() => {
+                self.root.join(target.strip_prefix("/").unwrap_or(&target))
+            }
+            Ok(target) => path.parent().unwrap_or(&self.root).join(target),
+            Err(_) => path.to_path_buf(),
+        }
     }
 }
 
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Outcome {
-    /// A first boot applied these before (the marker's text).
-    AlreadyApplied(String),
-    /// No credential of ours: the image's configuration stays (the node idles, safe).
-    NothingGiven,
+    /// A first boot applied these before (the marker's text); `named` is the host name this boot
+    /// took from `/etc/hostname`, if it had to.
+    AlreadyApplied { done: String, named: Option<String> },
+    /// No credential of ours: the image's configuration stays (the node idles, safe); `named`
+    /// as above.
+    NothingGiven { named: Option<String> },
     /// What was applied, one line each.
     Applied(Vec<String>),
+}
+
+/// Names the running host as `/etc/hostname` says, when they differ: the name that survives an
+/// update lives on `/var` (see the module's comment). A missing, unreadable or invalid file
+/// leaves the name as it is. Returns the name it set.
+fn name_host(places: &Places) -> Option<String> {
+    let kernel = places.kernel_hostname.as_ref()?;
+    let text = std::fs::read_to_string(places.hostname()).ok()?;
+    let name = check_hostname(&text).ok()?;
+    let running = std::fs::read_to_string(kernel).unwrap_or_default();
+    if running.trim() == name {
+        return None;
+    }
+    std::fs::write(kernel, &name).ok()?;
+    Some(name)
 }
 
 /// A credential's text, if the platform passed it; an error when it is there but unusable.
@@ -66,7 +107,8 @@ fn credential(places: &Places, name: &str) -> Result<Option<String>, String> {
 /// `current_id` is the node id's default before this boot names the host (the kernel's name).
 pub(crate) fn apply(places: &Places, current_id: &str) -> Result<Outcome, Vec<String>> {
     if let Ok(done) = std::fs::read_to_string(places.marker()) {
-        return Ok(Outcome::AlreadyApplied(done));
+        let named = name_host(places);
+        return Ok(Outcome::AlreadyApplied { done, named });
     }
     let mut problems = Vec::new();
     let hostname = match credential(places, HOSTNAME) {
@@ -98,14 +140,16 @@ pub(crate) fn apply(places: &Places, current_id: &str) -> Result<Outcome, Vec<St
         return Err(problems);
     }
     if hostname.is_none() && config.is_none() {
-        return Ok(Outcome::NothingGiven);
+        let named = name_host(places);
+        return Ok(Outcome::NothingGiven { named });
     }
     let mut applied = Vec::new();
     let write = |path: &Path, text: &[u8], mode: u32| {
+        let path = places.written(path);
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        crate::agent::fsutil::write_atomic(path, text, mode)
+        crate::agent::fsutil::write_atomic(&path, text, mode)
     };
     let failed = |path: &Path, e: std::io::Error| vec![format!("{}: {e}", path.display())];
     if let Some(text) = &config {
@@ -118,8 +162,8 @@ pub(crate) fn apply(places: &Places, current_id: &str) -> Result<Outcome, Vec<St
     if let Some(name) = &hostname {
         write(&places.hostname(), format!("{name}\n").as_bytes(), 0o644)
             .map_err(|e| failed(&places.hostname(), e))?;
-        if let Some(kernel) = places.kernel_hostname() {
-            std::fs::write(&kernel, name).map_err(|e| failed(&kernel, e))?;
+        if let Some(kernel) = &places.kernel_hostname {
+            std::fs::write(kernel, name).map_err(|e| failed(kernel, e))?;
         }
         applied.push(format!("host name {name} from the credential {HOSTNAME}"));
     }
@@ -195,7 +239,40 @@ mod tests {
             Places {
                 credentials: self.dir.join("creds"),
                 root: self.dir.join("root"),
+                kernel_hostname: Some(self.dir.join("kernel-hostname")),
             }
+        }
+        /// The appliance's layout: the configuration and the host name are links into /var.
+        fn appliance() -> Machine {
+            let m = Machine::new();
+            let root = m.dir.join("root");
+            std::fs::create_dir_all(root.join("var/lib/stackring-config")).unwrap();
+            std::fs::write(root.join("var/lib/stackring-config/stackring.yaml"), IMAGE).unwrap();
+            std::fs::write(
+                root.join("var/lib/stackring-config/hostname"),
+                "stackring\n",
+            )
+            .unwrap();
+            std::fs::remove_file(root.join("etc/stackring/stackring.yaml")).unwrap();
+            std::os::unix::fs::symlink(
+                "/var/lib/stackring-config/stackring.yaml",
+                root.join("etc/stackring/stackring.yaml"),
+            )
+            .unwrap();
+            std::os::unix::fs::symlink(
+                "/var/lib/stackring-config/hostname",
+                root.join("etc/hostname"),
+            )
+            .unwrap();
+            std::fs::write(m.dir.join("kernel-hostname"), "localhost\n").unwrap();
+            m
+        }
+        fn is_link(&self, path: &str) -> bool {
+            std::fs::symlink_metadata(self.dir.join("root").join(path))
+                .is_ok_and(|m| m.file_type().is_symlink())
+        }
+        fn kernel(&self) -> String {
+            std::fs::read_to_string(self.dir.join("kernel-hostname")).unwrap()
         }
         fn give(&self, name: &str, text: &[u8]) {
             std::fs::write(self.dir.join("creds").join(name), text).unwrap();
@@ -214,7 +291,7 @@ mod tests {
     #[test]
     fn nothing_given_changes_nothing_and_leaves_no_marker() {
         let m = Machine::new();
-        assert_eq!(m.apply(), Ok(Outcome::NothingGiven));
+        assert_eq!(m.apply(), Ok(Outcome::NothingGiven { named: None }));
         assert_eq!(
             m.read("etc/stackring/stackring.yaml").as_deref(),
             Some(IMAGE)
@@ -245,8 +322,62 @@ mod tests {
         assert!(!copied, "the secret was copied");
         // A later boot with other credentials applies nothing.
         m.give("system.hostname", b"other\n");
-        assert!(matches!(m.apply(), Ok(Outcome::AlreadyApplied(_))));
+        assert!(matches!(m.apply(), Ok(Outcome::AlreadyApplied { .. })));
         assert_eq!(m.read("etc/hostname").as_deref(), Some("node1\n"));
+    }
+
+    #[test]
+    fn on_the_appliance_the_files_go_where_the_links_point_and_every_boot_names_the_host() {
+        // First boot without credentials: nothing written, the host named from /etc/hostname
+        // (the image's default, on /var).
+        let m = Machine::appliance();
+        assert_eq!(
+            m.apply(),
+            Ok(Outcome::NothingGiven {
+                named: Some("stackring".into())
+            })
+        );
+        assert_eq!(m.kernel(), "stackring");
+        // With credentials: written through the links, which stay links.
+        let m = Machine::appliance();
+        m.give("system.hostname", b"node7");
+        m.give("stackring.yaml", b"lifecycler: {zone: z1}\n");
+        assert!(matches!(m.apply(), Ok(Outcome::Applied(_))));
+        assert!(m.is_link("etc/stackring/stackring.yaml"));
+        assert!(m.is_link("etc/hostname"));
+        assert_eq!(
+            m.read("var/lib/stackring-config/stackring.yaml").as_deref(),
+            Some("lifecycler: {zone: z1}\n")
+        );
+        assert_eq!(
+            m.read("var/lib/stackring-config/hostname").as_deref(),
+            Some("node7\n")
+        );
+        assert_eq!(m.kernel(), "node7");
+        // A later boot (an update's new root, say) whose kernel started under another name:
+        // named from /etc/hostname again; a boot already named so changes nothing.
+        std::fs::write(m.dir.join("kernel-hostname"), "localhost\n").unwrap();
+        let Ok(Outcome::AlreadyApplied { named, .. }) = m.apply() else {
+            panic!("not already applied");
+        };
+        assert_eq!(named.as_deref(), Some("node7"));
+        assert_eq!(m.kernel(), "node7");
+        let Ok(Outcome::AlreadyApplied { named, .. }) = m.apply() else {
+            panic!("not already applied");
+        };
+        assert_eq!(named, None);
+        // An invalid /etc/hostname (edited by hand) is not taken.
+        std::fs::write(
+            m.dir.join("root/var/lib/stackring-config/hostname"),
+            "bad_name\n",
+        )
+        .unwrap();
+        std::fs::write(m.dir.join("kernel-hostname"), "node7\n").unwrap();
+        let Ok(Outcome::AlreadyApplied { named, .. }) = m.apply() else {
+            panic!("not already applied");
+        };
+        assert_eq!(named, None);
+        assert_eq!(m.kernel(), "node7\n");
     }
 
     fn walk(dir: &Path) -> Vec<PathBuf> {

@@ -445,21 +445,25 @@ fn validate(file: &Path, default_id: &str) -> i32 {
 
 fn firstboot(credentials: PathBuf, current_id: &str) -> i32 {
     use crate::agent::firstboot::{apply, Outcome, Places};
-    let places = Places {
-        credentials,
-        root: PathBuf::from("/"),
+    let places = Places::host(credentials);
+    let say_named = |named: Option<String>| {
+        if let Some(name) = named {
+            println!("stackring firstboot: named the host {name} (from /etc/hostname)");
+        }
     };
     match apply(&places, current_id) {
-        Ok(Outcome::AlreadyApplied(done)) => {
+        Ok(Outcome::AlreadyApplied { done, named }) => {
             println!("stackring firstboot: applied at an earlier first boot, nothing to do:");
             print!("{done}");
+            say_named(named);
             0
         }
-        Ok(Outcome::NothingGiven) => {
+        Ok(Outcome::NothingGiven { named }) => {
             println!(
                 "stackring firstboot: no system.hostname or stackring.yaml credential in {}: the image's configuration stays",
                 places.credentials.display()
             );
+            say_named(named);
             0
         }
         Ok(Outcome::Applied(lines)) => {
