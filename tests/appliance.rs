@@ -41,6 +41,9 @@
 //!   `stackring-boot-health.service`, host name, cluster and state kept; then to version 3, in
 //!   version 1's slot, which fails its health check three boots in a row, and systemd-boot boots
 //!   version 2 again by itself (`stackring_3+0-3.efi`).
+//! - `image_verity_refuses_a_changed_root_block`: one byte of the test image's root slot A
+//!   changed (the first block of `/usr/bin/stackring`): booted, dm-verity refuses exactly that
+//!   block and the agent never runs.
 //!
 //! The VM tests take turns (two TCG VMs at most on a 2-core machine).
 //!
@@ -248,6 +251,23 @@ fn image_boot_qemu_default_ipv6_site_local() {
 #[test]
 fn image_boot_no_network() {
     boot_test("none", 1);
+}
+
+#[test]
+fn image_verity_refuses_a_changed_root_block() {
+    let Some(bin) = release_binary() else {
+        return;
+    };
+    if !require(have("debugfs"), "debugfs is not installed (e2fsprogs)") {
+        return;
+    }
+    let _vm = VM.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let out = run(
+        &script("verity-test"),
+        &["--bin", bin.to_str().expect("utf-8 path")],
+        "the dm-verity test",
+    );
+    assert!(out.contains("PASS: verity refused the changed root block"), "{out}");
 }
 
 #[test]
