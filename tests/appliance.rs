@@ -267,7 +267,10 @@ fn image_verity_refuses_a_changed_root_block() {
         &["--bin", bin.to_str().expect("utf-8 path")],
         "the dm-verity test",
     );
-    assert!(out.contains("PASS: verity refused the changed root block"), "{out}");
+    assert!(
+        out.contains("PASS: verity refused the changed root block"),
+        "{out}"
+    );
 }
 
 #[test]

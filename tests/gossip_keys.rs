@@ -60,8 +60,8 @@ impl Cluster {
     fn records(&self) -> Vec<Value> {
         (0..3)
             .map(|i| {
-                let text =
-                    std::fs::read_to_string(self.daemons[i].state_dir.join("cluster.json")).unwrap();
+                let text = std::fs::read_to_string(self.daemons[i].state_dir.join("cluster.json"))
+                    .unwrap();
                 let mut record: Value = serde_json::from_str(&text).unwrap();
                 record.as_object_mut().unwrap().remove("seeds");
                 record

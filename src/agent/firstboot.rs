@@ -73,7 +73,7 @@ pub(crate) enum Outcome {
 /// leaves the name as it is. Returns the name it set.
 fn name_host(places: &Places) -> Option<String> {
     let kernel = places.kernel_hostname.as_ref()?;
-    let text = std::fs::read_to_string(places.hostname()).ok()?;
+    let text = std::fs::read_to_string(places.written(&places.hostname())).ok()?;
     let name = check_hostname(&text).ok()?;
     let running = std::fs::read_to_string(kernel).unwrap_or_default();
     if running.trim() == name {
