@@ -253,39 +253,40 @@ fn image_boot_no_network() {
     boot_test("none", 1);
 }
 
-#[test]
-fn image_verity_refuses_a_changed_root_block() {
+/// Runs the VM script `name --bin <release binary>` once `tool` is there, its VM taking its turn,
+/// and asserts its PASS line.
+fn vm_script(name: &str, tool: &str, what: &str, pass: &str) {
     let Some(bin) = release_binary() else {
         return;
     };
-    if !require(have("debugfs"), "debugfs is not installed (e2fsprogs)") {
+    if !require(have(tool), &format!("{tool} is not installed")) {
         return;
     }
     let _vm = VM.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let out = run(
-        &script("verity-test"),
+        &script(name),
         &["--bin", bin.to_str().expect("utf-8 path")],
-        "the dm-verity test",
+        what,
     );
-    assert!(
-        out.contains("PASS: verity refused the changed root block"),
-        "{out}"
+    assert!(out.contains(pass), "{out}");
+}
+
+#[test]
+fn image_verity_refuses_a_changed_root_block() {
+    vm_script(
+        "verity-test",
+        "debugfs",
+        "the dm-verity test",
+        "PASS: verity refused the changed root block",
     );
 }
 
 #[test]
 fn image_update_a_b_blessed_then_a_broken_version_rolled_back() {
-    let Some(bin) = release_binary() else {
-        return;
-    };
-    if !require(have("radvd"), "radvd is not installed") {
-        return;
-    }
-    let _vm = VM.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let out = run(
-        &script("update-test"),
-        &["--bin", bin.to_str().expect("utf-8 path")],
+    vm_script(
+        "update-test",
+        "radvd",
         "the A/B update and rollback test",
+        "PASS: update 1 → 2 blessed",
     );
-    assert!(out.contains("PASS: update 1 → 2 blessed"), "{out}");
 }
