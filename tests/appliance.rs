@@ -13,7 +13,10 @@
 //!   cluster VM test's script runs against the agent in network namespaces.
 //! - `production_image_has_no_test_aid_and_the_basics`: `image/build` (the production image, no
 //!   `--test`), read with debugfs: no boot report nor anything enabling it, the firewall and
-//!   timesyncd enabled, Debian's `nftables.service` not, fsck for ext4 and vfat present.
+//!   timesyncd enabled, Debian's `nftables.service` not, fsck for ext4 and vfat present; the A/B
+//!   layout and verity root hash; signed updates (`Verify=yes`, the build's key alone in
+//!   `/etc/systemd/import-pubring.gpg`, `SHA256SUMS.gpg` its good signature); an empty
+//!   machine-id; an initrd with only the modules that find the root.
 //! - `image_build_and_boot_ipv6_only`: `cargo build --release`, `image/build --test` (mkosi 24), a QEMU
 //!   boot on an IPv6-only QEMU user network, the agent active with IPv6 chosen, graceful power-off.
 //! - `image_cluster_two_vms_ipv6_bridge_in_netns`: two VMs of the same image on an IPv6-only
@@ -37,7 +40,9 @@
 //! - `image_update_a_b_blessed_then_a_broken_version_rolled_back`: versions 1, 2 and 3 of the
 //!   test image (3 with a stackring that exits at once); one VM of version 1 with a 4 GB disk
 //!   (`/var` grown to it at first boot, fsck clean) updates itself with `systemd-sysupdate` from
-//!   an HTTP server on its bridge to version 2 in root slot B and reboots into it: blessed by
+//!   an HTTP server on its bridge, refusing what the image's key did not sign (another key's
+//!   signature, a SHA256SUMS changed after signing, none), to version 2 in root slot B and
+//!   reboots into it: blessed by
 //!   `stackring-boot-health.service`, host name, cluster and state kept; then to version 3, in
 //!   version 1's slot, which fails its health check three boots in a row, and systemd-boot boots
 //!   version 2 again by itself (`stackring_3+0-3.efi`).
