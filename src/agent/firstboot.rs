@@ -42,6 +42,15 @@ impl Places {
     fn marker(&self) -> PathBuf {
         self.root.join("var/lib/stackring-firstboot/applied")
     }
+    /// systemd's credential store, where `stackring.service` finds a secret the platform did not
+    /// pass as a system credential (on the appliance a link into `/var`).
+    fn credstore(&self) -> PathBuf {
+        self.root.join("etc/credstore")
+    }
+    /// Where a seed's data waits, as credentials, while it is checked (memory, owner-only).
+    fn staging(&self) -> PathBuf {
+        self.root.join("run/stackring-firstboot")
+    }
     /// Where a write to `path` goes: the file a symbolic link there points to (an absolute
     /// target is taken inside `root`), else `path` itself. Writing over the link would replace
     /// it with a file on the root slot, which the next update throws away.
@@ -83,9 +92,18 @@ fn name_host(places: &Places) -> Option<String> {
     Some(name)
 }
 
+/// Where the first-boot data came from.
+enum From {
+    /// The platform's system credentials (`Places::credentials`).
+    Credentials,
+    /// A NoCloud seed, its data staged as credentials in this directory; its secrets are kept in
+    /// the credential store, since the seed may be gone at the next boot.
+    Seed(PathBuf),
+}
+
 /// A credential's text, if the platform passed it; an error when it is there but unusable.
-fn credential(places: &Places, name: &str) -> Result<Option<String>, String> {
-    let path = places.credentials.join(name);
+fn credential(dir: &Path, name: &str) -> Result<Option<String>, String> {
+    let path = dir.join(name);
     let bytes = match std::fs::read(&path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -106,12 +124,87 @@ fn credential(places: &Places, name: &str) -> Result<Option<String>, String> {
 /// name, the marker), or returns every problem and changes nothing.
 /// `current_id` is the node id's default before this boot names the host (the kernel's name).
 pub(crate) fn apply(places: &Places, current_id: &str) -> Result<Outcome, Vec<String>> {
+    apply_from(places, From::Credentials, current_id)
+}
+
+/// [`apply`] from a NoCloud seed (its file system mounted at `seed`) instead of the system
+/// credentials: `meta-data` and `user-data` read (see [`firstboot::nocloud`]), checked and
+/// applied the same way, all or nothing; the secrets it gives are kept in `/etc/credstore`
+/// (owner-only). What the seed holds beyond stackring's is listed in the outcome.
+pub(crate) fn apply_seed(
+    places: &Places,
+    seed: &Path,
+    current_id: &str,
+) -> Result<(Outcome, Vec<String>), Vec<String>> {
+    if let Ok(done) = std::fs::read_to_string(places.marker()) {
+        let named = name_host(places);
+        return Ok((Outcome::AlreadyApplied { done, named }, Vec::new()));
+    }
+    let read = |name: &str| -> Result<Option<String>, String> {
+        let path = seed.join(name);
+        let meta = match std::fs::symlink_metadata(&path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("the seed's {name}: cannot be read ({e})")),
+        };
+        if !meta.is_file() {
+            return Err(format!(
+                "the seed's {name}: is not a regular file; fix: put {name} in the seed as a file"
+            ));
+        }
+        if meta.len() > firstboot::MAX_SEED_FILE_BYTES as u64 {
+            return Err(format!(
+                "the seed's {name}: {} bytes; fix: keep it under {} bytes",
+                meta.len(),
+                firstboot::MAX_SEED_FILE_BYTES
+            ));
+        }
+        let bytes =
+            std::fs::read(&path).map_err(|e| format!("the seed's {name}: cannot be read ({e})"))?;
+        String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| format!("the seed's {name}: not UTF-8 text; fix: write it as text"))
+    };
+    let (meta_data, user_data) = match (read("meta-data"), read("user-data")) {
+        (Ok(m), Ok(u)) => (m, u),
+        (m, u) => return Err([m.err(), u.err()].into_iter().flatten().collect()),
+    };
+    let seed_data = firstboot::nocloud(meta_data.as_deref(), user_data.as_deref())?;
+    let staging = places.staging();
+    let _ = std::fs::remove_dir_all(&staging);
+    let staged = (|| -> std::io::Result<()> {
+        std::fs::create_dir_all(&staging)?;
+        std::fs::set_permissions(
+            &staging,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )?;
+        for (name, text) in &seed_data.given {
+            crate::agent::fsutil::write_atomic(&staging.join(name), text.as_bytes(), 0o600)?;
+        }
+        Ok(())
+    })();
+    let outcome = staged
+        .map_err(|e| vec![format!("{}: {e}", staging.display())])
+        .and_then(|()| apply_from(places, From::Seed(staging.clone()), current_id));
+    let _ = std::fs::remove_dir_all(&staging);
+    outcome.map(|o| (o, seed_data.ignored))
+}
+
+fn apply_from(places: &Places, from: From, current_id: &str) -> Result<Outcome, Vec<String>> {
     if let Ok(done) = std::fs::read_to_string(places.marker()) {
         let named = name_host(places);
         return Ok(Outcome::AlreadyApplied { done, named });
     }
+    let dir = match &from {
+        From::Credentials => places.credentials.as_path(),
+        From::Seed(dir) => dir.as_path(),
+    };
+    let origin = |name: &str| match &from {
+        From::Credentials => format!("the credential {name}"),
+        From::Seed(_) => "the NoCloud seed".to_string(),
+    };
     let mut problems = Vec::new();
-    let hostname = match credential(places, HOSTNAME) {
+    let hostname = match credential(dir, HOSTNAME) {
         Ok(Some(text)) => check_hostname(&text).map_err(|p| problems.push(p)).ok(),
         Ok(None) => None,
         Err(p) => {
@@ -119,10 +212,10 @@ pub(crate) fn apply(places: &Places, current_id: &str) -> Result<Outcome, Vec<St
             None
         }
     };
-    let config = match credential(places, CONFIG) {
+    let config = match credential(dir, CONFIG) {
         Ok(Some(text)) => {
             let default_id = hostname.clone().unwrap_or_else(|| current_id.to_string());
-            match check_config(places, &text, &default_id) {
+            match check_config(dir, &text, &default_id) {
                 Ok(()) => Some(text),
                 Err(mut found) => {
                     problems.append(&mut found);
@@ -152,11 +245,36 @@ pub(crate) fn apply(places: &Places, current_id: &str) -> Result<Outcome, Vec<St
         crate::agent::fsutil::write_atomic(&path, text, mode)
     };
     let failed = |path: &Path, e: std::io::Error| vec![format!("{}: {e}", path.display())];
+    // A seed's secrets first: the configuration that names them is only good with them there.
+    if let From::Seed(staged) = &from {
+        let store = places.written(&places.credstore());
+        for name in firstboot::SECRETS {
+            let Ok(secret) = std::fs::read(staged.join(name)) else {
+                continue;
+            };
+            let path = store.join(name);
+            std::fs::create_dir_all(&store)
+                .and_then(|()| {
+                    std::fs::set_permissions(
+                        &store,
+                        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+                    )
+                })
+                .and_then(|()| crate::agent::fsutil::write_atomic(&path, &secret, 0o600))
+                .map_err(|e| failed(&path, e))?;
+            applied.push(format!(
+                "{} from {}",
+                places.credstore().join(name).display(),
+                origin(name)
+            ));
+        }
+    }
     if let Some(text) = &config {
         write(&places.config(), text.as_bytes(), 0o644).map_err(|e| failed(&places.config(), e))?;
         applied.push(format!(
-            "{} from the credential {CONFIG}",
-            places.config().display()
+            "{} from {}",
+            places.config().display(),
+            origin(CONFIG)
         ));
     }
     if let Some(name) = &hostname {
@@ -165,7 +283,7 @@ pub(crate) fn apply(places: &Places, current_id: &str) -> Result<Outcome, Vec<St
         if let Some(kernel) = &places.kernel_hostname {
             std::fs::write(kernel, name).map_err(|e| failed(kernel, e))?;
         }
-        applied.push(format!("host name {name} from the credential {HOSTNAME}"));
+        applied.push(format!("host name {name} from {}", origin(HOSTNAME)));
     }
     let marker = applied.join("\n") + "\n";
     write(&places.marker(), marker.as_bytes(), 0o644).map_err(|e| failed(&places.marker(), e))?;
@@ -174,7 +292,7 @@ pub(crate) fn apply(places: &Places, current_id: &str) -> Result<Outcome, Vec<St
 
 /// The configuration as `serve` would take it, its secret included: one `stackring.service`
 /// loads as a credential is checked in the system credentials it will come from.
-fn check_config(places: &Places, text: &str, default_id: &str) -> Result<(), Vec<String>> {
+fn check_config(dir: &Path, text: &str, default_id: &str) -> Result<(), Vec<String>> {
     let settings = crate::core::config::parse_str(text, default_id).map_err(|errors| {
         errors
             .0
@@ -190,7 +308,7 @@ fn check_config(places: &Places, text: &str, default_id: &str) -> Result<(), Vec
         firstboot::service_credential(declared.secret.path()),
         seen.cluster.as_mut(),
     ) {
-        cluster.secret = cluster.secret.at(places.credentials.join(name));
+        cluster.secret = cluster.secret.at(dir.join(name));
     }
     let errors = crate::agent::files::check_files(&seen);
     if errors.is_empty() {
@@ -205,6 +323,57 @@ fn check_config(places: &Places, text: &str, default_id: &str) -> Result<(), Vec
                 )
             })
             .collect())
+    }
+}
+
+/// A NoCloud seed's file system, mounted read-only for as long as this lives (the edge to the
+/// kernel: `udevadm` and `mount`, as a first-boot unit runs them).
+pub(crate) struct SeedMount {
+    dir: PathBuf,
+    pub(crate) device: PathBuf,
+}
+
+impl SeedMount {
+    /// Finds a file system labelled `cidata` or `CIDATA` (udev's `/dev/disk/by-label`, once its
+    /// queue has settled: this runs early in the boot) and mounts it at `/run/stackring-seed`,
+    /// read-only, nothing on it executable. `Ok(None)` when there is none.
+    pub(crate) fn find() -> Result<Option<SeedMount>, String> {
+        let _ = std::process::Command::new("udevadm")
+            .args(["settle", "--timeout=10"])
+            .status();
+        let Some(device) = firstboot::SEED_LABELS
+            .iter()
+            .map(|label| Path::new("/dev/disk/by-label").join(label))
+            .find(|p| p.exists())
+        else {
+            return Ok(None);
+        };
+        let dir = PathBuf::from("/run/stackring-seed");
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let out = std::process::Command::new("mount")
+            .args(["-o", "ro,nosuid,nodev,noexec"])
+            .arg(&device)
+            .arg(&dir)
+            .output()
+            .map_err(|e| format!("mount {}: {e}", device.display()))?;
+        if !out.status.success() {
+            return Err(format!(
+                "the NoCloud seed {}: cannot be mounted ({}); fix: give it a vfat or ISO 9660 file system labelled cidata",
+                device.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(Some(SeedMount { dir, device }))
+    }
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for SeedMount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.dir).status();
+        let _ = std::fs::remove_dir(&self.dir);
     }
 }
 
@@ -378,6 +547,143 @@ mod tests {
         };
         assert_eq!(named, None);
         assert_eq!(m.kernel(), "node7\n");
+    }
+
+    /// A NoCloud seed as a `#cloud-config` writes it: the host name, a configuration that
+    /// creates a cluster, and its secret in the credential store.
+    const SEED_USER_DATA: &str = "#cloud-config\nhostname: node9\nwrite_files:\n- path: /etc/stackring/stackring.yaml\n  content: |\n    cluster: {name: c1, credentials_file: /run/credentials/stackring.service/stackring.credentials, create: true}\n- path: /etc/credstore/stackring.credentials\n  content: 'admin:seed horse'\n  permissions: '0600'\nruncmd: [reboot]\n";
+
+    impl Machine {
+        fn seed(&self, files: &[(&str, &[u8])]) -> PathBuf {
+            let dir = self.dir.join("seed");
+            std::fs::create_dir_all(&dir).unwrap();
+            for (name, text) in files {
+                std::fs::write(dir.join(name), text).unwrap();
+            }
+            dir
+        }
+        fn apply_seed(&self, seed: &Path) -> Result<(Outcome, Vec<String>), Vec<String>> {
+            apply_seed(&self.places(), seed, "image-default")
+        }
+        fn mode(&self, path: &str) -> u32 {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(self.dir.join("root").join(path))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        }
+    }
+
+    #[test]
+    fn a_nocloud_seed_names_the_host_writes_the_configuration_and_keeps_the_secret_owner_only() {
+        let m = Machine::appliance();
+        let root = m.dir.join("root");
+        std::fs::create_dir_all(root.join("var/lib/stackring-config/credstore")).unwrap();
+        std::os::unix::fs::symlink(
+            "/var/lib/stackring-config/credstore",
+            root.join("etc/credstore"),
+        )
+        .unwrap();
+        let seed = m.seed(&[
+            (
+                "meta-data",
+                b"instance-id: iid-1\nlocal-hostname: from-meta\n",
+            ),
+            ("user-data", SEED_USER_DATA.as_bytes()),
+        ]);
+        let (outcome, ignored) = m.apply_seed(&seed).unwrap();
+        let Outcome::Applied(lines) = outcome else {
+            panic!("not applied: {outcome:?}");
+        };
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(
+            lines.iter().all(|l| l.ends_with("from the NoCloud seed")),
+            "{lines:?}"
+        );
+        assert_eq!(ignored, ["user-data: runcmd"]);
+        // Through the links, which stay links.
+        assert!(m.is_link("etc/credstore") && m.is_link("etc/stackring/stackring.yaml"));
+        assert_eq!(
+            m.read("var/lib/stackring-config/hostname").as_deref(),
+            Some("node9\n")
+        );
+        assert_eq!(m.kernel(), "node9");
+        assert!(m
+            .read("var/lib/stackring-config/stackring.yaml")
+            .is_some_and(|c| c.contains("create: true")));
+        assert_eq!(
+            m.read("var/lib/stackring-config/credstore/stackring.credentials")
+                .as_deref(),
+            Some("admin:seed horse")
+        );
+        assert_eq!(m.mode("var/lib/stackring-config/credstore"), 0o700);
+        assert_eq!(
+            m.mode("var/lib/stackring-config/credstore/stackring.credentials"),
+            0o600
+        );
+        // The staged copy is gone; the secret is nowhere else under the root.
+        assert!(!root.join("run/stackring-firstboot").exists());
+        let copies = walk(&root)
+            .into_iter()
+            .filter(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("seed horse")))
+            .count();
+        assert_eq!(copies, 1);
+        // Once: a later boot with the seed still there (or another) applies nothing.
+        let seed = m.seed(&[("user-data", b"#cloud-config\nhostname: other\n")]);
+        assert!(matches!(
+            m.apply_seed(&seed),
+            Ok((Outcome::AlreadyApplied { .. }, _))
+        ));
+        assert_eq!(
+            m.read("var/lib/stackring-config/hostname").as_deref(),
+            Some("node9\n")
+        );
+    }
+
+    #[test]
+    fn a_bad_or_hostile_seed_changes_nothing_and_says_which_and_how_to_fix_it() {
+        // (the seed's files, a link to make, what the refusal must name)
+        type Case<'a> = (&'a [(&'a str, &'a [u8])], Option<&'a str>, &'a str);
+        let huge = vec![b'#'; firstboot::MAX_SEED_FILE_BYTES + 1];
+        let no_secret = "#cloud-config\nwrite_files:\n- path: /etc/stackring/stackring.yaml\n  content: 'cluster: {name: c1, credentials_file: /run/credentials/stackring.service/stackring.credentials, create: true}'\n";
+        let cases: &[Case<'_>] = &[
+            (&[("meta-data", b"local-hostname: bad_name\n")], None, "meta-data: local-hostname"),
+            (&[("user-data", b"#!/bin/sh\nrm -rf /\n")], None, "not '#cloud-config'"),
+            (&[("user-data", &huge)], None, "user-data: 1048577 bytes"),
+            (&[("user-data", &[0xff, 0xfe, 0x00])], None, "not UTF-8"),
+            // A link on the seed (Rock Ridge can carry one) is not followed.
+            (&[], Some("user-data"), "not a regular file"),
+            // A configuration naming a secret the seed does not give.
+            (&[("user-data", no_secret.as_bytes())], None, "cluster.credentials_file"),
+            // A good host name does not go in beside a bad configuration.
+            (
+                &[
+                    ("meta-data", b"local-hostname: node1\n"),
+                    ("user-data", b"#cloud-config\nwrite_files: [{path: /etc/stackring/stackring.yaml, content: 'server: {grpc_listen_port: 0}'}]\n"),
+                ],
+                None,
+                "server.grpc_listen_port",
+            ),
+        ];
+        for (files, link, says) in cases {
+            let m = Machine::new();
+            let seed = m.seed(files);
+            if let Some(name) = link {
+                std::os::unix::fs::symlink("/etc/shadow", seed.join(name)).unwrap();
+            }
+            let problems = m.apply_seed(&seed).unwrap_err().join("\n");
+            assert!(problems.contains(says), "{files:?}: {problems}");
+            assert!(problems.contains("fix"), "{files:?}: {problems}");
+            assert_eq!(
+                m.read("etc/stackring/stackring.yaml").as_deref(),
+                Some(IMAGE)
+            );
+            assert_eq!(m.read("etc/hostname"), None);
+            assert_eq!(m.read("var/lib/stackring-firstboot/applied"), None);
+            assert!(!m.dir.join("root/etc/credstore").exists());
+            assert!(!m.dir.join("root/run/stackring-firstboot").exists());
+        }
     }
 
     fn walk(dir: &Path) -> Vec<PathBuf> {

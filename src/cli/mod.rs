@@ -44,8 +44,10 @@ pub(crate) enum Command {
     Serve,
     /// An appliance's first boot (stackring-firstboot.service): take the host name
     /// (system.hostname) and /etc/stackring/stackring.yaml (stackring.yaml) from the systemd
-    /// system credentials the platform passed (SMBIOS type 11, kernel command line), all or
-    /// nothing, once. Exit 78, changing nothing, when one is invalid.
+    /// system credentials the platform passed (SMBIOS type 11, kernel command line), else from
+    /// a NoCloud seed (a file system labelled cidata: meta-data local-hostname, a #cloud-config
+    /// user-data's hostname and write_files), all or nothing, once. Exit 78, changing nothing,
+    /// when one is invalid.
     Firstboot {
         /// The system credentials directory.
         #[arg(long, value_name = "DIR", default_value = "/run/credentials/@system")]
@@ -444,14 +446,38 @@ fn validate(file: &Path, default_id: &str) -> i32 {
 }
 
 fn firstboot(credentials: PathBuf, current_id: &str) -> i32 {
-    use crate::agent::firstboot::{apply, Outcome, Places};
+    use crate::agent::firstboot::{apply, apply_seed, Outcome, Places, SeedMount};
     let places = Places::host(credentials);
     let say_named = |named: Option<String>| {
         if let Some(name) = named {
             println!("stackring firstboot: named the host {name} (from /etc/hostname)");
         }
     };
-    match apply(&places, current_id) {
+    let mut outcome = apply(&places, current_id);
+    // No credential of ours: the portable fallback, a NoCloud seed (cloud-init's cidata).
+    let mut seed_device = None;
+    if let Ok(Outcome::NothingGiven { .. }) = outcome {
+        outcome = match SeedMount::find() {
+            Ok(None) => outcome,
+            Ok(Some(seed)) => {
+                seed_device = Some(seed.device.clone());
+                apply_seed(&places, seed.dir(), current_id).map(|(outcome, ignored)| {
+                    for what in ignored {
+                        println!("stackring firstboot: the NoCloud seed's {what}: not stackring's, left alone");
+                    }
+                    outcome
+                })
+            }
+            Err(problem) => Err(vec![problem]),
+        };
+    }
+    if let Some(device) = &seed_device {
+        println!(
+            "stackring firstboot: read the NoCloud seed {}",
+            device.display()
+        );
+    }
+    match outcome {
         Ok(Outcome::AlreadyApplied { done, named }) => {
             println!("stackring firstboot: applied at an earlier first boot, nothing to do:");
             print!("{done}");
@@ -460,7 +486,7 @@ fn firstboot(credentials: PathBuf, current_id: &str) -> i32 {
         }
         Ok(Outcome::NothingGiven { named }) => {
             println!(
-                "stackring firstboot: no system.hostname or stackring.yaml credential in {}: the image's configuration stays",
+                "stackring firstboot: no system.hostname or stackring.yaml credential in {} and no NoCloud seed with either (a file system labelled cidata): the image's configuration stays",
                 places.credentials.display()
             );
             say_named(named);
