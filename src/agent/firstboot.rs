@@ -42,10 +42,15 @@ impl Places {
     fn marker(&self) -> PathBuf {
         self.root.join("var/lib/stackring-firstboot/applied")
     }
-    /// systemd's credential store, where `stackring.service` finds a secret the platform did not
-    /// pass as a system credential (on the appliance a link into `/var`).
-    fn credstore(&self) -> PathBuf {
-        self.root.join("etc/credstore")
+    /// Where a seed's secrets are kept (owner-only, on `/var`: the seed may be gone at the next
+    /// boot, and the root is read-only).
+    fn kept_secrets(&self) -> PathBuf {
+        self.root.join("var/lib/stackring-firstboot/credstore")
+    }
+    /// systemd's runtime credential store: `stackring.service`'s `LoadCredential=NAME` looks
+    /// here when the platform passed no system credential NAME (systemd.exec(5)).
+    fn run_credstore(&self) -> PathBuf {
+        self.root.join("run/credstore")
     }
     /// Where a seed's data waits, as credentials, while it is checked (memory, owner-only).
     fn staging(&self) -> PathBuf {
@@ -92,6 +97,33 @@ fn name_host(places: &Places) -> Option<String> {
     Some(name)
 }
 
+/// Copies the secrets a seed gave (kept on `/var`) into `/run/credstore`, owner-only, where
+/// `stackring.service` loads them: at every boot, before the agent starts. Returns their names.
+pub(crate) fn publish_secrets(places: &Places) -> Result<Vec<String>, String> {
+    let store = places.run_credstore();
+    let mut published = Vec::new();
+    for name in firstboot::SECRETS {
+        let from = places.kept_secrets().join(name);
+        // (only a regular file: a link there is not followed)
+        if !std::fs::symlink_metadata(&from).is_ok_and(|m| m.is_file()) {
+            continue;
+        }
+        let secret = std::fs::read(&from).map_err(|e| format!("{}: {e}", from.display()))?;
+        let to = store.join(name);
+        std::fs::create_dir_all(&store)
+            .and_then(|()| {
+                std::fs::set_permissions(
+                    &store,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o700),
+                )
+            })
+            .and_then(|()| crate::agent::fsutil::write_atomic(&to, &secret, 0o600))
+            .map_err(|e| format!("{}: {e}", to.display()))?;
+        published.push(name.to_string());
+    }
+    Ok(published)
+}
+
 /// Where the first-boot data came from.
 enum From {
     /// The platform's system credentials (`Places::credentials`).
@@ -129,8 +161,8 @@ pub(crate) fn apply(places: &Places, current_id: &str) -> Result<Outcome, Vec<St
 
 /// [`apply`] from a NoCloud seed (its file system mounted at `seed`) instead of the system
 /// credentials: `meta-data` and `user-data` read (see [`firstboot::nocloud`]), checked and
-/// applied the same way, all or nothing; the secrets it gives are kept in `/etc/credstore`
-/// (owner-only). What the seed holds beyond stackring's is listed in the outcome.
+/// applied the same way, all or nothing; the secrets it gives are kept on `/var`
+/// (owner-only) for [`publish_secrets`]. What the seed holds beyond stackring's is listed in the outcome.
 pub(crate) fn apply_seed(
     places: &Places,
     seed: &Path,
@@ -247,7 +279,7 @@ fn apply_from(places: &Places, from: From, current_id: &str) -> Result<Outcome, 
     let failed = |path: &Path, e: std::io::Error| vec![format!("{}: {e}", path.display())];
     // A seed's secrets first: the configuration that names them is only good with them there.
     if let From::Seed(staged) = &from {
-        let store = places.written(&places.credstore());
+        let store = places.kept_secrets();
         for name in firstboot::SECRETS {
             let Ok(secret) = std::fs::read(staged.join(name)) else {
                 continue;
@@ -263,9 +295,9 @@ fn apply_from(places: &Places, from: From, current_id: &str) -> Result<Outcome, 
                 .and_then(|()| crate::agent::fsutil::write_atomic(&path, &secret, 0o600))
                 .map_err(|e| failed(&path, e))?;
             applied.push(format!(
-                "{} from {}",
-                places.credstore().join(name).display(),
-                origin(name)
+                "{name} from {} (kept in {})",
+                origin(name),
+                store.display()
             ));
         }
     }
@@ -579,12 +611,6 @@ mod tests {
     fn a_nocloud_seed_names_the_host_writes_the_configuration_and_keeps_the_secret_owner_only() {
         let m = Machine::appliance();
         let root = m.dir.join("root");
-        std::fs::create_dir_all(root.join("var/lib/stackring-config/credstore")).unwrap();
-        std::os::unix::fs::symlink(
-            "/var/lib/stackring-config/credstore",
-            root.join("etc/credstore"),
-        )
-        .unwrap();
         let seed = m.seed(&[
             (
                 "meta-data",
@@ -596,14 +622,23 @@ mod tests {
         let Outcome::Applied(lines) = outcome else {
             panic!("not applied: {outcome:?}");
         };
-        assert_eq!(lines.len(), 3, "{lines:?}");
-        assert!(
-            lines.iter().all(|l| l.ends_with("from the NoCloud seed")),
-            "{lines:?}"
+        assert_eq!(
+            lines,
+            [
+                format!(
+                    "stackring.credentials from the NoCloud seed (kept in {})",
+                    root.join("var/lib/stackring-firstboot/credstore").display()
+                ),
+                format!(
+                    "{} from the NoCloud seed",
+                    root.join("etc/stackring/stackring.yaml").display()
+                ),
+                "host name node9 from the NoCloud seed".to_string(),
+            ]
         );
         assert_eq!(ignored, ["user-data: runcmd"]);
         // Through the links, which stay links.
-        assert!(m.is_link("etc/credstore") && m.is_link("etc/stackring/stackring.yaml"));
+        assert!(m.is_link("etc/stackring/stackring.yaml") && m.is_link("etc/hostname"));
         assert_eq!(
             m.read("var/lib/stackring-config/hostname").as_deref(),
             Some("node9\n")
@@ -612,23 +647,33 @@ mod tests {
         assert!(m
             .read("var/lib/stackring-config/stackring.yaml")
             .is_some_and(|c| c.contains("create: true")));
+        let kept = "var/lib/stackring-firstboot/credstore";
         assert_eq!(
-            m.read("var/lib/stackring-config/credstore/stackring.credentials")
-                .as_deref(),
+            m.read(&format!("{kept}/stackring.credentials")).as_deref(),
             Some("admin:seed horse")
         );
-        assert_eq!(m.mode("var/lib/stackring-config/credstore"), 0o700);
-        assert_eq!(
-            m.mode("var/lib/stackring-config/credstore/stackring.credentials"),
-            0o600
-        );
-        // The staged copy is gone; the secret is nowhere else under the root.
+        assert_eq!(m.mode(kept), 0o700);
+        assert_eq!(m.mode(&format!("{kept}/stackring.credentials")), 0o600);
+        // The staged copy is gone; the secret is kept once under the root.
         assert!(!root.join("run/stackring-firstboot").exists());
-        let copies = walk(&root)
-            .into_iter()
-            .filter(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("seed horse")))
-            .count();
-        assert_eq!(copies, 1);
+        let copies = |root: &Path| {
+            walk(root)
+                .into_iter()
+                .filter(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("seed horse")))
+                .count()
+        };
+        assert_eq!(copies(&root), 1);
+        // Every boot: published where stackring.service's LoadCredential= finds it, owner-only.
+        assert_eq!(
+            publish_secrets(&m.places()),
+            Ok(vec!["stackring.credentials".to_string()])
+        );
+        assert_eq!(
+            m.read("run/credstore/stackring.credentials").as_deref(),
+            Some("admin:seed horse")
+        );
+        assert_eq!(m.mode("run/credstore"), 0o700);
+        assert_eq!(m.mode("run/credstore/stackring.credentials"), 0o600);
         // Once: a later boot with the seed still there (or another) applies nothing.
         let seed = m.seed(&[("user-data", b"#cloud-config\nhostname: other\n")]);
         assert!(matches!(
@@ -639,6 +684,27 @@ mod tests {
             m.read("var/lib/stackring-config/hostname").as_deref(),
             Some("node9\n")
         );
+    }
+
+    #[test]
+    fn publishing_takes_only_regular_files_and_nothing_is_nothing() {
+        let m = Machine::new();
+        assert_eq!(publish_secrets(&m.places()), Ok(vec![]));
+        assert!(!m.dir.join("root/run/credstore").exists());
+        let kept = m.dir.join("root/var/lib/stackring-firstboot/credstore");
+        std::fs::create_dir_all(&kept).unwrap();
+        std::os::unix::fs::symlink("/etc/shadow", kept.join("stackring.credentials")).unwrap();
+        std::fs::write(kept.join("stackring.join_token"), "t0ken").unwrap();
+        std::fs::write(kept.join("other"), "x").unwrap();
+        assert_eq!(
+            publish_secrets(&m.places()),
+            Ok(vec!["stackring.join_token".to_string()])
+        );
+        assert!(!m
+            .dir
+            .join("root/run/credstore/stackring.credentials")
+            .exists());
+        assert!(!m.dir.join("root/run/credstore/other").exists());
     }
 
     #[test]
@@ -681,7 +747,10 @@ mod tests {
             );
             assert_eq!(m.read("etc/hostname"), None);
             assert_eq!(m.read("var/lib/stackring-firstboot/applied"), None);
-            assert!(!m.dir.join("root/etc/credstore").exists());
+            assert!(!m
+                .dir
+                .join("root/var/lib/stackring-firstboot/credstore")
+                .exists());
             assert!(!m.dir.join("root/run/stackring-firstboot").exists());
         }
     }

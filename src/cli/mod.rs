@@ -446,7 +446,7 @@ fn validate(file: &Path, default_id: &str) -> i32 {
 }
 
 fn firstboot(credentials: PathBuf, current_id: &str) -> i32 {
-    use crate::agent::firstboot::{apply, apply_seed, Outcome, Places, SeedMount};
+    use crate::agent::firstboot::{apply, apply_seed, publish_secrets, Outcome, Places, SeedMount};
     let places = Places::host(credentials);
     let say_named = |named: Option<String>| {
         if let Some(name) = named {
@@ -455,12 +455,14 @@ fn firstboot(credentials: PathBuf, current_id: &str) -> i32 {
     };
     let mut outcome = apply(&places, current_id);
     // No credential of ours: the portable fallback, a NoCloud seed (cloud-init's cidata).
-    let mut seed_device = None;
     if let Ok(Outcome::NothingGiven { .. }) = outcome {
         outcome = match SeedMount::find() {
             Ok(None) => outcome,
             Ok(Some(seed)) => {
-                seed_device = Some(seed.device.clone());
+                println!(
+                    "stackring firstboot: read the NoCloud seed {}",
+                    seed.device.display()
+                );
                 apply_seed(&places, seed.dir(), current_id).map(|(outcome, ignored)| {
                     for what in ignored {
                         println!("stackring firstboot: the NoCloud seed's {what}: not stackring's, left alone");
@@ -471,13 +473,7 @@ fn firstboot(credentials: PathBuf, current_id: &str) -> i32 {
             Err(problem) => Err(vec![problem]),
         };
     }
-    if let Some(device) = &seed_device {
-        println!(
-            "stackring firstboot: read the NoCloud seed {}",
-            device.display()
-        );
-    }
-    match outcome {
+    let code = match outcome {
         Ok(Outcome::AlreadyApplied { done, named }) => {
             println!("stackring firstboot: applied at an earlier first boot, nothing to do:");
             print!("{done}");
@@ -503,6 +499,21 @@ fn firstboot(credentials: PathBuf, current_id: &str) -> i32 {
             for p in problems {
                 eprintln!("  {p}");
             }
+            return EXIT_CONFIG;
+        }
+    };
+    // Every boot: a seed's secrets where the agent's unit loads them.
+    match publish_secrets(&places) {
+        Ok(names) if names.is_empty() => code,
+        Ok(names) => {
+            println!(
+                "stackring firstboot: {} for stackring.service in /run/credstore",
+                names.join(", ")
+            );
+            code
+        }
+        Err(problem) => {
+            eprintln!("stackring firstboot: {problem}");
             EXIT_CONFIG
         }
     }
