@@ -91,6 +91,28 @@ let
   moduleCustom = moduleWith { server.grpc_listen_port = 19095; server.https_listen_port = 19443; memberlist.bind_port = 17946; };
 
   cluster = (import ./cluster.nix { self = outputs; }) { lib = stubLib; };
+
+  # --- the appliance image's module on stubs: its own settings, the config it reads given as it
+  # sets them (a real evaluation's fixed point)
+  applianceIds = { esp = "00-esp"; store = "10-store"; store-verity = "11-store-verity"; };
+  appliance = (import ../appliance.nix {
+    config = {
+      image.repart.verityStore.partitionIds = applianceIds;
+      system.image.version = "1";
+      stackring.appliance = { updateUrl = "file:///var/lib/stackring-updates/"; updateKey = null; };
+      services.stackring.package = store "stackring";
+    };
+    lib = stubLib // {
+      mkForce = v: v;
+      toUpper = s: if s == "x64" then "X64" else s;
+      types = stubLib.types // { str = "str"; path = "path"; nullOr = t: "nullOr ${t}"; };
+    };
+    pkgs = stubPkgs "x86_64-linux" // {
+      stdenv.hostPlatform = { system = "x86_64-linux"; efiArch = "x64"; };
+      systemd = store "systemd";
+    };
+    modulesPath = "/nixpkgs/nixos/modules";
+  });
 in
 {
   unit_lines = builtins.length srcLines;
@@ -136,6 +158,23 @@ in
   module_systemd_packages = moduleDefault.systemd.packages;
   module_firewall_default = moduleDefault.networking.firewall;
   module_firewall_custom = moduleCustom.networking.firewall;
+
+  appliance_imports = appliance.imports;
+  appliance_options = builtins.attrNames appliance.options.stackring.appliance;
+  appliance_partition_ids = appliance.config.image.repart.verityStore.partitionIds;
+  appliance_partition_ids_as_read = applianceIds;
+  appliance_verity_store = appliance.config.image.repart.verityStore.enable;
+  appliance_split = appliance.config.image.repart.split;
+  appliance_partitions = builtins.mapAttrs (_: p: p.repartConfig) appliance.config.image.repart.partitions;
+  appliance_filesystems = builtins.mapAttrs (_: f: { fsType = f.fsType or null; device = f.device or null; options = f.options or [ ]; })
+    appliance.config.fileSystems;
+  appliance_uki = appliance.config.boot.uki;
+  appliance_dm_verity = appliance.config.boot.initrd.systemd.dmVerity.enable;
+  appliance_repart_runtime = appliance.config.systemd.repart.partitions;
+  appliance_sysupdate = appliance.config.systemd.sysupdate;
+  appliance_health = appliance.config.systemd.services.stackring-boot-health;
+  appliance_sysupdate_timer_wanted_by = appliance.config.systemd.timers.systemd-sysupdate.wantedBy;
+  appliance_pubring = appliance.config.environment.etc;
 
   cluster_name = cluster.name;
   cluster_nodes = builtins.attrNames cluster.nodes;
