@@ -9,8 +9,9 @@
 //!   wait service and target static, wired as `systemd-networkd-wait-online` is.
 //! - `unit_security`: `systemd-analyze security --offline=true` rates `stackring.service` and
 //!   `stackring-wait-online.service` each with exposure <= 2.0.
-//! - `nix_parse_and_eval`: every `.nix` file parses; what needs no nixpkgs evaluates; the
-//!   cluster VM test's script runs against the agent in network namespaces.
+//! - `nix_parse_and_eval`: every `.nix` file parses; what needs no nixpkgs evaluates (the NixOS
+//!   appliance's partitions and sysupdate transfers say what `image/`'s say); the cluster VM
+//!   test's script runs against the agent in network namespaces.
 //! - `production_image_has_no_test_aid_and_the_basics`: `image/build` (the production image, no
 //!   `--test`), read with debugfs: no boot report nor anything enabling it, the firewall and
 //!   timesyncd enabled, Debian's `nftables.service` not, fsck for ext4 and vfat present; the A/B
