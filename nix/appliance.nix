@@ -25,6 +25,23 @@ let
   # Every definition checks SHA256SUMS' signature (SHA256SUMS.gpg) against the one key in
   # /etc/systemd/import-pubring.gpg.
   transfer = { ProtectVersion = "%A"; Verify = "yes"; };
+  # A slot partition's transfer: the version's file into the slot that is not running.
+  slotTransfer = { suffix, label, type }: {
+    Transfer = transfer;
+    Source = {
+      Type = "url-file";
+      Path = cfg.updateUrl;
+      MatchPattern = "stackring_@v_@u.usr-${partArch}${suffix}.raw.gz";
+    };
+    Target = {
+      Type = "partition";
+      Path = "auto";
+      MatchPattern = "${label}_@v";
+      MatchPartitionType = type;
+      PartitionFlags = 0;
+      ReadOnly = 1;
+    };
+  };
 in
 {
   imports = [ "${modulesPath}/image/repart.nix" ];
@@ -148,38 +165,8 @@ in
       enable = true;
       reboot.enable = false;
       transfers = {
-        "10-store" = {
-          Transfer = transfer;
-          Source = {
-            Type = "url-file";
-            Path = cfg.updateUrl;
-            MatchPattern = "stackring_@v_@u.usr-${partArch}.raw.gz";
-          };
-          Target = {
-            Type = "partition";
-            Path = "auto";
-            MatchPattern = "stackring_@v";
-            MatchPartitionType = "usr";
-            PartitionFlags = 0;
-            ReadOnly = 1;
-          };
-        };
-        "11-store-verity" = {
-          Transfer = transfer;
-          Source = {
-            Type = "url-file";
-            Path = cfg.updateUrl;
-            MatchPattern = "stackring_@v_@u.usr-${partArch}-verity.raw.gz";
-          };
-          Target = {
-            Type = "partition";
-            Path = "auto";
-            MatchPattern = "stackring-verity_@v";
-            MatchPartitionType = "usr-verity";
-            PartitionFlags = 0;
-            ReadOnly = 1;
-          };
-        };
+        "10-store" = slotTransfer { suffix = ""; label = "stackring"; type = "usr"; };
+        "11-store-verity" = slotTransfer { suffix = "-verity"; label = "stackring-verity"; type = "usr-verity"; };
         "20-uki" = {
           Transfer = transfer;
           Source = {

@@ -109,19 +109,19 @@ pub(crate) fn publish_secrets(places: &Places) -> Result<Vec<String>, String> {
             continue;
         }
         let secret = std::fs::read(&from).map_err(|e| format!("{}: {e}", from.display()))?;
-        let to = store.join(name);
-        std::fs::create_dir_all(&store)
-            .and_then(|()| {
-                std::fs::set_permissions(
-                    &store,
-                    std::os::unix::fs::PermissionsExt::from_mode(0o700),
-                )
-            })
-            .and_then(|()| crate::agent::fsutil::write_atomic(&to, &secret, 0o600))
-            .map_err(|e| format!("{}: {e}", to.display()))?;
+        write_secret(&store, name, &secret)
+            .map_err(|e| format!("{}: {e}", store.join(name).display()))?;
         published.push(name.to_string());
     }
     Ok(published)
+}
+
+/// `dir/name`, owner-only in an owner-only directory.
+fn write_secret(dir: &Path, name: &str, secret: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    crate::agent::fsutil::write_atomic(&dir.join(name), secret, 0o600)
 }
 
 /// Where the first-boot data came from.
@@ -284,16 +284,7 @@ fn apply_from(places: &Places, from: From, current_id: &str) -> Result<Outcome, 
             let Ok(secret) = std::fs::read(staged.join(name)) else {
                 continue;
             };
-            let path = store.join(name);
-            std::fs::create_dir_all(&store)
-                .and_then(|()| {
-                    std::fs::set_permissions(
-                        &store,
-                        std::os::unix::fs::PermissionsExt::from_mode(0o700),
-                    )
-                })
-                .and_then(|()| crate::agent::fsutil::write_atomic(&path, &secret, 0o600))
-                .map_err(|e| failed(&path, e))?;
+            write_secret(&store, name, &secret).map_err(|e| failed(&store.join(name), e))?;
             applied.push(format!(
                 "{name} from {} (kept in {})",
                 origin(name),
