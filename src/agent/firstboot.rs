@@ -135,21 +135,33 @@ enum From {
 
 /// A credential's text, if the platform passed it; an error when it is there but unusable.
 fn credential(dir: &Path, name: &str) -> Result<Option<String>, String> {
-    let path = dir.join(name);
-    let bytes = match std::fs::read(&path) {
-        Ok(bytes) => bytes,
+    read_text(&dir.join(name), name, MAX_CREDENTIAL_BYTES)
+}
+
+/// A first-boot file's text (`what` names it in errors): `None` when absent; refused when it
+/// is not a regular file (a link is not followed), over `max` bytes (checked before reading)
+/// or not UTF-8.
+fn read_text(path: &Path, what: &str, max: usize) -> Result<Option<String>, String> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("{name}: cannot be read ({e})")),
+        Err(e) => return Err(format!("{what}: cannot be read ({e})")),
     };
-    if bytes.len() > MAX_CREDENTIAL_BYTES {
+    if !meta.is_file() {
         return Err(format!(
-            "{name}: {} bytes; fix: pass at most {MAX_CREDENTIAL_BYTES} bytes",
-            bytes.len()
+            "{what}: is not a regular file; fix: pass it as a file"
         ));
     }
+    if meta.len() > max as u64 {
+        return Err(format!(
+            "{what}: {} bytes; fix: pass at most {max} bytes",
+            meta.len()
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|e| format!("{what}: cannot be read ({e})"))?;
     String::from_utf8(bytes)
         .map(Some)
-        .map_err(|_| format!("{name}: not UTF-8 text; fix: pass it as text"))
+        .map_err(|_| format!("{what}: not UTF-8 text; fix: pass it as text"))
 }
 
 /// Checks every credential, then applies them (configuration, `/etc/hostname`, the running host
@@ -172,30 +184,12 @@ pub(crate) fn apply_seed(
         let named = name_host(places);
         return Ok((Outcome::AlreadyApplied { done, named }, Vec::new()));
     }
-    let read = |name: &str| -> Result<Option<String>, String> {
-        let path = seed.join(name);
-        let meta = match std::fs::symlink_metadata(&path) {
-            Ok(meta) => meta,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("the seed's {name}: cannot be read ({e})")),
-        };
-        if !meta.is_file() {
-            return Err(format!(
-                "the seed's {name}: is not a regular file; fix: put {name} in the seed as a file"
-            ));
-        }
-        if meta.len() > firstboot::MAX_SEED_FILE_BYTES as u64 {
-            return Err(format!(
-                "the seed's {name}: {} bytes; fix: keep it under {} bytes",
-                meta.len(),
-                firstboot::MAX_SEED_FILE_BYTES
-            ));
-        }
-        let bytes =
-            std::fs::read(&path).map_err(|e| format!("the seed's {name}: cannot be read ({e})"))?;
-        String::from_utf8(bytes)
-            .map(Some)
-            .map_err(|_| format!("the seed's {name}: not UTF-8 text; fix: write it as text"))
+    let read = |name: &str| {
+        read_text(
+            &seed.join(name),
+            &format!("the seed's {name}"),
+            firstboot::MAX_SEED_FILE_BYTES,
+        )
     };
     let (meta_data, user_data) = match (read("meta-data"), read("user-data")) {
         (Ok(m), Ok(u)) => (m, u),
@@ -204,17 +198,10 @@ pub(crate) fn apply_seed(
     let seed_data = firstboot::nocloud(meta_data.as_deref(), user_data.as_deref())?;
     let staging = places.staging();
     let _ = std::fs::remove_dir_all(&staging);
-    let staged = (|| -> std::io::Result<()> {
-        std::fs::create_dir_all(&staging)?;
-        std::fs::set_permissions(
-            &staging,
-            std::os::unix::fs::PermissionsExt::from_mode(0o700),
-        )?;
-        for (name, text) in &seed_data.given {
-            crate::agent::fsutil::write_atomic(&staging.join(name), text.as_bytes(), 0o600)?;
-        }
-        Ok(())
-    })();
+    let staged = seed_data
+        .given
+        .iter()
+        .try_for_each(|(name, text)| write_secret(&staging, name, text.as_bytes()));
     let outcome = staged
         .map_err(|e| vec![format!("{}: {e}", staging.display())])
         .and_then(|()| apply_from(places, From::Seed(staging.clone()), current_id));
@@ -707,7 +694,7 @@ mod tests {
         let cases: &[Case<'_>] = &[
             (&[("meta-data", b"local-hostname: bad_name\n")], None, "meta-data: local-hostname"),
             (&[("user-data", b"#!/bin/sh\nrm -rf /\n")], None, "not '#cloud-config'"),
-            (&[("user-data", &huge)], None, "user-data: 1048577 bytes"),
+            (&[("user-data", &huge)], None, "user-data: 1048577 bytes; fix: pass at most 1048576"),
             (&[("user-data", &[0xff, 0xfe, 0x00])], None, "not UTF-8"),
             // A link on the seed (Rock Ridge can carry one) is not followed.
             (&[], Some("user-data"), "not a regular file"),
@@ -744,6 +731,19 @@ mod tests {
                 .exists());
             assert!(!m.dir.join("root/run/stackring-firstboot").exists());
         }
+    }
+
+    #[test]
+    fn a_credential_that_is_a_link_is_refused_not_followed() {
+        let m = Machine::new();
+        std::os::unix::fs::symlink("/etc/hostname", m.dir.join("creds/system.hostname")).unwrap();
+        let problems = m.apply().unwrap_err().join("\n");
+        assert!(
+            problems.contains("system.hostname: is not a regular file; fix: "),
+            "{problems}"
+        );
+        assert_eq!(m.read("etc/hostname"), None);
+        assert_eq!(m.read("var/lib/stackring-firstboot/applied"), None);
     }
 
     fn walk(dir: &Path) -> Vec<PathBuf> {
