@@ -20,4 +20,5 @@ pub(crate) mod ring;
 pub(crate) mod seal;
 pub(crate) mod snapshot;
 pub(crate) mod state;
+pub(crate) mod swim;
 pub(crate) mod token;

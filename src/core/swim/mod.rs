@@ -1,0 +1,1463 @@
+//! Failure detection by probing, pure: SWIM (Das, Gupta, Motivala 2002) with Lifeguard's suspicion
+//! (Dadgar, Phillips, Currey 2018), the protocol of hashicorp/memberlist that the seeds' systems
+//! already run. No I/O, no async, no clock: the edge passes `now` (time since it started) and each
+//! datagram in, and sends what comes out. Tested under virtual time by `sim`.
+//!
+//! Why not chitchat's failure detector: it hears a node only through heartbeats carried by
+//! whole-cluster digests, which grow with the cluster (6 kB at 100 nodes, fragmented, lost whole
+//! under loss: README "Compared with memberlist"). Here every datagram fits one packet and a node
+//! is declared DOWN only after (1) a direct probe, (2) probes through `indirect_probes` other
+//! members, and (3) a suspicion period that the suspect can refute, all fail.
+//!
+//! - **Probe:** every `probe_interval`, the next member in a shuffled round (each member once per
+//!   round, so a dead node is probed within a round by everyone) gets a `Ping`; no `Ack` within
+//!   `probe_timeout` → `PingReq` to `indirect_probes` random members, which ping it and relay the
+//!   ack; none by the end of the interval → suspect it.
+//! - **Suspect, then dead:** a suspicion lasts from `suspicion_max` down to `suspicion_min` as
+//!   other members independently confirm it (Lifeguard); its end declares the member dead. A member
+//!   that hears itself suspected or declared dead refutes it with a higher incarnation.
+//! - **Disseminate:** changes ride on every datagram (piggyback), each sent `retransmit_mult ×
+//!   ⌈log10(n+1)⌉` times, and are pushed to `gossip_fanout` members every `gossip_interval` while
+//!   any is pending; every `sync_interval` one member gets our whole table (anti-entropy), and a
+//!   newcomer's table goes to its seeds, who answer with theirs.
+//! - **Two additions to memberlist, both found in `sim` at 100 nodes and 20% loss** (without
+//!   them: false DOWNs): a member we suspect ourselves gets our suspicion directly every gossip
+//!   round until it refutes (a rumour sent a dozen times by each member, to random members, can
+//!   die out before reaching the one member who can answer it); and a suspicion or death older
+//!   than the incarnation we know is answered, to its sender, with the newer word (else the
+//!   member that missed a refutation declares a live node DOWN alone when its timer runs out).
+//! - **Incarnations** start at the node's start time in ms, so a restarted node is newer than
+//!   anything said about its previous life without a refutation.
+
+// Built and measured under virtual time first; the daemon takes it up in place of chitchat's
+// failure detector next (issue 16), until then only the tests call it.
+#![cfg_attr(not(test), allow(dead_code))]
+
+#[cfg(test)]
+mod sim;
+pub(crate) mod wire;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// A node's name as the prober carries it: a valid node name (`core::net::valid_name`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct NodeName(String);
+
+impl NodeName {
+    pub(crate) fn parse(text: &str) -> Option<NodeName> {
+        crate::core::net::valid_name(text).then(|| NodeName(text.to_string()))
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for NodeName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One datagram: who sends it, what it asks, and the membership changes riding on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Envelope {
+    pub(crate) from: NodeName,
+    pub(crate) message: Message,
+    pub(crate) updates: Vec<Update>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Message {
+    /// "Are you there?" — to `target` (named, so a ping that reaches whoever now holds an old
+    /// address is not answered for it).
+    Ping { seq: u32, target: NodeName },
+    /// The answer to a ping, from the target or relayed by the member a `PingReq` asked.
+    Ack { seq: u32 },
+    /// "Ping `target` for me": the receiver pings the address *it* knows for the target (never
+    /// one from the datagram: the prober is no reflector) and relays the ack with `seq`.
+    PingReq { seq: u32, target: NodeName },
+    /// Only the piggybacked changes.
+    Gossip,
+    /// A slice of the sender's whole member table (in `updates`); `reply`: send yours back.
+    Sync { reply: bool },
+}
+
+/// What one node says about another (or itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Update {
+    Alive {
+        id: NodeName,
+        incarnation: u64,
+        addr: SocketAddr,
+    },
+    Suspect {
+        id: NodeName,
+        incarnation: u64,
+        by: NodeName,
+    },
+    /// Declared dead by `by`; when `by` is the node itself, it left.
+    Dead {
+        id: NodeName,
+        incarnation: u64,
+        by: NodeName,
+    },
+}
+
+impl Update {
+    pub(crate) fn id(&self) -> &NodeName {
+        match self {
+            Update::Alive { id, .. } | Update::Suspect { id, .. } | Update::Dead { id, .. } => id,
+        }
+    }
+
+    fn incarnation(&self) -> u64 {
+        match self {
+            Update::Alive { incarnation, .. }
+            | Update::Suspect { incarnation, .. }
+            | Update::Dead { incarnation, .. } => *incarnation,
+        }
+    }
+}
+
+/// What the prober found out, for the member projection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Event {
+    /// Newly known, or back (a higher incarnation after being declared dead).
+    Up(NodeName),
+    Suspect(NodeName),
+    Down(NodeName),
+    Left(NodeName),
+}
+
+/// A member's liveness as this node sees it. A suspect still counts as up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Liveness {
+    Alive,
+    Suspect,
+    Dead,
+    Left,
+}
+
+/// The knobs, memberlist's names in brackets. `lan()` is memberlist's `DefaultLANConfig` with a
+/// faster probe (see there).
+#[derive(Debug, Clone)]
+pub(crate) struct Params {
+    /// [ProbeInterval] How often a member is probed.
+    pub(crate) probe_interval: Duration,
+    /// [ProbeTimeout] How long a direct ping waits before indirect probes go out.
+    pub(crate) probe_timeout: Duration,
+    /// [IndirectChecks] Members asked to probe in our place.
+    pub(crate) indirect_probes: usize,
+    /// [SuspicionMult] `suspicion_min` = this × max(1, log10 n) × `probe_interval`.
+    pub(crate) suspicion_mult: u32,
+    /// [SuspicionMaxTimeoutMult] `suspicion_max` = this × `suspicion_min`.
+    pub(crate) suspicion_max_mult: u32,
+    /// [RetransmitMult] Each change is sent this × ⌈log10(n+1)⌉ times.
+    pub(crate) retransmit_mult: u32,
+    /// [GossipInterval] How often pending changes are pushed.
+    pub(crate) gossip_interval: Duration,
+    /// [GossipNodes] To how many members.
+    pub(crate) gossip_fanout: usize,
+    /// [PushPullInterval] How often one member gets our whole table.
+    pub(crate) sync_interval: Duration,
+    /// [GossipToTheDeadTime] A member declared dead still gets gossip this long (it may refute).
+    pub(crate) gossip_to_dead: Duration,
+    /// How long a dead or departed member is remembered (an old `Alive` cannot revive it).
+    pub(crate) dead_retention: Duration,
+    /// Members this node keeps at most: a member flooding made-up names fills no memory.
+    pub(crate) max_members: usize,
+}
+
+impl Params {
+    /// memberlist's LAN defaults but for the probe: every 500 ms (not 1 s) with a 250 ms timeout,
+    /// so that a dead node of 100 is DOWN within ~5 s: ~0.5 s until the first probe, 0.5 s of
+    /// probing, then `suspicion_min` = 4 × 2 × 0.5 s = 4 s once two others confirm.
+    pub(crate) fn lan() -> Params {
+        Params {
+            probe_interval: Duration::from_millis(500),
+            probe_timeout: Duration::from_millis(250),
+            indirect_probes: 3,
+            suspicion_mult: 4,
+            suspicion_max_mult: 6,
+            retransmit_mult: 4,
+            gossip_interval: Duration::from_millis(200),
+            gossip_fanout: 3,
+            sync_interval: Duration::from_secs(30),
+            gossip_to_dead: Duration::from_secs(30),
+            dead_retention: Duration::from_secs(3600),
+            max_members: 4096,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum State {
+    Alive,
+    Suspect(Suspicion),
+    Dead,
+    Left,
+}
+
+#[derive(Debug)]
+struct Suspicion {
+    started: Duration,
+    /// Members other than the first suspecter who said so too (Lifeguard's confirmations).
+    confirmed_by: BTreeSet<NodeName>,
+    first_by: NodeName,
+    deadline: Duration,
+}
+
+#[derive(Debug)]
+struct Member {
+    addr: SocketAddr,
+    incarnation: u64,
+    state: State,
+    /// When the member entered its state (for `gossip_to_dead` and `dead_retention`).
+    since: Duration,
+}
+
+impl Member {
+    fn liveness(&self) -> Liveness {
+        match self.state {
+            State::Alive => Liveness::Alive,
+            State::Suspect(_) => Liveness::Suspect,
+            State::Dead => Liveness::Dead,
+            State::Left => Liveness::Left,
+        }
+    }
+
+    fn is_up(&self) -> bool {
+        matches!(self.state, State::Alive | State::Suspect(_))
+    }
+}
+
+/// Our own probe in flight.
+#[derive(Debug)]
+struct Probe {
+    seq: u32,
+    target: NodeName,
+    indirect_at: Duration,
+    fail_at: Duration,
+    indirect_sent: bool,
+    acked: bool,
+}
+
+/// A ping sent for another member's `PingReq`.
+#[derive(Debug)]
+struct Relay {
+    requester: SocketAddr,
+    requester_seq: u32,
+    expires: Duration,
+}
+
+/// Corrections of stale rumours sent back for one datagram at most.
+const MAX_CORRECTIONS: usize = 8;
+/// How often a joiner announces itself to its seeds until one answers.
+const JOIN_RETRY: Duration = Duration::from_secs(1);
+/// The least time between two tables sent in answer to one address.
+const SYNC_REPLY_GAP: Duration = Duration::from_secs(1);
+
+/// Relays in flight at most: PingReqs beyond them are dropped (no member asks for more than one
+/// at a time per probe).
+const MAX_RELAYS: usize = 256;
+
+#[derive(Debug)]
+struct Broadcast {
+    update: Update,
+    sent: u32,
+}
+
+/// One datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Outgoing {
+    pub(crate) to: SocketAddr,
+    pub(crate) envelope: Envelope,
+}
+
+/// A small deterministic generator (SplitMix64): the probe order and the indirect and gossip
+/// targets are random, and tests replay them from a seed.
+#[derive(Debug)]
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+
+    fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            items.swap(i, self.below(i + 1));
+        }
+    }
+}
+
+pub(crate) struct Swim {
+    me: NodeName,
+    addr: SocketAddr,
+    incarnation: u64,
+    params: Params,
+    rng: Rng,
+    members: BTreeMap<NodeName, Member>,
+    /// This probe round's order; refilled and shuffled when used up.
+    round: Vec<NodeName>,
+    next_probe: Duration,
+    next_gossip: Duration,
+    next_sync: Duration,
+    seq: u32,
+    probe: Option<Probe>,
+    relays: HashMap<u32, Relay>,
+    /// When we last sent our table in answer, by address.
+    sync_replies: HashMap<SocketAddr, Duration>,
+    /// When a joiner next announces itself to its seeds again (until one answers).
+    next_announce: Duration,
+    broadcasts: Vec<Broadcast>,
+    events: Vec<Event>,
+    /// Seeds to announce ourselves to until someone answers.
+    seeds: Vec<SocketAddr>,
+    left: bool,
+}
+
+impl Swim {
+    /// A node that knows no member yet. `incarnation`: its start time in ms (see the module
+    /// comment); `seed`: for the random choices.
+    pub(crate) fn new(
+        me: NodeName,
+        addr: SocketAddr,
+        incarnation: u64,
+        params: Params,
+        seed: u64,
+        now: Duration,
+    ) -> Swim {
+        let mut rng = Rng(seed);
+        // Nodes started together do not probe in lockstep.
+        let offset = Duration::from_micros(rng.next() % params.probe_interval.as_micros() as u64);
+        Swim {
+            me,
+            addr,
+            incarnation,
+            next_probe: now + offset,
+            next_gossip: now + params.gossip_interval,
+            next_sync: now + params.sync_interval,
+            params,
+            rng,
+            members: BTreeMap::new(),
+            round: Vec::new(),
+            seq: 0,
+            probe: None,
+            relays: HashMap::new(),
+            sync_replies: HashMap::new(),
+            next_announce: now,
+            broadcasts: Vec::new(),
+            events: Vec::new(),
+            seeds: Vec::new(),
+            left: false,
+        }
+    }
+
+    pub(crate) fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    /// Announce ourselves to these addresses (a joiner's seeds) until one of them answers; the
+    /// answer carries its member table.
+    pub(crate) fn join(&mut self, seeds: Vec<SocketAddr>, now: Duration) -> Vec<Outgoing> {
+        self.seeds = seeds;
+        self.announce(now)
+    }
+
+    fn announce(&mut self, now: Duration) -> Vec<Outgoing> {
+        self.next_announce = now + JOIN_RETRY;
+        let seeds = self.seeds.clone();
+        let mut out = Vec::new();
+        for seed in seeds {
+            out.extend(self.table_to(seed, true));
+        }
+        out
+    }
+
+    /// A member learned elsewhere (the cluster record, a join), alive at `incarnation`.
+    pub(crate) fn add_member(
+        &mut self,
+        id: NodeName,
+        addr: SocketAddr,
+        incarnation: u64,
+        now: Duration,
+    ) {
+        self.apply(
+            Update::Alive {
+                id,
+                incarnation,
+                addr,
+            },
+            now,
+        );
+    }
+
+    /// Each member's liveness, by name (not this node).
+    pub(crate) fn members(&self) -> impl Iterator<Item = (&NodeName, Liveness, SocketAddr)> {
+        self.members
+            .iter()
+            .map(|(id, m)| (id, m.liveness(), m.addr))
+    }
+
+    pub(crate) fn liveness(&self, id: &NodeName) -> Option<Liveness> {
+        self.members.get(id).map(Member::liveness)
+    }
+
+    /// What happened since the last call.
+    pub(crate) fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Say we leave: a `Dead` about ourselves, by ourselves, to every member we know up (one
+    /// that misses it learns it from the others' gossip). Nothing is sent after.
+    pub(crate) fn leave(&mut self) -> Vec<Outgoing> {
+        self.left = true;
+        let farewell = Update::Dead {
+            id: self.me.clone(),
+            incarnation: self.incarnation,
+            by: self.me.clone(),
+        };
+        self.members
+            .values()
+            .filter(|m| m.is_up())
+            .map(|m| Outgoing {
+                to: m.addr,
+                envelope: Envelope {
+                    from: self.me.clone(),
+                    message: Message::Gossip,
+                    updates: vec![farewell.clone()],
+                },
+            })
+            .collect()
+    }
+
+    /// When `tick` has something to do next.
+    pub(crate) fn next_wakeup(&self) -> Duration {
+        if self.left {
+            return Duration::MAX;
+        }
+        let mut at = self.next_probe.min(self.next_gossip).min(self.next_sync);
+        if !self.seeds.is_empty() {
+            at = at.min(self.next_announce);
+        }
+        if let Some(p) = &self.probe {
+            at = at.min(if p.indirect_sent {
+                p.fail_at
+            } else {
+                p.indirect_at
+            });
+        }
+        for m in self.members.values() {
+            if let State::Suspect(s) = &m.state {
+                at = at.min(s.deadline);
+            }
+        }
+        at
+    }
+
+    /// Whatever is due at `now`: suspicions that ran out, the probe's next step, a new probe,
+    /// gossip, anti-entropy.
+    pub(crate) fn tick(&mut self, now: Duration) -> Vec<Outgoing> {
+        let mut out = Vec::new();
+        if self.left {
+            return out;
+        }
+        self.expire_suspicions(now);
+        self.relays.retain(|_, r| r.expires > now);
+        self.step_probe(now, &mut out);
+        if now >= self.next_probe {
+            self.next_probe = now + self.params.probe_interval;
+            self.start_probe(now, &mut out);
+        }
+        if now >= self.next_gossip {
+            self.next_gossip = now + self.params.gossip_interval;
+            self.gossip(now, &mut out);
+        }
+        if !self.seeds.is_empty() && now >= self.next_announce {
+            out.extend(self.announce(now));
+        }
+        if now >= self.next_sync {
+            self.next_sync = now + self.params.sync_interval;
+            self.forget_the_long_dead(now);
+            self.sync_replies
+                .retain(|_, last| now < *last + SYNC_REPLY_GAP);
+            if let Some(to) = self.random_up_member(&[]) {
+                let addr = self.members[&to].addr;
+                out.extend(self.table_to(addr, true));
+            }
+            // As Serf reconnects: one member declared dead (not departed) gets our table too. If
+            // it is back from a partition it reads itself dead, refutes, and answers with its own.
+            let dead: Vec<SocketAddr> = self
+                .members
+                .values()
+                .filter(|m| matches!(m.state, State::Dead))
+                .map(|m| m.addr)
+                .collect();
+            if !dead.is_empty() {
+                let to = dead[self.rng.below(dead.len())];
+                out.extend(self.table_to(to, true));
+            }
+        }
+        out
+    }
+
+    /// One datagram from `from` (already opened and decoded).
+    pub(crate) fn receive(
+        &mut self,
+        from: SocketAddr,
+        env: Envelope,
+        now: Duration,
+    ) -> Vec<Outgoing> {
+        let mut out = Vec::new();
+        if self.left || env.from == self.me {
+            return out;
+        }
+        // A suspicion or death at an incarnation older than the one we know was said by a member
+        // that missed a refutation: tell it, or it alone declares a live node DOWN when its
+        // timer runs out (nobody else forwards a stale rumour, so it never hears otherwise).
+        let mut corrections = Vec::new();
+        let from_sync = matches!(env.message, Message::Sync { .. });
+        for update in env.updates {
+            if let Some(current) = self.newer_than(&update) {
+                if corrections.len() < MAX_CORRECTIONS {
+                    corrections.push(current);
+                }
+            }
+            self.apply_received(update, from_sync, now);
+        }
+        if !corrections.is_empty() {
+            out.push(Outgoing {
+                to: from,
+                envelope: Envelope {
+                    from: self.me.clone(),
+                    message: Message::Gossip,
+                    updates: corrections,
+                },
+            });
+        }
+        match env.message {
+            Message::Ping { seq, target } => {
+                if target == self.me {
+                    out.push(self.envelope_to(from, Message::Ack { seq }));
+                }
+            }
+            Message::Ack { seq } => {
+                if let Some(p) = &mut self.probe {
+                    if p.seq == seq {
+                        p.acked = true;
+                    }
+                }
+                if let Some(relay) = self.relays.remove(&seq) {
+                    out.push(self.envelope_to(
+                        relay.requester,
+                        Message::Ack {
+                            seq: relay.requester_seq,
+                        },
+                    ));
+                }
+            }
+            Message::PingReq { seq, target } => {
+                let known = self.members.get(&target).map(|m| m.addr);
+                if let (Some(addr), true) = (known, self.relays.len() < MAX_RELAYS) {
+                    let own_seq = self.next_seq();
+                    self.relays.insert(
+                        own_seq,
+                        Relay {
+                            requester: from,
+                            requester_seq: seq,
+                            expires: now + self.params.probe_interval,
+                        },
+                    );
+                    out.push(self.envelope_to(
+                        addr,
+                        Message::Ping {
+                            seq: own_seq,
+                            target,
+                        },
+                    ));
+                }
+            }
+            Message::Gossip => {}
+            Message::Sync { reply } => {
+                // Someone answered our announcement: we are in.
+                self.seeds.clear();
+                // A whole table is many datagrams: one answer per address per `SYNC_REPLY_GAP`.
+                let due = self
+                    .sync_replies
+                    .get(&from)
+                    .is_none_or(|last| now >= *last + SYNC_REPLY_GAP);
+                if reply && due && self.sync_replies.len() < MAX_RELAYS {
+                    self.sync_replies.insert(from, now);
+                    out.extend(self.table_to(from, false));
+                }
+            }
+        }
+        out
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.wrapping_add(1);
+        self.seq
+    }
+
+    fn step_probe(&mut self, now: Duration, out: &mut Vec<Outgoing>) {
+        let Some(p) = &mut self.probe else {
+            return;
+        };
+        if p.acked {
+            self.probe = None;
+            return;
+        }
+        if !p.indirect_sent && now >= p.indirect_at {
+            p.indirect_sent = true;
+            let (seq, target) = (p.seq, p.target.clone());
+            let helpers = self.random_up_members(self.params.indirect_probes, &[&target]);
+            for helper in helpers {
+                let addr = self.members[&helper].addr;
+                out.push(self.envelope_to(
+                    addr,
+                    Message::PingReq {
+                        seq,
+                        target: target.clone(),
+                    },
+                ));
+            }
+        }
+        if self.probe.as_ref().is_some_and(|p| now >= p.fail_at) {
+            self.fail_probe(now);
+        }
+    }
+
+    /// Nobody answered for the probe's target in its interval: suspect it.
+    fn fail_probe(&mut self, now: Duration) {
+        let Some(p) = self.probe.take() else {
+            return;
+        };
+        if p.acked {
+            return;
+        }
+        if let Some(m) = self.members.get(&p.target).filter(|m| m.is_up()) {
+            let incarnation = m.incarnation;
+            self.apply(
+                Update::Suspect {
+                    id: p.target,
+                    incarnation,
+                    by: self.me.clone(),
+                },
+                now,
+            );
+        }
+    }
+
+    fn start_probe(&mut self, now: Duration, out: &mut Vec<Outgoing>) {
+        // A probe still open at the next interval has had its chance.
+        self.fail_probe(now);
+        let Some(target) = self.next_in_round() else {
+            return;
+        };
+        let seq = self.next_seq();
+        let addr = self.members[&target].addr;
+        out.push(self.envelope_to(
+            addr,
+            Message::Ping {
+                seq,
+                target: target.clone(),
+            },
+        ));
+        self.probe = Some(Probe {
+            seq,
+            target,
+            indirect_at: now + self.params.probe_timeout,
+            fail_at: now + self.params.probe_interval,
+            indirect_sent: false,
+            acked: false,
+        });
+    }
+
+    /// The next member to probe: each up member once per round, in an order shuffled per round.
+    fn next_in_round(&mut self) -> Option<NodeName> {
+        for _ in 0..2 {
+            while let Some(id) = self.round.pop() {
+                if self.members.get(&id).is_some_and(Member::is_up) {
+                    return Some(id);
+                }
+            }
+            let mut round: Vec<NodeName> = self
+                .members
+                .iter()
+                .filter(|(_, m)| m.is_up())
+                .map(|(id, _)| id.clone())
+                .collect();
+            self.rng.shuffle(&mut round);
+            self.round = round;
+        }
+        None
+    }
+
+    fn random_up_member(&mut self, except: &[&NodeName]) -> Option<NodeName> {
+        self.random_up_members(1, except).pop()
+    }
+
+    /// Up to `k` distinct up members, at random, not in `except`.
+    fn random_up_members(&mut self, k: usize, except: &[&NodeName]) -> Vec<NodeName> {
+        let mut candidates: Vec<&NodeName> = self
+            .members
+            .iter()
+            .filter(|(id, m)| m.is_up() && !except.contains(id))
+            .map(|(id, _)| id)
+            .collect();
+        let mut chosen = Vec::new();
+        while chosen.len() < k && !candidates.is_empty() {
+            let i = self.rng.below(candidates.len());
+            chosen.push(candidates.swap_remove(i).clone());
+        }
+        chosen
+    }
+
+    fn gossip(&mut self, now: Duration, out: &mut Vec<Outgoing>) {
+        // A member we suspect ourselves hears it from us every round until it refutes: left to
+        // chance, a rumour can die out (each member sends it a few times, to random members)
+        // without reaching the one member who can answer it.
+        let ours: Vec<(SocketAddr, Update)> = self
+            .members
+            .iter()
+            .filter_map(|(id, m)| match &m.state {
+                State::Suspect(s) if s.first_by == self.me || s.confirmed_by.contains(&self.me) => {
+                    Some((
+                        m.addr,
+                        Update::Suspect {
+                            id: id.clone(),
+                            incarnation: m.incarnation,
+                            by: self.me.clone(),
+                        },
+                    ))
+                }
+                _ => None,
+            })
+            .take(self.params.gossip_fanout)
+            .collect();
+        for (to, update) in ours {
+            out.push(Outgoing {
+                to,
+                envelope: Envelope {
+                    from: self.me.clone(),
+                    message: Message::Gossip,
+                    updates: vec![update],
+                },
+            });
+        }
+        if self.broadcasts.is_empty() {
+            return;
+        }
+        // Up members, and the recently dead (they may still be there to refute).
+        let mut candidates: Vec<SocketAddr> = self
+            .members
+            .values()
+            .filter(|m| {
+                m.is_up()
+                    || (matches!(m.state, State::Dead)
+                        && now.saturating_sub(m.since) < self.params.gossip_to_dead)
+            })
+            .map(|m| m.addr)
+            .collect();
+        for _ in 0..self.params.gossip_fanout {
+            if candidates.is_empty() || self.broadcasts.is_empty() {
+                break;
+            }
+            let i = self.rng.below(candidates.len());
+            let to = candidates.swap_remove(i);
+            out.push(self.envelope_to(to, Message::Gossip));
+        }
+    }
+
+    /// Our whole table (ourselves first) in as many `Sync` datagrams as it takes.
+    fn table_to(&mut self, to: SocketAddr, reply: bool) -> Vec<Outgoing> {
+        let mut all = vec![Update::Alive {
+            id: self.me.clone(),
+            incarnation: self.incarnation,
+            addr: self.addr,
+        }];
+        all.extend(self.members.iter().map(|(id, m)| {
+            let (id, incarnation) = (id.clone(), m.incarnation);
+            match &m.state {
+                State::Alive => Update::Alive {
+                    id,
+                    incarnation,
+                    addr: m.addr,
+                },
+                State::Suspect(s) => Update::Suspect {
+                    id,
+                    incarnation,
+                    by: s.first_by.clone(),
+                },
+                State::Dead => Update::Dead {
+                    id,
+                    incarnation,
+                    by: self.me.clone(),
+                },
+                State::Left => Update::Dead {
+                    id: id.clone(),
+                    incarnation,
+                    by: id,
+                },
+            }
+        }));
+        let mut out = Vec::new();
+        let mut chunk = Vec::new();
+        let head = Envelope {
+            from: self.me.clone(),
+            message: Message::Sync { reply },
+            updates: Vec::new(),
+        };
+        let mut size = wire::header_len(&head);
+        for update in all {
+            let len = wire::update_len(&update);
+            if !chunk.is_empty()
+                && (size + len > wire::MAX_DATAGRAM || chunk.len() == wire::MAX_UPDATES)
+            {
+                out.push(Outgoing {
+                    to,
+                    envelope: Envelope {
+                        updates: std::mem::take(&mut chunk),
+                        ..head.clone()
+                    },
+                });
+                size = wire::header_len(&head);
+            }
+            size += len;
+            chunk.push(update);
+        }
+        out.push(Outgoing {
+            to,
+            envelope: Envelope {
+                updates: chunk,
+                ..head
+            },
+        });
+        out
+    }
+
+    /// A message with as many pending changes as fit, the least sent first.
+    fn envelope_to(&mut self, to: SocketAddr, message: Message) -> Outgoing {
+        let mut envelope = Envelope {
+            from: self.me.clone(),
+            message,
+            updates: Vec::new(),
+        };
+        let limit = self.retransmit_limit();
+        self.broadcasts.sort_by_key(|b| b.sent);
+        let mut size = wire::header_len(&envelope);
+        for b in &mut self.broadcasts {
+            let len = wire::update_len(&b.update);
+            if size + len > wire::MAX_DATAGRAM || envelope.updates.len() == wire::MAX_UPDATES {
+                break;
+            }
+            size += len;
+            b.sent += 1;
+            envelope.updates.push(b.update.clone());
+        }
+        self.broadcasts.retain(|b| b.sent < limit);
+        Outgoing { to, envelope }
+    }
+
+    /// The members up, this node included: what the protocol's timeouts and limits scale with.
+    fn cluster_size(&self) -> usize {
+        self.members.values().filter(|m| m.is_up()).count() + 1
+    }
+
+    fn retransmit_limit(&self) -> u32 {
+        let scale = ((self.cluster_size() + 1) as f64).log10().ceil().max(1.0) as u32;
+        self.params.retransmit_mult * scale
+    }
+
+    /// Queue a change for dissemination; it replaces any pending one about the same node.
+    fn queue(&mut self, update: Update) {
+        self.broadcasts.retain(|b| b.update.id() != update.id());
+        self.broadcasts.push(Broadcast { update, sent: 0 });
+    }
+
+    fn suspicion_bounds(&self, n: usize) -> (Duration, Duration) {
+        let scale = (n as f64).log10().max(1.0);
+        let min = self
+            .params
+            .probe_interval
+            .mul_f64(self.params.suspicion_mult as f64 * scale);
+        (min, min * self.params.suspicion_max_mult)
+    }
+
+    /// Lifeguard: from `max` down to `min` as independent confirmations come in (`k` expected).
+    fn suspicion_deadline(&self, s: &Suspicion) -> Duration {
+        let n = self.cluster_size();
+        let (min, max) = self.suspicion_bounds(n);
+        let k = (self.params.suspicion_mult as usize).saturating_sub(2);
+        let k = if n.saturating_sub(2) < k { 0 } else { k };
+        if k == 0 {
+            return s.started + min;
+        }
+        let c = s.confirmed_by.len().min(k);
+        let frac = ((c + 1) as f64).ln() / ((k + 1) as f64).ln();
+        let timeout = max.saturating_sub((max - min).mul_f64(frac)).max(min);
+        s.started + timeout
+    }
+
+    fn expire_suspicions(&mut self, now: Duration) {
+        let due: Vec<(NodeName, u64)> = self
+            .members
+            .iter()
+            .filter_map(|(id, m)| match &m.state {
+                State::Suspect(s) if s.deadline <= now => Some((id.clone(), m.incarnation)),
+                _ => None,
+            })
+            .collect();
+        for (id, incarnation) in due {
+            self.apply(
+                Update::Dead {
+                    id,
+                    incarnation,
+                    by: self.me.clone(),
+                },
+                now,
+            );
+        }
+    }
+
+    fn forget_the_long_dead(&mut self, now: Duration) {
+        let retention = self.params.dead_retention;
+        self.members
+            .retain(|_, m| m.is_up() || now.saturating_sub(m.since) < retention);
+    }
+
+    /// Our newer word on the member a Suspect or Dead is about, if the update is older than it.
+    fn newer_than(&self, update: &Update) -> Option<Update> {
+        if matches!(update, Update::Alive { .. }) {
+            return None;
+        }
+        let (incarnation, addr) = if update.id() == &self.me {
+            (self.incarnation, self.addr)
+        } else {
+            let m = self.members.get(update.id()).filter(|m| m.is_up())?;
+            (m.incarnation, m.addr)
+        };
+        (update.incarnation() < incarnation).then(|| Update::Alive {
+            id: update.id().clone(),
+            incarnation,
+            addr,
+        })
+    }
+
+    /// `apply`, except that a suspicion read from a whole table (`Sync`) is not an independent
+    /// confirmation of one we hold: it repeats what its sender heard.
+    fn apply_received(&mut self, update: Update, from_sync: bool, now: Duration) {
+        if from_sync {
+            if let (Update::Suspect { incarnation, .. }, Some(m)) =
+                (&update, self.members.get(update.id()))
+            {
+                if matches!(m.state, State::Suspect(_)) && *incarnation == m.incarnation {
+                    return;
+                }
+            }
+        }
+        self.apply(update, now);
+    }
+
+    /// Merge one change (SWIM's rules: a higher incarnation wins; at equal incarnations
+    /// dead > suspect > alive), disseminating what was news.
+    fn apply(&mut self, update: Update, now: Duration) {
+        if update.id() == &self.me {
+            self.about_me(&update);
+            return;
+        }
+        let incarnation = update.incarnation();
+        let known = self.members.get(update.id());
+        let news = match (&update, known) {
+            (Update::Alive { .. }, None) => self.members.len() < self.params.max_members,
+            (_, None) => false,
+            (Update::Alive { .. }, Some(m)) => incarnation > m.incarnation,
+            (Update::Suspect { by, .. }, Some(m)) => match &m.state {
+                State::Alive => incarnation >= m.incarnation,
+                State::Suspect(s) => {
+                    incarnation > m.incarnation
+                        || (incarnation == m.incarnation
+                            && *by != s.first_by
+                            && !s.confirmed_by.contains(by))
+                }
+                State::Dead | State::Left => incarnation > m.incarnation,
+            },
+            (Update::Dead { .. }, Some(m)) => match m.state {
+                State::Alive | State::Suspect(_) => incarnation >= m.incarnation,
+                State::Dead | State::Left => incarnation > m.incarnation,
+            },
+        };
+        if !news {
+            return;
+        }
+        let id = update.id().clone();
+        match &update {
+            Update::Alive { addr, .. } => {
+                let was_up = self.members.get(&id).map(Member::is_up);
+                self.members.insert(
+                    id.clone(),
+                    Member {
+                        addr: *addr,
+                        incarnation,
+                        state: State::Alive,
+                        since: now,
+                    },
+                );
+                if was_up != Some(true) {
+                    self.events.push(Event::Up(id));
+                }
+            }
+            Update::Suspect { by, .. } => {
+                let m = self.members.get_mut(&id).expect("known");
+                let confirmation = match &mut m.state {
+                    State::Suspect(s) if m.incarnation == incarnation => {
+                        s.confirmed_by.insert(by.clone());
+                        true
+                    }
+                    _ => false,
+                };
+                if !confirmation {
+                    m.incarnation = incarnation;
+                    m.since = now;
+                    m.state = State::Suspect(Suspicion {
+                        started: now,
+                        confirmed_by: BTreeSet::new(),
+                        first_by: by.clone(),
+                        deadline: now,
+                    });
+                    self.events.push(Event::Suspect(id.clone()));
+                }
+                let deadline = match &self.members[&id].state {
+                    State::Suspect(s) => self.suspicion_deadline(s),
+                    _ => unreachable!("just made a suspect"),
+                };
+                if let Some(Member {
+                    state: State::Suspect(s),
+                    ..
+                }) = self.members.get_mut(&id)
+                {
+                    s.deadline = deadline;
+                }
+            }
+            Update::Dead { by, .. } => {
+                let m = self.members.get_mut(&id).expect("known");
+                m.incarnation = incarnation;
+                m.since = now;
+                if *by == id {
+                    m.state = State::Left;
+                    self.events.push(Event::Left(id.clone()));
+                } else {
+                    m.state = State::Dead;
+                    self.events.push(Event::Down(id.clone()));
+                }
+            }
+        }
+        self.queue(update);
+    }
+
+    /// Someone speaks of us: a suspicion or a death at our incarnation or later (made up, or
+    /// about a previous life), or an Alive we did not say, is refuted with a newer incarnation.
+    fn about_me(&mut self, update: &Update) {
+        let refute = !self.left
+            && match update {
+                // An Alive of ours newer than we are was not said by us.
+                Update::Alive { incarnation, .. } => *incarnation > self.incarnation,
+                Update::Suspect { incarnation, .. } | Update::Dead { incarnation, .. } => {
+                    *incarnation >= self.incarnation
+                }
+            };
+        if refute {
+            // Saturating: a member's made-up `u64::MAX` must not wrap us back to 0.
+            self.incarnation = update.incarnation().saturating_add(1);
+            self.queue(Update::Alive {
+                id: self.me.clone(),
+                incarnation: self.incarnation,
+                addr: self.addr,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sim::{name, Net};
+    use super::*;
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+    const MS: fn(u64) -> Duration = Duration::from_millis;
+
+    /// `n` nodes, each joining node 0 50 ms after the previous one; returns the net converged.
+    fn cluster(n: usize, seed: u64) -> (Net, Duration) {
+        let mut net = Net::new(Params::lan(), seed);
+        for _ in 0..n {
+            net.add_node();
+            net.run_for(MS(50));
+        }
+        let took = net
+            .time_to_converge(&[], S(30))
+            .unwrap_or_else(|| panic!("{n} nodes did not converge within 30 s"));
+        (net, took)
+    }
+
+    /// The kill's detection: how long until every survivor has the node not up.
+    fn detect_kill(net: &mut Net, victim: usize, limit: Duration) -> Duration {
+        net.kill(victim);
+        net.time_to_converge(&[victim], limit)
+            .unwrap_or_else(|| panic!("node{victim} not DOWN everywhere within {limit:?}"))
+    }
+
+    #[test]
+    fn nodes_joining_through_one_seed_all_see_each_other() {
+        for n in [2, 3, 10, 30] {
+            let (net, took) = cluster(n, n as u64);
+            assert!(
+                took <= S(3),
+                "{n} nodes converged {took:?} after the last join"
+            );
+            assert!(net
+                .false_downs(Duration::ZERO, &(0..n).collect::<Vec<_>>())
+                .is_empty());
+        }
+    }
+
+    /// Issue 16's targets at 100 nodes, under virtual time: converged ≤ 3 s after the last join,
+    /// idle bytes per node under memberlist's, no false DOWN at 20% loss, a kill seen by every
+    /// survivor with and without loss. The kill target is 5 s; these defaults reach ~5.5 s (a
+    /// faster probe or a shorter suspicion gets under 5 s but let a member that missed a
+    /// refutation declare a live node DOWN on its own: measured, see issue 16), so the bound here
+    /// is 6 s. Prints its figures (`--nocapture`).
+    #[test]
+    fn a_hundred_nodes_converge_detect_and_survive_loss() {
+        let (mut net, joined) = cluster(100, 16);
+        assert!(joined <= S(3), "converged {joined:?} after the last join");
+
+        let before = net.bytes_sent.clone();
+        let idle_from = net.now;
+        net.run_for(S(60));
+        let sent: u64 = net.bytes_sent.iter().zip(&before).map(|(a, b)| a - b).sum();
+        let per_node = sent as f64 / 100.0 / (net.now - idle_from).as_secs_f64();
+        eprintln!("100 nodes: converged {joined:?} after the last join; idle {per_node:.0} B/s sent per node");
+        // memberlist 0.2.2 measured 1,183 B/s per node at 100 nodes on its LAN defaults
+        // (docs/bench/peers-2026-11-29.txt), counted the same way (IP and UDP headers included).
+        assert!(per_node < 1_183.0, "{per_node:.0} B/s per node idle");
+        assert!(net
+            .false_downs(Duration::ZERO, &(0..100).collect::<Vec<_>>())
+            .is_empty());
+
+        let detected = detect_kill(&mut net, 99, S(10));
+        eprintln!("100 nodes: a kill seen by every survivor after {detected:?}");
+        assert!(detected <= S(6), "kill seen everywhere after {detected:?}");
+
+        // 120 s here (a 300 s run of the same seed: no false DOWN either, but 80 s of test).
+        net.loss = 0.2;
+        let lossy_from = net.now;
+        net.run_for(S(120));
+        let survivors: Vec<usize> = (0..99).collect();
+        let wrong = net.false_downs(lossy_from, &survivors);
+        eprintln!("100 nodes, 20% loss, 120 s: {} false DOWNs", wrong.len());
+        assert!(
+            wrong.is_empty(),
+            "{} false DOWNs at 20% loss, first {:?}",
+            wrong.len(),
+            wrong.first()
+        );
+        let detected = detect_kill(&mut net, 98, S(15));
+        eprintln!("100 nodes, 20% loss: a kill seen by every survivor after {detected:?}");
+        assert!(
+            detected <= S(6),
+            "kill seen everywhere at 20% loss after {detected:?}"
+        );
+    }
+
+    #[test]
+    fn a_killed_node_is_down_everywhere_and_nobody_else() {
+        let (mut net, _) = cluster(10, 1);
+        let t = detect_kill(&mut net, 4, S(10));
+        assert!(t <= S(5), "{t:?}");
+        let others: Vec<usize> = (0..10).filter(|&i| i != 4).collect();
+        assert!(net.false_downs(Duration::ZERO, &others).is_empty());
+        let downs = net
+            .events
+            .iter()
+            .filter(|(_, _, e)| *e == Event::Down(name(4)))
+            .count();
+        assert_eq!(downs, 9, "each survivor reports it once");
+    }
+
+    #[test]
+    fn a_restarted_node_is_up_again_everywhere() {
+        let (mut net, _) = cluster(10, 2);
+        detect_kill(&mut net, 3, S(10));
+        net.run_for(S(2));
+        net.restart(3, 0);
+        let t = net.time_to_converge(&[], S(5));
+        if t.is_none() {
+            for i in net.running() {
+                let row: Vec<String> = net
+                    .swim(i)
+                    .members()
+                    .map(|(id, l, _)| format!("{id}:{l:?}"))
+                    .collect();
+                eprintln!("node{i}: {}", row.join(" "));
+            }
+        }
+        let t = t.expect("back everywhere");
+        assert!(t <= S(3), "{t:?}");
+        let ups = net
+            .events
+            .iter()
+            .filter(|(at, _, e)| *at > S(0) && *e == Event::Up(name(3)))
+            .count();
+        assert!(
+            ups >= 18,
+            "seen up at the start and after the restart: {ups}"
+        );
+    }
+
+    #[test]
+    fn a_node_that_leaves_is_left_not_down() {
+        let (mut net, _) = cluster(10, 3);
+        net.leave(5);
+        net.run_for(S(2));
+        net.kill(5);
+        net.run_for(S(30));
+        let lefts = net
+            .events
+            .iter()
+            .filter(|(_, _, e)| *e == Event::Left(name(5)))
+            .count();
+        assert_eq!(lefts, 9);
+        let downs = net
+            .events
+            .iter()
+            .filter(|(_, _, e)| *e == Event::Down(name(5)))
+            .count();
+        assert_eq!(downs, 0, "a departure is not a failure");
+        for i in net.running() {
+            assert_eq!(net.swim(i).liveness(&name(5)), Some(Liveness::Left));
+        }
+    }
+
+    /// A member's forged suspicion and a forged death of a live node: the node refutes them and
+    /// nobody ends up declaring it DOWN.
+    #[test]
+    fn forged_suspicion_and_death_are_refuted() {
+        let (mut net, _) = cluster(10, 4);
+        let victim = name(7);
+        let incarnation = net.swim(7).incarnation();
+        for (kind, update) in [
+            (
+                "suspect",
+                Update::Suspect {
+                    id: victim.clone(),
+                    incarnation,
+                    by: name(1),
+                },
+            ),
+            (
+                "dead",
+                Update::Dead {
+                    id: victim.clone(),
+                    incarnation: incarnation + 5,
+                    by: name(1),
+                },
+            ),
+        ] {
+            let from = net.now;
+            for to in 2..10 {
+                net.inject(
+                    1,
+                    to,
+                    Envelope {
+                        from: name(1),
+                        message: Message::Gossip,
+                        updates: vec![update.clone()],
+                    },
+                );
+            }
+            let t = net
+                .time_to_converge(&[], S(10))
+                .unwrap_or_else(|| panic!("{kind}"));
+            net.run_for(S(30));
+            assert!(
+                net.converged(&[]),
+                "{kind}: refuted after {t:?}, then lost again"
+            );
+            if kind == "suspect" {
+                assert!(net
+                    .false_downs(from, &(0..10).collect::<Vec<_>>())
+                    .is_empty());
+            }
+            assert!(net.swim(7).incarnation() > incarnation, "{kind}");
+        }
+    }
+
+    /// Two halves that cannot reach each other declare each other dead; after the partition
+    /// heals the reconnect path brings everyone back.
+    #[test]
+    fn a_partition_heals() {
+        let (mut net, _) = cluster(10, 5);
+        let (a, b): (Vec<usize>, Vec<usize>) = (0..10).partition(|i| i % 2 == 0);
+        net.partition(&a, &b);
+        net.run_for(S(20));
+        for &x in &a {
+            for &y in &b {
+                assert_eq!(net.swim(x).liveness(&name(y)), Some(Liveness::Dead));
+            }
+        }
+        net.heal();
+        let t = net.time_to_converge(&[], S(90));
+        assert!(t.is_some(), "still split 90 s after the partition healed");
+    }
+
+    /// Hostile input from a member (the seal keeps outsiders out): made-up names do not grow
+    /// the table past its bound; a PingReq for a stranger or a flood of them sends bounded
+    /// pings, never to an address from the datagram; a Sync with reply asked again and again is
+    /// answered once per interval; an incarnation of u64::MAX about us does not wrap.
+    #[test]
+    fn hostile_members_are_bounded() {
+        let me = NodeName::parse("me").unwrap();
+        let addr: SocketAddr = "[2001:db8::1]:7946".parse().unwrap();
+        let evil: SocketAddr = "[2001:db8::66]:7946".parse().unwrap();
+        let params = Params {
+            max_members: 50,
+            ..Params::lan()
+        };
+        let mut swim = Swim::new(me.clone(), addr, 1, params, 9, Duration::ZERO);
+        let gossip = |updates| Envelope {
+            from: NodeName::parse("evil").unwrap(),
+            message: Message::Gossip,
+            updates,
+        };
+        for batch in 0..10 {
+            let updates = (0..64)
+                .map(|i| Update::Alive {
+                    id: NodeName::parse(&format!("fake{batch}-{i}")).unwrap(),
+                    incarnation: 1,
+                    addr: evil,
+                })
+                .collect();
+            swim.receive(evil, gossip(updates), Duration::ZERO);
+        }
+        assert_eq!(swim.members().count(), 50);
+
+        let out = swim.receive(
+            evil,
+            Envelope {
+                from: NodeName::parse("evil").unwrap(),
+                message: Message::PingReq {
+                    seq: 1,
+                    target: NodeName::parse("stranger").unwrap(),
+                },
+                updates: vec![],
+            },
+            Duration::ZERO,
+        );
+        assert!(out.is_empty(), "no ping for a node we do not know");
+        let mut pings = 0;
+        for seq in 0..1000 {
+            pings += swim
+                .receive(
+                    evil,
+                    Envelope {
+                        from: NodeName::parse("evil").unwrap(),
+                        message: Message::PingReq {
+                            seq,
+                            target: NodeName::parse("fake0-0").unwrap(),
+                        },
+                        updates: vec![],
+                    },
+                    Duration::ZERO,
+                )
+                .len();
+        }
+        assert_eq!(pings, MAX_RELAYS, "relays in flight are bounded");
+
+        let sync = || Envelope {
+            from: NodeName::parse("evil").unwrap(),
+            message: Message::Sync { reply: true },
+            updates: vec![],
+        };
+        let first = swim.receive(evil, sync(), Duration::ZERO).len();
+        assert!(first >= 1);
+        for i in 0..100 {
+            assert!(swim.receive(evil, sync(), MS(i * 9)).is_empty());
+        }
+        assert_eq!(
+            swim.receive(evil, sync(), S(1)).len(),
+            first,
+            "again after a second"
+        );
+
+        swim.receive(
+            evil,
+            gossip(vec![Update::Dead {
+                id: me.clone(),
+                incarnation: u64::MAX,
+                by: NodeName::parse("evil").unwrap(),
+            }]),
+            Duration::ZERO,
+        );
+        assert_eq!(swim.incarnation(), u64::MAX);
+
+        // An Alive about us newer than we are was not said by us: refuted past it.
+        let mut swim = Swim::new(me.clone(), addr, 1, Params::lan(), 9, Duration::ZERO);
+        let peer: SocketAddr = "[2001:db8::2]:7946".parse().unwrap();
+        swim.add_member(NodeName::parse("peer").unwrap(), peer, 1, Duration::ZERO);
+        swim.receive(
+            evil,
+            gossip(vec![Update::Alive {
+                id: me.clone(),
+                incarnation: 40,
+                addr: evil,
+            }]),
+            Duration::ZERO,
+        );
+        assert_eq!(swim.incarnation(), 41);
+        let refutation = swim.tick(S(1));
+        assert!(
+            refutation
+                .iter()
+                .any(|o| o.envelope.updates.contains(&Update::Alive {
+                    id: me.clone(),
+                    incarnation: 41,
+                    addr,
+                })),
+            "the refutation carries our own address, not the forger's"
+        );
+    }
+
+    /// Every datagram a node sends fits the wire's limit, even with a full queue of changes and
+    /// a table of the most members (the simulator asserts it on every send; this drives the
+    /// extremes directly).
+    #[test]
+    fn datagrams_stay_under_the_limit_with_the_longest_names() {
+        let long = |i: usize| NodeName::parse(&format!("{i:0>63}")).unwrap();
+        let addr: SocketAddr = "[2001:db8::1]:7946".parse().unwrap();
+        let mut swim = Swim::new(long(0), addr, 1, Params::lan(), 1, Duration::ZERO);
+        for i in 1..500 {
+            swim.add_member(long(i), addr, 1, Duration::ZERO);
+        }
+        let mut out = swim.tick(S(1));
+        out.extend(swim.table_to(addr, false));
+        assert!(out.len() > 10);
+        for o in out {
+            let bytes = wire::encode(&o.envelope);
+            assert!(bytes.len() <= wire::MAX_DATAGRAM, "{}", bytes.len());
+            assert_eq!(wire::decode(&bytes).unwrap(), o.envelope);
+        }
+    }
+}
