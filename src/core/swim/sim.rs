@@ -27,7 +27,12 @@ pub(super) struct Net {
     /// Every event, with when and who saw it.
     pub(super) events: Vec<(Duration, usize, Event)>,
     params: Params,
+    /// Every delivered update about this node.
+    pub(super) trace: Option<(NodeName, Vec<Delivered>)>,
 }
+
+/// An update delivered: when, from which node, to which node.
+pub(super) type Delivered = (Duration, usize, usize, Update);
 
 pub(super) fn name(i: usize) -> NodeName {
     NodeName::parse(&format!("node{i}")).unwrap()
@@ -50,6 +55,7 @@ impl Net {
             bytes_sent: Vec::new(),
             events: Vec::new(),
             params,
+            trace: None,
         }
     }
 
@@ -197,6 +203,11 @@ impl Net {
                 }
                 self.now = self.now.max(at);
                 let envelope = self.in_flight.remove(&id).unwrap();
+                if let Some((who, log)) = &mut self.trace {
+                    for u in envelope.updates.iter().filter(|u| u.id() == who) {
+                        log.push((at, from, to, u.clone()));
+                    }
+                }
                 let from_addr = self.addrs[from];
                 if let Some(node) = self.nodes[to].as_mut() {
                     let out = node.receive(from_addr, envelope, self.now);
