@@ -16,6 +16,10 @@
 //!     validation, admin operations (`apply_external`, changes gossiped for a node that was
 //!     down), credentials, relay proofs, the typed admin replies.
 //!   - `core::members`: member projection (gossip rows → one row per node, OK/DOWN, LEFT).
+//!   - `core::swim`: the failure detector the daemon is moving to (SWIM with Lifeguard's
+//!     suspicion, as hashicorp/memberlist): probes, indirect probes, suspicion and refutation,
+//!     piggybacked changes, its datagrams (`core::swim::wire`) and a simulator under virtual time
+//!     (`core::swim::sim`); not wired to the daemon yet (issue 16).
 //!   - `core::refusal`: why a request is refused (a kind and the operator's body).
 //!   - `core::preflight`: host readiness checks with stable codes (`evaluate`, the hosts fix plan).
 //!   - `core::firewall`: the appliance's nftables ruleset from the settings (only stackring's
@@ -46,6 +50,8 @@
 //!     kept per peer so handshakes resume).
 //!   - `agent::firstboot`: an appliance's first boot from systemd credentials (`stackring
 //!     firstboot`).
+//!   - `agent::swim`: `core::swim` as a task (tokio's clock, an inbox of opened datagrams, an
+//!     `Outbox` seam, liveness on a watch channel); `agent::membership` takes it up next.
 //!   - `agent::authguard`, `agent::metrics`, `agent::procstat`, `agent::systemd`,
 //!     `agent::fsutil`: password guessing (backoff, bounded queue), Prometheus and the process's
 //!     own figures, sd_notify and logging, atomic durable files.

@@ -5,21 +5,28 @@
 use crate::agent::metrics::Metrics;
 use crate::agent::systemd::LogOnce;
 use crate::core::seal::{self, GossipKey, Keyring, Rejected, ReplayGuard, Sealer};
+use crate::core::swim;
 use anyhow::Context;
 use chitchat::transport::{Socket, Transport};
 use chitchat::{ChitchatMessage, Deserializable, Serializable};
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// Largest UDP payload (IPv6 jumbograms aside).
 const MAX_DATAGRAM: usize = 65_535;
 /// The metric label of a sealed datagram, from a key holder, that is not a chitchat message.
 const MALFORMED: &str = "malformed";
 
-/// The cluster's gossip keyring as the live transport sees it; changed by key rotation.
+/// The cluster's gossip keyring as the live transport sees it; changed by key rotation. It also
+/// joins the SWIM prober (`agent::swim`) to the gossip port: the socket it sends on, and where
+/// the datagrams for it go.
 pub(crate) struct GossipSeal {
     keyring: RwLock<Keyring>,
     metrics: Arc<Metrics>,
+    /// The gossip socket, once chitchat opened it.
+    socket: Mutex<Option<Arc<tokio::net::UdpSocket>>>,
+    /// Where opened datagrams whose first byte is `swim::wire::VERSION` go (none: dropped).
+    swim_inbox: Mutex<Option<crate::agent::swim::Inbox>>,
 }
 
 impl GossipSeal {
@@ -35,6 +42,31 @@ impl GossipSeal {
         Arc::new(GossipSeal {
             keyring: RwLock::new(keyring),
             metrics,
+            socket: Mutex::new(None),
+            swim_inbox: Mutex::new(None),
+        })
+    }
+
+    /// From now on, the prober's datagrams go to `inbox`.
+    // `agent::membership` starts the prober next (issue 16); until then only tests do.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn set_swim_inbox(&self, inbox: crate::agent::swim::Inbox) {
+        *self.swim_inbox.lock().unwrap_or_else(|p| p.into_inner()) = Some(inbox);
+    }
+
+    /// The prober's way out: sealed datagrams on the gossip socket, once it is open.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn swim_outbox(self: &Arc<Self>) -> Option<SealedOutbox> {
+        let socket = self
+            .socket
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()?;
+        Some(SealedOutbox {
+            socket,
+            seal: self.clone(),
+            sealer: Sealer::new(random_session()),
+            sealed: Vec::new(),
         })
     }
 
@@ -76,9 +108,12 @@ pub(crate) struct SealedUdp(pub(crate) Arc<GossipSeal>);
 #[async_trait::async_trait]
 impl Transport for SealedUdp {
     async fn open(&self, listen: SocketAddr) -> anyhow::Result<Box<dyn Socket>> {
-        let socket = tokio::net::UdpSocket::bind(listen)
-            .await
-            .with_context(|| format!("cannot bind the gossip port {listen}/UDP"))?;
+        let socket = Arc::new(
+            tokio::net::UdpSocket::bind(listen)
+                .await
+                .with_context(|| format!("cannot bind the gossip port {listen}/UDP"))?,
+        );
+        *self.0.socket.lock().unwrap_or_else(|p| p.into_inner()) = Some(socket.clone());
         Ok(Box::new(SealedSocket {
             socket,
             seal: self.0.clone(),
@@ -93,7 +128,7 @@ impl Transport for SealedUdp {
 }
 
 struct SealedSocket {
-    socket: tokio::net::UdpSocket,
+    socket: Arc<tokio::net::UdpSocket>,
     seal: Arc<GossipSeal>,
     sealer: Sealer,
     guard: ReplayGuard,
@@ -154,6 +189,19 @@ impl Socket for SealedSocket {
                 )
             };
             let reason = match opened {
+                // The prober's (chitchat's messages start otherwise): handed over, never waited
+                // for (a full queue drops it, as the network could).
+                Ok(plain) if plain.first() == Some(&swim::wire::VERSION) => {
+                    if let Some(inbox) = &*self
+                        .seal
+                        .swim_inbox
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                    {
+                        let _ = inbox.try_send((from, plain));
+                    }
+                    continue;
+                }
                 Ok(plain) => match ChitchatMessage::deserialize(&mut plain.as_slice()) {
                     Ok(message) => return Ok((from, message)),
                     Err(_) => MALFORMED,
@@ -168,5 +216,128 @@ impl Socket for SealedSocket {
                 );
             }
         }
+    }
+}
+
+/// The prober's datagrams, sealed with the keyring's primary key under a session of their own,
+/// sent on the gossip socket without waiting (a full buffer drops one, as the network could).
+pub(crate) struct SealedOutbox {
+    socket: Arc<tokio::net::UdpSocket>,
+    seal: Arc<GossipSeal>,
+    sealer: Sealer,
+    sealed: Vec<u8>,
+}
+
+impl crate::agent::swim::Outbox for SealedOutbox {
+    fn send(&mut self, to: SocketAddr, datagram: &[u8]) {
+        {
+            let keyring = self.seal.keyring.read().unwrap_or_else(|p| p.into_inner());
+            self.sealer.seal(
+                keyring.primary(),
+                crate::agent::now_ms(),
+                datagram,
+                &mut self.sealed,
+            );
+        }
+        let _ = self.socket.try_send_to(&self.sealed, to);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::swim::Outbox;
+    use std::time::Duration;
+
+    fn key(byte: u8) -> GossipKey {
+        GossipKey::from_bytes([byte; seal::KEY_LEN])
+    }
+
+    async fn open(byte: u8) -> (Arc<GossipSeal>, Box<dyn Socket>, SocketAddr) {
+        let seal = GossipSeal::new(Keyring::new(key(byte)), Arc::new(Metrics::new()));
+        let socket = SealedUdp(seal.clone())
+            .open("127.0.0.1:0".parse().unwrap())
+            .await
+            .expect("a loopback socket");
+        let addr = seal
+            .socket
+            .lock()
+            .unwrap()
+            .as_ref()
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        (seal, socket, addr)
+    }
+
+    fn sealed(byte: u8, message: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        Sealer::new(random_session()).seal(&key(byte), crate::agent::now_ms(), message, &mut out);
+        out
+    }
+
+    /// One gossip port, two protocols: the prober's sealed datagrams reach its inbox and never
+    /// chitchat; chitchat's still reach chitchat; the prober's outbox seals what it sends; an
+    /// outsider's datagram in the prober's format, unsealed or under another key, reaches
+    /// neither and is counted.
+    #[tokio::test]
+    async fn the_gossip_port_hands_the_probers_datagrams_over_and_refuses_outsiders() {
+        let (seal, mut socket, addr) = open(7).await;
+        let (inbox, mut probes) = tokio::sync::mpsc::channel(8);
+        seal.set_swim_inbox(inbox);
+        let peer = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let probe = swim::wire::encode(&swim::Envelope {
+            from: swim::NodeName::parse("node1").unwrap(),
+            message: swim::Message::Gossip,
+            updates: vec![],
+        });
+
+        // Outsiders first: unsealed, and sealed under another key.
+        peer.send_to(&probe, addr).await.unwrap();
+        peer.send_to(&sealed(8, &probe), addr).await.unwrap();
+        // A member's probe, then a member's chitchat message.
+        peer.send_to(&sealed(7, &probe), addr).await.unwrap();
+        let mut chitchat = Vec::new();
+        ChitchatMessage::BadCluster.serialize(&mut chitchat);
+        assert_ne!(chitchat.first(), Some(&swim::wire::VERSION));
+        peer.send_to(&sealed(7, &chitchat), addr).await.unwrap();
+
+        let (from, message) = tokio::time::timeout(Duration::from_secs(5), socket.recv())
+            .await
+            .expect("chitchat's message")
+            .unwrap();
+        assert_eq!(from, peer.local_addr().unwrap());
+        assert!(matches!(message, ChitchatMessage::BadCluster));
+        let (from, got) = probes.try_recv().expect("the probe, handed over");
+        assert_eq!((from, got), (peer.local_addr().unwrap(), probe.clone()));
+        assert!(
+            probes.try_recv().is_err(),
+            "nothing else: outsiders refused"
+        );
+        let refused = |reason: &str| {
+            seal.metrics
+                .gossip_rejected
+                .get_or_create(&labels(reason))
+                .get()
+        };
+        assert_eq!(refused(Rejected::NotSealed.as_str()), 1);
+        assert_eq!(refused(Rejected::UnknownKey.as_str()), 1);
+
+        // The outbox: what it sends is sealed (the other end opens it and hands it over).
+        let (seal2, mut socket2, addr2) = open(7).await;
+        let (inbox2, mut probes2) = tokio::sync::mpsc::channel(8);
+        seal2.set_swim_inbox(inbox2);
+        let mut outbox = seal.swim_outbox().expect("the socket is open");
+        outbox.send(addr2, &probe);
+        // Receiving runs in chitchat's loop: drive it until the probe was handed over.
+        let handed = tokio::time::timeout(Duration::from_secs(5), async {
+            tokio::select! {
+                got = probes2.recv() => got,
+                _ = socket2.recv() => None,
+            }
+        })
+        .await
+        .expect("within 5 s");
+        assert_eq!(handed, Some((addr, probe)));
     }
 }

@@ -13,6 +13,7 @@ pub(crate) mod pki;
 pub(crate) mod procstat;
 pub(crate) mod reach;
 pub(crate) mod sockets;
+pub(crate) mod swim;
 pub(crate) mod systemd;
 pub(crate) mod tls;
 

@@ -20,12 +20,16 @@
 //!   ⌈log10(n+1)⌉` times, and are pushed to `gossip_fanout` members every `gossip_interval` while
 //!   any is pending; every `sync_interval` one member gets our whole table (anti-entropy), and a
 //!   newcomer's table goes to its seeds, who answer with theirs.
-//! - **Two additions to memberlist, both found in `sim` at 100 nodes and 20% loss** (without
-//!   them: false DOWNs): a member we suspect ourselves gets our suspicion directly every gossip
-//!   round until it refutes (a rumour sent a dozen times by each member, to random members, can
-//!   die out before reaching the one member who can answer it); and a suspicion or death older
-//!   than the incarnation we know is answered, to its sender, with the newer word (else the
-//!   member that missed a refutation declares a live node DOWN alone when its timer runs out).
+//! - **Additions to memberlist, each found in `sim` at 100 nodes and 20% loss** (without them:
+//!   false DOWNs, or a slower detection): a member we suspect ourselves gets our suspicion
+//!   directly every gossip round until it refutes (a rumour sent a dozen times by each member, to
+//!   random members, can die out before reaching the one member who can answer it); a suspicion
+//!   or death older than the incarnation we know is answered, to its sender, with the newer word;
+//!   a suspicion we did not start gets a last call (the rumour to the suspect and a few members,
+//!   one probe interval to answer) before we declare a death, since a member can miss every copy
+//!   of a refutation; a death we declare goes to every member at once; a member (back) up goes
+//!   into the current probe round at a random place (as memberlist does; without it a node killed
+//!   soon after joining was not probed for a whole round: 50 s at 100 nodes).
 //! - **Incarnations** start at the node's start time in ms, so a restarted node is newer than
 //!   anything said about its previous life without a refutation.
 

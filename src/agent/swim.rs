@@ -1,0 +1,358 @@
+//! The SWIM prober (`core::swim`) as a task: it owns the `Swim` state, gives it tokio's clock,
+//! the datagrams addressed to it and the commands of the node, sends what it answers through an
+//! `Outbox`, and publishes every member's liveness on a watch channel.
+//!
+//! The datagrams come opened (in the daemon, the sealed gossip socket hands over those whose first
+//! byte is `wire::VERSION`; chitchat's never start with it) and leave as plain `wire` bytes for
+//! the outbox to seal. Tests use an in-memory outbox under `tokio::time::pause`.
+//!
+//! Not wired to the daemon yet (issue 16): `agent::membership` takes it up next.
+#![cfg_attr(not(test), allow(dead_code))]
+
+use crate::core::swim::{wire, Liveness, NodeName, Params, Swim};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+/// Where the prober's datagrams go: sealed UDP in the daemon, channels in tests. Must not block
+/// (a full socket buffer drops the datagram: the protocol tolerates loss).
+pub(crate) trait Outbox: Send + 'static {
+    fn send(&mut self, to: SocketAddr, datagram: &[u8]);
+}
+
+/// What the node asks of its prober.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// Announce ourselves to these addresses until one answers (a joiner's seeds).
+    Join(Vec<SocketAddr>),
+    /// A member learned elsewhere (the cluster record, gossip), alive at `incarnation`.
+    AddMember {
+        id: NodeName,
+        addr: SocketAddr,
+        incarnation: u64,
+    },
+    /// Tell every member we leave; answered once the farewells are sent. The task then ends.
+    Leave(oneshot::Sender<()>),
+}
+
+/// Where opened datagrams for the prober go, with their sender's address.
+pub(crate) type Inbox = mpsc::Sender<(SocketAddr, Vec<u8>)>;
+
+/// Every member's liveness (this node not included), by name.
+pub(crate) type LivenessMap = BTreeMap<NodeName, Liveness>;
+
+/// Datagrams waiting for the prober at most; more are dropped (a flood from a key holder must
+/// not grow memory: the protocol tolerates loss).
+const INBOX: usize = 1024;
+/// Commands waiting at most.
+const COMMANDS: usize = 64;
+
+/// The node's side of a running prober.
+pub(crate) struct SwimHandle {
+    commands: mpsc::Sender<Command>,
+    inbox: Inbox,
+    liveness: watch::Receiver<LivenessMap>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Who this node is to the prober.
+pub(crate) struct Identity {
+    pub(crate) me: NodeName,
+    /// The advertised gossip address (what members probe).
+    pub(crate) addr: SocketAddr,
+    /// The node's start in ms since the epoch (chitchat's generation): a restarted node is newer.
+    pub(crate) incarnation: u64,
+}
+
+/// Starts the prober. `seed`: its random choices (probe order, helpers, gossip targets).
+pub(crate) fn spawn(
+    identity: Identity,
+    params: Params,
+    seed: u64,
+    outbox: impl Outbox,
+) -> SwimHandle {
+    let (commands, command_rx) = mpsc::channel(COMMANDS);
+    let (inbox, inbox_rx) = mpsc::channel(INBOX);
+    let (liveness_tx, liveness) = watch::channel(LivenessMap::new());
+    let start = Instant::now();
+    let swim = Swim::new(
+        identity.me,
+        identity.addr,
+        identity.incarnation,
+        params,
+        seed,
+        Duration::ZERO,
+    );
+    let task = tokio::spawn(run(swim, start, command_rx, inbox_rx, liveness_tx, outbox));
+    SwimHandle {
+        commands,
+        inbox,
+        liveness,
+        task,
+    }
+}
+
+impl SwimHandle {
+    /// A datagram for the prober (already opened). Never waits: when the prober is behind, the
+    /// datagram is dropped and `false` returned.
+    pub(crate) fn deliver(&self, from: SocketAddr, datagram: Vec<u8>) -> bool {
+        self.inbox.try_send((from, datagram)).is_ok()
+    }
+
+    /// A sender for `deliver` that outlives borrows (the socket's receive loop holds one).
+    pub(crate) fn inbox(&self) -> Inbox {
+        self.inbox.clone()
+    }
+
+    pub(crate) async fn command(&self, command: Command) {
+        let _ = self.commands.send(command).await;
+    }
+
+    /// Every member's liveness, changing as the prober learns.
+    pub(crate) fn liveness(&self) -> watch::Receiver<LivenessMap> {
+        self.liveness.clone()
+    }
+
+    /// Says goodbye to every member (bounded by `within`), then stops the task.
+    pub(crate) async fn leave(self, within: Duration) {
+        let (done, sent) = oneshot::channel();
+        if self.commands.send(Command::Leave(done)).await.is_ok() {
+            let _ = tokio::time::timeout(within, sent).await;
+        }
+        self.task.abort();
+    }
+
+    /// Stops at once, without a word (as a crash would).
+    pub(crate) fn abort(self) {
+        self.task.abort();
+    }
+}
+
+async fn run(
+    mut swim: Swim,
+    start: Instant,
+    mut commands: mpsc::Receiver<Command>,
+    mut inbox: mpsc::Receiver<(SocketAddr, Vec<u8>)>,
+    liveness: watch::Sender<LivenessMap>,
+    mut outbox: impl Outbox,
+) {
+    let mut buf = Vec::new();
+    loop {
+        let wake = swim.next_wakeup();
+        // `Duration::MAX` (nothing to do until a datagram or a command) must not overflow.
+        let deadline = start
+            .checked_add(wake)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        let mut leaving = None;
+        let out = tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => swim.tick(start.elapsed()),
+            Some((from, datagram)) = inbox.recv() => match wire::decode(&datagram) {
+                Ok(envelope) => swim.receive(from, envelope, start.elapsed()),
+                // A key holder's malformed datagram: nothing to do with it.
+                Err(_) => Vec::new(),
+            },
+            command = commands.recv() => match command {
+                Some(Command::Join(seeds)) => swim.join(seeds, start.elapsed()),
+                Some(Command::AddMember { id, addr, incarnation }) => {
+                    swim.add_member(id, addr, incarnation, start.elapsed());
+                    Vec::new()
+                }
+                Some(Command::Leave(done)) => {
+                    leaving = Some(done);
+                    swim.leave()
+                }
+                // The node dropped its handle: it stopped.
+                None => return,
+            },
+        };
+        for o in out {
+            buf.clear();
+            buf.extend_from_slice(&wire::encode(&o.envelope));
+            outbox.send(o.to, &buf);
+        }
+        if !swim.take_events().is_empty() {
+            let now: LivenessMap = swim
+                .members()
+                .map(|(id, state, _)| (id.clone(), state))
+                .collect();
+            liveness.send_replace(now);
+        }
+        if let Some(done) = leaving {
+            let _ = done.send(());
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    /// Datagrams between in-memory probers, by address; a node not in the map is unreachable.
+    #[derive(Clone, Default)]
+    struct Hub(Arc<Mutex<HashMap<SocketAddr, Inbox>>>);
+
+    struct HubOutbox {
+        hub: Hub,
+        from: SocketAddr,
+    }
+
+    impl Outbox for HubOutbox {
+        fn send(&mut self, to: SocketAddr, datagram: &[u8]) {
+            assert!(datagram.len() <= wire::MAX_DATAGRAM);
+            if let Some(inbox) = self.hub.0.lock().unwrap().get(&to) {
+                let _ = inbox.try_send((self.from, datagram.to_vec()));
+            }
+        }
+    }
+
+    fn addr(i: usize) -> SocketAddr {
+        SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, i as u16 + 1], 7946))
+    }
+
+    fn name(i: usize) -> NodeName {
+        NodeName::parse(&format!("node{i}")).unwrap()
+    }
+
+    fn node(hub: &Hub, i: usize) -> SwimHandle {
+        let handle = spawn(
+            Identity {
+                me: name(i),
+                addr: addr(i),
+                incarnation: 1_800_000_000_000 + i as u64,
+            },
+            Params::lan(),
+            i as u64,
+            HubOutbox {
+                hub: hub.clone(),
+                from: addr(i),
+            },
+        );
+        hub.0.lock().unwrap().insert(addr(i), handle.inbox());
+        handle
+    }
+
+    /// Waits (virtual time) until `node` sees every one of `ids` as `want`; how long it took.
+    async fn until(
+        node: &SwimHandle,
+        ids: &[usize],
+        want: Liveness,
+        limit: Duration,
+    ) -> Option<Duration> {
+        let start = Instant::now();
+        let mut rx = node.liveness();
+        loop {
+            let done = {
+                let map = rx.borrow_and_update();
+                ids.iter().all(|i| map.get(&name(*i)) == Some(&want))
+            };
+            if done {
+                return Some(start.elapsed());
+            }
+            if tokio::time::timeout_at(start + limit, rx.changed())
+                .await
+                .is_err()
+            {
+                return None;
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn probers_join_see_a_crash_down_and_a_farewell_left() {
+        let hub = Hub::default();
+        let nodes: Vec<SwimHandle> = (0..5).map(|i| node(&hub, i)).collect();
+        for n in &nodes[1..] {
+            n.command(Command::Join(vec![addr(0)])).await;
+        }
+        for (i, n) in nodes.iter().enumerate() {
+            let others: Vec<usize> = (0..5).filter(|j| *j != i).collect();
+            until(n, &others, Liveness::Alive, Duration::from_secs(5))
+                .await
+                .unwrap_or_else(|| panic!("node{i} did not see every member alive"));
+        }
+
+        // node4 crashes: unreachable and silent.
+        let mut nodes = nodes;
+        hub.0.lock().unwrap().remove(&addr(4));
+        nodes.pop().unwrap().abort();
+        for (i, n) in nodes.iter().enumerate() {
+            let took = until(n, &[4], Liveness::Dead, Duration::from_secs(10))
+                .await
+                .unwrap_or_else(|| panic!("node{i} did not see node4 DOWN"));
+            assert!(took <= Duration::from_secs(5), "node{i}: {took:?}");
+        }
+
+        // node3 leaves: LEFT everywhere, not DOWN.
+        nodes.pop().unwrap().leave(Duration::from_secs(1)).await;
+        hub.0.lock().unwrap().remove(&addr(3));
+        for (i, n) in nodes.iter().enumerate() {
+            until(n, &[3], Liveness::Left, Duration::from_secs(2))
+                .await
+                .unwrap_or_else(|| panic!("node{i} did not see node3 LEFT"));
+            let map = n.liveness().borrow().clone();
+            for j in (0..3).filter(|j| *j != i) {
+                assert_eq!(
+                    map.get(&name(j)),
+                    Some(&Liveness::Alive),
+                    "node{i} on node{j}"
+                );
+            }
+        }
+    }
+
+    /// What a key holder can put on the prober's queue: garbage, truncated or oversized
+    /// datagrams and a flood beyond the queue; none stops it or costs memory beyond the queue.
+    #[tokio::test(start_paused = true)]
+    async fn hostile_datagrams_are_dropped_and_the_prober_goes_on() {
+        let hub = Hub::default();
+        let a = node(&hub, 0);
+        let b = node(&hub, 1);
+        // Each learned of the other elsewhere (the cluster record), not by a join.
+        for (n, other) in [(&a, 1), (&b, 0)] {
+            n.command(Command::AddMember {
+                id: name(other),
+                addr: addr(other),
+                incarnation: 1_800_000_000_000 + other as u64,
+            })
+            .await;
+        }
+        until(&a, &[1], Liveness::Alive, Duration::from_secs(5))
+            .await
+            .expect("joined");
+        let evil = addr(66);
+        let mut dropped = 0;
+        for i in 0..5_000usize {
+            let datagram = match i % 4 {
+                0 => vec![],
+                1 => vec![wire::VERSION; 3],
+                2 => vec![0xff; 70_000],
+                _ => {
+                    let mut ok = wire::encode(&crate::core::swim::Envelope {
+                        from: name(66),
+                        message: crate::core::swim::Message::Gossip,
+                        updates: vec![],
+                    });
+                    ok.truncate(ok.len() - 1);
+                    ok
+                }
+            };
+            if !a.deliver(evil, datagram) {
+                dropped += 1;
+            }
+        }
+        assert!(dropped > 0, "the queue is bounded");
+        // Still probing: b stays alive in a's view and a crash of b is still seen.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(a.liveness().borrow().get(&name(1)), Some(&Liveness::Alive));
+        hub.0.lock().unwrap().remove(&addr(1));
+        b.abort();
+        until(&a, &[1], Liveness::Dead, Duration::from_secs(10))
+            .await
+            .expect("a crash still seen");
+    }
+}
