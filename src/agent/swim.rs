@@ -138,7 +138,6 @@ async fn run(
     liveness: watch::Sender<LivenessMap>,
     mut outbox: impl Outbox,
 ) {
-    let mut buf = Vec::new();
     loop {
         let wake = swim.next_wakeup();
         // `Duration::MAX` (nothing to do until a datagram or a command) must not overflow.
@@ -168,10 +167,9 @@ async fn run(
             },
         };
         for o in out {
-            buf.clear();
-            buf.extend_from_slice(&wire::encode(&o.envelope));
-            outbox.send(o.to, &buf);
+            outbox.send(o.to, &wire::encode(&o.envelope));
         }
+        // Every change of liveness is an event (a refuted suspicion included).
         if !swim.take_events().is_empty() {
             let now: LivenessMap = swim
                 .members()

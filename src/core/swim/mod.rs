@@ -132,6 +132,8 @@ pub(crate) enum Event {
     /// Newly known, or back (a higher incarnation after being declared dead).
     Up(NodeName),
     Suspect(NodeName),
+    /// A suspect answered with a newer incarnation: alive again (it was never down).
+    Refuted(NodeName),
     Down(NodeName),
     Left(NodeName),
 }
@@ -1079,6 +1081,10 @@ impl Swim {
         match &update {
             Update::Alive { addr, .. } => {
                 let was_up = self.members.get(&id).map(Member::is_up);
+                let was_suspect = self
+                    .members
+                    .get(&id)
+                    .is_some_and(|m| matches!(m.state, State::Suspect(_)));
                 self.members.insert(
                     id.clone(),
                     Member {
@@ -1098,6 +1104,8 @@ impl Swim {
                         self.round.insert(at, id.clone());
                     }
                     self.events.push(Event::Up(id));
+                } else if was_suspect {
+                    self.events.push(Event::Refuted(id));
                 }
             }
             Update::Suspect { by, .. } => {
@@ -1607,6 +1615,7 @@ mod tests {
             }],
         };
         swim.receive(at(4), correction, deadline + MS(1));
+        assert_eq!(swim.take_events(), vec![Event::Refuted(b.clone())]);
         run(&mut swim, deadline + S(5));
         assert_eq!(swim.liveness(&b), Some(Liveness::Alive));
         assert!(!swim.take_events().contains(&Event::Down(b.clone())));
