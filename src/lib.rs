@@ -16,10 +16,10 @@
 //!     validation, admin operations (`apply_external`, changes gossiped for a node that was
 //!     down), credentials, relay proofs, the typed admin replies.
 //!   - `core::members`: member projection (gossip rows → one row per node, OK/DOWN, LEFT).
-//!   - `core::swim`: the failure detector the daemon is moving to (SWIM with Lifeguard's
-//!     suspicion, as hashicorp/memberlist): probes, indirect probes, suspicion and refutation,
-//!     piggybacked changes, its datagrams (`core::swim::wire`) and a simulator under virtual time
-//!     (`core::swim::sim`); not wired to the daemon yet (issue 16).
+//!   - `core::swim`: the failure detector (SWIM with Lifeguard's suspicion, as
+//!     hashicorp/memberlist): probes, indirect probes, suspicion and refutation, piggybacked
+//!     changes, its datagrams (`core::swim::wire`) and a simulator under virtual time
+//!     (`core::swim::sim`).
 //!   - `core::refusal`: why a request is refused (a kind and the operator's body).
 //!   - `core::preflight`: host readiness checks with stable codes (`evaluate`, the hosts fix plan).
 //!   - `core::firewall`: the appliance's nftables ruleset from the settings (only stackring's
@@ -38,8 +38,9 @@
 //! - [`agent`] — the daemon's moving parts, each owning its state:
 //!   - `agent::node`: the cluster node — one actor task that owns membership and writes the record,
 //!     and the handle the servers hold (bootstrap, admin changes, joins, the gRPC client).
-//!   - `agent::membership`: gossip on chitchat with the transport injected (UDP, or in memory);
-//!     `agent::gossip_seal`, the live transport's keyring (changed by `gossip-key`).
+//!   - `agent::membership`: gossip on chitchat with the transport injected (UDP, or in memory),
+//!     liveness from the SWIM prober it hands every node to; `agent::gossip_seal`, the live
+//!     transport's keyring (changed by `gossip-key`), which shares the port with the prober.
 //!   - `agent::netlink`, `agent::files`, `agent::sockets`: the kernel's interfaces, the files the
 //!     rules read and write (config, credentials, `/etc/hosts`, preflight's readings), listeners.
 //!   - `agent::pki`: the cluster CA, node certificates signed at join, the self-signed
@@ -51,7 +52,7 @@
 //!   - `agent::firstboot`: an appliance's first boot from systemd credentials (`stackring
 //!     firstboot`).
 //!   - `agent::swim`: `core::swim` as a task (tokio's clock, an inbox of opened datagrams, an
-//!     `Outbox` seam, liveness on a watch channel); `agent::membership` takes it up next.
+//!     `Outbox` seam, liveness on a watch channel; an in-memory hub for tests).
 //!   - `agent::authguard`, `agent::metrics`, `agent::procstat`, `agent::systemd`,
 //!     `agent::fsutil`: password guessing (backoff, bounded queue), Prometheus and the process's
 //!     own figures, sd_notify and logging, atomic durable files.

@@ -48,14 +48,11 @@ impl GossipSeal {
     }
 
     /// From now on, the prober's datagrams go to `inbox`.
-    // `agent::membership` starts the prober next (issue 16); until then only tests do.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn set_swim_inbox(&self, inbox: crate::agent::swim::Inbox) {
         *self.swim_inbox.lock().unwrap_or_else(|p| p.into_inner()) = Some(inbox);
     }
 
     /// The prober's way out: sealed datagrams on the gossip socket, once it is open.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn swim_outbox(self: &Arc<Self>) -> Option<SealedOutbox> {
         let socket = self
             .socket
@@ -191,16 +188,21 @@ impl Socket for SealedSocket {
             let reason = match opened {
                 // The prober's (chitchat's messages start otherwise): handed over, never waited
                 // for (a full queue drops it, as the network could).
+                // Without a prober (a node name it cannot carry) it is a message nobody takes.
                 Ok(plain) if plain.first() == Some(&swim::wire::VERSION) => {
-                    if let Some(inbox) = &*self
+                    let inbox = self
                         .seal
                         .swim_inbox
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                    {
-                        let _ = inbox.try_send((from, plain));
+                        .clone();
+                    match inbox {
+                        Some(inbox) => {
+                            let _ = inbox.try_send((from, plain));
+                            continue;
+                        }
+                        None => MALFORMED,
                     }
-                    continue;
                 }
                 Ok(plain) => match ChitchatMessage::deserialize(&mut plain.as_slice()) {
                     Ok(message) => return Ok((from, message)),

@@ -1,15 +1,22 @@
 //! Gossip membership on chitchat (Quickwit's scuttlebutt): each node publishes its entry under the
-//! key `node`; liveness comes from chitchat's phi-accrual failure detector; "last seen" from the
-//! moments each node's heartbeat was seen to move.
+//! key `node`; "last seen" comes from the moments each node's heartbeat was seen to move.
+//!
+//! Liveness comes from the SWIM prober (`agent::swim`, memberlist's protocol) on the same port:
+//! every node chitchat hears from is handed to it, and its word (probes, indirect probes,
+//! suspicion that the suspect can refute) decides UP and DOWN. chitchat's phi-accrual detector,
+//! which declared live nodes down under loss at 100 nodes, only speaks for a node the prober does
+//! not know (yet), or for a node whose name it cannot carry.
 
 use crate::agent::gossip_seal::{GossipSeal, SealedUdp};
+use crate::agent::swim::{self, LivenessMap, SwimHandle};
 use crate::core::members::{forgotten, project, GossipRow, MemberView, NodeEntry, FORGET_PREFIX};
-use chitchat::transport::{ChannelTransport, Transport};
+use crate::core::swim::{NodeName, Params};
+use chitchat::transport::Transport;
 use chitchat::{
     spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, Heartbeat,
 };
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,14 +30,22 @@ pub(crate) const REACH_KEY: &str = "reach";
 /// The key ids of this node's gossip keyring, the one in use first (`core::seal::encode_ids`).
 pub(crate) const KEYRING_KEY: &str = "gossip_keys";
 
-/// How gossip travels: sealed UDP datagrams in the daemon, chitchat's in-memory channels in tests
-/// (no root, no sockets, virtual time; not sealed). In memory there is no TCP discovery listener
-/// either (nor without TLS material: the fuzz target's member).
+/// How gossip travels: sealed UDP datagrams in the daemon, in-memory channels in tests (no root,
+/// no sockets, virtual time; not sealed). In memory there is no TCP discovery listener either (nor
+/// without TLS material: the fuzz target's member).
 #[derive(Clone)]
 pub(crate) enum GossipNetwork {
     Udp,
-    #[cfg_attr(not(test), allow(dead_code))]
-    InMemory(ChannelTransport),
+    #[cfg(test)]
+    InMemory(MemoryNetwork),
+}
+
+/// The tests' network: chitchat's channels and the probers' hub, both routing by address.
+#[cfg(test)]
+#[derive(Clone, Default)]
+pub(crate) struct MemoryNetwork {
+    pub(crate) chitchat: chitchat::transport::ChannelTransport,
+    pub(crate) swim: swim::Hub,
 }
 /// Short rounds: a 30-node cluster converges in a few of them, a dead node is seen within seconds.
 const GOSSIP_INTERVAL: Duration = Duration::from_millis(200);
@@ -45,7 +60,16 @@ pub(crate) struct Membership {
     discovery_task: Option<tokio::task::JoinHandle<()>>,
     /// The keyring the UDP transport seals and opens with.
     seal: Arc<GossipSeal>,
+    /// The SWIM prober (none: a node id it cannot carry), and what it knows of each member.
+    prober: Option<SwimHandle>,
+    liveness: Option<tokio::sync::watch::Receiver<LivenessMap>>,
+    /// Bumped whenever chitchat's live set or the prober's view changes: the node's wake-up.
+    changes: tokio::sync::watch::Receiver<()>,
+    forward: tokio::task::JoinHandle<()>,
 }
+
+/// How long a leaving node's farewell may take (the prober sends it to every member at once).
+const FAREWELL_WITHIN: Duration = Duration::from_millis(500);
 
 /// The answer on the TCP side of the gossip port: where this member's gRPC `Join` is. dskit's
 /// memberlist listens on TCP and UDP at `bind_port`; `join_members` name that port, and a joiner
@@ -297,42 +321,35 @@ impl Membership {
         let sealed = SealedUdp(seal.clone());
         let transport: &dyn Transport = match network {
             GossipNetwork::Udp => &sealed,
-            GossipNetwork::InMemory(channels) => channels,
+            #[cfg(test)]
+            GossipNetwork::InMemory(net) => &net.chitchat,
         };
         let handle = spawn_chitchat(config, vec![(NODE_KEY.to_string(), value)], transport).await?;
+        // After chitchat: the socket the prober shares is open now.
+        let prober = start_prober(&entry.id, advertise, generation, network, &seal);
+        let liveness = prober.as_ref().map(SwimHandle::liveness);
         let last_seen: Arc<Mutex<HashMap<ChitchatId, (Heartbeat, Instant)>>> = Arc::default();
-        let chitchat = handle.chitchat();
-        let seen = last_seen.clone();
-        let monitor = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(GOSSIP_INTERVAL / 2);
-            loop {
-                tick.tick().await;
-                let beats: Vec<(ChitchatId, Heartbeat)> = {
-                    let guard = chitchat.lock().await;
-                    guard
-                        .node_states()
-                        .iter()
-                        .map(|(id, s)| (id.clone(), s.heartbeat()))
-                        .collect()
-                };
-                let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
-                let now = Instant::now();
-                for (id, beat) in beats {
-                    match seen.get(&id) {
-                        Some((old, _)) if *old == beat => {}
-                        _ => {
-                            seen.insert(id, (beat, now));
-                        }
-                    }
-                }
-            }
-        });
+        let monitor = tokio::spawn(monitor(
+            handle.chitchat(),
+            self_id.clone(),
+            last_seen.clone(),
+            prober.as_ref().map(SwimHandle::commands),
+            liveness.clone(),
+        ));
+        let (changed, changes) = tokio::sync::watch::channel(());
+        let forward = tokio::spawn(forward_changes(
+            handle.with_chitchat(|c| c.live_nodes_watcher()).await,
+            liveness.clone(),
+            changed,
+        ));
         let discovery = Arc::new(Mutex::new(Discovery {
             node: entry.id.clone(),
             grpc: entry.advertised_grpc.clone(),
         }));
         let discovery_task = match (network, discovery_tls) {
-            (GossipNetwork::InMemory(_), _) | (_, None) => None,
+            #[cfg(test)]
+            (GossipNetwork::InMemory(_), _) => None,
+            (_, None) => None,
             (GossipNetwork::Udp, Some(tls)) => match crate::agent::sockets::listen_socket(listen) {
                 Ok(listener) => Some(tokio::spawn(serve_discovery(
                     listener,
@@ -353,6 +370,10 @@ impl Membership {
             discovery,
             discovery_task,
             seal,
+            prober,
+            liveness,
+            changes,
+            forward,
         })
     }
 
@@ -404,6 +425,11 @@ impl Membership {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
+        let probed = self
+            .liveness
+            .as_ref()
+            .map(|rx| rx.borrow().clone())
+            .unwrap_or_default();
         let rows = states
             .into_iter()
             .map(|(id, value, reach)| GossipRow {
@@ -411,7 +437,7 @@ impl Membership {
                 generation: id.generation_id,
                 value,
                 reach,
-                alive: live.contains(&id),
+                alive: alive(&probed, &id, || live.contains(&id)),
                 local: id == self.self_id,
                 last_seen_ms_ago: seen
                     .get(&id)
@@ -422,11 +448,10 @@ impl Membership {
         project(rows, &forgotten)
     }
 
-    /// Changes whenever the set of live nodes (or their states) changes: a wake-up for the node.
-    pub(crate) async fn live_nodes_watcher(
-        &self,
-    ) -> tokio::sync::watch::Receiver<BTreeMap<ChitchatId, chitchat::NodeState>> {
-        self.handle.with_chitchat(|c| c.live_nodes_watcher()).await
+    /// Changes whenever a node comes up or goes down (either detector) or chitchat's live
+    /// nodes' states change: a wake-up for the node.
+    pub(crate) fn changes(&self) -> tokio::sync::watch::Receiver<()> {
+        self.changes.clone()
     }
 
     /// `(node id, generation, value)` of every node's `key`.
@@ -469,18 +494,199 @@ impl Membership {
             .await
     }
 
+    /// Tells every member's prober this node leaves (LEFT, not DOWN), within `FAREWELL_WITHIN`;
+    /// the prober then stops. A `shutdown` without it is, to the others, a crash.
+    pub(crate) async fn farewell(&mut self) {
+        if let Some(prober) = self.prober.take() {
+            prober.leave(FAREWELL_WITHIN).await;
+        }
+    }
+
     pub(crate) async fn shutdown(self) {
         let Membership {
             handle,
             monitor,
             discovery_task,
+            prober,
+            forward,
             ..
         } = self;
+        if let Some(prober) = prober {
+            prober.abort();
+        }
+        forward.abort();
         monitor.abort();
         if let Some(task) = discovery_task {
             task.abort();
         }
         let _ = handle.shutdown().await;
+    }
+}
+
+/// Whether the node of chitchat's `id` is up: the prober's word when it speaks of that start of
+/// the node (or a later one), else chitchat's (`chitchat_says`).
+fn alive(probed: &LivenessMap, id: &ChitchatId, chitchat_says: impl FnOnce() -> bool) -> bool {
+    match NodeName::parse(&id.node_id).and_then(|name| probed.get(&name)) {
+        Some(status) if status.incarnation >= id.generation_id => status.is_up(),
+        _ => chitchat_says(),
+    }
+}
+
+/// The prober on the gossip port (sealed, shared with chitchat) or the tests' hub. None when the
+/// node id is not a name the prober carries (`core::net::valid_name`: config validation refuses
+/// such ids, so only a record from elsewhere could hold one): chitchat's detector then decides.
+fn start_prober(
+    id: &str,
+    advertise: SocketAddr,
+    generation: u64,
+    network: &GossipNetwork,
+    seal: &Arc<GossipSeal>,
+) -> Option<SwimHandle> {
+    let Some(me) = NodeName::parse(id) else {
+        log::warn!("node id '{id}' is not a valid node name ({}): liveness comes from chitchat's failure detector alone", crate::core::net::NAME_RULE);
+        return None;
+    };
+    let identity = swim::Identity {
+        me,
+        addr: advertise,
+        incarnation: generation,
+    };
+    let seed = u64::from_le_bytes(
+        crate::agent::gossip_seal::random_session()[..8]
+            .try_into()
+            .expect("8 bytes"),
+    );
+    match network {
+        GossipNetwork::Udp => {
+            let prober = swim::spawn(identity, Params::lan(), seed, seal.swim_outbox()?);
+            seal.set_swim_inbox(prober.inbox());
+            Some(prober)
+        }
+        #[cfg(test)]
+        GossipNetwork::InMemory(net) => {
+            let prober = swim::spawn(identity, Params::lan(), seed, net.swim.outbox(advertise));
+            net.swim.attach(advertise, prober.inbox());
+            Some(prober)
+        }
+    }
+}
+
+/// Every half gossip round: notes when each node's heartbeat moved ("last seen"), and hands the
+/// prober every node chitchat sees live that it does not know at that start (a newcomer, a
+/// restart, or one it forgot). A node chitchat only remembers (its heartbeat never moved here) is
+/// not handed over: the prober would take it for alive until it failed to answer.
+async fn monitor(
+    chitchat: Arc<tokio::sync::Mutex<chitchat::Chitchat>>,
+    self_id: ChitchatId,
+    last_seen: Arc<Mutex<HashMap<ChitchatId, (Heartbeat, Instant)>>>,
+    prober: Option<tokio::sync::mpsc::Sender<swim::Command>>,
+    liveness: Option<tokio::sync::watch::Receiver<LivenessMap>>,
+) {
+    let mut tick = tokio::time::interval(GOSSIP_INTERVAL / 2);
+    let mut handed: HashSet<ChitchatId> = HashSet::new();
+    loop {
+        tick.tick().await;
+        let (beats, live): (Vec<(ChitchatId, Heartbeat)>, Vec<ChitchatId>) = {
+            let guard = chitchat.lock().await;
+            (
+                guard
+                    .node_states()
+                    .iter()
+                    .map(|(id, s)| (id.clone(), s.heartbeat()))
+                    .collect(),
+                guard.live_nodes().cloned().collect(),
+            )
+        };
+        {
+            let mut seen = last_seen.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            for (id, beat) in beats {
+                match seen.get(&id) {
+                    Some((old, _)) if *old == beat => {}
+                    _ => {
+                        seen.insert(id, (beat, now));
+                    }
+                }
+            }
+        }
+        let (Some(prober), Some(liveness)) = (&prober, &liveness) else {
+            continue;
+        };
+        handed.retain(|id| live.contains(id));
+        let new: Vec<swim::Command> = {
+            let known = liveness.borrow();
+            live.into_iter()
+                .filter(|id| *id != self_id)
+                .filter_map(|id| {
+                    let name = NodeName::parse(&id.node_id)?;
+                    let current = known
+                        .get(&name)
+                        .is_some_and(|s| s.incarnation >= id.generation_id);
+                    // Once per start, unless the prober has since forgotten it.
+                    if current || !handed.insert(id.clone()) && known.contains_key(&name) {
+                        return None;
+                    }
+                    Some(swim::Command::AddMember {
+                        id: name,
+                        addr: id.gossip_advertise_addr,
+                        incarnation: id.generation_id,
+                    })
+                })
+                .collect()
+        };
+        for command in new {
+            if prober.send(command).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Bumps `changed` whenever chitchat's live nodes or the prober's view change.
+async fn forward_changes<T>(
+    mut chitchat: tokio::sync::watch::Receiver<T>,
+    mut prober: Option<tokio::sync::watch::Receiver<LivenessMap>>,
+    changed: tokio::sync::watch::Sender<()>,
+) {
+    loop {
+        tokio::select! {
+            r = chitchat.changed() => if r.is_err() {
+                return;
+            },
+            r = async {
+                match &mut prober {
+                    Some(rx) => rx.changed().await,
+                    None => std::future::pending().await,
+                }
+            } => if r.is_err() {
+                // The prober stopped (a farewell): chitchat's changes go on.
+                prober = None;
+            },
+        }
+        changed.send_replace(());
+    }
+}
+
+/// An active node's entry with every service at `addr` (the fuzz target's member, tests).
+fn bare_entry(id: &str, addr: SocketAddr) -> NodeEntry {
+    NodeEntry {
+        id: id.into(),
+        hostname: id.into(),
+        state: crate::core::members::NodeState::Active,
+        family: if addr.is_ipv4() { "ipv4" } else { "ipv6" }.into(),
+        addr: addr.ip().to_string(),
+        external_addrs: vec![],
+        advertised_grpc: addr.to_string(),
+        advertised_http: addr.to_string(),
+        advertised_gossip: addr.to_string(),
+        listen_grpc: addr.to_string(),
+        zone: String::new(),
+        registered_unix: 0,
+        reason: String::new(),
+        admin_version: 0,
+        applied_ms: 0,
+        version: String::new(),
+        cert_expires_unix: 0,
     }
 }
 
@@ -525,25 +731,7 @@ pub fn fuzz_gossip_listener() -> &'static FuzzGossip {
                     .expect("a free port")
                     .port();
                 let addr = SocketAddr::from(([127, 0, 0, 1], port));
-                let entry = NodeEntry {
-                    id: "fuzz".into(),
-                    hostname: "fuzz".into(),
-                    state: crate::core::members::NodeState::Active,
-                    family: "ipv4".into(),
-                    addr: "127.0.0.1".into(),
-                    external_addrs: vec![],
-                    advertised_grpc: format!("{addr}"),
-                    advertised_http: format!("{addr}"),
-                    advertised_gossip: format!("{addr}"),
-                    listen_grpc: format!("{addr}"),
-                    zone: String::new(),
-                    registered_unix: 0,
-                    reason: String::new(),
-                    admin_version: 0,
-                    applied_ms: 0,
-                    version: String::new(),
-                    cert_expires_unix: 0,
-                };
+                let entry = bare_entry("fuzz", addr);
                 let keyring = crate::core::seal::Keyring::new(
                     crate::core::seal::GossipKey::from_bytes(FUZZ_KEY),
                 );
@@ -580,7 +768,100 @@ pub fn fuzz_gossip_listener() -> &'static FuzzGossip {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::members::Health;
     use std::net::IpAddr;
+
+    async fn member(net: &MemoryNetwork, i: u16) -> Membership {
+        let addr = SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, i], 7946));
+        let seed = SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1], 7946));
+        let keyring = crate::core::seal::Keyring::new(crate::core::seal::GossipKey::from_bytes(
+            [7; crate::core::seal::KEY_LEN],
+        ));
+        let seal = GossipSeal::new(keyring, Arc::new(crate::agent::metrics::Metrics::new()));
+        Membership::start(
+            "test",
+            &bare_entry(&format!("node{i}"), addr),
+            addr,
+            addr,
+            if i == 1 {
+                vec![]
+            } else {
+                vec![seed.to_string()]
+            },
+            &GossipNetwork::InMemory(net.clone()),
+            GossipSecurity { seal, tls: None },
+        )
+        .await
+        .unwrap()
+    }
+
+    /// Waits (virtual time) until `m` shows `id` with `health`; how long it took.
+    async fn until(m: &Membership, id: &str, health: Health, limit: Duration) -> Duration {
+        let start = Instant::now();
+        loop {
+            let members = m.members().await;
+            if members
+                .iter()
+                .any(|v| v.entry.id == id && v.status == health)
+            {
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < limit,
+                "{id} not {health:?} within {limit:?}: {:?}",
+                members
+                    .iter()
+                    .map(|v| (&v.entry.id, v.status))
+                    .collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The prober's word decides UP and DOWN: a node whose gossip still flows but that no longer
+    /// answers probes is DOWN (chitchat alone would call it alive), and once it answers again it
+    /// refutes the death and is OK again. A node the prober knows wakes the node actor.
+    #[tokio::test(start_paused = true)]
+    async fn the_probers_word_decides_up_and_down() {
+        let net = MemoryNetwork::default();
+        let mut members = Vec::new();
+        for i in 1..=3 {
+            members.push(member(&net, i).await);
+        }
+        let mut changes = members[0].changes();
+        for m in &members {
+            for id in ["node1", "node2", "node3"] {
+                until(m, id, Health::Ok, Duration::from_secs(10)).await;
+            }
+        }
+        // Every member handed to the prober, at its start.
+        let probed = members[0].liveness.as_ref().unwrap().borrow().clone();
+        assert_eq!(
+            probed.keys().map(NodeName::as_str).collect::<Vec<_>>(),
+            ["node2", "node3"]
+        );
+        let node3 = SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, 3], 7946));
+        let inbox = net.swim.detach(node3).unwrap();
+        changes.borrow_and_update();
+        for m in &members[..2] {
+            let took = until(m, "node3", Health::Down, Duration::from_secs(10)).await;
+            assert!(took <= Duration::from_secs(5), "{took:?}");
+        }
+        assert!(changes.has_changed().unwrap(), "the actor is woken");
+        let chitchat_says = members[0]
+            .handle
+            .with_chitchat(|c| c.live_nodes().any(|id| &*id.node_id == "node3"))
+            .await;
+        assert!(chitchat_says, "chitchat still hears node3's heartbeat");
+        // Back: it hears it was declared dead, refutes, and is OK everywhere.
+        net.swim.attach(node3, inbox);
+        for m in &members[..2] {
+            until(m, "node3", Health::Ok, Duration::from_secs(10)).await;
+        }
+        for m in members {
+            m.shutdown().await;
+        }
+    }
 
     #[test]
     fn discovery_slots_cap_each_peer_and_keep_the_last_ones_for_new_peers() {

@@ -6,10 +6,8 @@
 //! byte is `wire::VERSION`; chitchat's never start with it) and leave as plain `wire` bytes for
 //! the outbox to seal. Tests use an in-memory outbox under `tokio::time::pause`.
 //!
-//! Not wired to the daemon yet (issue 16): `agent::membership` takes it up next.
-#![cfg_attr(not(test), allow(dead_code))]
 
-use crate::core::swim::{wire, Liveness, NodeName, Params, Swim};
+use crate::core::swim::{wire, NodeName, Params, Status, Swim};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -25,7 +23,9 @@ pub(crate) trait Outbox: Send + 'static {
 /// What the node asks of its prober.
 #[derive(Debug)]
 pub(crate) enum Command {
-    /// Announce ourselves to these addresses until one answers (a joiner's seeds).
+    /// Announce ourselves to these addresses until one answers (a joiner's seeds). The daemon
+    /// hands members over from chitchat instead (`agent::membership`).
+    #[cfg_attr(not(test), allow(dead_code))]
     Join(Vec<SocketAddr>),
     /// A member learned elsewhere (the cluster record, gossip), alive at `incarnation`.
     AddMember {
@@ -40,8 +40,8 @@ pub(crate) enum Command {
 /// Where opened datagrams for the prober go, with their sender's address.
 pub(crate) type Inbox = mpsc::Sender<(SocketAddr, Vec<u8>)>;
 
-/// Every member's liveness (this node not included), by name.
-pub(crate) type LivenessMap = BTreeMap<NodeName, Liveness>;
+/// What the prober knows of every member (this node not included), by name.
+pub(crate) type LivenessMap = BTreeMap<NodeName, Status>;
 
 /// Datagrams waiting for the prober at most; more are dropped (a flood from a key holder must
 /// not grow memory: the protocol tolerates loss).
@@ -96,7 +96,8 @@ pub(crate) fn spawn(
 
 impl SwimHandle {
     /// A datagram for the prober (already opened). Never waits: when the prober is behind, the
-    /// datagram is dropped and `false` returned.
+    /// datagram is dropped and `false` returned. (The daemon's socket holds an `inbox`.)
+    #[cfg(test)]
     pub(crate) fn deliver(&self, from: SocketAddr, datagram: Vec<u8>) -> bool {
         self.inbox.try_send((from, datagram)).is_ok()
     }
@@ -106,6 +107,12 @@ impl SwimHandle {
         self.inbox.clone()
     }
 
+    /// A sender for `command` that outlives borrows (the membership monitor holds one).
+    pub(crate) fn commands(&self) -> mpsc::Sender<Command> {
+        self.commands.clone()
+    }
+
+    #[cfg(test)]
     pub(crate) async fn command(&self, command: Command) {
         let _ = self.commands.send(command).await;
     }
@@ -171,10 +178,7 @@ async fn run(
         }
         // Every change of liveness is an event (a refuted suspicion included).
         if !swim.take_events().is_empty() {
-            let now: LivenessMap = swim
-                .members()
-                .map(|(id, state, _)| (id.clone(), state))
-                .collect();
+            let now: LivenessMap = swim.members().map(|(id, s)| (id.clone(), s)).collect();
             liveness.send_replace(now);
         }
         if let Some(done) = leaving {
@@ -184,29 +188,55 @@ async fn run(
     }
 }
 
+/// Datagrams between in-memory probers, by address (tests: no sockets, virtual time); an
+/// address not attached is unreachable.
+#[cfg(test)]
+#[derive(Clone, Default)]
+pub(crate) struct Hub(
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<SocketAddr, Inbox>>>,
+);
+
+#[cfg(test)]
+impl Hub {
+    /// Datagrams to `addr` go to `inbox` from now on.
+    pub(crate) fn attach(&self, addr: SocketAddr, inbox: Inbox) {
+        self.0.lock().unwrap().insert(addr, inbox);
+    }
+
+    /// `addr` becomes unreachable (a crash, a cut cable); its inbox, to attach again.
+    pub(crate) fn detach(&self, addr: SocketAddr) -> Option<Inbox> {
+        self.0.lock().unwrap().remove(&addr)
+    }
+
+    /// What a prober at `from` sends through.
+    pub(crate) fn outbox(&self, from: SocketAddr) -> HubOutbox {
+        HubOutbox {
+            hub: self.clone(),
+            from,
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) struct HubOutbox {
+    hub: Hub,
+    from: SocketAddr,
+}
+
+#[cfg(test)]
+impl Outbox for HubOutbox {
+    fn send(&mut self, to: SocketAddr, datagram: &[u8]) {
+        assert!(datagram.len() <= wire::MAX_DATAGRAM);
+        if let Some(inbox) = self.hub.0.lock().unwrap().get(&to) {
+            let _ = inbox.try_send((self.from, datagram.to_vec()));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
-    use std::sync::{Arc, Mutex};
-
-    /// Datagrams between in-memory probers, by address; a node not in the map is unreachable.
-    #[derive(Clone, Default)]
-    struct Hub(Arc<Mutex<HashMap<SocketAddr, Inbox>>>);
-
-    struct HubOutbox {
-        hub: Hub,
-        from: SocketAddr,
-    }
-
-    impl Outbox for HubOutbox {
-        fn send(&mut self, to: SocketAddr, datagram: &[u8]) {
-            assert!(datagram.len() <= wire::MAX_DATAGRAM);
-            if let Some(inbox) = self.hub.0.lock().unwrap().get(&to) {
-                let _ = inbox.try_send((self.from, datagram.to_vec()));
-            }
-        }
-    }
+    use crate::core::swim::Liveness;
 
     fn addr(i: usize) -> SocketAddr {
         SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, i as u16 + 1], 7946))
@@ -225,12 +255,9 @@ mod tests {
             },
             Params::lan(),
             i as u64,
-            HubOutbox {
-                hub: hub.clone(),
-                from: addr(i),
-            },
+            hub.outbox(addr(i)),
         );
-        hub.0.lock().unwrap().insert(addr(i), handle.inbox());
+        hub.attach(addr(i), handle.inbox());
         handle
     }
 
@@ -246,7 +273,8 @@ mod tests {
         loop {
             let done = {
                 let map = rx.borrow_and_update();
-                ids.iter().all(|i| map.get(&name(*i)) == Some(&want))
+                ids.iter()
+                    .all(|i| map.get(&name(*i)).map(|s| s.liveness) == Some(want))
             };
             if done {
                 return Some(start.elapsed());
@@ -276,7 +304,7 @@ mod tests {
 
         // node4 crashes: unreachable and silent.
         let mut nodes = nodes;
-        hub.0.lock().unwrap().remove(&addr(4));
+        let _ = hub.detach(addr(4));
         nodes.pop().unwrap().abort();
         for (i, n) in nodes.iter().enumerate() {
             let took = until(n, &[4], Liveness::Dead, Duration::from_secs(10))
@@ -287,7 +315,7 @@ mod tests {
 
         // node3 leaves: LEFT everywhere, not DOWN.
         nodes.pop().unwrap().leave(Duration::from_secs(1)).await;
-        hub.0.lock().unwrap().remove(&addr(3));
+        let _ = hub.detach(addr(3));
         for (i, n) in nodes.iter().enumerate() {
             until(n, &[3], Liveness::Left, Duration::from_secs(2))
                 .await
@@ -295,8 +323,8 @@ mod tests {
             let map = n.liveness().borrow().clone();
             for j in (0..3).filter(|j| *j != i) {
                 assert_eq!(
-                    map.get(&name(j)),
-                    Some(&Liveness::Alive),
+                    map.get(&name(j)).map(|s| s.liveness),
+                    Some(Liveness::Alive),
                     "node{i} on node{j}"
                 );
             }
@@ -346,8 +374,11 @@ mod tests {
         assert!(dropped > 0, "the queue is bounded");
         // Still probing: b stays alive in a's view and a crash of b is still seen.
         tokio::time::sleep(Duration::from_secs(10)).await;
-        assert_eq!(a.liveness().borrow().get(&name(1)), Some(&Liveness::Alive));
-        hub.0.lock().unwrap().remove(&addr(1));
+        assert_eq!(
+            a.liveness().borrow().get(&name(1)).map(|s| s.liveness),
+            Some(Liveness::Alive)
+        );
+        let _ = hub.detach(addr(1));
         b.abort();
         until(&a, &[1], Liveness::Dead, Duration::from_secs(10))
             .await

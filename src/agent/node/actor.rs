@@ -147,7 +147,7 @@ impl Actor {
             }
             if live.is_none() {
                 if let Some(m) = &self.membership {
-                    live = Some(m.live_nodes_watcher().await);
+                    live = Some(m.changes());
                 }
             }
             if self.membership.is_none() {
@@ -744,7 +744,7 @@ impl Actor {
     async fn leave(&mut self) {
         self.refresh_members().await;
         self.remember_peers();
-        let Some(m) = self.membership.take() else {
+        let Some(mut m) = self.membership.take() else {
             return;
         };
         let identity = self.shared.identity.borrow().identity.clone();
@@ -754,12 +754,15 @@ impl Actor {
             // node LEFT, not merely DOWN, once it goes silent.
             tokio::time::sleep(Duration::from_millis(600)).await;
         }
+        // Then the probers hear it leaves: not DOWN (as a crash), and nobody suspects it.
+        m.farewell().await;
         m.shutdown().await;
         self.shared.members.send_replace(Arc::new(vec![]));
     }
 }
 
-/// Resolves when chitchat's set of live nodes changes; never while there is no watcher.
+/// Resolves when the membership's view changes (`Membership::changes`); never while there is no
+/// watcher.
 async fn live_nodes_changed<T>(
     live: &mut Option<tokio::sync::watch::Receiver<T>>,
 ) -> Result<(), tokio::sync::watch::error::RecvError> {

@@ -3,6 +3,7 @@
 //! temporary directory); only the network is in memory.
 
 use super::*;
+use crate::agent::membership::MemoryNetwork;
 use crate::core::cluster::{ExternalAddrsReply, ExternalOp};
 use crate::core::config::parse_str;
 use crate::core::decide::{decide, Context};
@@ -10,7 +11,6 @@ use crate::core::members::{Health, NodeState};
 use crate::core::refusal::RefusalKind;
 use crate::core::snapshot::{AddrFlags, Address, HostEvent, Link, OperState, Scope};
 use crate::core::state::Published;
-use chitchat::transport::ChannelTransport;
 use std::time::Duration;
 
 const CLUSTER: &str = "c1";
@@ -60,7 +60,7 @@ fn state_dir(tag: &str) -> PathBuf {
 }
 
 /// Starts node `id` at `ip` (gossip bound there: the in-memory transport routes by address).
-fn start(net: &ChannelTransport, id: &str, ip: &str, dir: Option<PathBuf>) -> Host {
+fn start(net: &MemoryNetwork, id: &str, ip: &str, dir: Option<PathBuf>) -> Host {
     let ip: IpAddr = ip.parse().unwrap();
     let dir = dir.unwrap_or_else(|| state_dir(id));
     let yaml = format!(
@@ -155,7 +155,7 @@ fn status_of(members: &[MemberView], id: &str) -> Option<(Health, NodeState)> {
         .map(|m| (m.status, m.entry.state))
 }
 
-async fn three_nodes(net: &ChannelTransport) -> (Host, Host, Host) {
+async fn three_nodes(net: &MemoryNetwork) -> (Host, Host, Host) {
     let a = start(net, "a", "2001:db8::a", None);
     let b = start(net, "b", "2001:db8::b", None);
     let c = start(net, "c", "2001:db8::c", None);
@@ -178,7 +178,7 @@ async fn three_nodes(net: &ChannelTransport) -> (Host, Host, Host) {
 /// `forget` then removes it from every view.
 #[tokio::test(start_paused = true)]
 async fn members_converge_a_killed_node_goes_down_and_forget_removes_it() {
-    let net = ChannelTransport::default();
+    let net = MemoryNetwork::default();
     let (a, b, c) = three_nodes(&net).await;
     drop(c);
     for h in [&a, &b] {
@@ -205,7 +205,7 @@ async fn members_converge_a_killed_node_goes_down_and_forget_removes_it() {
 /// A graceful stop says LEAVING first: peers show LEFT, not DOWN.
 #[tokio::test(start_paused = true)]
 async fn a_node_that_leaves_is_left_not_down() {
-    let net = ChannelTransport::default();
+    let net = MemoryNetwork::default();
     let (a, b, c) = three_nodes(&net).await;
     c.node.leave().await;
     drop(c);
@@ -221,7 +221,7 @@ async fn a_node_that_leaves_is_left_not_down() {
 /// the node's actor is their one sequencer, and every answer carries a new version.
 #[tokio::test(start_paused = true)]
 async fn admin_changes_apply_in_order_exactly_once() {
-    let net = ChannelTransport::default();
+    let net = MemoryNetwork::default();
     let (a, b, _c) = three_nodes(&net).await;
     let ip = |t: &str| -> IpAddr { t.parse().unwrap() };
     let set = b
@@ -292,7 +292,7 @@ async fn admin_changes_apply_in_order_exactly_once() {
 /// directory, a new generation), then says ACTIVE.
 #[tokio::test(start_paused = true)]
 async fn a_down_node_applies_changes_made_while_it_was_down() {
-    let net = ChannelTransport::default();
+    let net = MemoryNetwork::default();
     let (a, b, c) = three_nodes(&net).await;
     let dir = c.state_dir.clone();
     drop(c);

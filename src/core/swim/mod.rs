@@ -147,6 +147,23 @@ pub(crate) enum Liveness {
     Left,
 }
 
+/// What a node knows of one member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Status {
+    pub(crate) liveness: Liveness,
+    /// The incarnation the liveness is about: the member's start (ms since the epoch), raised by
+    /// its refutations. An older start of the same name says nothing about a newer one.
+    pub(crate) incarnation: u64,
+    pub(crate) addr: SocketAddr,
+}
+
+impl Status {
+    /// Alive or suspect: a suspect still counts as up.
+    pub(crate) fn is_up(&self) -> bool {
+        matches!(self.liveness, Liveness::Alive | Liveness::Suspect)
+    }
+}
+
 /// The knobs, memberlist's names in brackets. `lan()` is memberlist's `DefaultLANConfig` with a
 /// faster probe (see there).
 #[derive(Debug, Clone)]
@@ -428,11 +445,18 @@ impl Swim {
         );
     }
 
-    /// Each member's liveness, by name (not this node).
-    pub(crate) fn members(&self) -> impl Iterator<Item = (&NodeName, Liveness, SocketAddr)> {
-        self.members
-            .iter()
-            .map(|(id, m)| (id, m.liveness(), m.addr))
+    /// What this node knows of each member, by name (not this node).
+    pub(crate) fn members(&self) -> impl Iterator<Item = (&NodeName, Status)> {
+        self.members.iter().map(|(id, m)| {
+            (
+                id,
+                Status {
+                    liveness: m.liveness(),
+                    incarnation: m.incarnation,
+                    addr: m.addr,
+                },
+            )
+        })
     }
 
     pub(crate) fn liveness(&self, id: &NodeName) -> Option<Liveness> {
@@ -1295,7 +1319,7 @@ mod tests {
                 let row: Vec<String> = net
                     .swim(i)
                     .members()
-                    .map(|(id, l, _)| format!("{id}:{l:?}"))
+                    .map(|(id, s)| format!("{id}:{:?}", s.liveness))
                     .collect();
                 eprintln!("node{i}: {}", row.join(" "));
             }
