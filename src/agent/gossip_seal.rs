@@ -285,23 +285,41 @@ mod tests {
     #[tokio::test]
     async fn the_gossip_port_hands_the_probers_datagrams_over_and_refuses_outsiders() {
         let (seal, mut socket, addr) = open(7).await;
-        let (inbox, mut probes) = tokio::sync::mpsc::channel(8);
-        seal.set_swim_inbox(inbox);
         let peer = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let probe = swim::wire::encode(&swim::Envelope {
             from: swim::NodeName::parse("node1").unwrap(),
             message: swim::Message::Gossip,
             updates: vec![],
         });
+        let mut chitchat = Vec::new();
+        ChitchatMessage::BadCluster.serialize(&mut chitchat);
+        assert_ne!(chitchat.first(), Some(&swim::wire::VERSION));
+        let refused = |reason: &str| {
+            seal.metrics
+                .gossip_rejected
+                .get_or_create(&labels(reason))
+                .get()
+        };
+
+        // No prober yet (as for a node id it cannot carry): a member's probe is nobody's
+        // message, counted, and never chitchat's.
+        peer.send_to(&sealed(7, &probe), addr).await.unwrap();
+        peer.send_to(&sealed(7, &chitchat), addr).await.unwrap();
+        let (_, message) = tokio::time::timeout(Duration::from_secs(5), socket.recv())
+            .await
+            .expect("chitchat's message")
+            .unwrap();
+        assert!(matches!(message, ChitchatMessage::BadCluster));
+        assert_eq!(refused(MALFORMED), 1);
+
+        let (inbox, mut probes) = tokio::sync::mpsc::channel(8);
+        seal.set_swim_inbox(inbox);
 
         // Outsiders first: unsealed, and sealed under another key.
         peer.send_to(&probe, addr).await.unwrap();
         peer.send_to(&sealed(8, &probe), addr).await.unwrap();
         // A member's probe, then a member's chitchat message.
         peer.send_to(&sealed(7, &probe), addr).await.unwrap();
-        let mut chitchat = Vec::new();
-        ChitchatMessage::BadCluster.serialize(&mut chitchat);
-        assert_ne!(chitchat.first(), Some(&swim::wire::VERSION));
         peer.send_to(&sealed(7, &chitchat), addr).await.unwrap();
 
         let (from, message) = tokio::time::timeout(Duration::from_secs(5), socket.recv())
@@ -316,12 +334,6 @@ mod tests {
             probes.try_recv().is_err(),
             "nothing else: outsiders refused"
         );
-        let refused = |reason: &str| {
-            seal.metrics
-                .gossip_rejected
-                .get_or_create(&labels(reason))
-                .get()
-        };
         assert_eq!(refused(Rejected::NotSealed.as_str()), 1);
         assert_eq!(refused(Rejected::UnknownKey.as_str()), 1);
 
