@@ -36,6 +36,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const ML_PORT: u16 = 7947;
+/// stackring's gossip port (dskit's `memberlist.bind_port` default).
+const GOSSIP_PORT: u16 = 7946;
 
 struct Settings {
     nodes: Vec<usize>,
@@ -527,11 +529,15 @@ fn nft(ns: &Netns, script: &str) {
     );
 }
 
-/// A table per node: an output counter on eth0 (gossip bytes) and an input chain for loss.
+/// A table per node: output counters on eth0 for the gossip ports (UDP and TCP: memberlist's
+/// push/pull and stackring's discovery answers are TCP; a packet from one gossip port to the other
+/// is counted once) and an input chain for loss. Other traffic (stackring's reachability probes of
+/// the gRPC and HTTP ports, a feature memberlist has not) is not gossip and not counted.
 fn nft_setup(ns: &Netns) {
+    let ports = format!("{{ {GOSSIP_PORT}, {ML_PORT} }}");
     nft(
         ns,
-        "table inet peers {\n chain tx {\n  type filter hook output priority 0; policy accept;\n  oifname \"eth0\" counter\n }\n chain rx {\n  type filter hook input priority 0; policy accept;\n }\n}\n",
+        &format!("table inet peers {{\n chain tx {{\n  type filter hook output priority 0; policy accept;\n  oifname \"eth0\" th sport {ports} counter accept\n  oifname \"eth0\" th dport {ports} counter\n }}\n chain rx {{\n  type filter hook input priority 0; policy accept;\n }}\n}}\n"),
     );
 }
 
@@ -553,11 +559,12 @@ fn bytes_sent(ns: &Netns) -> u64 {
         .output()
         .unwrap();
     let text = common::text(&out.stdout);
-    text.split_whitespace()
-        .skip_while(|w| *w != "bytes")
-        .nth(1)
-        .and_then(|b| b.parse().ok())
-        .unwrap_or(0)
+    let words: Vec<&str> = text.split_whitespace().collect();
+    words
+        .windows(2)
+        .filter(|w| w[0] == "bytes")
+        .filter_map(|w| w[1].parse::<u64>().ok())
+        .sum()
 }
 
 /// utime + stime, in clock ticks.

@@ -17,6 +17,16 @@ const MAX_DATAGRAM: usize = 65_535;
 /// The metric label of a sealed datagram, from a key holder, that is not a chitchat message.
 const MALFORMED: &str = "malformed";
 
+/// How long chitchat gossips at its own pace (a round every 200 ms to a few members) after this
+/// node saw or made a change: long enough for a change to reach 100 nodes epidemically, each node
+/// that learns it stirring in turn (`Membership`'s monitor).
+pub(crate) const BUSY_WINDOW: std::time::Duration = std::time::Duration::from_secs(3);
+/// When nothing changes, one chitchat exchange (to one member) this often: anti-entropy, as
+/// memberlist's push/pull every 30 s. Liveness is the prober's, so nothing waits on it; every
+/// exchange carries the digest of every node (~60 bytes each), and at a round every 200 ms that
+/// was 100 kB/s per node at 100 nodes.
+pub(crate) const QUIET_ROUND: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The cluster's gossip keyring as the live transport sees it; changed by key rotation. It also
 /// joins the SWIM prober (`agent::swim`) to the gossip port: the socket it sends on, and where
 /// the datagrams for it go.
@@ -27,6 +37,14 @@ pub(crate) struct GossipSeal {
     socket: Mutex<Option<Arc<tokio::net::UdpSocket>>>,
     /// Where opened datagrams whose first byte is `swim::wire::VERSION` go (none: dropped).
     swim_inbox: Mutex<Option<crate::agent::swim::Inbox>>,
+    /// chitchat's pace (`stir`, `syn_due`).
+    pace: Mutex<Pace>,
+}
+
+/// Until when chitchat's rounds all go out, and when the last quiet one went.
+struct Pace {
+    busy_until: std::time::Instant,
+    last_quiet: Option<std::time::Instant>,
 }
 
 impl GossipSeal {
@@ -44,7 +62,35 @@ impl GossipSeal {
             metrics,
             socket: Mutex::new(None),
             swim_inbox: Mutex::new(None),
+            pace: Mutex::new(Pace {
+                busy_until: std::time::Instant::now() + BUSY_WINDOW,
+                last_quiet: None,
+            }),
         })
+    }
+
+    /// Something changed (here, or learned from a member): chitchat's rounds go out at its own
+    /// pace for `BUSY_WINDOW`.
+    pub(crate) fn stir(&self) {
+        let mut pace = self.pace.lock().unwrap_or_else(|p| p.into_inner());
+        pace.busy_until = pace.busy_until.max(std::time::Instant::now() + BUSY_WINDOW);
+    }
+
+    /// Whether chitchat's next `Syn` (the start of an exchange) goes out: always while busy, else
+    /// one per `QUIET_ROUND`. Answers (`SynAck`, `Ack`) always go: the exchange another member
+    /// started, busy or not, completes.
+    fn syn_due(&self, now: std::time::Instant) -> bool {
+        let mut pace = self.pace.lock().unwrap_or_else(|p| p.into_inner());
+        if now < pace.busy_until {
+            return true;
+        }
+        match pace.last_quiet {
+            Some(at) if now.saturating_duration_since(at) < QUIET_ROUND => false,
+            _ => {
+                pace.last_quiet = Some(now);
+                true
+            }
+        }
     }
 
     /// From now on, the prober's datagrams go to `inbox`.
@@ -140,6 +186,12 @@ struct SealedSocket {
 #[async_trait::async_trait]
 impl Socket for SealedSocket {
     async fn send(&mut self, to: SocketAddr, message: ChitchatMessage) -> anyhow::Result<()> {
+        if matches!(message, ChitchatMessage::Syn { .. })
+            && !self.seal.syn_due(std::time::Instant::now())
+        {
+            // Quiet: this round stays home (to chitchat, as if the network lost it).
+            return Ok(());
+        }
         self.plain.clear();
         message.serialize(&mut self.plain);
         {
@@ -276,6 +328,27 @@ mod tests {
         let mut out = Vec::new();
         Sealer::new(random_session()).seal(&key(byte), crate::agent::now_ms(), message, &mut out);
         out
+    }
+
+    /// chitchat's rounds all go out while busy (a node that just started is), then one exchange
+    /// a quiet round; a change makes it busy again.
+    #[test]
+    fn chitchat_gossips_at_its_pace_while_busy_and_once_a_quiet_round_after() {
+        let seal = GossipSeal::new(Keyring::new(key(1)), Arc::new(Metrics::new()));
+        let start = std::time::Instant::now();
+        assert!((0..15).all(|i| seal.syn_due(start + Duration::from_millis(200 * i))));
+        let quiet = start + BUSY_WINDOW + Duration::from_secs(1);
+        assert!(seal.syn_due(quiet), "the first quiet round");
+        assert!(
+            !seal.syn_due(quiet + Duration::from_millis(1)),
+            "one a round"
+        );
+        assert!(!seal.syn_due(quiet + QUIET_ROUND - Duration::from_millis(1)));
+        assert!(seal.syn_due(quiet + QUIET_ROUND), "the next quiet round");
+        assert!(!seal.syn_due(quiet + QUIET_ROUND + Duration::from_millis(200)));
+        seal.stir();
+        let now = std::time::Instant::now();
+        assert!((0..15).all(|i| seal.syn_due(now + Duration::from_millis(200 * i))));
     }
 
     /// One gossip port, two protocols: the prober's sealed datagrams reach its inbox and never

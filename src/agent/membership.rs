@@ -16,7 +16,7 @@ use chitchat::{
     spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, Heartbeat,
 };
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -306,10 +306,13 @@ impl Membership {
             gossip_interval: GOSSIP_INTERVAL,
             listen_addr: listen,
             seed_nodes: seeds,
+            // Liveness is the prober's; chitchat's detector only picks whom chitchat gossips
+            // with and speaks for a node the prober does not know. Quiet rounds bring a node's
+            // heartbeat every few seconds to `QUIET_ROUND`: those intervals must count.
             failure_detector_config: FailureDetectorConfig {
                 phi_threshold: 8.0,
                 sampling_window_size: 1000,
-                max_interval: Duration::from_secs(2),
+                max_interval: 2 * crate::agent::gossip_seal::QUIET_ROUND,
                 initial_interval: GOSSIP_INTERVAL,
                 dead_node_grace_period: Duration::from_secs(3600),
             },
@@ -333,8 +336,11 @@ impl Membership {
             handle.chitchat(),
             self_id.clone(),
             last_seen.clone(),
-            prober.as_ref().map(SwimHandle::commands),
-            liveness.clone(),
+            Handover {
+                prober: prober.as_ref().map(SwimHandle::commands),
+                liveness: liveness.clone(),
+            },
+            seal.clone(),
         ));
         let (changed, changes) = tokio::sync::watch::channel(());
         let forward = tokio::spawn(forward_changes(
@@ -391,14 +397,7 @@ impl Membership {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .grpc = entry.advertised_grpc.clone();
-        self.handle
-            .with_chitchat(|c| {
-                let own = c.self_node_state();
-                if own.get(NODE_KEY) != Some(value.as_str()) {
-                    own.set(NODE_KEY, value.clone());
-                }
-            })
-            .await;
+        self.set_own_key(NODE_KEY, &value).await;
     }
 
     /// Every node known, one row per node id (its newest generation), sorted by id.
@@ -469,11 +468,28 @@ impl Membership {
             .await
     }
 
-    /// Sets a key of this node's own gossip state (admin requests travel this way).
+    /// Sets a key of this node's own gossip state (admin requests travel this way). A change
+    /// stirs gossip (`GossipSeal::stir`), but for findings whose round trips alone moved: those go
+    /// out with the quiet rounds.
     pub(crate) async fn set_own_key(&self, key: &str, value: &str) {
-        self.handle
-            .with_chitchat(|c| c.self_node_state().set(key, value))
+        let news = self
+            .handle
+            .with_chitchat(|c| {
+                let own = c.self_node_state();
+                let before = own.get(key).map(str::to_string);
+                own.set(key, value);
+                match before {
+                    Some(before) if before == value => false,
+                    Some(before) if key == REACH_KEY => {
+                        !crate::core::reach::same_outcomes(&before, value)
+                    }
+                    _ => true,
+                }
+            })
             .await;
+        if news {
+            self.seal.stir();
+        }
     }
 
     /// `(writer id, key, value)` of every key starting with `prefix`, across all known nodes.
@@ -571,32 +587,60 @@ fn start_prober(
     }
 }
 
-/// Every half gossip round: notes when each node's heartbeat moved ("last seen"), and hands the
-/// prober every node chitchat sees live that it does not know at that start (a newcomer, a
-/// restart, or one it forgot). A node chitchat only remembers (its heartbeat never moved here) is
-/// not handed over: the prober would take it for alive until it failed to answer.
+/// Where the monitor hands nodes to: the prober's commands and what it knows.
+struct Handover {
+    prober: Option<tokio::sync::mpsc::Sender<swim::Command>>,
+    liveness: Option<tokio::sync::watch::Receiver<LivenessMap>>,
+}
+
+/// What changes when any node's gossip state (but for reachability findings) changes: the sum
+/// of every node's generation and of its keys' versions (versions only grow).
+fn state_fingerprint(states: &BTreeMap<ChitchatId, chitchat::NodeState>) -> u64 {
+    states.iter().fold(0u64, |sum, (id, state)| {
+        state
+            .key_values()
+            .filter(|(k, _)| *k != REACH_KEY)
+            .filter_map(|(k, _)| state.get_versioned(k))
+            .fold(sum.wrapping_add(id.generation_id), |sum, v| {
+                sum.wrapping_add(v.version)
+            })
+    })
+}
+
+/// Every half gossip round: notes when each node's heartbeat moved ("last seen"); stirs gossip
+/// when any node's state changed (a newcomer, a new entry, an admin change: each node that learns
+/// it passes it on at chitchat's pace); and hands the prober every node chitchat sees live that it
+/// does not know at that start (a newcomer, a restart, or one it forgot). A node chitchat only
+/// remembers (its heartbeat never moved here) is not handed over: the prober would take it for
+/// alive until it failed to answer.
 async fn monitor(
     chitchat: Arc<tokio::sync::Mutex<chitchat::Chitchat>>,
     self_id: ChitchatId,
     last_seen: Arc<Mutex<HashMap<ChitchatId, (Heartbeat, Instant)>>>,
-    prober: Option<tokio::sync::mpsc::Sender<swim::Command>>,
-    liveness: Option<tokio::sync::watch::Receiver<LivenessMap>>,
+    handover: Handover,
+    seal: Arc<GossipSeal>,
 ) {
+    let Handover { prober, liveness } = handover;
     let mut tick = tokio::time::interval(GOSSIP_INTERVAL / 2);
     let mut handed: HashSet<ChitchatId> = HashSet::new();
+    let mut fingerprint = None;
     loop {
         tick.tick().await;
-        let (beats, live): (Vec<(ChitchatId, Heartbeat)>, Vec<ChitchatId>) = {
+        let (beats, live, now_fingerprint) = {
             let guard = chitchat.lock().await;
+            let states = guard.node_states();
             (
-                guard
-                    .node_states()
+                states
                     .iter()
                     .map(|(id, s)| (id.clone(), s.heartbeat()))
-                    .collect(),
-                guard.live_nodes().cloned().collect(),
+                    .collect::<Vec<(ChitchatId, Heartbeat)>>(),
+                guard.live_nodes().cloned().collect::<Vec<ChitchatId>>(),
+                state_fingerprint(states),
             )
         };
+        if fingerprint.replace(now_fingerprint) != Some(now_fingerprint) {
+            seal.stir();
+        }
         {
             let mut seen = last_seen.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();

@@ -108,14 +108,39 @@ pub(crate) const SELF: &str = "*";
 /// Longest encoded line a node publishes (a flood of ghost members cannot grow it without bound).
 const MAX_ENCODED: usize = 16 * 1024;
 
-/// `target:g=o12,h=o3,m=t;target2:…`: compact, so 100 peers fit one gossip value.
+/// A round trip as published: rounded up to the next 1-2-5 step (0, 1, 2, 5, 10, 20, 50 … ms).
+/// A steady network then publishes the same findings round after round, and an unchanged value
+/// is not gossiped again (at 100 nodes, exact milliseconds changed every node's findings every
+/// round: a stream of gossip for nothing an operator acts on). `/metrics` keeps the exact value.
+pub(crate) fn rtt_step(ms: u32) -> u32 {
+    let mut step: u32 = 1;
+    loop {
+        for m in [1, 2, 5] {
+            let bound = step.saturating_mul(m);
+            if ms <= bound || bound == u32::MAX {
+                return if ms == 0 { 0 } else { bound };
+            }
+        }
+        step = step.saturating_mul(10);
+    }
+}
+
+/// `target:g=o20,h=o5,m=t;target2:…`: compact, so 100 peers fit one gossip value; round trips in
+/// `rtt_step`s.
 pub fn encode(findings: &Findings) -> String {
     let mut out = String::new();
     for (target, probes) in findings {
         let mut item = format!("{target}:");
         let cells: Vec<String> = probes
             .iter()
-            .map(|(s, p)| format!("{}={}{}", s.letter(), p.outcome.letter(), p.rtt_ms))
+            .map(|(s, p)| {
+                format!(
+                    "{}={}{}",
+                    s.letter(),
+                    p.outcome.letter(),
+                    rtt_step(p.rtt_ms)
+                )
+            })
             .collect();
         item.push_str(&cells.join(","));
         if out.len() + item.len() + 1 > MAX_ENCODED {
@@ -127,6 +152,22 @@ pub fn encode(findings: &Findings) -> String {
         out.push_str(&item);
     }
     out
+}
+
+/// Whether two encoded findings differ only in round trips: what an operator acts on (an
+/// outcome, a target come or gone) did not change.
+pub(crate) fn same_outcomes(a: &str, b: &str) -> bool {
+    let outcomes = |text: &str| -> Vec<(String, Service, Outcome)> {
+        decode(text)
+            .into_iter()
+            .flat_map(|(target, probes)| {
+                probes
+                    .into_iter()
+                    .map(move |(s, p)| (target.clone(), s, p.outcome))
+            })
+            .collect()
+    };
+    outcomes(a) == outcomes(b)
 }
 
 /// The inverse of [`encode`]; malformed parts (anything can arrive over gossip) are skipped.
@@ -336,7 +377,7 @@ mod tests {
             Service::Grpc,
             Probe {
                 outcome: Outcome::Ok,
-                rtt_ms: 12,
+                rtt_ms: 20,
             },
         );
         f.entry(SELF.into()).or_default().insert(
@@ -347,7 +388,32 @@ mod tests {
             },
         );
         assert_eq!(decode(&encode(&f)), f);
-        assert_eq!(encode(&f), "*:h=t0;node2:g=o12");
+        assert_eq!(encode(&f), "*:h=t0;node2:g=o20");
+        assert!(same_outcomes("*:h=t0;node2:g=o20", "*:h=t0;node2:g=o5"));
+        for other in [
+            "*:h=t0;node2:g=r0",
+            "*:h=t0",
+            "*:h=t0;node2:g=o20;node3:g=o1",
+        ] {
+            assert!(!same_outcomes("*:h=t0;node2:g=o20", other), "{other}");
+        }
+        // Round trips in 1-2-5 steps: jitter within a step publishes nothing new.
+        for (ms, step) in [
+            (0, 0),
+            (1, 1),
+            (2, 2),
+            (3, 5),
+            (5, 5),
+            (6, 10),
+            (12, 20),
+            (20, 20),
+            (21, 50),
+            (999, 1000),
+            (1001, 2000),
+            (u32::MAX, u32::MAX),
+        ] {
+            assert_eq!(rtt_step(ms), step, "{ms} ms");
+        }
         for garbage in [
             "",
             ";;;",
