@@ -10,7 +10,7 @@
 use crate::agent::gossip_seal::{GossipSeal, SealedUdp};
 use crate::agent::swim::{self, LivenessMap, SwimHandle};
 use crate::core::members::{forgotten, project, GossipRow, MemberView, NodeEntry, FORGET_PREFIX};
-use crate::core::swim::{NodeName, Params};
+use crate::core::swim::{NodeName, Params, Status};
 use chitchat::transport::Transport;
 use chitchat::{
     spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, Heartbeat,
@@ -63,6 +63,8 @@ pub(crate) struct Membership {
     /// The SWIM prober (none: a node id it cannot carry), and what it knows of each member.
     prober: Option<SwimHandle>,
     liveness: Option<tokio::sync::watch::Receiver<LivenessMap>>,
+    /// Where the prober's clock starts (`Status::since`).
+    prober_clock: Option<Instant>,
     /// Bumped whenever chitchat's live set or the prober's view changes: the node's wake-up.
     changes: tokio::sync::watch::Receiver<()>,
     forward: tokio::task::JoinHandle<()>,
@@ -376,6 +378,7 @@ impl Membership {
             discovery,
             discovery_task,
             seal,
+            prober_clock: prober.as_ref().map(SwimHandle::clock_start),
             prober,
             liveness,
             changes,
@@ -429,6 +432,7 @@ impl Membership {
             .as_ref()
             .map(|rx| rx.borrow().clone())
             .unwrap_or_default();
+        let clock = self.prober_clock;
         let rows = states
             .into_iter()
             .map(|(id, value, reach)| GossipRow {
@@ -436,12 +440,18 @@ impl Membership {
                 generation: id.generation_id,
                 value,
                 reach,
-                alive: alive(&probed, &id, || live.contains(&id)),
+                alive: probed_word(&probed, &id).map_or_else(|| live.contains(&id), Status::is_up),
                 local: id == self.self_id,
-                last_seen_ms_ago: seen
-                    .get(&id)
-                    .map(|(_, at)| at.elapsed().as_millis() as u64)
-                    .unwrap_or(u64::MAX),
+                // The prober's word: seen now when up, else when it was declared down (quiet
+                // gossip brings heartbeats only every few seconds); chitchat's otherwise.
+                last_seen_ms_ago: match (probed_word(&probed, &id), clock) {
+                    (Some(s), _) if s.is_up() => 0,
+                    (Some(s), Some(start)) => (start + s.since).elapsed().as_millis() as u64,
+                    _ => seen
+                        .get(&id)
+                        .map(|(_, at)| at.elapsed().as_millis() as u64)
+                        .unwrap_or(u64::MAX),
+                },
             })
             .collect();
         project(rows, &forgotten)
@@ -539,13 +549,12 @@ impl Membership {
     }
 }
 
-/// Whether the node of chitchat's `id` is up: the prober's word when it speaks of that start of
-/// the node (or a later one), else chitchat's (`chitchat_says`).
-fn alive(probed: &LivenessMap, id: &ChitchatId, chitchat_says: impl FnOnce() -> bool) -> bool {
-    match NodeName::parse(&id.node_id).and_then(|name| probed.get(&name)) {
-        Some(status) if status.incarnation >= id.generation_id => status.is_up(),
-        _ => chitchat_says(),
-    }
+/// What the prober knows of the node of chitchat's `id`, when it speaks of that start of the node
+/// (or a later one); else chitchat's detector speaks.
+fn probed_word<'a>(probed: &'a LivenessMap, id: &ChitchatId) -> Option<&'a Status> {
+    NodeName::parse(&id.node_id)
+        .and_then(|name| probed.get(&name))
+        .filter(|status| status.incarnation >= id.generation_id)
 }
 
 /// The prober on the gossip port (sealed, shared with chitchat) or the tests' hub. None when the

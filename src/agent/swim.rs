@@ -51,6 +51,8 @@ const COMMANDS: usize = 64;
 
 /// The node's side of a running prober.
 pub(crate) struct SwimHandle {
+    /// The prober's clock starts here (`Status::since` counts from it).
+    start: Instant,
     commands: mpsc::Sender<Command>,
     inbox: Inbox,
     liveness: watch::Receiver<LivenessMap>,
@@ -87,6 +89,7 @@ pub(crate) fn spawn(
     );
     let task = tokio::spawn(run(swim, start, command_rx, inbox_rx, liveness_tx, outbox));
     SwimHandle {
+        start,
         commands,
         inbox,
         liveness,
@@ -115,6 +118,11 @@ impl SwimHandle {
     #[cfg(test)]
     pub(crate) async fn command(&self, command: Command) {
         let _ = self.commands.send(command).await;
+    }
+
+    /// Where the prober's clock starts: `Status::since` counts from it.
+    pub(crate) fn clock_start(&self) -> Instant {
+        self.start
     }
 
     /// Every member's liveness, changing as the prober learns.

@@ -155,6 +155,9 @@ pub(crate) struct Status {
     /// its refutations. An older start of the same name says nothing about a newer one.
     pub(crate) incarnation: u64,
     pub(crate) addr: SocketAddr,
+    /// When it entered this liveness (on the prober's clock): for a member down, when it was
+    /// declared so.
+    pub(crate) since: Duration,
 }
 
 impl Status {
@@ -455,6 +458,7 @@ impl Swim {
                     liveness: m.liveness(),
                     incarnation: m.incarnation,
                     addr: m.addr,
+                    since: m.since,
                 },
             )
         })
