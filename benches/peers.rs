@@ -529,15 +529,16 @@ fn nft(ns: &Netns, script: &str) {
     );
 }
 
-/// A table per node: output counters on eth0 for the gossip ports (UDP and TCP: memberlist's
-/// push/pull and stackring's discovery answers are TCP; a packet from one gossip port to the other
-/// is counted once) and an input chain for loss. Other traffic (stackring's reachability probes of
-/// the gRPC and HTTP ports, a feature memberlist has not) is not gossip and not counted.
+/// A table per node: output counters on eth0 for gossip and an input chain for loss. Gossip is
+/// UDP on either gossip port, and memberlist's TCP (its push/pull every 30 s, fallback probes);
+/// a packet from one gossip port to another is counted once. Not counted: stackring's TCP on its
+/// gossip port (the TLS discovery answer a joiner or the reachability prober asks for) and its
+/// reachability probes of the gRPC and HTTP ports, a feature memberlist has not.
 fn nft_setup(ns: &Netns) {
-    let ports = format!("{{ {GOSSIP_PORT}, {ML_PORT} }}");
+    let udp = format!("{{ {GOSSIP_PORT}, {ML_PORT} }}");
     nft(
         ns,
-        &format!("table inet peers {{\n chain tx {{\n  type filter hook output priority 0; policy accept;\n  oifname \"eth0\" th sport {ports} counter accept\n  oifname \"eth0\" th dport {ports} counter\n }}\n chain rx {{\n  type filter hook input priority 0; policy accept;\n }}\n}}\n"),
+        &format!("table inet peers {{\n chain tx {{\n  type filter hook output priority 0; policy accept;\n  oifname \"eth0\" udp sport {udp} counter accept\n  oifname \"eth0\" udp dport {udp} counter accept\n  oifname \"eth0\" tcp sport {ML_PORT} counter accept\n  oifname \"eth0\" tcp dport {ML_PORT} counter accept\n }}\n chain rx {{\n  type filter hook input priority 0; policy accept;\n }}\n}}\n"),
     );
 }
 
@@ -619,10 +620,11 @@ fn scenario(
     }
     std::thread::sleep(Duration::from_secs(5));
 
-    // Idle: CPU, bytes sent, RSS, with nothing polling.
+    // Idle: CPU, bytes sent, RSS, with nothing polling, once the joins' aftermath is over (the
+    // first reachability rounds, the last gossip of the joins): 15 s after convergence.
     if s.load_nodes.contains(&n) && s.idle_secs > 0 {
         nodes.polling(false);
-        std::thread::sleep(Duration::from_secs(1));
+        std::thread::sleep(Duration::from_secs(10));
         let t0 = Instant::now();
         let cpu0: Vec<u64> = (0..n).map(|i| cpu_ticks(nodes.pid(i))).collect();
         let b0: Vec<u64> = hosts.iter().map(bytes_sent).collect();
