@@ -7,8 +7,9 @@
 //! (nftables `numgen random`) and the detection time of a real failure under that loss; per-node
 //! idle CPU (`/proc/PID/stat`), gossip bytes sent per second (nftables counter on eth0) and RSS.
 //!
-//! memberlist runs twice: with its LAN defaults (`lan`: probe 1 s, gossip 200 ms) and tuned to
-//! stackring's gossip round (`tuned`: probe 200 ms, probe timeout 100 ms, gossip 200 ms).
+//! memberlist runs twice: with its LAN defaults (`lan`: probe 1 s, gossip 200 ms, suspicion ×4)
+//! and tuned to stackring's prober (`tuned`: probe 500 ms, probe timeout 250 ms, gossip 200 ms,
+//! suspicion ×3: the same protocol with the same knobs).
 //! stackring has no interval knob (chitchat's gossip round is 200 ms, phi threshold 8): it runs
 //! once per node count and the same figures stand in both tables.
 //!
@@ -19,14 +20,15 @@
 //! with an idle window; PEERS_LOSS_NODES=30,100 the counts with loss windows; PEERS_LOSS=10,20
 //! loss percentages; PEERS_LOSS_SECS=300; PEERS_IDLE_SECS=60; PEERS_KILLS=5;
 //! PEERS_MODES=lan,tuned; PEERS_SYSTEMS=stackring,memberlist; PEERS_POLL_MS (stackring's
-//! `/v1/nodes` poll period; default 100/200/400 ms for ≤10/≤30/more nodes); PEERS_QUICK=1 a
+//! `/v1/nodes` poll period; default 100/200/400 ms for ≤10/≤30/more nodes); PEERS_REACH=1
+//! stackring's reachability prober on (off by default: memberlist has none); PEERS_QUICK=1 a
 //! smoke run (6 nodes, 20% loss for 15 s, 5 s idle, 2 kills); PEERS_DAEMON_LOG=1 the daemons' logs.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
 use common::local_http as http;
-use common::serve::{start_nodes, Daemon};
+use common::serve::{start_daemons_with, start_hosts, Daemon};
 use common::{Lan, Netns};
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
@@ -287,7 +289,20 @@ fn start_stackring(
     n: usize,
     poll: Duration,
 ) -> (Vec<Netns>, Nodes, Arc<Watch>) {
-    let (hosts, daemons) = start_nodes(lan, net, n);
+    let hosts = start_hosts(lan, net, n);
+    // The reachability prober (every peer's gRPC, HTTP and gossip ports dialled every 10 s, TLS
+    // checks every minute) is not membership and memberlist has nothing like it: off unless
+    // PEERS_REACH=1, so that both sides do the same work.
+    let reach = std::env::var_os("PEERS_REACH").is_some_and(|v| v != "0");
+    let daemons = start_daemons_with(
+        &hosts,
+        common::STACKRING,
+        if reach {
+            ""
+        } else {
+            "reachability_interval: 0, "
+        },
+    );
     let watch = Watch::new(n);
     let polling = Arc::new(AtomicBool::new(true));
     let stop = Arc::new(AtomicBool::new(false));
@@ -397,11 +412,13 @@ fn mode_flags(mode: &str) -> Vec<&'static str> {
         "lan" => vec![],
         "tuned" => vec![
             "-probe-interval",
-            "200ms",
+            "500ms",
             "-probe-timeout",
-            "100ms",
+            "250ms",
             "-gossip-interval",
             "200ms",
+            "-suspicion-mult",
+            "3",
         ],
         other => panic!("PEERS_MODES: unknown mode {other} (lan, tuned)"),
     }
@@ -990,7 +1007,7 @@ fn report(
     println!(
         "stackring / memberlist ({cpus} CPUs, one IPv6-only namespace per node on one bridge)"
     );
-    println!("stackring {commit} (chitchat 0.13, gossip 200 ms, phi 8); memberlist {ml_version} (Debian golang-github-hashicorp-memberlist-dev), {go_version}");
+    println!("stackring {commit} (SWIM prober: probe 500 ms, probe timeout 250 ms, gossip 200 ms, suspicion ×3; chitchat 0.11 for state, 200 ms rounds for 3 s after a change, one exchange every 30 s otherwise); memberlist {ml_version} (Debian golang-github-hashicorp-memberlist-dev), {go_version}");
     println!(
         "settings: nodes {:?}, idle {} s at {:?}, loss {:?}% for {} s at {:?}, {} kills",
         s.nodes, s.idle_secs, s.load_nodes, s.loss, s.loss_secs, s.loss_nodes, s.kills
@@ -999,7 +1016,7 @@ fn report(
         println!();
         match mode.as_str() {
             "lan" => println!("## stackring defaults vs memberlist LAN defaults (probe 1 s, probe timeout 500 ms, gossip 200 ms, suspicion mult 4)"),
-            _ => println!("## stackring defaults vs memberlist tuned to stackring's 200 ms round (probe 200 ms, probe timeout 100 ms, gossip 200 ms)"),
+            _ => println!("## stackring defaults vs memberlist tuned to stackring's prober (probe 500 ms, probe timeout 250 ms, gossip 200 ms, suspicion ×3)"),
         }
         println!("| figure | stackring | memberlist | ratio |");
         println!("|---|---:|---:|---:|");

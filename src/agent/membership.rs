@@ -1,11 +1,13 @@
 //! Gossip membership on chitchat (Quickwit's scuttlebutt): each node publishes its entry under the
-//! key `node`; "last seen" comes from the moments each node's heartbeat was seen to move.
+//! key `node`, and admin changes, reachability findings and key ids travel as keys too.
 //!
 //! Liveness comes from the SWIM prober (`agent::swim`, memberlist's protocol) on the same port:
 //! every node chitchat hears from is handed to it, and its word (probes, indirect probes,
-//! suspicion that the suspect can refute) decides UP and DOWN. chitchat's phi-accrual detector,
-//! which declared live nodes down under loss at 100 nodes, only speaks for a node the prober does
-//! not know (yet), or for a node whose name it cannot carry.
+//! suspicion that the suspect can refute) decides UP and DOWN and "last seen". chitchat's
+//! phi-accrual detector, which declared live nodes down under loss at 100 nodes, only speaks for a
+//! node the prober does not know (yet), or for a node whose name it cannot carry. So chitchat need
+//! not gossip fast when nothing changes: the monitor stirs it when something does
+//! (`GossipSeal::stir`), and it is quiet otherwise.
 
 use crate::agent::gossip_seal::{GossipSeal, SealedUdp};
 use crate::agent::swim::{self, LivenessMap, SwimHandle};
@@ -334,6 +336,7 @@ impl Membership {
         let prober = start_prober(&entry.id, advertise, generation, network, &seal);
         let liveness = prober.as_ref().map(SwimHandle::liveness);
         let last_seen: Arc<Mutex<HashMap<ChitchatId, (Heartbeat, Instant)>>> = Arc::default();
+        let (state_changed, state_changes) = tokio::sync::watch::channel(0u64);
         let monitor = tokio::spawn(monitor(
             handle.chitchat(),
             self_id.clone(),
@@ -342,12 +345,16 @@ impl Membership {
                 prober: prober.as_ref().map(SwimHandle::commands),
                 liveness: liveness.clone(),
             },
-            seal.clone(),
+            Stirring {
+                seal: seal.clone(),
+                state_changed,
+            },
         ));
         let (changed, changes) = tokio::sync::watch::channel(());
         let forward = tokio::spawn(forward_changes(
-            handle.with_chitchat(|c| c.live_nodes_watcher()).await,
+            state_changes,
             liveness.clone(),
+            handle.with_chitchat(|c| c.live_nodes_watcher()).await,
             changed,
         ));
         let discovery = Arc::new(Mutex::new(Discovery {
@@ -457,8 +464,9 @@ impl Membership {
         project(rows, &forgotten)
     }
 
-    /// Changes whenever a node comes up or goes down (either detector) or chitchat's live
-    /// nodes' states change: a wake-up for the node.
+    /// Changes whenever a node comes up or goes down or any node's gossiped state changes (its
+    /// entry, an admin change; not reachability findings, which the view picks up within a
+    /// second): a wake-up for the node.
     pub(crate) fn changes(&self) -> tokio::sync::watch::Receiver<()> {
         self.changes.clone()
     }
@@ -596,6 +604,13 @@ fn start_prober(
     }
 }
 
+/// Whom the monitor tells that some node's state changed: the transport (to gossip at chitchat's
+/// pace) and the node (`Membership::changes`).
+struct Stirring {
+    seal: Arc<GossipSeal>,
+    state_changed: tokio::sync::watch::Sender<u64>,
+}
+
 /// Where the monitor hands nodes to: the prober's commands and what it knows.
 struct Handover {
     prober: Option<tokio::sync::mpsc::Sender<swim::Command>>,
@@ -627,7 +642,7 @@ async fn monitor(
     self_id: ChitchatId,
     last_seen: Arc<Mutex<HashMap<ChitchatId, (Heartbeat, Instant)>>>,
     handover: Handover,
-    seal: Arc<GossipSeal>,
+    stirring: Stirring,
 ) {
     let Handover { prober, liveness } = handover;
     let mut tick = tokio::time::interval(GOSSIP_INTERVAL / 2);
@@ -643,12 +658,13 @@ async fn monitor(
                     .iter()
                     .map(|(id, s)| (id.clone(), s.heartbeat()))
                     .collect::<Vec<(ChitchatId, Heartbeat)>>(),
-                guard.live_nodes().cloned().collect::<Vec<ChitchatId>>(),
+                guard.live_nodes().cloned().collect::<HashSet<ChitchatId>>(),
                 state_fingerprint(states),
             )
         };
         if fingerprint.replace(now_fingerprint) != Some(now_fingerprint) {
-            seal.stir();
+            stirring.seal.stir();
+            stirring.state_changed.send_replace(now_fingerprint);
         }
         {
             let mut seen = last_seen.lock().unwrap_or_else(|p| p.into_inner());
@@ -695,25 +711,36 @@ async fn monitor(
     }
 }
 
-/// Bumps `changed` whenever chitchat's live nodes or the prober's view change.
+/// Resolves when `rx` changes, with `false` once its sender is gone; never without a receiver.
+async fn next_change<T>(rx: &mut Option<tokio::sync::watch::Receiver<T>>) -> bool {
+    match rx {
+        Some(rx) => rx.changed().await.is_ok(),
+        None => std::future::pending().await,
+    }
+}
+
+/// Bumps `changed` whenever any node's gossiped state changes (the monitor's fingerprint), the
+/// prober's view changes, or, without a prober, chitchat's live set. Not on chitchat's live set
+/// otherwise: quiet gossip makes its detector come and go, and each wake-up rebuilds the view.
 async fn forward_changes<T>(
-    mut chitchat: tokio::sync::watch::Receiver<T>,
+    state: tokio::sync::watch::Receiver<u64>,
     mut prober: Option<tokio::sync::watch::Receiver<LivenessMap>>,
+    chitchat_live: tokio::sync::watch::Receiver<T>,
     changed: tokio::sync::watch::Sender<()>,
 ) {
+    let mut chitchat_live = prober.is_none().then_some(chitchat_live);
+    let mut state = Some(state);
     loop {
         tokio::select! {
-            r = chitchat.changed() => if r.is_err() {
+            open = next_change(&mut state) => if !open {
                 return;
             },
-            r = async {
-                match &mut prober {
-                    Some(rx) => rx.changed().await,
-                    None => std::future::pending().await,
-                }
-            } => if r.is_err() {
-                // The prober stopped (a farewell): chitchat's changes go on.
+            // The prober stopped (a farewell): the state's changes go on.
+            open = next_change(&mut prober) => if !open {
                 prober = None;
+            },
+            open = next_change(&mut chitchat_live) => if !open {
+                chitchat_live = None;
             },
         }
         changed.send_replace(());

@@ -55,10 +55,23 @@ impl Daemon {
         yaml: &str,
         env: &[(&str, &str)],
     ) -> Daemon {
+        Daemon::start_with_node_keys(ns, wrapper, binary, yaml, "", env)
+    }
+
+    /// `start_via` with more keys in the `node:` map (`node_keys`: e.g. `reachability_interval:
+    /// 0, `, each followed by ", ").
+    pub fn start_with_node_keys(
+        ns: &Netns,
+        wrapper: &[&str],
+        binary: &str,
+        yaml: &str,
+        node_keys: &str,
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let runtime_dir = ns.dir().join("run");
         let state_dir = ns.dir().join("state");
         let yaml = format!(
-            "{yaml}\nnode: {{runtime_dir: '{}', state_dir: '{}'}}\n",
+            "{yaml}\nnode: {{{node_keys}runtime_dir: '{}', state_dir: '{}'}}\n",
             runtime_dir.display(),
             state_dir.display()
         );
@@ -194,15 +207,21 @@ pub fn start_hosts(lan: &Lan, net: &str, n: usize) -> Vec<Netns> {
 /// The daemons of `start_nodes` from `binary` (this build, or another to compare with), one per
 /// host, named node1..node<n>, READY, not yet clustered.
 pub fn start_daemons(hosts: &[Netns], binary: &str) -> Vec<Daemon> {
+    start_daemons_with(hosts, binary, "")
+}
+
+/// `start_daemons` with more keys in each node's `node:` map (see `start_with_node_keys`).
+pub fn start_daemons_with(hosts: &[Netns], binary: &str, node_keys: &str) -> Vec<Daemon> {
     let mut daemons: Vec<Daemon> = hosts
         .iter()
         .enumerate()
         .map(|(i, ns)| {
-            Daemon::start_via(
+            Daemon::start_with_node_keys(
                 ns,
                 &[],
                 binary,
                 &format!("lifecycler: {{id: node{}}}", i + 1),
+                node_keys,
                 &[],
             )
         })

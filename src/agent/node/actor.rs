@@ -21,6 +21,10 @@ use tokio::time::Instant;
 /// How often the node refreshes its member view, applies changes gossiped for it, and checks
 /// whether it has synced (also woken at once by chitchat's live-nodes watcher).
 pub(super) const TICK: Duration = Duration::from_millis(100);
+/// How often the member view is rebuilt without a change (for "last seen" to age): every change
+/// (a node up or down, any state gossiped) rebuilds it at once. At every tick, 100 nodes' entries
+/// and findings were copied and parsed ten times a second on every node.
+const REFRESH_EVERY: Duration = Duration::from_secs(1);
 /// How often the peers' gossip addresses are persisted (for a restart to rejoin through them).
 const REMEMBER_PEERS_EVERY: Duration = Duration::from_secs(1);
 /// Node certificates live a year and renew at two thirds: an hourly look is plenty.
@@ -98,6 +102,8 @@ pub(super) struct Actor {
     seen_relays: VecDeque<(u64, u64)>,
     /// When the node certificate's renewal was last considered.
     renewal_checked: Instant,
+    /// When the member view was last rebuilt (`refresh_members`).
+    members_refreshed: Instant,
 }
 
 impl Actor {
@@ -110,6 +116,7 @@ impl Actor {
             peers_remembered: Instant::now(),
             seen_relays: VecDeque::new(),
             renewal_checked: Instant::now(),
+            members_refreshed: Instant::now(),
         }
     }
 
@@ -494,6 +501,7 @@ impl Actor {
 
     /// Publishes the member view for readers (HTTP, gRPC, the ring page, joins).
     async fn refresh_members(&mut self) {
+        self.members_refreshed = Instant::now();
         let members = match &self.membership {
             Some(m) => m.members().await,
             None => vec![],
@@ -538,7 +546,9 @@ impl Actor {
         if self.membership.is_none() {
             return;
         }
-        self.refresh_members().await;
+        if self.members_refreshed.elapsed() >= REFRESH_EVERY {
+            self.refresh_members().await;
+        }
         if self.renewal_checked.elapsed() >= RENEWAL_CHECK_EVERY {
             self.renewal_checked = Instant::now();
             self.renew_certificate().await;
