@@ -434,33 +434,32 @@ impl Membership {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let probed = self
-            .liveness
-            .as_ref()
-            .map(|rx| rx.borrow().clone())
-            .unwrap_or_default();
-        let clock = self.prober_clock;
+        let probed = self.liveness.as_ref().map(|rx| rx.borrow());
         let rows = states
             .into_iter()
-            .map(|(id, value, reach)| GossipRow {
-                node_id: id.node_id.to_string(),
-                generation: id.generation_id,
-                value,
-                reach,
-                alive: probed_word(&probed, &id).map_or_else(|| live.contains(&id), Status::is_up),
-                local: id == self.self_id,
-                // The prober's word: seen now when up, else when it was declared down (quiet
-                // gossip brings heartbeats only every few seconds); chitchat's otherwise.
-                last_seen_ms_ago: match (probed_word(&probed, &id), clock) {
-                    (Some(s), _) if s.is_up() => 0,
-                    (Some(s), Some(start)) => (start + s.since).elapsed().as_millis() as u64,
-                    _ => seen
-                        .get(&id)
-                        .map(|(_, at)| at.elapsed().as_millis() as u64)
-                        .unwrap_or(u64::MAX),
-                },
+            .map(|(id, value, reach)| {
+                let word = probed.as_deref().and_then(|p| probed_word(p, &id));
+                GossipRow {
+                    node_id: id.node_id.to_string(),
+                    generation: id.generation_id,
+                    value,
+                    reach,
+                    alive: word.map_or_else(|| live.contains(&id), Status::is_up),
+                    local: id == self.self_id,
+                    // The prober's word: seen now when up, else when it was declared down (quiet
+                    // gossip brings heartbeats only every few seconds); chitchat's otherwise.
+                    last_seen_ms_ago: match (word, self.prober_clock) {
+                        (Some(s), _) if s.is_up() => 0,
+                        (Some(s), Some(start)) => (start + s.since).elapsed().as_millis() as u64,
+                        _ => seen
+                            .get(&id)
+                            .map(|(_, at)| at.elapsed().as_millis() as u64)
+                            .unwrap_or(u64::MAX),
+                    },
+                }
             })
             .collect();
+        drop(probed);
         project(rows, &forgotten)
     }
 
@@ -646,7 +645,6 @@ async fn monitor(
 ) {
     let Handover { prober, liveness } = handover;
     let mut tick = tokio::time::interval(GOSSIP_INTERVAL / 2);
-    let mut handed: HashSet<ChitchatId> = HashSet::new();
     let mut fingerprint = None;
     loop {
         tick.tick().await;
@@ -681,22 +679,15 @@ async fn monitor(
         let (Some(prober), Some(liveness)) = (&prober, &liveness) else {
             continue;
         };
-        handed.retain(|id| live.contains(id));
+        // Until the prober speaks of that start (a handover in flight is sent again, at most
+        // once a tick: `AddMember` of a start it knows changes nothing).
         let new: Vec<swim::Command> = {
             let known = liveness.borrow();
             live.into_iter()
-                .filter(|id| *id != self_id)
+                .filter(|id| *id != self_id && probed_word(&known, id).is_none())
                 .filter_map(|id| {
-                    let name = NodeName::parse(&id.node_id)?;
-                    let current = known
-                        .get(&name)
-                        .is_some_and(|s| s.incarnation >= id.generation_id);
-                    // Once per start, unless the prober has since forgotten it.
-                    if current || !handed.insert(id.clone()) && known.contains_key(&name) {
-                        return None;
-                    }
                     Some(swim::Command::AddMember {
-                        id: name,
+                        id: NodeName::parse(&id.node_id)?,
                         addr: id.gossip_advertise_addr,
                         incarnation: id.generation_id,
                     })
