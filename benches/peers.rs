@@ -7,11 +7,12 @@
 //! (nftables `numgen random`) and the detection time of a real failure under that loss; per-node
 //! idle CPU (`/proc/PID/stat`), gossip bytes sent per second (nftables counter on eth0) and RSS.
 //!
-//! memberlist runs twice: with its LAN defaults (`lan`: probe 1 s, gossip 200 ms, suspicion ×4)
-//! and tuned to stackring's prober (`tuned`: probe 500 ms, probe timeout 250 ms, gossip 200 ms,
-//! suspicion ×3: the same protocol with the same knobs).
-//! stackring has no interval knob (chitchat's gossip round is 200 ms, phi threshold 8): it runs
-//! once per node count and the same figures stand in both tables.
+//! memberlist runs in each mode asked: with its LAN defaults (`lan`: probe 1 s, gossip 200 ms,
+//! suspicion ×4), tuned to stackring's prober (`tuned`: probe 500 ms, probe timeout 250 ms,
+//! gossip 200 ms, suspicion ×3: the same protocol with the same knobs), and tuned with its own
+//! encryption on (`sealed`: a `SecretKey`, AES-256-GCM on every message; stackring seals every
+//! datagram and cannot turn it off). stackring has no interval knob: it runs once per node count
+//! and the same figures stand in every table.
 //!
 //! The memberlist peer (`benches/peers/main.go`) is built here, offline, from Debian's packages
 //! (`golang-go`, `golang-github-hashicorp-memberlist-dev`) into `target/peers/`.
@@ -19,7 +20,7 @@
 //! Settings (environment): PEERS_NODES=10,30,100 node counts; PEERS_LOAD_NODES=30,100 the counts
 //! with an idle window; PEERS_LOSS_NODES=30,100 the counts with loss windows; PEERS_LOSS=10,20
 //! loss percentages; PEERS_LOSS_SECS=300; PEERS_IDLE_SECS=60; PEERS_KILLS=5;
-//! PEERS_MODES=lan,tuned; PEERS_SYSTEMS=stackring,memberlist; PEERS_POLL_MS (stackring's
+//! PEERS_MODES=lan,tuned,sealed; PEERS_SYSTEMS=stackring,memberlist; PEERS_POLL_MS (stackring's
 //! `/v1/nodes` poll period; default 100/200/400 ms for ≤10/≤30/more nodes); PEERS_REACH=1
 //! stackring's reachability prober on (off by default: memberlist has none); PEERS_QUICK=1 a
 //! smoke run (6 nodes, 20% loss for 15 s, 5 s idle, 2 kills); PEERS_DAEMON_LOG=1 the daemons' logs.
@@ -90,7 +91,7 @@ impl Settings {
             loss_secs: num("PEERS_LOSS_SECS", loss_secs),
             idle_secs: num("PEERS_IDLE_SECS", idle),
             kills: num("PEERS_KILLS", kills) as usize,
-            modes: list("PEERS_MODES", "lan,tuned"),
+            modes: list("PEERS_MODES", "lan,tuned,sealed"),
             systems: list("PEERS_SYSTEMS", "stackring,memberlist"),
             poll_ms: std::env::var("PEERS_POLL_MS")
                 .ok()
@@ -420,7 +421,17 @@ fn mode_flags(mode: &str) -> Vec<&'static str> {
             "-suspicion-mult",
             "3",
         ],
-        other => panic!("PEERS_MODES: unknown mode {other} (lan, tuned)"),
+        // Tuned, and every message encrypted with memberlist's own keyring (AES-256-GCM, as
+        // Consul's gossip encryption): stackring always seals, this is the same footing.
+        "sealed" => {
+            let mut flags = mode_flags("tuned");
+            flags.extend([
+                "-key",
+                "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
+            ]);
+            flags
+        }
+        other => panic!("PEERS_MODES: unknown mode {other} (lan, tuned, sealed)"),
     }
 }
 
@@ -1007,7 +1018,7 @@ fn report(
     println!(
         "stackring / memberlist ({cpus} CPUs, one IPv6-only namespace per node on one bridge)"
     );
-    println!("stackring {commit} (SWIM prober: probe 500 ms, probe timeout 250 ms, gossip 200 ms, suspicion ×3; chitchat 0.11 for state, 200 ms rounds for 3 s after a change, one exchange every 30 s otherwise); memberlist {ml_version} (Debian golang-github-hashicorp-memberlist-dev), {go_version}");
+    println!("stackring {commit} (SWIM prober: probe 500 ms, probe timeout 250 ms, gossip 200 ms, suspicion ×3; chitchat 0.11 for state: exchanges every 200 ms for 3 s after a change, otherwise one every 30 s × the cluster's size scale, 3 at 100 nodes); memberlist {ml_version} (Debian golang-github-hashicorp-memberlist-dev), {go_version}");
     println!(
         "settings: nodes {:?}, idle {} s at {:?}, loss {:?}% for {} s at {:?}, {} kills",
         s.nodes, s.idle_secs, s.load_nodes, s.loss, s.loss_secs, s.loss_nodes, s.kills
@@ -1016,6 +1027,7 @@ fn report(
         println!();
         match mode.as_str() {
             "lan" => println!("## stackring defaults vs memberlist LAN defaults (probe 1 s, probe timeout 500 ms, gossip 200 ms, suspicion mult 4)"),
+            "sealed" => println!("## stackring defaults vs memberlist tuned to stackring's prober and encrypted (its SecretKey: AES-256-GCM on every message, as stackring seals every datagram)"),
             _ => println!("## stackring defaults vs memberlist tuned to stackring's prober (probe 500 ms, probe timeout 250 ms, gossip 200 ms, suspicion ×3)"),
         }
         println!("| figure | stackring | memberlist | ratio |");

@@ -22,6 +22,7 @@ package main
 
 import (
 	"bufio"
+	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -81,6 +82,7 @@ func main() {
 	gossip := flag.Duration("gossip-interval", 0, "GossipInterval (0: LAN default, 200ms)")
 	suspicion := flag.Int("suspicion-mult", 0, "SuspicionMult (0: LAN default, 4)")
 	meta := flag.Int("meta-bytes", 0, "bytes of node metadata to carry (at most 512)")
+	key := flag.String("key", "", "SecretKey in hex (32 bytes: AES-256-GCM on every message, as stackring seals its gossip)")
 	flag.Parse()
 
 	conf := memberlist.DefaultLANConfig()
@@ -99,6 +101,13 @@ func main() {
 	}
 	if *suspicion > 0 {
 		conf.SuspicionMult = *suspicion
+	}
+	if *key != "" {
+		secret, err := hex.DecodeString(*key)
+		if err != nil {
+			log.Fatalf("-key: %v", err)
+		}
+		conf.SecretKey = secret
 	}
 	conf.LogOutput = ioutil.Discard
 	if os.Getenv("PEER_LOG") != "" {

@@ -17,14 +17,15 @@ const MAX_DATAGRAM: usize = 65_535;
 /// The metric label of a sealed datagram, from a key holder, that is not a chitchat message.
 const MALFORMED: &str = "malformed";
 
-/// How long chitchat gossips at its own pace (a round every 200 ms to a few members) after this
-/// node saw or made a change: long enough for a change to reach 100 nodes epidemically, each node
-/// that learns it stirring in turn (`Membership`'s monitor).
+/// How long chitchat gossips at the busy pace (exchanges with a few members every 200 ms, started
+/// by `Membership`'s monitor) after this node saw or made a change: long enough for a change to
+/// reach 100 nodes epidemically, each node that learns it stirring in turn.
 pub(crate) const BUSY_WINDOW: std::time::Duration = std::time::Duration::from_secs(3);
-/// When nothing changes, one chitchat exchange (to one member) this often: anti-entropy, as
-/// memberlist's push/pull every 30 s. Liveness is the prober's, so nothing waits on it; every
-/// exchange carries the digest of every node (~60 bytes each), and at a round every 200 ms that
-/// was 100 kB/s per node at 100 nodes.
+/// When nothing changes, one chitchat exchange (to one member) this often, scaled with the
+/// cluster's size as memberlist scales its push/pull (`swim::anti_entropy_scale`: × 3 at 100
+/// nodes). Liveness is the prober's, so nothing waits on it; every exchange carries the digest of
+/// every node (~60 bytes each), and at a round every 200 ms that was 100 kB/s per node at 100
+/// nodes.
 pub(crate) const QUIET_ROUND: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The cluster's gossip keyring as the live transport sees it; changed by key rotation. It also
@@ -45,6 +46,8 @@ pub(crate) struct GossipSeal {
 struct Pace {
     busy_until: std::time::Instant,
     last_quiet: Option<std::time::Instant>,
+    /// `QUIET_ROUND` scaled to the cluster's size.
+    quiet_round: std::time::Duration,
 }
 
 impl GossipSeal {
@@ -65,6 +68,7 @@ impl GossipSeal {
             pace: Mutex::new(Pace {
                 busy_until: std::time::Instant::now() + BUSY_WINDOW,
                 last_quiet: None,
+                quiet_round: QUIET_ROUND,
             }),
         })
     }
@@ -76,8 +80,25 @@ impl GossipSeal {
         pace.busy_until = pace.busy_until.max(std::time::Instant::now() + BUSY_WINDOW);
     }
 
+    /// Whether the busy pace holds (`BUSY_WINDOW` since the last `stir`).
+    pub(crate) fn busy(&self, now: std::time::Instant) -> bool {
+        now < self
+            .pace
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .busy_until
+    }
+
+    /// The cluster counts `nodes` (chitchat's view): the quiet round scales with it.
+    pub(crate) fn set_cluster_size(&self, nodes: usize) {
+        self.pace
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .quiet_round = QUIET_ROUND * swim::anti_entropy_scale(nodes);
+    }
+
     /// Whether chitchat's next `Syn` (the start of an exchange) goes out: always while busy, else
-    /// one per `QUIET_ROUND`. Answers (`SynAck`, `Ack`) always go: the exchange another member
+    /// one per quiet round. Answers (`SynAck`, `Ack`) always go: the exchange another member
     /// started, busy or not, completes.
     fn syn_due(&self, now: std::time::Instant) -> bool {
         let mut pace = self.pace.lock().unwrap_or_else(|p| p.into_inner());
@@ -85,7 +106,7 @@ impl GossipSeal {
             return true;
         }
         match pace.last_quiet {
-            Some(at) if now.saturating_duration_since(at) < QUIET_ROUND => false,
+            Some(at) if now.saturating_duration_since(at) < pace.quiet_round => false,
             _ => {
                 pace.last_quiet = Some(now);
                 true
@@ -348,7 +369,17 @@ mod tests {
         assert!(!seal.syn_due(quiet + QUIET_ROUND + Duration::from_millis(200)));
         seal.stir();
         let now = std::time::Instant::now();
+        assert!(seal.busy(now));
         assert!((0..15).all(|i| seal.syn_due(now + Duration::from_millis(200 * i))));
+        assert!(!seal.busy(now + BUSY_WINDOW));
+
+        // At 100 nodes the quiet round is three times as long (memberlist's push/pull scaling).
+        let seal = GossipSeal::new(Keyring::new(key(1)), Arc::new(Metrics::new()));
+        seal.set_cluster_size(100);
+        let quiet = std::time::Instant::now() + BUSY_WINDOW + Duration::from_secs(1);
+        assert!(seal.syn_due(quiet));
+        assert!(!seal.syn_due(quiet + 3 * QUIET_ROUND - Duration::from_millis(1)));
+        assert!(seal.syn_due(quiet + 3 * QUIET_ROUND));
     }
 
     /// One gossip port, two protocols: the prober's sealed datagrams reach its inbox and never

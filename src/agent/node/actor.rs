@@ -21,9 +21,10 @@ use tokio::time::Instant;
 /// How often the node refreshes its member view, applies changes gossiped for it, and checks
 /// whether it has synced (also woken at once by chitchat's live-nodes watcher).
 pub(super) const TICK: Duration = Duration::from_millis(100);
-/// How often the member view is rebuilt without a change (for "last seen" to age): every change
-/// (a node up or down, any state gossiped) rebuilds it at once. At every tick, 100 nodes' entries
-/// and findings were copied and parsed ten times a second on every node.
+/// How often the member view is rebuilt without a change while some row's "last seen" ages (a
+/// node down, or one only chitchat speaks of): every change (a node up or down, any state
+/// gossiped) rebuilds it at once. A view of nodes all up does not age: it waits for a change
+/// (rebuilding 100 nodes' entries every second was a sixth of an idle node's CPU).
 const REFRESH_EVERY: Duration = Duration::from_secs(1);
 /// How often the peers' gossip addresses are persisted (for a restart to rejoin through them).
 const REMEMBER_PEERS_EVERY: Duration = Duration::from_secs(1);
@@ -104,6 +105,11 @@ pub(super) struct Actor {
     renewal_checked: Instant,
     /// When the member view was last rebuilt (`refresh_members`).
     members_refreshed: Instant,
+    /// Some row of the view shows a "last seen" that ages (`REFRESH_EVERY`).
+    members_age: bool,
+    /// Gossip changed (or an application must be retried) since the gossiped admin changes were
+    /// last looked at: they arrive only with gossip, so an idle tick does not scan every key.
+    gossip_changed: bool,
 }
 
 impl Actor {
@@ -117,6 +123,8 @@ impl Actor {
             seen_relays: VecDeque::new(),
             renewal_checked: Instant::now(),
             members_refreshed: Instant::now(),
+            members_age: true,
+            gossip_changed: true,
         }
     }
 
@@ -149,6 +157,7 @@ impl Actor {
                     if changed.is_err() {
                         live = None;
                     }
+                    self.gossip_changed = true;
                     self.refresh_members().await;
                 }
             }
@@ -377,6 +386,8 @@ impl Actor {
             .await;
         self.membership = Some(membership);
         self.gossip_started = Instant::now();
+        self.gossip_changed = true;
+        self.members_age = true;
         Ok(())
     }
 
@@ -506,6 +517,7 @@ impl Actor {
             Some(m) => m.members().await,
             None => vec![],
         };
+        self.members_age = members.iter().any(|m| !m.local && m.last_seen_ms_ago != 0);
         let mut counts = std::collections::BTreeMap::new();
         for m in &members {
             *counts
@@ -546,7 +558,7 @@ impl Actor {
         if self.membership.is_none() {
             return;
         }
-        if self.members_refreshed.elapsed() >= REFRESH_EVERY {
+        if self.members_age && self.members_refreshed.elapsed() >= REFRESH_EVERY {
             self.refresh_members().await;
         }
         if self.renewal_checked.elapsed() >= RENEWAL_CHECK_EVERY {
@@ -557,7 +569,12 @@ impl Actor {
             self.peers_remembered = Instant::now();
             self.remember_peers();
         }
-        let applied = self.apply_gossiped_changes().await;
+        let applied = std::mem::take(&mut self.gossip_changed) && {
+            let applied = self.apply_gossiped_changes().await;
+            // Applied (something may follow) or not durable yet: look again next tick.
+            self.gossip_changed = applied;
+            applied
+        };
         if self.synced || applied {
             return;
         }

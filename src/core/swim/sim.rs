@@ -39,6 +39,14 @@ pub(super) fn name(i: usize) -> NodeName {
 }
 
 impl Net {
+    /// Seconds from `start` to the first `event` any node reported (−1: none).
+    pub(super) fn first_after(&self, start: Duration, event: &super::Event) -> f64 {
+        self.events
+            .iter()
+            .find(|(at, _, e)| *at >= start && e == event)
+            .map_or(-1.0, |x| (x.0 - start).as_secs_f64())
+    }
+
     pub(super) fn new(params: Params, seed: u64) -> Net {
         Net {
             now: Duration::ZERO,
@@ -59,11 +67,17 @@ impl Net {
         }
     }
 
+    /// A node's wall clock (ms since the epoch) now: NTP keeps real clocks a few ms apart, here
+    /// each node's is up to 50 ms off (the probe ring's slots, `Swim::next_to_probe`, lean on it).
+    fn wall_clock_ms(&mut self) -> u64 {
+        1_800_000_000_000 + self.now.as_millis() as u64 + self.rng.next() % 50
+    }
+
     /// A new node; it joins through node 0 unless it is node 0.
     pub(super) fn add_node(&mut self) -> usize {
         let i = self.nodes.len();
         let addr: SocketAddr = format!("[2001:db8::{:x}]:7946", i + 1).parse().unwrap();
-        let incarnation = 1_800_000_000_000 + self.now.as_millis() as u64;
+        let incarnation = self.wall_clock_ms();
         let mut swim = Swim::new(
             name(i),
             addr,
@@ -92,7 +106,7 @@ impl Net {
 
     /// Starts node `i` again, as a new process (a new incarnation), joining through node `seed`.
     pub(super) fn restart(&mut self, i: usize, seed: usize) {
-        let incarnation = 1_800_000_000_000 + self.now.as_millis() as u64;
+        let incarnation = self.wall_clock_ms();
         let mut swim = Swim::new(
             name(i),
             self.addrs[i],
@@ -250,6 +264,21 @@ impl Net {
                 )
             })
         })
+    }
+
+    /// (observer, member, what the observer holds) for every running member some running node
+    /// does not hold up: what `converged(&[])` waits for.
+    pub(super) fn not_converged(&self) -> Vec<(usize, usize, Option<Liveness>)> {
+        let mut out = Vec::new();
+        for i in self.running() {
+            for j in self.running().filter(|&j| j != i) {
+                let held = self.swim(i).liveness(&name(j));
+                if !matches!(held, Some(Liveness::Alive | Liveness::Suspect)) {
+                    out.push((i, j, held));
+                }
+            }
+        }
+        out
     }
 
     /// Runs in steps of 10 ms until `converged(gone)` or `limit`; the time it took.
