@@ -342,10 +342,25 @@ impl Membership {
             #[cfg(test)]
             GossipNetwork::InMemory(net) => &net.chitchat,
         };
+        // The prober joins through the same seeds (their gossip port is its port): their table
+        // comes back at once and every member hears of this node from it directly, instead of
+        // waiting for chitchat to see each member live (`monitor`). Names are left to chitchat.
+        let prober_seeds: Vec<SocketAddr> = config
+            .seed_nodes
+            .iter()
+            .filter_map(|s| s.parse().ok())
+            .filter(|a| *a != advertise)
+            .collect();
         let handle =
             Arc::new(spawn_chitchat(config, vec![(NODE_KEY.to_string(), value)], transport).await?);
         // After chitchat: the socket the prober shares is open now.
         let prober = start_prober(&entry.id, advertise, generation, network, &seal);
+        if let (Some(prober), false) = (&prober, prober_seeds.is_empty()) {
+            let _ = prober
+                .commands()
+                .send(swim::Command::Join(prober_seeds))
+                .await;
+        }
         let liveness = prober.as_ref().map(SwimHandle::liveness);
         let last_seen: Arc<Mutex<LastSeen>> = Arc::default();
         let (state_changed, state_changes) = tokio::sync::watch::channel(0u64);

@@ -23,9 +23,8 @@ pub(crate) trait Outbox: Send + 'static {
 /// What the node asks of its prober.
 #[derive(Debug)]
 pub(crate) enum Command {
-    /// Announce ourselves to these addresses until one answers (a joiner's seeds). The daemon
-    /// hands members over from chitchat instead (`agent::membership`).
-    #[cfg_attr(not(test), allow(dead_code))]
+    /// Announce ourselves to these addresses until one answers (a joiner's seeds, the same as
+    /// chitchat's); members chitchat sees live are handed over too (`agent::membership`).
     Join(Vec<SocketAddr>),
     /// A member learned elsewhere (the cluster record, gossip), alive at `incarnation`.
     AddMember {

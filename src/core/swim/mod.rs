@@ -19,8 +19,9 @@
 //!   that hears itself suspected or declared dead refutes it with a higher incarnation.
 //! - **Disseminate:** changes ride on every datagram (piggyback), each sent `retransmit_mult ×
 //!   ⌈log10(n+1)⌉` times, and are pushed to `gossip_fanout` members every `gossip_interval` while
-//!   any is pending; every `sync_interval` one member gets our whole table (anti-entropy), and a
-//!   newcomer's table goes to its seeds, who answer with theirs.
+//!   any is pending; every `sync_interval` (× `anti_entropy_scale`) one member gets our whole
+//!   table (anti-entropy); a newcomer's table goes to its seeds (three at a time), who answer
+//!   with theirs, and then the newcomer tells every member it joined.
 //! - **Additions to memberlist, each found in `sim` at 100 nodes and 20% loss** (without them:
 //!   false DOWNs, or a slower detection): a member we suspect ourselves gets our suspicion
 //!   directly every gossip round until it refutes (a rumour sent a dozen times by each member, to
@@ -325,6 +326,8 @@ struct Relay {
 
 /// Corrections of stale rumours sent back for one datagram at most.
 const MAX_CORRECTIONS: usize = 8;
+/// Seeds a joiner announces itself to at a time (`announce`).
+const ANNOUNCE_TO: usize = 3;
 /// How often a joiner announces itself to its seeds until one answers.
 const JOIN_RETRY: Duration = Duration::from_secs(1);
 /// The least time between two tables sent in answer to one address.
@@ -451,9 +454,14 @@ impl Swim {
         self.announce(now)
     }
 
+    /// Our table to the next `ANNOUNCE_TO` seeds, in turn: a restarted node may know every
+    /// member as a seed, and while none answers (the whole cluster down) it must not send each
+    /// of them its table every second.
     fn announce(&mut self, now: Duration) -> Vec<Outgoing> {
         self.next_announce = now + JOIN_RETRY;
-        let seeds = self.seeds.clone();
+        let take = ANNOUNCE_TO.min(self.seeds.len());
+        let seeds: Vec<SocketAddr> = self.seeds[..take].to_vec();
+        self.seeds.rotate_left(take);
         let mut out = Vec::new();
         for seed in seeds {
             out.extend(self.table_to(seed, true));
@@ -1344,6 +1352,55 @@ mod tests {
                 assert_eq!(probed.len(), n - 1, "{n} nodes: node{i} probed {probed:?}");
             }
         }
+    }
+
+    /// A joiner announces itself to three seeds at a time, in turn, until one answers; the
+    /// answer's table makes every member known, and each of them (but the seed, who knows) hears
+    /// the joiner's own word at once; then the announcements stop.
+    #[test]
+    fn a_joiner_asks_three_seeds_at_a_time_then_tells_every_member() {
+        let node = |n: &str| NodeName::parse(n).unwrap();
+        let at = |i: u8| SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, i as u16], 7946));
+        let mut swim = Swim::new(node("new"), at(1), 5, Params::lan(), 9, Duration::ZERO);
+        let seeds: Vec<SocketAddr> = (2..7).map(at).collect();
+        let to = |out: &[Outgoing]| out.iter().map(|o| o.to).collect::<Vec<_>>();
+        let first = swim.join(seeds.clone(), Duration::ZERO);
+        assert_eq!(to(&first), seeds[..3].to_vec());
+        let again: Vec<Outgoing> = swim
+            .tick(JOIN_RETRY)
+            .into_iter()
+            .filter(|o| matches!(o.envelope.message, Message::Sync { reply: true }))
+            .collect();
+        assert_eq!(to(&again), vec![seeds[3], seeds[4], seeds[0]]);
+
+        let table = Envelope {
+            from: node("s2"),
+            message: Message::Sync { reply: false },
+            updates: [("s2", 2), ("a", 7), ("b", 8)]
+                .map(|(id, i)| Update::Alive {
+                    id: node(id),
+                    incarnation: 1,
+                    addr: at(i),
+                })
+                .to_vec(),
+        };
+        let told = swim.receive(at(2), table, JOIN_RETRY + MS(1));
+        let me = Update::Alive {
+            id: node("new"),
+            incarnation: 5,
+            addr: at(1),
+        };
+        let mut heard: Vec<SocketAddr> = told
+            .iter()
+            .filter(|o| o.envelope.updates == [me.clone()])
+            .map(|o| o.to)
+            .collect();
+        heard.sort();
+        assert_eq!(heard, vec![at(7), at(8)]);
+        assert!(swim
+            .tick(3 * JOIN_RETRY)
+            .iter()
+            .all(|o| !matches!(o.envelope.message, Message::Sync { reply: true })));
     }
 
     /// memberlist's push/pull scaling (`pushPullScale`: flat to 32 nodes, then + 1 per doubling).
