@@ -487,8 +487,7 @@ impl Membership {
     }
 
     /// Changes whenever a node comes up or goes down or any node's gossiped state changes (its
-    /// entry, an admin change; not reachability findings, which the view picks up within a
-    /// second): a wake-up for the node.
+    /// entry, an admin change, its reachability findings): a wake-up for the node.
     pub(crate) fn changes(&self) -> tokio::sync::watch::Receiver<()> {
         self.changes.clone()
     }
@@ -641,17 +640,22 @@ struct Handover {
     liveness: Option<tokio::sync::watch::Receiver<LivenessMap>>,
 }
 
-/// What changes when any node's gossip state (but for reachability findings) changes: the sum
-/// of every node's generation and of its keys' versions (versions only grow).
-fn state_fingerprint(states: &BTreeMap<ChitchatId, chitchat::NodeState>) -> u64 {
-    states.iter().fold(0u64, |sum, (id, state)| {
-        state
-            .key_values_including_deleted()
-            .filter(|(k, _)| *k != REACH_KEY)
-            .fold(sum.wrapping_add(id.generation_id), |sum, (_, v)| {
-                sum.wrapping_add(v.version)
-            })
-    })
+/// What changes when any node's gossip state changes: the sum of every node's generation and of
+/// its keys' versions (versions only grow), reachability findings apart (`.1`): those change the
+/// member view but do not stir gossip (their owner spreads them; a finding whose round trips
+/// alone moved waits for a quiet round).
+fn state_fingerprint(states: &BTreeMap<ChitchatId, chitchat::NodeState>) -> (u64, u64) {
+    states
+        .iter()
+        .fold((0u64, 0u64), |(sum, reach), (id, state)| {
+            state.key_values_including_deleted().fold(
+                (sum.wrapping_add(id.generation_id), reach),
+                |(sum, reach), (k, v)| match k == REACH_KEY {
+                    false => (sum.wrapping_add(v.version), reach),
+                    true => (sum, reach.wrapping_add(v.version)),
+                },
+            )
+        })
 }
 
 /// Every busy round: notes when each node's heartbeat moved ("last seen"); stirs gossip when any
@@ -683,9 +687,19 @@ async fn monitor(
             let guard = chitchat.lock().await;
             let states = guard.node_states();
             let now_fingerprint = state_fingerprint(states);
-            if fingerprint.replace(now_fingerprint) != Some(now_fingerprint) {
-                stirring.seal.stir();
-                stirring.state_changed.send_replace(now_fingerprint);
+            match fingerprint.replace(now_fingerprint) {
+                Some(before) if before == now_fingerprint => {}
+                Some((state, _)) if state == now_fingerprint.0 => {
+                    stirring
+                        .state_changed
+                        .send_modify(|v| *v = v.wrapping_add(1));
+                }
+                _ => {
+                    stirring.seal.stir();
+                    stirring
+                        .state_changed
+                        .send_modify(|v| *v = v.wrapping_add(1));
+                }
             }
             stirring.seal.set_cluster_size(states.len());
             {
