@@ -35,10 +35,6 @@
 //! - **Incarnations** start at the node's start time in ms (wall clock), so a restarted node is
 //!   newer than anything said about its previous life without a refutation.
 
-// Built and measured under virtual time first; the daemon takes it up in place of chitchat's
-// failure detector next (issue 16), until then only the tests call it.
-#![cfg_attr(not(test), allow(dead_code))]
-
 #[cfg(test)]
 mod sim;
 pub(crate) mod wire;
@@ -443,6 +439,7 @@ impl Swim {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn incarnation(&self) -> u64 {
         self.incarnation
     }
@@ -502,6 +499,7 @@ impl Swim {
         })
     }
 
+    #[cfg(test)]
     pub(crate) fn liveness(&self, id: &NodeName) -> Option<Liveness> {
         self.members.get(id).map(Member::liveness)
     }
