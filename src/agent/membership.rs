@@ -714,6 +714,11 @@ async fn monitor(
                         }
                     }
                 }
+                // Nodes chitchat forgot (a restart leaves its old generation behind for an hour):
+                // the map would otherwise keep every generation ever seen.
+                if seen.len() > states.len() {
+                    seen.retain(|id, _| states.contains_key(id));
+                }
             }
             let known = liveness.as_ref().map(|l| l.borrow());
             // Until the prober speaks of that start (a handover in flight is sent again, at
