@@ -23,10 +23,13 @@ const MALFORMED: &str = "malformed";
 pub(crate) const BUSY_WINDOW: std::time::Duration = std::time::Duration::from_secs(3);
 /// When nothing changes, one chitchat exchange (to one member) this often, scaled with the
 /// cluster's size as memberlist scales its push/pull (`swim::anti_entropy_scale`: × 3 at 100
-/// nodes). Liveness is the prober's, so nothing waits on it; every exchange carries the digest of
-/// every node (~60 bytes each), and at a round every 200 ms that was 100 kB/s per node at 100
-/// nodes.
-pub(crate) const QUIET_ROUND: std::time::Duration = std::time::Duration::from_secs(30);
+/// nodes). Liveness is the prober's and a missed change is found by the prober's anti-entropy
+/// digest (`permit_exchange`), so this round only carries heartbeats (chitchat forgets a node it
+/// hears nothing of for an hour) and serves members without digests. Every exchange carries the
+/// digest of every node (~60 bytes each): at 30 s it was a fifth of an idle node's bytes.
+pub(crate) const QUIET_ROUND: std::time::Duration = std::time::Duration::from_secs(90);
+/// Exchanges granted by `permit_exchange` and not yet started, at most.
+const PERMITS: usize = 16;
 
 /// The cluster's gossip keyring as the live transport sees it; changed by key rotation. It also
 /// joins the SWIM prober (`agent::swim`) to the gossip port: the socket it sends on, and where
@@ -48,6 +51,8 @@ struct Pace {
     last_quiet: Option<std::time::Instant>,
     /// `QUIET_ROUND` scaled to the cluster's size.
     quiet_round: std::time::Duration,
+    /// Members whose state differs from ours: the next `Syn` to each goes out, quiet or not.
+    permits: Vec<SocketAddr>,
 }
 
 impl GossipSeal {
@@ -69,6 +74,7 @@ impl GossipSeal {
                 busy_until: std::time::Instant::now() + BUSY_WINDOW,
                 last_quiet: None,
                 quiet_round: QUIET_ROUND,
+                permits: Vec::new(),
             }),
         })
     }
@@ -97,11 +103,25 @@ impl GossipSeal {
             .quiet_round = QUIET_ROUND * swim::anti_entropy_scale(nodes);
     }
 
-    /// Whether chitchat's next `Syn` (the start of an exchange) goes out: always while busy, else
-    /// one per quiet round. Answers (`SynAck`, `Ack`) always go: the exchange another member
-    /// started, busy or not, completes.
-    fn syn_due(&self, now: std::time::Instant) -> bool {
+    /// The prober's anti-entropy found `to`'s gossiped state unlike ours: chitchat's next `Syn`
+    /// to it goes out even when quiet (one exchange, both ways, mends both).
+    pub(crate) fn permit_exchange(&self, to: SocketAddr) {
         let mut pace = self.pace.lock().unwrap_or_else(|p| p.into_inner());
+        if pace.permits.len() < PERMITS && !pace.permits.contains(&to) {
+            pace.permits.push(to);
+            self.metrics.gossip_repairs.inc();
+        }
+    }
+
+    /// Whether chitchat's next `Syn` (the start of an exchange) to `to` goes out: always while
+    /// busy, once after `permit_exchange(to)`, else one per quiet round. Answers (`SynAck`,
+    /// `Ack`) always go: the exchange another member started, busy or not, completes.
+    fn syn_due(&self, now: std::time::Instant, to: SocketAddr) -> bool {
+        let mut pace = self.pace.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = pace.permits.iter().position(|p| *p == to) {
+            pace.permits.swap_remove(i);
+            return true;
+        }
         if now < pace.busy_until {
             return true;
         }
@@ -208,7 +228,7 @@ struct SealedSocket {
 impl Socket for SealedSocket {
     async fn send(&mut self, to: SocketAddr, message: ChitchatMessage) -> anyhow::Result<()> {
         if matches!(message, ChitchatMessage::Syn { .. })
-            && !self.seal.syn_due(std::time::Instant::now())
+            && !self.seal.syn_due(std::time::Instant::now(), to)
         {
             // Quiet: this round stays home (to chitchat, as if the network lost it).
             return Ok(());
@@ -352,34 +372,54 @@ mod tests {
     }
 
     /// chitchat's rounds all go out while busy (a node that just started is), then one exchange
-    /// a quiet round; a change makes it busy again.
+    /// a quiet round; a change makes it busy again; a member whose state differs gets one
+    /// exchange at once, quiet or not.
     #[test]
     fn chitchat_gossips_at_its_pace_while_busy_and_once_a_quiet_round_after() {
         let seal = GossipSeal::new(Keyring::new(key(1)), Arc::new(Metrics::new()));
+        let peer: SocketAddr = "[2001:db8::2]:7946".parse().unwrap();
+        let other: SocketAddr = "[2001:db8::3]:7946".parse().unwrap();
+        let due = |at| seal.syn_due(at, peer);
         let start = std::time::Instant::now();
-        assert!((0..15).all(|i| seal.syn_due(start + Duration::from_millis(200 * i))));
+        assert!((0..15).all(|i| due(start + Duration::from_millis(200 * i))));
         let quiet = start + BUSY_WINDOW + Duration::from_secs(1);
-        assert!(seal.syn_due(quiet), "the first quiet round");
+        assert!(due(quiet), "the first quiet round");
+        assert!(!due(quiet + Duration::from_millis(1)), "one a round");
+        assert!(!due(quiet + QUIET_ROUND - Duration::from_millis(1)));
+        assert!(due(quiet + QUIET_ROUND), "the next quiet round");
+        assert!(!due(quiet + QUIET_ROUND + Duration::from_millis(200)));
+        // The prober's digest found a difference: one exchange to that member, not to others.
+        let later = quiet + QUIET_ROUND + Duration::from_secs(1);
+        seal.permit_exchange(peer);
+        seal.permit_exchange(peer);
         assert!(
-            !seal.syn_due(quiet + Duration::from_millis(1)),
-            "one a round"
+            !seal.syn_due(later, other),
+            "only to the member that differs"
         );
-        assert!(!seal.syn_due(quiet + QUIET_ROUND - Duration::from_millis(1)));
-        assert!(seal.syn_due(quiet + QUIET_ROUND), "the next quiet round");
-        assert!(!seal.syn_due(quiet + QUIET_ROUND + Duration::from_millis(200)));
+        assert!(due(later), "at once, although quiet");
+        assert!(!due(later), "once");
+        // Permits are bounded: a key holder's flood of digests grants no more.
+        for i in 0..100u16 {
+            seal.permit_exchange(SocketAddr::from(([192, 0, 2, 1], i)));
+        }
+        let granted = (0..100u16)
+            .filter(|i| seal.syn_due(later, SocketAddr::from(([192, 0, 2, 1], *i))))
+            .count();
+        assert_eq!(granted, PERMITS);
         seal.stir();
         let now = std::time::Instant::now();
         assert!(seal.busy(now));
-        assert!((0..15).all(|i| seal.syn_due(now + Duration::from_millis(200 * i))));
+        assert!((0..15).all(|i| due(now + Duration::from_millis(200 * i))));
         assert!(!seal.busy(now + BUSY_WINDOW));
 
         // At 100 nodes the quiet round is three times as long (memberlist's push/pull scaling).
         let seal = GossipSeal::new(Keyring::new(key(1)), Arc::new(Metrics::new()));
         seal.set_cluster_size(100);
+        let due = |at| seal.syn_due(at, peer);
         let quiet = std::time::Instant::now() + BUSY_WINDOW + Duration::from_secs(1);
-        assert!(seal.syn_due(quiet));
-        assert!(!seal.syn_due(quiet + 3 * QUIET_ROUND - Duration::from_millis(1)));
-        assert!(seal.syn_due(quiet + 3 * QUIET_ROUND));
+        assert!(due(quiet));
+        assert!(!due(quiet + 3 * QUIET_ROUND - Duration::from_millis(1)));
+        assert!(due(quiet + 3 * QUIET_ROUND));
     }
 
     /// One gossip port, two protocols: the prober's sealed datagrams reach its inbox and never

@@ -57,6 +57,10 @@ const CHITCHAT_ROUND: Duration = Duration::from_secs(1);
 /// members this often (a 100-node cluster converges in a few rounds).
 const BUSY_ROUND: Duration = Duration::from_millis(200);
 const BUSY_FANOUT: usize = 3;
+/// A node chitchat sees live is handed to the prober only if its heartbeat moved this recently
+/// here: shorter than the prober remembers a death (`Params::dead_retention`, an hour), longer
+/// than quiet rounds leave between heartbeats (`QUIET_ROUND` × its scale: 4.5 min at 100 nodes).
+const HANDOVER_FRESH: Duration = Duration::from_secs(30 * 60);
 
 /// When each node's heartbeat last moved here. Ordered, not hashed: the monitor looks up every
 /// node five times a second, and SipHash of a `ChitchatId` was most of its cost.
@@ -354,7 +358,7 @@ impl Membership {
         let handle =
             Arc::new(spawn_chitchat(config, vec![(NODE_KEY.to_string(), value)], transport).await?);
         // After chitchat: the socket the prober shares is open now.
-        let prober = start_prober(&entry.id, advertise, generation, network, &seal);
+        let mut prober = start_prober(&entry.id, advertise, generation, network, &seal);
         if let (Some(prober), false) = (&prober, prober_seeds.is_empty()) {
             let _ = prober
                 .commands()
@@ -371,6 +375,7 @@ impl Membership {
             Handover {
                 prober: prober.as_ref().map(SwimHandle::commands),
                 liveness: liveness.clone(),
+                state_differs: prober.as_mut().and_then(SwimHandle::take_state_differs),
             },
             Stirring {
                 seal: seal.clone(),
@@ -634,10 +639,12 @@ struct Stirring {
     state_changed: tokio::sync::watch::Sender<u64>,
 }
 
-/// Where the monitor hands nodes to: the prober's commands and what it knows.
+/// Where the monitor hands nodes to: the prober's commands and what it knows, and the members
+/// its anti-entropy found with a gossiped state other than ours.
 struct Handover {
     prober: Option<tokio::sync::mpsc::Sender<swim::Command>>,
     liveness: Option<tokio::sync::watch::Receiver<LivenessMap>>,
+    state_differs: Option<tokio::sync::mpsc::Receiver<SocketAddr>>,
 }
 
 /// What changes when any node's gossip state changes: the sum of every node's generation and of
@@ -658,6 +665,23 @@ fn state_fingerprint(states: &BTreeMap<ChitchatId, chitchat::NodeState>) -> (u64
         })
 }
 
+/// The gossiped state as members compare it (the prober's anti-entropy digest carries it): an
+/// order-free sum of a hash of each node's id, generation and newest version, heartbeats left
+/// out (they move every round). Members that hold the same states compute the same, whatever
+/// their process: no per-process hash keys.
+fn shared_state_digest(states: &BTreeMap<ChitchatId, chitchat::NodeState>) -> u64 {
+    states.iter().fold(0u64, |sum, (id, state)| {
+        let name = id.node_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        // SplitMix64's finaliser: every input bit moves about half the output bits.
+        let mut z = name ^ id.generation_id.rotate_left(17) ^ state.max_version().rotate_left(41);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        sum.wrapping_add(z ^ (z >> 31))
+    })
+}
+
 /// Every busy round: notes when each node's heartbeat moved ("last seen"); stirs gossip when any
 /// node's state changed (a newcomer, a new entry, an admin change: each node that learns it
 /// passes it on at the busy pace); while busy, starts exchanges with `BUSY_FANOUT` members up
@@ -672,21 +696,30 @@ async fn monitor(
     handover: Handover,
     stirring: Stirring,
 ) {
-    let Handover { prober, liveness } = handover;
+    let Handover {
+        prober,
+        liveness,
+        mut state_differs,
+    } = handover;
     let Some(chitchat) = handle.upgrade().map(|h| h.chitchat()) else {
         return;
     };
     let mut tick = tokio::time::interval(BUSY_ROUND);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut fingerprint = None;
+    let mut digest_sent = None;
     let mut rng = Xorshift::new();
     loop {
         tick.tick().await;
         let now = Instant::now();
-        let (new, targets) = {
+        let (new, targets, digest) = {
             let guard = chitchat.lock().await;
             let states = guard.node_states();
             let now_fingerprint = state_fingerprint(states);
+            // Only when something changed (versions only grow): O(nodes), not every round.
+            let digest = (fingerprint != Some(now_fingerprint))
+                .then(|| shared_state_digest(states))
+                .filter(|d| digest_sent != Some(*d));
             match fingerprint.replace(now_fingerprint) {
                 Some(before) if before == now_fingerprint => {}
                 Some((state, _)) if state == now_fingerprint.0 => {
@@ -722,11 +755,18 @@ async fn monitor(
             }
             let known = liveness.as_ref().map(|l| l.borrow());
             // Until the prober speaks of that start (a handover in flight is sent again, at
-            // most once a round: `AddMember` of a start it knows changes nothing).
+            // most once a round: `AddMember` of a start it knows changes nothing). Only a node
+            // heard of lately: chitchat may hold a node it no longer hears as live for longer
+            // than the prober remembers a death, and must not bring it back.
+            let seen = last_seen.lock().unwrap_or_else(|p| p.into_inner());
             let new: Vec<swim::Command> = match (&prober, &known) {
                 (Some(_), Some(known)) => guard
                     .live_nodes()
                     .filter(|id| **id != self_id && probed_word(known, id).is_none())
+                    .filter(|id| {
+                        seen.get(*id)
+                            .is_some_and(|(_, moved)| now.duration_since(*moved) < HANDOVER_FRESH)
+                    })
                     .filter_map(|id| {
                         Some(swim::Command::AddMember {
                             id: NodeName::parse(&id.node_id)?,
@@ -763,7 +803,7 @@ async fn monitor(
             } else {
                 Vec::new()
             };
-            (new, targets)
+            (new, targets, digest)
         };
         // Weak: a membership dropped without `shutdown` (a crash, in the tests) stops chitchat,
         // and this task with it.
@@ -773,8 +813,23 @@ async fn monitor(
         for addr in targets {
             let _ = handle.gossip(addr);
         }
+        // Members the prober found with another state: one exchange each mends both sides.
+        while let Some(Ok(addr)) = state_differs.as_mut().map(|rx| rx.try_recv()) {
+            stirring.seal.permit_exchange(addr);
+            let _ = handle.gossip(addr);
+        }
         drop(handle);
         if let Some(prober) = &prober {
+            if let Some(digest) = digest {
+                if prober
+                    .send(swim::Command::StateDigest(digest))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                digest_sent = Some(digest);
+            }
             for command in new {
                 if prober.send(command).await.is_err() {
                     return;

@@ -33,6 +33,9 @@ pub(crate) struct Metrics {
     /// Gossip datagrams refused before chitchat saw them, by reason (`core::seal::Rejected`, and
     /// `malformed` for a sealed datagram that is not a chitchat message).
     pub(crate) gossip_rejected: Family<Labels, Counter>,
+    /// Gossip exchanges started because a member's anti-entropy digest showed a state unlike
+    /// ours (a change it or we missed).
+    pub(crate) gossip_repairs: Counter,
     /// Always 1, labelled with the version and the commit.
     build_info: Family<Labels, Gauge>,
     /// Members as this node sees them, by health (OK, DOWN) and state (JOINING, ACTIVE, …).
@@ -117,6 +120,11 @@ impl Metrics {
             "stackring_gossip_rejected",
             "Gossip datagrams refused (not sealed, unknown key, forged, replayed, stale, malformed)",
             m.gossip_rejected.clone(),
+        );
+        r.register(
+            "stackring_gossip_repairs",
+            "Gossip exchanges started because a member's anti-entropy digest showed a state unlike ours (a change one side missed)",
+            m.gossip_repairs.clone(),
         );
         r.register(
             "stackring_build_info",

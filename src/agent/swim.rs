@@ -32,6 +32,9 @@ pub(crate) enum Command {
         addr: SocketAddr,
         incarnation: u64,
     },
+    /// The digest of the node's gossiped state (`Swim::set_state_digest`), sent with every
+    /// anti-entropy digest.
+    StateDigest(u64),
     /// Tell every member we leave; answered once the farewells are sent. The task then ends.
     Leave(oneshot::Sender<()>),
 }
@@ -47,6 +50,9 @@ pub(crate) type LivenessMap = BTreeMap<NodeName, Status>;
 const INBOX: usize = 1024;
 /// Commands waiting at most.
 const COMMANDS: usize = 64;
+/// Members whose state differs, waiting for the node at most (more are dropped: the next
+/// anti-entropy round finds them again).
+const STATE_DIFFERS: usize = 16;
 
 /// The node's side of a running prober.
 pub(crate) struct SwimHandle {
@@ -55,6 +61,8 @@ pub(crate) struct SwimHandle {
     commands: mpsc::Sender<Command>,
     inbox: Inbox,
     liveness: watch::Receiver<LivenessMap>,
+    /// Members whose gossiped state differs from ours (taken once, by the membership monitor).
+    state_differs: Option<mpsc::Receiver<SocketAddr>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -77,6 +85,7 @@ pub(crate) fn spawn(
     let (commands, command_rx) = mpsc::channel(COMMANDS);
     let (inbox, inbox_rx) = mpsc::channel(INBOX);
     let (liveness_tx, liveness) = watch::channel(LivenessMap::new());
+    let (differs_tx, state_differs) = mpsc::channel(STATE_DIFFERS);
     let start = Instant::now();
     let swim = Swim::new(
         identity.me,
@@ -86,12 +95,23 @@ pub(crate) fn spawn(
         seed,
         Duration::ZERO,
     );
-    let task = tokio::spawn(run(swim, start, command_rx, inbox_rx, liveness_tx, outbox));
+    let task = tokio::spawn(run(
+        swim,
+        start,
+        command_rx,
+        inbox_rx,
+        Published {
+            liveness: liveness_tx,
+            state_differs: differs_tx,
+        },
+        outbox,
+    ));
     SwimHandle {
         start,
         commands,
         inbox,
         liveness,
+        state_differs: Some(state_differs),
         task,
     }
 }
@@ -129,6 +149,12 @@ impl SwimHandle {
         self.liveness.clone()
     }
 
+    /// The addresses of members whose anti-entropy digest showed a gossiped state other than
+    /// ours (the node exchanges its state with them); once.
+    pub(crate) fn take_state_differs(&mut self) -> Option<mpsc::Receiver<SocketAddr>> {
+        self.state_differs.take()
+    }
+
     /// Says goodbye to every member (bounded by `within`), then stops the task.
     pub(crate) async fn leave(self, within: Duration) {
         let (done, sent) = oneshot::channel();
@@ -144,12 +170,18 @@ impl SwimHandle {
     }
 }
 
+/// What the task tells the node.
+struct Published {
+    liveness: watch::Sender<LivenessMap>,
+    state_differs: mpsc::Sender<SocketAddr>,
+}
+
 async fn run(
     mut swim: Swim,
     start: Instant,
     mut commands: mpsc::Receiver<Command>,
     mut inbox: mpsc::Receiver<(SocketAddr, Vec<u8>)>,
-    liveness: watch::Sender<LivenessMap>,
+    published: Published,
     mut outbox: impl Outbox,
 ) {
     loop {
@@ -172,6 +204,10 @@ async fn run(
                     swim.add_member(id, addr, incarnation, start.elapsed());
                     Vec::new()
                 }
+                Some(Command::StateDigest(digest)) => {
+                    swim.set_state_digest(digest);
+                    Vec::new()
+                }
                 Some(Command::Leave(done)) => {
                     leaving = Some(done);
                     swim.leave()
@@ -186,7 +222,10 @@ async fn run(
         // Every change of liveness is an event (a refuted suspicion included).
         if !swim.take_events().is_empty() {
             let now: LivenessMap = swim.members().map(|(id, s)| (id.clone(), s)).collect();
-            liveness.send_replace(now);
+            published.liveness.send_replace(now);
+        }
+        for member in swim.take_state_differs() {
+            let _ = published.state_differs.try_send(member);
         }
         if let Some(done) = leaving {
             let _ = done.send(());

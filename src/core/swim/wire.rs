@@ -6,7 +6,7 @@
 //! datagram = VERSION from:name kind:u8 body count:u8 update*
 //! ping     = seq:u32 target:name          ack = seq:u32
 //! ping-req = seq:u32 target:name          gossip = (nothing)
-//! sync     = reply:u8
+//! sync     = reply:u8                     digest = members:u64 state:u64
 //! update   = tag:u8 id:name incarnation:u64 (alive: addr | suspect, dead: by:name)
 //! name     = len:u8 bytes (a valid node name: 1–63 of [A-Za-z0-9._-])
 //! addr     = 4 ipv4:4 port:u16 | 6 ipv6:16 port:u16
@@ -32,6 +32,9 @@ const ACK: u8 = 2;
 const PING_REQ: u8 = 3;
 const GOSSIP: u8 = 4;
 const SYNC: u8 = 5;
+/// Added after kinds 1–5 shipped on main: a prober without it drops the datagram as malformed
+/// (silently), and its own anti-entropy (`Sync`) is still answered, so mixed versions converge.
+const DIGEST: u8 = 6;
 
 const ALIVE: u8 = 1;
 const SUSPECT: u8 = 2;
@@ -46,6 +49,7 @@ pub(crate) fn header_len(env: &Envelope) -> usize {
             Message::Ack { .. } => 4,
             Message::Gossip => 0,
             Message::Sync { .. } => 1,
+            Message::Digest { .. } => 16,
         }
         + 1
 }
@@ -95,6 +99,11 @@ pub(crate) fn encode(env: &Envelope) -> Vec<u8> {
         Message::Sync { reply } => {
             out.push(SYNC);
             out.push(u8::from(*reply));
+        }
+        Message::Digest { members, state } => {
+            out.push(DIGEST);
+            out.extend_from_slice(&members.to_le_bytes());
+            out.extend_from_slice(&state.to_le_bytes());
         }
     }
     // The sender keeps to MAX_UPDATES (`Swim::take_updates`); a longer list is cut, not wrapped.
@@ -262,6 +271,10 @@ pub(crate) fn decode(datagram: &[u8]) -> Result<Envelope, DecodeError> {
                 other => return Err(DecodeError::Flag(other)),
             },
         },
+        DIGEST => Message::Digest {
+            members: r.u64("members digest")?,
+            state: r.u64("state digest")?,
+        },
         other => return Err(DecodeError::Kind(other)),
     };
     let count = r.u8("update count")? as usize;
@@ -347,6 +360,10 @@ mod tests {
             Message::Gossip,
             Message::Sync { reply: true },
             Message::Sync { reply: false },
+            Message::Digest {
+                members: 0x0123_4567_89ab_cdef,
+                state: u64::MAX,
+            },
         ]
         .into_iter()
         .map(|message| Envelope {
@@ -365,6 +382,29 @@ mod tests {
             assert_eq!(bytes.len(), announced, "{env:?}");
             assert_eq!(decode(&bytes).unwrap(), env);
         }
+    }
+
+    /// The digest's bytes, pinned: members already running read them so (a change is a new kind).
+    #[test]
+    fn a_digest_is_kind_6_with_two_little_endian_words() {
+        let bytes = encode(&Envelope {
+            from: name("a"),
+            message: Message::Digest {
+                members: 0x0102_0304_0506_0708,
+                state: 9,
+            },
+            updates: vec![],
+        });
+        assert_eq!(
+            bytes,
+            [
+                &[VERSION, 1, b'a', 6][..],
+                &[8, 7, 6, 5, 4, 3, 2, 1],
+                &[9, 0, 0, 0, 0, 0, 0, 0],
+                &[0]
+            ]
+            .concat()
+        );
     }
 
     /// Every prefix of a valid datagram is refused (cut short), and so is one byte too many.
