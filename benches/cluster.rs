@@ -379,17 +379,7 @@ fn rss(pids: &[u32]) -> Vec<u64> {
 fn status_kib_mean(pids: &[u32], field: &str) -> Option<f64> {
     let v: Option<Vec<u64>> = pids
         .iter()
-        .map(|p| {
-            std::fs::read_to_string(format!("/proc/{p}/status"))
-                .ok()?
-                .lines()
-                .find_map(|l| l.strip_prefix(field))?
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse()
-                .ok()
-        })
+        .map(|p| common::proc_kib(*p, "status", field))
         .collect();
     v.map(|v| v.iter().sum::<u64>() as f64 / v.len() as f64)
 }

@@ -626,23 +626,10 @@ struct Figures {
     pss_mib: Option<f64>,
 }
 
-/// A `kB` field of a `/proc/PID/` file (`status`'s `RssAnon:`, `smaps_rollup`'s `Pss:`).
-fn proc_kib(pid: u32, file: &str, field: &str) -> Option<u64> {
-    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix(field))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()
-}
-
 /// The mean over `n` nodes of a `kB` field, in MiB; None when a process lacks it.
 fn mean_mib(nodes: &Nodes, n: usize, file: &str, field: &str) -> Option<f64> {
     let kib: Option<Vec<u64>> = (0..n)
-        .map(|i| proc_kib(nodes.pid(i), file, field))
+        .map(|i| common::proc_kib(nodes.pid(i), file, field))
         .collect();
     kib.map(|v| v.iter().sum::<u64>() as f64 / n as f64 / 1024.0)
 }
@@ -913,24 +900,17 @@ fn rows(
             bps(ml.bytes_per_s),
             ratio(sr.bytes_per_s, ml.bytes_per_s),
         ));
-        r.push((
-            format!("{n} nodes: RSS per node"),
-            mib(sr.rss_mib),
-            mib(ml.rss_mib),
-            ratio(sr.rss_mib, ml.rss_mib),
-        ));
-        r.push((
-            format!("{n} nodes: anonymous RSS per node (its own memory)"),
-            mib(sr.anon_mib),
-            mib(ml.anon_mib),
-            ratio(sr.anon_mib, ml.anon_mib),
-        ));
-        r.push((
-            format!("{n} nodes: PSS per node (shared pages split)"),
-            mib(sr.pss_mib),
-            mib(ml.pss_mib),
-            ratio(sr.pss_mib, ml.pss_mib),
-        ));
+        for (what, a, b) in [
+            ("RSS per node", sr.rss_mib, ml.rss_mib),
+            (
+                "anonymous RSS per node (its own memory)",
+                sr.anon_mib,
+                ml.anon_mib,
+            ),
+            ("PSS per node (shared pages split)", sr.pss_mib, ml.pss_mib),
+        ] {
+            r.push((format!("{n} nodes: {what}"), mib(a), mib(b), ratio(a, b)));
+        }
     }
     r
 }
@@ -1062,7 +1042,7 @@ fn report(
     println!(
         "stackring / memberlist ({cpus} CPUs, one IPv6-only namespace per node on one bridge)"
     );
-    println!("stackring {commit} (SWIM prober: probe 500 ms, probe timeout 250 ms, gossip 200 ms, suspicion ×3; chitchat 0.11 for state: exchanges every 200 ms for 3 s after a change, otherwise one every 30 s × the cluster's size scale, 3 at 100 nodes); memberlist {ml_version} (Debian golang-github-hashicorp-memberlist-dev), {go_version}");
+    println!("stackring {commit} (SWIM prober: probe 500 ms, probe timeout 250 ms, gossip 200 ms, suspicion ×3; chitchat 0.11 for state: exchanges every 200 ms for 3 s after a change, one at once with a member whose anti-entropy digest (every 30 s) shows another state, otherwise one every 90 s on average; both × the cluster's size scale, 3 at 100 nodes); memberlist {ml_version} (Debian golang-github-hashicorp-memberlist-dev), {go_version}");
     println!(
         "settings: nodes {:?}, idle {} s at {:?}, loss {:?}% for {} s at {:?}, {} kills",
         s.nodes, s.idle_secs, s.load_nodes, s.loss, s.loss_secs, s.loss_nodes, s.kills

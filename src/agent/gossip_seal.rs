@@ -45,14 +45,28 @@ pub(crate) struct GossipSeal {
     pace: Mutex<Pace>,
 }
 
-/// Until when chitchat's rounds all go out, and when the last quiet one went.
+/// Until when chitchat's rounds all go out, and when the next quiet one goes.
 struct Pace {
     busy_until: std::time::Instant,
-    last_quiet: Option<std::time::Instant>,
+    next_quiet: Option<std::time::Instant>,
+    /// Spreads the quiet rounds (SplitMix64 state): nodes started together would otherwise all
+    /// exchange in the same second, every round.
+    jitter: u64,
     /// `QUIET_ROUND` scaled to the cluster's size.
     quiet_round: std::time::Duration,
     /// Members whose state differs from ours: the next `Syn` to each goes out, quiet or not.
     permits: Vec<SocketAddr>,
+}
+
+impl Pace {
+    /// Uniform in [0, 1) (SplitMix64).
+    fn uniform(&mut self) -> f64 {
+        self.jitter = self.jitter.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.jitter;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    }
 }
 
 impl GossipSeal {
@@ -72,7 +86,8 @@ impl GossipSeal {
             swim_inbox: Mutex::new(None),
             pace: Mutex::new(Pace {
                 busy_until: std::time::Instant::now() + BUSY_WINDOW,
-                last_quiet: None,
+                next_quiet: None,
+                jitter: u64::from_le_bytes(random_session()[..8].try_into().expect("8 bytes")),
                 quiet_round: QUIET_ROUND,
                 permits: Vec::new(),
             }),
@@ -125,10 +140,18 @@ impl GossipSeal {
         if now < pace.busy_until {
             return true;
         }
-        match pace.last_quiet {
-            Some(at) if now.saturating_duration_since(at) < pace.quiet_round => false,
-            _ => {
-                pace.last_quiet = Some(now);
+        match pace.next_quiet {
+            // The first within a round, at random: nodes started together fall quiet together.
+            None => {
+                let first = pace.quiet_round.mul_f64(pace.uniform());
+                pace.next_quiet = Some(now + first);
+                false
+            }
+            Some(at) if now < at => false,
+            Some(_) => {
+                // Between half and one and a half rounds: a round on average.
+                let next = pace.quiet_round.mul_f64(0.5 + pace.uniform());
+                pace.next_quiet = Some(now + next);
                 true
             }
         }
@@ -383,13 +406,34 @@ mod tests {
         let start = std::time::Instant::now();
         assert!((0..15).all(|i| due(start + Duration::from_millis(200 * i))));
         let quiet = start + BUSY_WINDOW + Duration::from_secs(1);
-        assert!(due(quiet), "the first quiet round");
-        assert!(!due(quiet + Duration::from_millis(1)), "one a round");
-        assert!(!due(quiet + QUIET_ROUND - Duration::from_millis(1)));
-        assert!(due(quiet + QUIET_ROUND), "the next quiet round");
-        assert!(!due(quiet + QUIET_ROUND + Duration::from_millis(200)));
+        // The first quiet round within a round, then each between half a round and one and a
+        // half later: one a round on average.
+        let next = |from: std::time::Instant| {
+            (0..=300u32)
+                .map(|i| from + QUIET_ROUND * i / 200)
+                .find(|at| due(*at))
+                .expect("a quiet round within 1.5 rounds")
+        };
+        let first = next(quiet);
+        assert!(first - quiet <= QUIET_ROUND, "{:?}", first - quiet);
+        assert!(!due(first + Duration::from_millis(1)), "one a round");
+        let (mut at, mut gaps) = (first, Vec::new());
+        for _ in 0..200 {
+            let round = next(at);
+            gaps.push(round - at);
+            at = round;
+        }
+        assert!(gaps
+            .iter()
+            .all(|g| *g >= QUIET_ROUND / 2 && *g <= QUIET_ROUND * 3 / 2));
+        let mean = gaps.iter().sum::<Duration>() / gaps.len() as u32;
+        assert!(
+            mean > QUIET_ROUND * 9 / 10 && mean < QUIET_ROUND * 11 / 10,
+            "{mean:?}"
+        );
+        assert!(gaps.iter().any(|g| *g < QUIET_ROUND * 3 / 4), "spread");
         // The prober's digest found a difference: one exchange to that member, not to others.
-        let later = quiet + QUIET_ROUND + Duration::from_secs(1);
+        let later = at + Duration::from_millis(1);
         seal.permit_exchange(peer);
         seal.permit_exchange(peer);
         assert!(
@@ -417,9 +461,12 @@ mod tests {
         seal.set_cluster_size(100);
         let due = |at| seal.syn_due(at, peer);
         let quiet = std::time::Instant::now() + BUSY_WINDOW + Duration::from_secs(1);
-        assert!(due(quiet));
-        assert!(!due(quiet + 3 * QUIET_ROUND - Duration::from_millis(1)));
-        assert!(due(quiet + 3 * QUIET_ROUND));
+        let first = (0..=300u32)
+            .map(|i| quiet + 3 * QUIET_ROUND * i / 300)
+            .find(|at| due(*at))
+            .expect("the first quiet round within a round");
+        assert!(!due(first + 3 * QUIET_ROUND / 2 - Duration::from_millis(1)));
+        assert!(due(first + 3 * QUIET_ROUND * 3 / 2));
     }
 
     /// One gossip port, two protocols: the prober's sealed datagrams reach its inbox and never

@@ -667,15 +667,23 @@ fn state_fingerprint(states: &BTreeMap<ChitchatId, chitchat::NodeState>) -> (u64
 
 /// The gossiped state as members compare it (the prober's anti-entropy digest carries it): an
 /// order-free sum of a hash of each node's id, generation and newest version, heartbeats left
-/// out (they move every round). Members that hold the same states compute the same, whatever
-/// their process: no per-process hash keys.
+/// out (they move every round) and reachability findings too (their round trips move every
+/// round of the reachability prober, 10 s; a new outcome stirs gossip, round trips alone go with
+/// the quiet rounds). Members that hold the same states compute the same, whatever their
+/// process: no per-process hash keys.
 fn shared_state_digest(states: &BTreeMap<ChitchatId, chitchat::NodeState>) -> u64 {
     states.iter().fold(0u64, |sum, (id, state)| {
         let name = id.node_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
         });
+        let newest = state
+            .key_values_including_deleted()
+            .filter(|(k, _)| *k != REACH_KEY)
+            .map(|(_, v)| v.version)
+            .max()
+            .unwrap_or(0);
         // SplitMix64's finaliser: every input bit moves about half the output bits.
-        let mut z = name ^ id.generation_id.rotate_left(17) ^ state.max_version().rotate_left(41);
+        let mut z = name ^ id.generation_id.rotate_left(17) ^ newest.rotate_left(41);
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         sum.wrapping_add(z ^ (z >> 31))
@@ -716,8 +724,9 @@ async fn monitor(
             let guard = chitchat.lock().await;
             let states = guard.node_states();
             let now_fingerprint = state_fingerprint(states);
-            // Only when something changed (versions only grow): O(nodes), not every round.
-            let digest = (fingerprint != Some(now_fingerprint))
+            // Only when something but findings changed (versions only grow): O(nodes), not
+            // every round.
+            let digest = (fingerprint.map(|f: (u64, u64)| f.0) != Some(now_fingerprint.0))
                 .then(|| shared_state_digest(states))
                 .filter(|d| digest_sent != Some(*d));
             match fingerprint.replace(now_fingerprint) {

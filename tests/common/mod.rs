@@ -340,12 +340,21 @@ impl Lan {
 
 /// Resident set size of a process, in KiB (VmRSS).
 pub fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
+    proc_kib(pid, "status", "VmRSS:").unwrap()
+}
+
+/// A `kB` field of a `/proc/PID/` file (`status`'s `VmRSS:` or `RssAnon:`, `smaps_rollup`'s
+/// `Pss:`); None when the process or the field is gone.
+pub fn proc_kib(pid: u32, file: &str, field: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+        .ok()?
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
+        .find_map(|l| l.strip_prefix(field))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// CPU time a process has used (utime + stime of `/proc/PID/stat`, every thread, living or
