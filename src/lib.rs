@@ -16,6 +16,7 @@
 //!     validation, admin operations (`apply_external`, changes gossiped for a node that was
 //!     down), credentials, relay proofs, the typed admin replies.
 //!   - `core::members`: member projection (gossip rows → one row per node, OK/DOWN, LEFT).
+//!   - `core::mix`: SplitMix64 and FNV-1a, one copy (the digests members compare must agree).
 //!   - `core::swim`: the failure detector (SWIM with Lifeguard's suspicion, as
 //!     hashicorp/memberlist): probes, indirect probes, suspicion and refutation, piggybacked
 //!     changes, its datagrams (`core::swim::wire`) and a simulator under virtual time

@@ -4,6 +4,7 @@
 
 use crate::agent::metrics::Metrics;
 use crate::agent::systemd::LogOnce;
+use crate::core::mix::SplitMix64;
 use crate::core::seal::{self, GossipKey, Keyring, Rejected, ReplayGuard, Sealer};
 use crate::core::swim;
 use anyhow::Context;
@@ -49,24 +50,13 @@ pub(crate) struct GossipSeal {
 struct Pace {
     busy_until: std::time::Instant,
     next_quiet: Option<std::time::Instant>,
-    /// Spreads the quiet rounds (SplitMix64 state): nodes started together would otherwise all
+    /// Spreads the quiet rounds: nodes started together would otherwise all
     /// exchange in the same second, every round.
-    jitter: u64,
+    jitter: SplitMix64,
     /// `QUIET_ROUND` scaled to the cluster's size.
     quiet_round: std::time::Duration,
     /// Members whose state differs from ours: the next `Syn` to each goes out, quiet or not.
     permits: Vec<SocketAddr>,
-}
-
-impl Pace {
-    /// Uniform in [0, 1) (SplitMix64).
-    fn uniform(&mut self) -> f64 {
-        self.jitter = self.jitter.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.jitter;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-    }
 }
 
 impl GossipSeal {
@@ -87,7 +77,9 @@ impl GossipSeal {
             pace: Mutex::new(Pace {
                 busy_until: std::time::Instant::now() + BUSY_WINDOW,
                 next_quiet: None,
-                jitter: u64::from_le_bytes(random_session()[..8].try_into().expect("8 bytes")),
+                jitter: SplitMix64(u64::from_le_bytes(
+                    random_session()[..8].try_into().expect("8 bytes"),
+                )),
                 quiet_round: QUIET_ROUND,
                 permits: Vec::new(),
             }),
@@ -143,14 +135,14 @@ impl GossipSeal {
         match pace.next_quiet {
             // The first within a round, at random: nodes started together fall quiet together.
             None => {
-                let first = pace.quiet_round.mul_f64(pace.uniform());
+                let first = pace.quiet_round.mul_f64(pace.jitter.uniform());
                 pace.next_quiet = Some(now + first);
                 false
             }
             Some(at) if now < at => false,
             Some(_) => {
                 // Between half and one and a half rounds: a round on average.
-                let next = pace.quiet_round.mul_f64(0.5 + pace.uniform());
+                let next = pace.quiet_round.mul_f64(0.5 + pace.jitter.uniform());
                 pace.next_quiet = Some(now + next);
                 true
             }

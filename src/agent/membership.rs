@@ -12,6 +12,7 @@
 use crate::agent::gossip_seal::{GossipSeal, SealedUdp};
 use crate::agent::swim::{self, LivenessMap, SwimHandle};
 use crate::core::members::{forgotten, project, GossipRow, MemberView, NodeEntry, FORGET_PREFIX};
+use crate::core::mix::{fnv1a, mix64};
 use crate::core::swim::{NodeName, Params, Status};
 use chitchat::transport::Transport;
 use chitchat::{
@@ -593,6 +594,31 @@ fn probed_word<'a>(probed: &'a LivenessMap, id: &ChitchatId) -> Option<&'a Statu
         .filter(|status| status.incarnation >= id.generation_id)
 }
 
+/// The nodes chitchat holds live that go to the prober: those it does not speak of yet (at that
+/// start or a later one), whose heartbeat moved here within `HANDOVER_FRESH`, and whose id is a
+/// name the prober carries.
+fn to_hand_over<'a>(
+    live: impl Iterator<Item = &'a ChitchatId>,
+    self_id: &ChitchatId,
+    known: &LivenessMap,
+    seen: &LastSeen,
+    now: Instant,
+) -> Vec<swim::Command> {
+    live.filter(|id| *id != self_id && probed_word(known, id).is_none())
+        .filter(|id| {
+            seen.get(*id)
+                .is_some_and(|(_, moved)| now.duration_since(*moved) < HANDOVER_FRESH)
+        })
+        .filter_map(|id| {
+            Some(swim::Command::AddMember {
+                id: NodeName::parse(&id.node_id)?,
+                addr: id.gossip_advertise_addr,
+                incarnation: id.generation_id,
+            })
+        })
+        .collect()
+}
+
 /// The prober on the gossip port (sealed, shared with chitchat) or the tests' hub. None when the
 /// node id is not a name the prober carries (`core::net::valid_name`: config validation refuses
 /// such ids, so only a record from elsewhere could hold one): chitchat's detector then decides.
@@ -673,20 +699,16 @@ fn state_fingerprint(states: &BTreeMap<ChitchatId, chitchat::NodeState>) -> (u64
 /// process: no per-process hash keys.
 fn shared_state_digest(states: &BTreeMap<ChitchatId, chitchat::NodeState>) -> u64 {
     states.iter().fold(0u64, |sum, (id, state)| {
-        let name = id.node_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-        });
         let newest = state
             .key_values_including_deleted()
             .filter(|(k, _)| *k != REACH_KEY)
             .map(|(_, v)| v.version)
             .max()
             .unwrap_or(0);
-        // SplitMix64's finaliser: every input bit moves about half the output bits.
-        let mut z = name ^ id.generation_id.rotate_left(17) ^ newest.rotate_left(41);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        sum.wrapping_add(z ^ (z >> 31))
+        let name = fnv1a(id.node_id.as_bytes());
+        sum.wrapping_add(mix64(
+            name ^ id.generation_id.rotate_left(17) ^ newest.rotate_left(41),
+        ))
     })
 }
 
@@ -769,21 +791,9 @@ async fn monitor(
             // than the prober remembers a death, and must not bring it back.
             let seen = last_seen.lock().unwrap_or_else(|p| p.into_inner());
             let new: Vec<swim::Command> = match (&prober, &known) {
-                (Some(_), Some(known)) => guard
-                    .live_nodes()
-                    .filter(|id| **id != self_id && probed_word(known, id).is_none())
-                    .filter(|id| {
-                        seen.get(*id)
-                            .is_some_and(|(_, moved)| now.duration_since(*moved) < HANDOVER_FRESH)
-                    })
-                    .filter_map(|id| {
-                        Some(swim::Command::AddMember {
-                            id: NodeName::parse(&id.node_id)?,
-                            addr: id.gossip_advertise_addr,
-                            incarnation: id.generation_id,
-                        })
-                    })
-                    .collect(),
+                (Some(_), Some(known)) => {
+                    to_hand_over(guard.live_nodes(), &self_id, known, &seen, now)
+                }
                 _ => Vec::new(),
             };
             let targets = if stirring.seal.busy(now.into_std()) {
@@ -1014,6 +1024,7 @@ pub fn fuzz_gossip_listener() -> &'static FuzzGossip {
 mod tests {
     use super::*;
     use crate::core::members::Health;
+    use crate::core::swim::Liveness;
     use std::net::IpAddr;
 
     async fn member(net: &MemoryNetwork, i: u16) -> Membership {
@@ -1106,6 +1117,90 @@ mod tests {
         for m in members {
             m.shutdown().await;
         }
+    }
+
+    /// What goes to the prober: a live node it does not speak of, heard of lately. Not itself,
+    /// not a node the prober knows at that start or a later one (down included: the prober's
+    /// word stands), not a node whose heartbeat last moved `HANDOVER_FRESH` ago or more (chitchat
+    /// may hold it live after the prober forgot its death), not an id the prober cannot carry.
+    #[tokio::test(start_paused = true)]
+    async fn only_live_nodes_heard_of_lately_and_unknown_to_the_prober_are_handed_over() {
+        let addr = |i: u16| SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, i], 7946));
+        let id = |name: &str, generation: u64, i: u16| {
+            ChitchatId::new(name.to_string(), generation, addr(i))
+        };
+        let me = id("node1", 10, 1);
+        let fresh = id("fresh", 10, 2);
+        let stale = id("stale", 10, 3);
+        let edge = id("edge", 10, 4);
+        let known_up = id("known", 10, 5);
+        let known_dead = id("gone", 10, 6);
+        let restarted = id("again", 20, 7);
+        let bad_name = id("not a name", 10, 8);
+        let never_seen = id("unseen", 10, 9);
+        let status = |liveness, incarnation, i| Status {
+            liveness,
+            incarnation,
+            addr: addr(i),
+            since: Duration::ZERO,
+        };
+        let known: LivenessMap = [
+            ("known", status(Liveness::Alive, 10, 5)),
+            ("gone", status(Liveness::Dead, 12, 6)),
+            ("again", status(Liveness::Dead, 10, 7)),
+        ]
+        .into_iter()
+        .map(|(n, s)| (NodeName::parse(n).unwrap(), s))
+        .collect();
+        let start = Instant::now();
+        tokio::time::advance(HANDOVER_FRESH + Duration::from_secs(60)).await;
+        let now = Instant::now();
+        let moved = |ago: Duration| (Heartbeat::default(), now - ago);
+        let seen: LastSeen = [
+            (me.clone(), moved(Duration::ZERO)),
+            (fresh.clone(), moved(Duration::from_secs(5))),
+            (stale.clone(), (Heartbeat::default(), start)),
+            (edge.clone(), moved(HANDOVER_FRESH)),
+            (known_up.clone(), moved(Duration::ZERO)),
+            (known_dead.clone(), moved(Duration::ZERO)),
+            (
+                restarted.clone(),
+                moved(HANDOVER_FRESH - Duration::from_secs(1)),
+            ),
+            (bad_name.clone(), moved(Duration::ZERO)),
+        ]
+        .into_iter()
+        .collect();
+        let live = [
+            &me,
+            &fresh,
+            &stale,
+            &edge,
+            &known_up,
+            &known_dead,
+            &restarted,
+            &bad_name,
+            &never_seen,
+        ];
+        let handed: Vec<(String, SocketAddr, u64)> =
+            to_hand_over(live.into_iter(), &me, &known, &seen, now)
+                .into_iter()
+                .map(|command| match command {
+                    swim::Command::AddMember {
+                        id,
+                        addr,
+                        incarnation,
+                    } => (id.as_str().to_string(), addr, incarnation),
+                    other => panic!("not a handover: {other:?}"),
+                })
+                .collect();
+        assert_eq!(
+            handed,
+            [
+                ("fresh".to_string(), addr(2), 10),
+                ("again".to_string(), addr(7), 20),
+            ]
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub(crate) mod firstboot;
 pub(crate) mod hosts;
 pub(crate) mod ipfmt;
 pub(crate) mod members;
+pub(crate) mod mix;
 pub(crate) mod net;
 pub(crate) mod peer;
 pub(crate) mod pin;

@@ -41,6 +41,8 @@
 mod sim;
 pub(crate) mod wire;
 
+// The probe order and the indirect and gossip targets are random; tests replay them from a seed.
+use crate::core::mix::{fnv1a, mix64, SplitMix64 as Rng};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -359,31 +361,6 @@ struct Broadcast {
 pub(crate) struct Outgoing {
     pub(crate) to: SocketAddr,
     pub(crate) envelope: Envelope,
-}
-
-/// A small deterministic generator (SplitMix64): the probe order and the indirect and gossip
-/// targets are random, and tests replay them from a seed.
-#[derive(Debug)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-
-    fn shuffle<T>(&mut self, items: &mut [T]) {
-        for i in (1..items.len()).rev() {
-            items.swap(i, self.below(i + 1));
-        }
-    }
 }
 
 pub(crate) struct Swim {
@@ -945,15 +922,8 @@ impl Swim {
     /// everywhere); addresses and who said what are left out (they differ by who tells).
     fn members_digest(&self) -> u64 {
         let one = |id: &NodeName, incarnation: u64, up: bool| {
-            // FNV-1a over the name, then SplitMix64's finaliser over name, incarnation and state:
-            // the same on every member (no per-process keys), spread over all 64 bits.
-            let name = id.as_str().bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-            });
-            let mut z = name ^ incarnation.rotate_left(17) ^ u64::from(up);
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
+            // The same on every member (no per-process keys), spread over all 64 bits.
+            mix64(fnv1a(id.as_str().as_bytes()) ^ incarnation.rotate_left(17) ^ u64::from(up))
         };
         self.members
             .iter()

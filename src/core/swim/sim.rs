@@ -181,7 +181,7 @@ impl Net {
     }
 
     fn random(&mut self) -> f64 {
-        (self.rng.next() >> 11) as f64 / (1u64 << 53) as f64
+        self.rng.uniform()
     }
 
     /// Runs the network until `until`.

@@ -481,14 +481,8 @@ mod tests {
     /// the same bytes (one form per message).
     #[test]
     fn random_bytes_never_panic_and_what_decodes_is_canonical() {
-        let mut state = 0x5eed_u64;
-        let mut next = || {
-            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        };
+        let mut rng = crate::core::mix::SplitMix64(0x5eed);
+        let mut next = || rng.next();
         let seeds: Vec<Vec<u8>> = every_kind().iter().map(encode).collect();
         let mut decoded = 0;
         for round in 0..20_000 {
