@@ -78,6 +78,11 @@ in
           inherit configFile;
         })
       ];
+      # NixOS runs systemd >= 254, as the appliance does: `systemctl reload` sends SIGHUP itself
+      # and returns once the daemon said RELOADING=1 ... READY=1 (the file applied or refused),
+      # not once the signal is sent (the package's `kill -HUP`, for bookworm's systemd 252).
+      serviceConfig.Type = "notify-reload";
+      serviceConfig.ExecReload = [ "" ];
     };
 
     networking.firewall = lib.mkIf cfg.openFirewall (srLib.firewall cfg.settings);

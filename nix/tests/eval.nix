@@ -154,6 +154,8 @@ in
 
   module_exec_start = moduleDefault.systemd.services.stackring.serviceConfig.ExecStart;
   module_wanted_by = moduleDefault.systemd.services.stackring.wantedBy;
+  module_type = moduleDefault.systemd.services.stackring.serviceConfig.Type;
+  module_exec_reload = moduleDefault.systemd.services.stackring.serviceConfig.ExecReload;
   module_etc_config = moduleDefault.environment.etc."stackring/stackring.yaml".source;
   module_systemd_packages = moduleDefault.systemd.packages;
   module_firewall_default = moduleDefault.networking.firewall;
