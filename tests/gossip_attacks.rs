@@ -9,6 +9,9 @@
 //! 4. a rogue stackring that created its own cluster under the same name and gossips at the
 //!    members, with its own id and with `lifecycler.id: node1`.
 //!
+//! And one about key holders of another build: the compact seal goes only to members that say
+//! they open it (`members_seal_compactly_only_to_those_that_say_they_open_it`).
+//!
 //! Each asserts that every member's view (ids, addresses, status, generations) stays as it was for
 //! 10 s (the failure detector marks a node DOWN within 2–5 s), and that the members counted the
 //! attacker's datagrams in `stackring_gossip_rejected_total` under the expected reasons. Attacks 1,
@@ -703,19 +706,31 @@ fn capture_gossip(lan: &Lan, port: u16, want: usize, time: Duration) -> Vec<(Soc
     })
 }
 
-/// What a sealed datagram carries around its message (`core::seal::OVERHEAD`): magic, key id,
-/// nonce, sender clock, tag.
+/// What a sealed datagram carries around its message, in the standard format
+/// (`core::seal::OVERHEAD`: magic "SRg1", key id, nonce, sender clock, tag) and the compact one
+/// (`COMPACT_OVERHEAD`: magic "S2", key id, session, counter, sender clock, tag).
 const OVERHEAD: usize = 4 + 4 + 24 + 8 + 16;
+const COMPACT_OVERHEAD: usize = 2 + 4 + 8 + 6 + 4 + 16;
 
-/// The refusal reason a member gives a sealed datagram of `len` bytes whose bytes `flipped` were
-/// changed (`core::seal::open`'s order: length and magic, key id, tag).
-fn mutated_reason(len: usize, flipped: &[usize]) -> &'static str {
-    if len < OVERHEAD || flipped.iter().any(|&b| b < 4) {
-        "not_sealed"
-    } else if flipped.iter().any(|&b| b < 8) {
-        "unknown_key"
+/// The key id a sealed datagram names in clear, in either format; None when it is not one.
+fn sealed_key_id(d: &[u8]) -> Option<&[u8]> {
+    if d.len() >= OVERHEAD && d.starts_with(b"SRg1") {
+        Some(&d[4..8])
+    } else if d.len() >= COMPACT_OVERHEAD && d.starts_with(b"S2") {
+        Some(&d[2..6])
     } else {
-        "forged"
+        None
+    }
+}
+
+/// The refusal reason a member gives a changed copy `d` of a sealed datagram (`core::seal::open`'s
+/// order: length and magic, key id, tag). A flipped bit can turn one format's magic into the
+/// other's ("SR" and "S2" differ in one bit): the reason follows the bytes, not the flip.
+fn mutated_reason(d: &[u8], cluster_key_id: &[u8]) -> &'static str {
+    match sealed_key_id(d) {
+        None => "not_sealed",
+        Some(id) if id != cluster_key_id => "unknown_key",
+        Some(_) => "forged",
     }
 }
 
@@ -737,14 +752,27 @@ fn captured_datagrams_replayed_exactly_and_mutated_are_refused() {
         captured.iter().map(|(_, d)| d.len()).max().unwrap_or(0)
     );
     assert!(captured.len() >= 30, "only {} captured", captured.len());
+    // The members seal compactly to one another (each says it opens that format): the replays
+    // and mutations below cover both formats.
+    let compact = captured
+        .iter()
+        .filter(|(_, d)| d.starts_with(b"S2"))
+        .count();
+    println!("{compact} of them compact, the rest standard");
+    assert!(compact > 0, "no compact datagram among the captured ones");
     let members: Vec<SocketAddr> = (1..=3)
         .map(|i| format!("[{}]:7946", c.addr(i)).parse().unwrap())
         .collect();
     let cluster_key_id = key_id(&c.real_key());
     for (to, d) in &captured {
         assert!(members.contains(to), "captured gossip to a non-member {to}");
-        assert_eq!(&d[..4], b"SRg1", "a datagram on the bridge is not sealed");
-        assert_eq!(&d[4..8], &cluster_key_id[..], "sealed under another key");
+        let id = sealed_key_id(d).unwrap_or_else(|| {
+            panic!(
+                "a datagram on the bridge is not sealed: {:?}",
+                &d[..4.min(d.len())]
+            )
+        });
+        assert_eq!(id, &cluster_key_id[..], "sealed under another key");
         for clear in [c.name.as_str(), "node1", "node2", "node3", "ACTIVE"] {
             assert!(
                 !d.windows(clear.len()).any(|w| w == clear.as_bytes()),
@@ -774,21 +802,19 @@ fn captured_datagrams_replayed_exactly_and_mutated_are_refused() {
     for k in 0..MUTATIONS {
         let (to, original) = &captured[k % captured.len()];
         let mut d = original.clone();
-        let mut flipped = Vec::new();
         if k % 4 == 3 {
             d.truncate(next() as usize % d.len());
         } else {
             for _ in 0..1 + next() % 3 {
                 let bit = next() as usize % (d.len() * 8);
                 d[bit / 8] ^= 1 << (bit % 8);
-                flipped.push(bit / 8);
             }
             if d == *original {
                 continue; // the same bit flipped twice
             }
         }
         *want
-            .entry((member_of(to), mutated_reason(d.len(), &flipped)))
+            .entry((member_of(to), mutated_reason(&d, &cluster_key_id)))
             .or_insert(0) += 1;
         datagrams.push((*to, d));
     }
@@ -939,4 +965,177 @@ fn rogue_daemons_with_the_cluster_name_and_a_members_id_are_never_listed() {
         keyed_at.elapsed()
     );
     println!("test took {:?}", started.elapsed());
+}
+
+// ---- Key holders of another build: the compact seal (issue 16) ----
+
+/// `stackring_gossip_sealed_total` by format, on one member.
+fn sealed_by_format(ns: &Netns) -> BTreeMap<String, u64> {
+    let (code, body) = http_get(ns, "/metrics");
+    assert_eq!(code, 200, "{body}");
+    body.lines()
+        .filter_map(|l| l.strip_prefix("stackring_gossip_sealed_total{format=\""))
+        .filter_map(|rest| {
+            let (format, value) = rest.split_once("\"} ")?;
+            Some((format.to_string(), value.trim().parse::<f64>().ok()? as u64))
+        })
+        .collect()
+}
+
+/// Mixed versions: two key holders on the attacker's host introduce themselves to node1 with the
+/// real key, one as a build before the compact seal (its gossiped state says nothing of it), one
+/// as a build that opens it (`seal: compact`). Every member takes both (their standard datagrams
+/// open), seals to the older one in the standard format only (which every build opens) and to
+/// the newer one compactly, 16 bytes shorter, once it has read its state; among themselves the
+/// members seal compactly.
+#[test]
+fn members_seal_compactly_only_to_those_that_say_they_open_it() {
+    let _serial = serial();
+    let (c, _) = cluster("a05", 1);
+    let (_, members) = learn(&c);
+    let node1 = members.iter().find(|m| m.id == "node1").unwrap().clone();
+    let evil = c.attacker_addr();
+    let key = c.real_key();
+    let generation = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let holders = [("older", 7946u16, false), ("newer", 7947u16, true)];
+    let hellos: Vec<(u16, Vec<Vec<u8>>)> = holders
+        .iter()
+        .map(|(name, port, compact)| {
+            let gossip: SocketAddr = format!("[{evil}]:{port}").parse().unwrap();
+            let mut entry = node1.entry.clone();
+            entry["id"] = json!(name);
+            entry["hostname"] = json!(name);
+            entry["addr"] = json!(evil);
+            entry["advertised_gossip"] = json!(gossip.to_string());
+            let mut kvs = vec![("node", entry.to_string(), 1)];
+            if *compact {
+                kvs.push(("seal", "compact".to_string(), 2));
+            }
+            let max_version = kvs.len() as u64;
+            let datagrams = (0..5u64)
+                .map(|i| {
+                    let message = syn_ack(
+                        &[DigestRow {
+                            node: name,
+                            generation,
+                            gossip,
+                            heartbeat: 10 + i,
+                            max_version,
+                        }],
+                        &[DeltaNode {
+                            node: name,
+                            generation,
+                            gossip,
+                            kvs: kvs.clone(),
+                        }],
+                    );
+                    assert_chitchat_decodes(&message, &[name]);
+                    stackring::fuzzing::seal_gossip(&key, &message)
+                })
+                .collect();
+            (*port, datagrams)
+        })
+        .collect();
+    let to = node1.gossip;
+    // (holder's port, sender, milliseconds since the first hello, magic, length)
+    let received: Vec<(u16, SocketAddr, u128, String, usize)> = c.attacker.run(move || {
+        let sockets: Vec<(u16, UdpSocket)> = hellos
+            .iter()
+            .map(|(port, _)| {
+                let s = UdpSocket::bind(format!("[::]:{port}")).unwrap();
+                s.set_nonblocking(true).unwrap();
+                (*port, s)
+            })
+            .collect();
+        let start = Instant::now();
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 65_536];
+        let mut next_hello = 0;
+        while start.elapsed() < Duration::from_secs(10) {
+            if next_hello < 5 && start.elapsed() >= Duration::from_millis(300 * next_hello as u64) {
+                for ((_, socket), (_, datagrams)) in sockets.iter().zip(&hellos) {
+                    socket.send_to(&datagrams[next_hello], to).unwrap();
+                }
+                next_hello += 1;
+            }
+            let mut idle = true;
+            for (port, socket) in &sockets {
+                while let Ok((len, from)) = socket.recv_from(&mut buf) {
+                    idle = false;
+                    let magic = match &buf[..len.min(4)] {
+                        [b'S', b'R', b'g', b'1'] => "standard",
+                        [b'S', b'2', ..] => "compact",
+                        _ => "other",
+                    };
+                    got.push((
+                        *port,
+                        from,
+                        start.elapsed().as_millis(),
+                        magic.to_string(),
+                        len,
+                    ));
+                }
+            }
+            if idle {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        got
+    });
+    for (port, name) in [(7946, "older"), (7947, "newer")] {
+        let mine: Vec<_> = received.iter().filter(|r| r.0 == port).collect();
+        let count = |magic: &str| mine.iter().filter(|r| r.3 == magic).count();
+        println!(
+            "{name}: {} datagrams from the members: {} standard, {} compact, {} other",
+            mine.len(),
+            count("standard"),
+            count("compact"),
+            count("other")
+        );
+        assert_eq!(count("other"), 0, "{name}: {mine:?}");
+        if name == "older" {
+            assert!(!mine.is_empty(), "older: the members never spoke to it");
+            assert_eq!(count("compact"), 0, "older got compact datagrams: {mine:?}");
+        } else {
+            assert!(
+                count("compact") > 0,
+                "newer got no compact datagram: {mine:?}"
+            );
+            // Per sender: once it sealed compactly to the newer holder, it went on so.
+            for (i, first) in mine.iter().enumerate().filter(|(_, r)| r.3 == "compact") {
+                let later_standard = mine[i..]
+                    .iter()
+                    .filter(|r| r.1 == first.1 && r.3 == "standard")
+                    .count();
+                assert_eq!(
+                    later_standard, 0,
+                    "{} went back to standard: {mine:?}",
+                    first.1
+                );
+            }
+        }
+    }
+    // Both holders' standard datagrams were taken: node1 lists them.
+    wait_for(
+        "node1 to list both holders",
+        Duration::from_secs(10),
+        || {
+            let v = view(&c.hosts[0]);
+            (v.iter().any(|r| r.starts_with("older ")) && v.iter().any(|r| r.starts_with("newer ")))
+                .then_some(())
+        },
+    );
+    for (i, ns) in c.hosts.iter().enumerate() {
+        let by = sealed_by_format(ns);
+        println!("node{}: sealed {by:?}", i + 1);
+        let (compact, standard) = (by["compact"], by["standard"]);
+        assert!(
+            compact > standard,
+            "node{}: members seal compactly to one another: {by:?}",
+            i + 1
+        );
+    }
 }

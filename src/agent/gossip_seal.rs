@@ -5,11 +5,13 @@
 use crate::agent::metrics::Metrics;
 use crate::agent::systemd::LogOnce;
 use crate::core::mix::SplitMix64;
-use crate::core::seal::{self, GossipKey, Keyring, Rejected, ReplayGuard, Sealer};
+use crate::core::seal::{self, Format, GossipKey, Keyring, Rejected, ReplayGuard, Sealer};
 use crate::core::swim;
 use anyhow::Context;
 use chitchat::transport::{Socket, Transport};
 use chitchat::{ChitchatMessage, Deserializable, Serializable};
+use prometheus_client::metrics::counter::Counter;
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -44,6 +46,12 @@ pub(crate) struct GossipSeal {
     swim_inbox: Mutex<Option<crate::agent::swim::Inbox>>,
     /// chitchat's pace (`stir`, `syn_due`).
     pace: Mutex<Pace>,
+    /// Members (by gossip address) whose newest start said it opens the compact format
+    /// (`set_compact_peers`): everyone else gets the standard one, which every build opens.
+    compact_peers: RwLock<HashSet<SocketAddr>>,
+    /// `stackring_gossip_sealed_total` by format, looked up once.
+    sealed_standard: Counter,
+    sealed_compact: Counter,
 }
 
 /// Until when chitchat's rounds all go out, and when the next quiet one goes.
@@ -69,7 +77,17 @@ impl GossipSeal {
             // Present at 0 from the start, so that a rate can be computed on the first refusal.
             let _ = metrics.gossip_rejected.get_or_create(&labels(reason));
         }
+        let sealed = |format: &str| {
+            metrics
+                .gossip_sealed
+                .get_or_create(&vec![("format".into(), format.into())])
+                .clone()
+        };
+        let (sealed_standard, sealed_compact) = (sealed("standard"), sealed("compact"));
         Arc::new(GossipSeal {
+            compact_peers: RwLock::default(),
+            sealed_standard,
+            sealed_compact,
             keyring: RwLock::new(keyring),
             metrics,
             socket: Mutex::new(None),
@@ -108,6 +126,38 @@ impl GossipSeal {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .quiet_round = QUIET_ROUND * swim::anti_entropy_scale(nodes);
+    }
+
+    /// The members that open the compact format (`SEAL_FORMATS` in their gossiped state).
+    pub(crate) fn set_compact_peers(&self, peers: HashSet<SocketAddr>) {
+        *self
+            .compact_peers
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = peers;
+    }
+
+    /// Seals `message` for `to` with the keyring's primary key, in the format `to` opens.
+    fn seal_for(&self, sealer: &mut Sealer, to: SocketAddr, message: &[u8], out: &mut Vec<u8>) {
+        let format = if self
+            .compact_peers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&to)
+        {
+            self.sealed_compact.inc();
+            Format::Compact
+        } else {
+            self.sealed_standard.inc();
+            Format::Standard
+        };
+        let keyring = self.keyring.read().unwrap_or_else(|p| p.into_inner());
+        sealer.seal_as(
+            format,
+            keyring.primary(),
+            crate::agent::now_ms(),
+            message,
+            out,
+        );
     }
 
     /// The prober's anti-entropy found `to`'s gossiped state unlike ours: chitchat's next `Syn`
@@ -250,15 +300,8 @@ impl Socket for SealedSocket {
         }
         self.plain.clear();
         message.serialize(&mut self.plain);
-        {
-            let keyring = self.seal.keyring.read().unwrap_or_else(|p| p.into_inner());
-            self.sealer.seal(
-                keyring.primary(),
-                crate::agent::now_ms(),
-                &self.plain,
-                &mut self.sealed,
-            );
-        }
+        self.seal
+            .seal_for(&mut self.sealer, to, &self.plain, &mut self.sealed);
         self.socket
             .send_to(&self.sealed, to)
             .await
@@ -340,15 +383,8 @@ pub(crate) struct SealedOutbox {
 
 impl crate::agent::swim::Outbox for SealedOutbox {
     fn send(&mut self, to: SocketAddr, datagram: &[u8]) {
-        {
-            let keyring = self.seal.keyring.read().unwrap_or_else(|p| p.into_inner());
-            self.sealer.seal(
-                keyring.primary(),
-                crate::agent::now_ms(),
-                datagram,
-                &mut self.sealed,
-            );
-        }
+        self.seal
+            .seal_for(&mut self.sealer, to, datagram, &mut self.sealed);
         let _ = self.socket.try_send_to(&self.sealed, to);
     }
 }

@@ -19,7 +19,7 @@ use chitchat::{
     spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, Heartbeat,
 };
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,6 +30,10 @@ use tokio::time::Instant;
 const NODE_KEY: &str = "node";
 /// What this node found probing its peers (`core::reach`).
 pub(crate) const REACH_KEY: &str = "reach";
+/// The sealed formats this node opens beyond the standard one (`core::seal::Format`): members
+/// seal to it in the compact one. Builds before it neither set nor read it.
+const SEAL_FORMATS_KEY: &str = "seal";
+const SEAL_COMPACT: &str = "compact";
 /// The key ids of this node's gossip keyring, the one in use first (`core::seal::encode_ids`).
 pub(crate) const KEYRING_KEY: &str = "gossip_keys";
 
@@ -356,8 +360,17 @@ impl Membership {
             .filter_map(|s| s.parse().ok())
             .filter(|a| *a != advertise)
             .collect();
-        let handle =
-            Arc::new(spawn_chitchat(config, vec![(NODE_KEY.to_string(), value)], transport).await?);
+        let handle = Arc::new(
+            spawn_chitchat(
+                config,
+                vec![
+                    (NODE_KEY.to_string(), value),
+                    (SEAL_FORMATS_KEY.to_string(), SEAL_COMPACT.to_string()),
+                ],
+                transport,
+            )
+            .await?,
+        );
         // After chitchat: the socket the prober shares is open now.
         let mut prober = start_prober(&entry.id, advertise, generation, network, &seal);
         if let (Some(prober), false) = (&prober, prober_seeds.is_empty()) {
@@ -712,6 +725,28 @@ fn shared_state_digest(states: &BTreeMap<ChitchatId, chitchat::NodeState>) -> u6
     })
 }
 
+/// The gossip addresses to seal compactly to: those whose newest start (the highest generation
+/// chitchat holds for that address) says it opens the compact format. An address taken over by
+/// a build that does not say so gets the standard format again at once.
+fn compact_peers(states: &BTreeMap<ChitchatId, chitchat::NodeState>) -> HashSet<SocketAddr> {
+    let mut newest: HashMap<SocketAddr, (u64, bool)> = HashMap::new();
+    for (id, state) in states {
+        let compact = state
+            .get(SEAL_FORMATS_KEY)
+            .is_some_and(|formats| formats.split(',').any(|f| f == SEAL_COMPACT));
+        let slot = newest
+            .entry(id.gossip_advertise_addr)
+            .or_insert((id.generation_id, compact));
+        if id.generation_id >= slot.0 {
+            *slot = (id.generation_id, compact);
+        }
+    }
+    newest
+        .into_iter()
+        .filter_map(|(addr, (_, compact))| compact.then_some(addr))
+        .collect()
+}
+
 /// Every busy round: notes when each node's heartbeat moved ("last seen"); stirs gossip when any
 /// node's state changed (a newcomer, a new entry, an admin change: each node that learns it
 /// passes it on at the busy pace); while busy, starts exchanges with `BUSY_FANOUT` members up
@@ -748,9 +783,13 @@ async fn monitor(
             let now_fingerprint = state_fingerprint(states);
             // Only when something but findings changed (versions only grow): O(nodes), not
             // every round.
-            let digest = (fingerprint.map(|f: (u64, u64)| f.0) != Some(now_fingerprint.0))
+            let states_changed = fingerprint.map(|f: (u64, u64)| f.0) != Some(now_fingerprint.0);
+            let digest = states_changed
                 .then(|| shared_state_digest(states))
                 .filter(|d| digest_sent != Some(*d));
+            if states_changed {
+                stirring.seal.set_compact_peers(compact_peers(states));
+            }
             match fingerprint.replace(now_fingerprint) {
                 Some(before) if before == now_fingerprint => {}
                 Some((state, _)) if state == now_fingerprint.0 => {
@@ -1201,6 +1240,46 @@ mod tests {
                 ("again".to_string(), addr(7), 20),
             ]
         );
+    }
+
+    /// Compact seals go to an address whose newest start says it opens them: an upgrade there
+    /// turns them on, a downgrade (a newer generation without the key) off; values it does not
+    /// know are ignored, one it knows among them counts.
+    #[test]
+    fn compact_seals_go_where_the_newest_start_says_it_opens_them() {
+        let addr = |i: u16| SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, i], 7946));
+        let state = |formats: Option<&str>| {
+            let mut s = chitchat::NodeState::for_test();
+            s.set(NODE_KEY, "{}");
+            if let Some(f) = formats {
+                s.set(SEAL_FORMATS_KEY, f);
+            }
+            s
+        };
+        let cases: [(&str, u64, u16, Option<&str>); 10] = [
+            ("says so", 10, 1, Some("compact")),
+            ("says nothing", 10, 2, None),
+            ("downgraded", 5, 3, Some("compact")),
+            ("downgraded", 9, 3, None),
+            ("upgraded", 5, 4, None),
+            ("upgraded", 9, 4, Some("compact")),
+            ("more formats", 10, 5, Some("future,compact")),
+            ("unknown format", 10, 6, Some("future")),
+            ("empty", 10, 7, Some("")),
+            ("shouting", 10, 8, Some("COMPACT")),
+        ];
+        let states: BTreeMap<ChitchatId, chitchat::NodeState> = cases
+            .iter()
+            .map(|(name, generation, i, formats)| {
+                (
+                    ChitchatId::new(name.to_string(), *generation, addr(*i)),
+                    state(*formats),
+                )
+            })
+            .collect();
+        let mut got: Vec<SocketAddr> = compact_peers(&states).into_iter().collect();
+        got.sort();
+        assert_eq!(got, [addr(1), addr(4), addr(5)]);
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub(crate) struct Metrics {
     /// Gossip exchanges started because a member's anti-entropy digest showed a state unlike
     /// ours (a change it or we missed).
     pub(crate) gossip_repairs: Counter,
+    /// Gossip datagrams sealed, by wire format (`standard`, `compact`): during a rolling upgrade,
+    /// how much still goes in the format every build opens.
+    pub(crate) gossip_sealed: Family<Labels, Counter>,
     /// Always 1, labelled with the version and the commit.
     build_info: Family<Labels, Gauge>,
     /// Members as this node sees them, by health (OK, DOWN) and state (JOINING, ACTIVE, …).
@@ -125,6 +128,11 @@ impl Metrics {
             "stackring_gossip_repairs",
             "Gossip exchanges started because a member's anti-entropy digest showed a state unlike ours (a change one side missed)",
             m.gossip_repairs.clone(),
+        );
+        r.register(
+            "stackring_gossip_sealed",
+            "Gossip datagrams sealed, by wire format (standard: every build opens it; compact: 16 bytes less, to members that said they open it)",
+            m.gossip_sealed.clone(),
         );
         r.register(
             "stackring_build_info",

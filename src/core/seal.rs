@@ -2,11 +2,19 @@
 //! cluster's gossip key, so that only members can speak (or read) gossip. An outsider's datagram,
 //! forged, mutated or replayed, is refused before chitchat sees it, with the reason counted.
 //!
-//! Wire format (all integers big-endian):
-//! `"SRg1"` · key id (4) · nonce (24: sender session 16 · counter 8) · sealed(sender clock ms (8) ·
-//! chitchat message) · tag (16). The first 8 bytes are authenticated too. XChaCha20-Poly1305:
-//! every member shares one key, and its 192-bit nonces (a random session per process, then a
-//! counter) never repeat across members, unlike 96-bit ones.
+//! Two wire formats (all integers big-endian), both XChaCha20-Poly1305 under the one key every
+//! member shares, whose 192-bit nonces (a random session per process, then a counter) never
+//! repeat across members, unlike 96-bit ones:
+//! - standard (every build): `"SRg1"` · key id (4) · nonce (24: session 16 · counter 8) ·
+//!   sealed(sender clock ms (8) · message) · tag (16): 56 bytes beyond the message;
+//! - compact (a member says it opens it, `Format::Compact`): `"S2"` · key id (4) · session (8) ·
+//!   counter (6) · sealed(sender clock s (4) · message) · tag (16): 40 bytes. Its nonce is
+//!   session · `COMPACT_DOMAIN` · 0 0 · counter: never a standard nonce (a sealer's standard
+//!   session never ends with `COMPACT_DOMAIN`), unique per sealer while the counter stays below
+//!   2^48, and across processes unless two of the sessions ever made under one key share 64
+//!   random bits (for a million process starts, about 3 in 10^8).
+//!
+//! The magic and the key id are authenticated too; the nonce is, by being the nonce.
 //!
 //! Pure: the caller passes the clock and the session's randomness.
 
@@ -25,8 +33,29 @@ const AAD_LEN: usize = MAGIC.len() + KEY_ID_LEN;
 const HEADER_LEN: usize = AAD_LEN + NONCE_LEN;
 const CLOCK_LEN: usize = 8;
 const TAG_LEN: usize = 16;
-/// Bytes a sealed datagram carries beyond the chitchat message.
+/// Bytes a sealed datagram carries beyond the chitchat message (standard format).
 pub(crate) const OVERHEAD: usize = HEADER_LEN + CLOCK_LEN + TAG_LEN;
+const COMPACT_MAGIC: [u8; 2] = *b"S2";
+const COMPACT_SESSION_LEN: usize = 8;
+const COMPACT_COUNTER_LEN: usize = 6;
+const COMPACT_AAD_LEN: usize = COMPACT_MAGIC.len() + KEY_ID_LEN;
+const COMPACT_HEADER_LEN: usize = COMPACT_AAD_LEN + COMPACT_SESSION_LEN + COMPACT_COUNTER_LEN;
+const COMPACT_CLOCK_LEN: usize = 4;
+/// The middle of a compact nonce: sets it apart from every standard one.
+const COMPACT_DOMAIN: [u8; 8] = *b"SRg2-40b";
+/// Bytes a compact datagram carries beyond the message.
+pub(crate) const COMPACT_OVERHEAD: usize = COMPACT_HEADER_LEN + COMPACT_CLOCK_LEN + TAG_LEN;
+/// A sealer's counter past this cannot be written in a compact datagram (2^48: at 100 datagrams
+/// a second, 89,000 years); it then seals in the standard format.
+const COMPACT_COUNTER_MAX: u64 = (1 << 48) - 1;
+
+/// Which wire format a datagram is sealed in: standard, which every build opens, or compact (16
+/// bytes less), only to a member that said it opens it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Format {
+    Standard,
+    Compact,
+}
 /// A sender session seen for the first time is accepted only when its clock is this close to
 /// ours: captured datagrams of a process that is gone cannot be replayed later. Generous, so that
 /// a node whose clock drifts keeps gossiping (preflight warns about an unsynchronised clock).
@@ -352,38 +381,89 @@ impl Rejected {
 }
 
 /// The sending half of one process: a random session, then a counter, make every nonce unique.
+/// Both formats share the counter (a compact nonce never equals a standard one).
 pub(crate) struct Sealer {
     session: [u8; SESSION_LEN],
     counter: u64,
 }
 
 impl Sealer {
-    pub(crate) fn new(session: [u8; SESSION_LEN]) -> Sealer {
+    pub(crate) fn new(mut session: [u8; SESSION_LEN]) -> Sealer {
+        // A standard session ending like a compact nonce's middle could meet a compact nonce of
+        // this very sealer: one bit makes that impossible (the chance was 2^-64).
+        if session[COMPACT_SESSION_LEN..] == COMPACT_DOMAIN {
+            session[SESSION_LEN - 1] ^= 1;
+        }
         Sealer {
             session,
             counter: 0,
         }
     }
 
-    /// Writes the sealed datagram for `message` into `out` (cleared first).
+    /// Writes the sealed datagram for `message` into `out` (cleared first), standard format.
     pub(crate) fn seal(&mut self, key: &GossipKey, now_ms: u64, message: &[u8], out: &mut Vec<u8>) {
+        self.seal_as(Format::Standard, key, now_ms, message, out);
+    }
+
+    /// Writes the sealed datagram for `message` into `out` (cleared first), in `format`; the
+    /// standard one once the counter is past what a compact datagram can carry.
+    pub(crate) fn seal_as(
+        &mut self,
+        format: Format,
+        key: &GossipKey,
+        now_ms: u64,
+        message: &[u8],
+        out: &mut Vec<u8>,
+    ) {
         out.clear();
-        out.reserve(OVERHEAD + message.len());
-        out.extend_from_slice(&MAGIC);
-        out.extend_from_slice(&key.id().0);
-        out.extend_from_slice(&self.session);
-        out.extend_from_slice(&self.counter.to_be_bytes());
+        let counter = self.counter;
         self.counter += 1;
-        out.extend_from_slice(&now_ms.to_be_bytes());
+        let aad_len = if format == Format::Compact && counter <= COMPACT_COUNTER_MAX {
+            out.reserve(COMPACT_OVERHEAD + message.len());
+            out.extend_from_slice(&COMPACT_MAGIC);
+            out.extend_from_slice(&key.id().0);
+            out.extend_from_slice(&self.session[..COMPACT_SESSION_LEN]);
+            out.extend_from_slice(&counter.to_be_bytes()[8 - COMPACT_COUNTER_LEN..]);
+            // Seconds since the epoch, modulo 2^32 (read back near the receiver's clock).
+            out.extend_from_slice(&((now_ms / 1000) as u32).to_be_bytes());
+            COMPACT_AAD_LEN
+        } else {
+            out.reserve(OVERHEAD + message.len());
+            out.extend_from_slice(&MAGIC);
+            out.extend_from_slice(&key.id().0);
+            out.extend_from_slice(&self.session);
+            out.extend_from_slice(&counter.to_be_bytes());
+            out.extend_from_slice(&now_ms.to_be_bytes());
+            AAD_LEN
+        };
         out.extend_from_slice(message);
-        let (header, body) = out.split_at_mut(HEADER_LEN);
-        let nonce = XNonce::from_slice(&header[AAD_LEN..]);
+        let header_len = if aad_len == AAD_LEN {
+            HEADER_LEN
+        } else {
+            COMPACT_HEADER_LEN
+        };
+        let nonce = nonce_of(&out[..header_len]);
+        let (header, body) = out.split_at_mut(header_len);
         let tag = key
             .cipher()
-            .encrypt_in_place_detached(nonce, &header[..AAD_LEN], body)
+            .encrypt_in_place_detached(&nonce, &header[..aad_len], body)
             .expect("a gossip datagram is far below the cipher's length limit");
         out.extend_from_slice(&tag);
     }
+}
+
+/// The 24-byte nonce a header (of either format, already told apart by its length) names.
+fn nonce_of(header: &[u8]) -> XNonce {
+    let mut nonce = XNonce::default();
+    if header.len() == HEADER_LEN {
+        nonce.copy_from_slice(&header[AAD_LEN..]);
+    } else {
+        let (session, counter) = header[COMPACT_AAD_LEN..].split_at(COMPACT_SESSION_LEN);
+        nonce[..COMPACT_SESSION_LEN].copy_from_slice(session);
+        nonce[COMPACT_SESSION_LEN..SESSION_LEN].copy_from_slice(&COMPACT_DOMAIN);
+        nonce[NONCE_LEN - COMPACT_COUNTER_LEN..].copy_from_slice(counter);
+    }
+    nonce
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -451,36 +531,66 @@ impl ReplayGuard {
     }
 }
 
-/// Opens a datagram: the chitchat message inside, or why it is refused.
+/// Opens a datagram of either format: the message inside, or why it is refused.
 pub(crate) fn open(
     keyring: &Keyring,
     guard: &mut ReplayGuard,
     now_ms: u64,
     datagram: &[u8],
 ) -> Result<Vec<u8>, Rejected> {
-    if datagram.len() < OVERHEAD || datagram[..MAGIC.len()] != MAGIC {
+    let (aad_len, header_len, clock_len) = if datagram.len() >= OVERHEAD
+        && datagram[..MAGIC.len()] == MAGIC
+    {
+        (AAD_LEN, HEADER_LEN, CLOCK_LEN)
+    } else if datagram.len() >= COMPACT_OVERHEAD && datagram[..COMPACT_MAGIC.len()] == COMPACT_MAGIC
+    {
+        (COMPACT_AAD_LEN, COMPACT_HEADER_LEN, COMPACT_CLOCK_LEN)
+    } else {
         return Err(Rejected::NotSealed);
-    }
-    let (header, rest) = datagram.split_at(HEADER_LEN);
-    let id = KeyId(header[MAGIC.len()..AAD_LEN].try_into().expect("4 bytes"));
+    };
+    let (header, rest) = datagram.split_at(header_len);
+    let id = KeyId(
+        header[aad_len - KEY_ID_LEN..aad_len]
+            .try_into()
+            .expect("4 bytes"),
+    );
     let key = keyring.find(id).ok_or(Rejected::UnknownKey)?;
     let (body, tag) = rest.split_at(rest.len() - TAG_LEN);
     let mut plain = body.to_vec();
+    let nonce = nonce_of(header);
     key.cipher()
-        .decrypt_in_place_detached(
-            XNonce::from_slice(&header[AAD_LEN..]),
-            &header[..AAD_LEN],
-            &mut plain,
-            tag.into(),
-        )
+        .decrypt_in_place_detached(&nonce, &header[..aad_len], &mut plain, tag.into())
         .map_err(|_| Rejected::Forged)?;
-    let nonce = &header[AAD_LEN..];
+    // The replay window is per (session, format): the nonce's first 16 bytes name both.
     let session: [u8; SESSION_LEN] = nonce[..SESSION_LEN].try_into().expect("16 bytes");
     let counter = u64::from_be_bytes(nonce[SESSION_LEN..].try_into().expect("8 bytes"));
-    let sent_ms = u64::from_be_bytes(plain[..CLOCK_LEN].try_into().expect("8 bytes"));
+    let sent_ms = if clock_len == CLOCK_LEN {
+        u64::from_be_bytes(plain[..CLOCK_LEN].try_into().expect("8 bytes"))
+    } else {
+        let secs = u32::from_be_bytes(plain[..COMPACT_CLOCK_LEN].try_into().expect("4 bytes"));
+        unwrap_seconds(secs, now_ms)
+    };
     guard.accept(session, counter, sent_ms, now_ms)?;
-    plain.drain(..CLOCK_LEN);
+    plain.drain(..clock_len);
     Ok(plain)
+}
+
+/// A compact datagram's clock (seconds modulo 2^32) as milliseconds: the value nearest the
+/// receiver's own clock (2^32 s is 136 years: no ambiguity within any skew that is accepted).
+fn unwrap_seconds(secs: u32, now_ms: u64) -> u64 {
+    let now_s = now_ms / 1000;
+    let base = now_s & !0xFFFF_FFFF;
+    [
+        base.checked_sub(1 << 32),
+        Some(base),
+        base.checked_add(1 << 32),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|b| b | u64::from(secs))
+    .min_by_key(|candidate| candidate.abs_diff(now_s))
+    .unwrap_or(base)
+    .saturating_mul(1000)
 }
 
 #[cfg(test)]
@@ -568,6 +678,172 @@ mod tests {
         }
         let mut guard = ReplayGuard::default();
         assert!(open(&ring, &mut guard, NOW, &good).is_ok());
+    }
+
+    fn compact(sealer: &mut Sealer, k: &GossipKey, at: u64, msg: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        sealer.seal_as(Format::Compact, k, at, msg, &mut out);
+        out
+    }
+
+    /// The compact format byte by byte: 40 bytes beyond the message, the magic, key id, the
+    /// session's first 8 bytes and a 6-byte counter in clear, the rest sealed; it opens like a
+    /// standard one, and one sealer's datagrams of both formats, interleaved, are each accepted.
+    #[test]
+    fn a_compact_datagram_is_40_bytes_over_the_message_and_opens_like_a_standard_one() {
+        let ring = Keyring::new(key(1));
+        let mut sender = Sealer::new([7; 16]);
+        let msg = b"cluster-name node1 2001:db8::5".to_vec();
+        let first = compact(&mut sender, &key(1), NOW, &msg);
+        assert_eq!(COMPACT_OVERHEAD, 40);
+        assert_eq!(first.len(), msg.len() + 40);
+        assert_eq!(&first[..2], b"S2");
+        assert_eq!(&first[2..6], &key(1).id().0);
+        assert_eq!(&first[6..14], &[7; 8]);
+        assert_eq!(&first[14..20], &[0, 0, 0, 0, 0, 0]);
+        assert!(!first.windows(5).any(|w| w == b"node1"), "plaintext leaked");
+        let standard = sealed(&mut sender, &key(1), NOW, &msg);
+        let second = compact(&mut sender, &key(1), NOW, &msg);
+        assert_eq!(&second[14..20], &[0, 0, 0, 0, 0, 2], "one counter for both");
+        let mut guard = ReplayGuard::default();
+        for d in [&second, &standard, &first] {
+            assert_eq!(open(&ring, &mut guard, NOW, d), Ok(msg.clone()));
+        }
+        for d in [&second, &standard, &first] {
+            assert_eq!(open(&ring, &mut guard, NOW, d), Err(Rejected::Replayed));
+        }
+        // The counter past 2^48 - 1 cannot be written compactly: the standard format then.
+        let mut old = Sealer::new([9; 16]);
+        old.counter = COMPACT_COUNTER_MAX;
+        assert_eq!(
+            compact(&mut old, &key(1), NOW, b"m").len(),
+            1 + COMPACT_OVERHEAD
+        );
+        assert_eq!(compact(&mut old, &key(1), NOW, b"m").len(), 1 + OVERHEAD);
+    }
+
+    /// A compact nonce is never a standard one, even from a session chosen to look like one.
+    #[test]
+    fn compact_and_standard_nonces_never_meet() {
+        let mut session = [5u8; 16];
+        session[8..].copy_from_slice(&COMPACT_DOMAIN);
+        let sealer = Sealer::new(session);
+        assert_ne!(sealer.session[8..], COMPACT_DOMAIN);
+        let standard = |counter: u64| {
+            let mut h = [&MAGIC[..], &[0; 4], &sealer.session, &counter.to_be_bytes()].concat();
+            h.truncate(HEADER_LEN);
+            nonce_of(&h)
+        };
+        let compact_nonce = |counter: u64| {
+            let h = [
+                &COMPACT_MAGIC[..],
+                &[0; 4],
+                &sealer.session[..8],
+                &counter.to_be_bytes()[2..],
+            ]
+            .concat();
+            nonce_of(&h)
+        };
+        for counter in [0, 1, 255, 1 << 40, COMPACT_COUNTER_MAX] {
+            assert_ne!(standard(counter), compact_nonce(counter));
+            assert_eq!(&compact_nonce(counter)[8..16], &COMPACT_DOMAIN);
+        }
+    }
+
+    #[test]
+    fn hostile_compact_datagrams_are_refused_with_their_reason() {
+        let ring = Keyring::new(key(1));
+        let mut sender = Sealer::new([7; 16]);
+        let good = compact(&mut sender, &key(1), NOW, b"hello gossip");
+        let other_cluster = compact(&mut Sealer::new([8; 16]), &key(2), NOW, b"hello gossip");
+        let flip = |at: usize| {
+            let mut d = good.clone();
+            d[at] ^= 1;
+            d
+        };
+        let mut forged_key_id = other_cluster.clone();
+        forged_key_id[2..6].copy_from_slice(&key(1).id().0);
+        // A compact datagram passed off as a standard one (and back): the formats do not mix.
+        let mut as_standard = [&MAGIC[..], &good[2..]].concat();
+        as_standard.extend_from_slice(&[0; 16]);
+        let standard = sealed(&mut sender, &key(1), NOW, b"hello gossip");
+        let as_compact = [&COMPACT_MAGIC[..], &standard[4..]].concat();
+        let cases: Vec<(&str, Vec<u8>, Rejected)> = vec![
+            ("magic only", COMPACT_MAGIC.to_vec(), Rejected::NotSealed),
+            (
+                "header only",
+                good[..COMPACT_OVERHEAD - 1].to_vec(),
+                Rejected::NotSealed,
+            ),
+            (
+                "truncated by one",
+                good[..good.len() - 1].to_vec(),
+                Rejected::Forged,
+            ),
+            ("a flipped magic bit", flip(1), Rejected::NotSealed),
+            ("a flipped key id bit", flip(3), Rejected::UnknownKey),
+            ("a flipped session bit", flip(8), Rejected::Forged),
+            ("a flipped counter bit", flip(19), Rejected::Forged),
+            ("a flipped clock bit", flip(21), Rejected::Forged),
+            ("a flipped body bit", flip(26), Rejected::Forged),
+            ("a flipped tag bit", flip(good.len() - 1), Rejected::Forged),
+            ("another cluster's key", other_cluster, Rejected::UnknownKey),
+            ("our key id, another key", forged_key_id, Rejected::Forged),
+            ("relabelled standard", as_standard, Rejected::Forged),
+            ("relabelled compact", as_compact, Rejected::Forged),
+            (
+                "magic then garbage",
+                [&COMPACT_MAGIC[..], &[0xff; 200]].concat(),
+                Rejected::UnknownKey,
+            ),
+        ];
+        for (what, datagram, want) in cases {
+            let mut guard = ReplayGuard::default();
+            assert_eq!(open(&ring, &mut guard, NOW, &datagram), Err(want), "{what}");
+            assert!(
+                guard.sessions.is_empty(),
+                "{what}: a refused datagram left state"
+            );
+        }
+        let mut guard = ReplayGuard::default();
+        assert!(open(&ring, &mut guard, NOW, &good).is_ok());
+    }
+
+    /// The compact clock is whole seconds modulo 2^32, read back near the receiver's clock: the
+    /// same skew rule, to the second.
+    #[test]
+    fn a_compact_session_first_heard_with_a_clock_far_from_ours_is_stale() {
+        let ring = Keyring::new(key(1));
+        let skew = MAX_CLOCK_SKEW_MS;
+        let cases = [
+            (NOW - skew - 1000, Err(Rejected::Stale)),
+            (NOW - skew, Ok(())),
+            (NOW + skew, Ok(())),
+            (NOW + skew + 1000, Err(Rejected::Stale)),
+            (NOW + (1 << 32) * 1000, Ok(())), // 136 years ahead reads as now: the modulus
+            (0, Err(Rejected::Stale)),
+        ];
+        for (i, (sent, want)) in cases.into_iter().enumerate() {
+            let d = compact(&mut Sealer::new([i as u8; 16]), &key(1), sent, b"x");
+            let mut guard = ReplayGuard::default();
+            assert_eq!(
+                open(&ring, &mut guard, NOW, &d).map(|_| ()),
+                want,
+                "sent at {sent}"
+            );
+        }
+        for (secs, now_ms, want_s) in [
+            (5u32, 7_000u64, 5u64),
+            (u32::MAX, 5_000, 0xFFFF_FFFF), // before the epoch's first wrap: nearest is 2^32 - 1
+            (1, (1u64 << 32) * 1000 + 500, (1 << 32) + 1),
+            (u32::MAX, (1u64 << 32) * 1000 + 500, (1 << 32) - 1),
+        ] {
+            assert_eq!(
+                unwrap_seconds(secs, now_ms),
+                want_s * 1000,
+                "{secs} at {now_ms}"
+            );
+        }
     }
 
     #[test]
