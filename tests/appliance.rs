@@ -32,6 +32,10 @@
 //!   in normal time, the agent advertises the `fec0:` address (a last resort) unrestarted, the
 //!   preflight warns `addr.site_local` and passes, `stackring-online.target` starts at once and
 //!   the example consumer writes the identity.
+//! - `image_boot_kernel_command_line_credentials`: the UKI's kernel, initrd and command line booted
+//!   directly with `systemd.set_credential=system.hostname:kcmd1` and a base64
+//!   `systemd.set_credential_binary=stackring.yaml:` appended: the first boot names the host and
+//!   writes the configuration from them, and the agent is node `kcmd1`.
 //! - `image_boot_no_network`: a boot without any network device: the boot finishes in normal
 //!   time (nothing waits for stackring), the agent is active and unrestarted with STATUS=
 //!   `waiting: ...`, `/ready` answers 503 with the reason, `stackring wait --timeout 3s` exits 1,
@@ -199,6 +203,10 @@ fn release_binary() -> Option<PathBuf> {
 }
 
 fn boot_test(net: &str, vms: u32) {
+    boot_test_with(net, vms, &[]);
+}
+
+fn boot_test_with(net: &str, vms: u32, extra: &[&str]) {
     let Some(bin) = release_binary() else {
         return;
     };
@@ -207,17 +215,19 @@ fn boot_test(net: &str, vms: u32) {
     }
     let _vm = VM.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let vms = vms.to_string();
+    let mut args = vec![
+        "--net",
+        net,
+        "--vms",
+        &vms,
+        "--bin",
+        bin.to_str().expect("utf-8 path"),
+    ];
+    args.extend_from_slice(extra);
     let out = run(
         &script("boot-test"),
-        &[
-            "--net",
-            net,
-            "--vms",
-            &vms,
-            "--bin",
-            bin.to_str().expect("utf-8 path"),
-        ],
-        &format!("image build and boot test ({net}, {vms} VMs)"),
+        &args,
+        &format!("image build and boot test ({net}, {vms} VMs {extra:?})"),
     );
     assert!(out.contains("PASS: boot test"), "{out}");
 }
@@ -252,6 +262,13 @@ fn image_cluster_two_vms_ipv6_bridge_in_netns() {
 #[test]
 fn image_boot_qemu_default_ipv6_site_local() {
     boot_test("user6-default", 1);
+}
+
+/// The first-boot data on the kernel command line (`systemd.set_credential=`): the UKI's own
+/// kernel, initrd and command line booted directly, the credentials appended.
+#[test]
+fn image_boot_kernel_command_line_credentials() {
+    boot_test_with("user6", 1, &["--cmdline-credentials"]);
 }
 
 #[test]
