@@ -128,7 +128,7 @@ impl GossipSeal {
             .quiet_round = QUIET_ROUND * swim::anti_entropy_scale(nodes);
     }
 
-    /// The members that open the compact format (`SEAL_FORMATS` in their gossiped state).
+    /// The members that open the compact format (by gossip address: `membership::compact_peers`).
     pub(crate) fn set_compact_peers(&self, peers: HashSet<SocketAddr>) {
         *self
             .compact_peers
