@@ -372,15 +372,21 @@ fn run(tag: &str, addrs: &[IpAddr], operator: IpAddr, prefix: u8, gossip: Durati
 
     // What the capture holds.
     let tls = capture.tls_figures();
-    let sealed = capture
+    // Sealed: the standard format ("SRg1", 56 bytes around the message) or the compact one ("S2",
+    // 40 bytes), which members seal to one another.
+    let is_sealed = |p: &[u8]| {
+        (p.starts_with(b"SRg1") && p.len() >= 56) || (p.starts_with(b"S2") && p.len() >= 40)
+    };
+    let sealed = capture.udp.iter().filter(|(_, p)| is_sealed(p)).count();
+    let compact = capture
         .udp
         .iter()
-        .filter(|(_, p)| p.starts_with(b"SRg1"))
+        .filter(|(_, p)| is_sealed(p) && p.starts_with(b"S2"))
         .count();
     let unsealed: Vec<String> = capture
         .udp
         .iter()
-        .filter(|(k, p)| k.dst_port == GOSSIP_PORT && !p.starts_with(b"SRg1"))
+        .filter(|(k, p)| k.dst_port == GOSSIP_PORT && !is_sealed(p))
         .map(|(k, p)| format!("{k} ({} bytes)", p.len()))
         .collect();
     let plain: Vec<String> = capture
@@ -398,7 +404,7 @@ fn run(tag: &str, addrs: &[IpAddr], operator: IpAddr, prefix: u8, gossip: Durati
         .collect();
     println!(
         "{tag}: {:.1} s captured: {} packets, {} bytes on the bridge ({} not TCP/UDP: ARP, ND, MLD); \
-         {} UDP datagrams ({} sealed gossip, {} payload bytes); {} TCP flows ({} directions with \
+         {} UDP datagrams ({} sealed gossip, {} of them compact, {} payload bytes); {} TCP flows ({} directions with \
          data, {} payload bytes): {} TLS directions, {} TLS records ({} application data), {} TLS \
          1.3 ServerHellos, {} other, {} ClientHellos with SNI; plain: {} `GET /ready` probes, 1 \
          control flow; {} needles searched",
@@ -408,6 +414,7 @@ fn run(tag: &str, addrs: &[IpAddr], operator: IpAddr, prefix: u8, gossip: Durati
         capture.other,
         capture.udp.len(),
         sealed,
+        compact,
         capture.udp.iter().map(|(_, p)| p.len()).sum::<usize>(),
         capture.flows(),
         capture.tcp.values().filter(|s| !s.bytes.is_empty()).count(),

@@ -188,17 +188,23 @@ fn settled_views(c: &Cluster) -> Vec<Vec<String>> {
     })
 }
 
-/// `stackring_gossip_rejected_total` by reason, on one member.
-fn rejected(ns: &Netns) -> BTreeMap<String, u64> {
+/// A counter of one member's `/metrics` by its one label: `metric{label="value"} n` rows.
+fn counter_by_label(ns: &Netns, metric: &str, label: &str) -> BTreeMap<String, u64> {
     let (code, body) = http_get(ns, "/metrics");
     assert_eq!(code, 200, "{body}");
+    let prefix = format!("{metric}{{{label}=\"");
     body.lines()
-        .filter_map(|l| l.strip_prefix("stackring_gossip_rejected_total{reason=\""))
+        .filter_map(|l| l.strip_prefix(prefix.as_str()))
         .filter_map(|rest| {
-            let (reason, value) = rest.split_once("\"} ")?;
-            Some((reason.to_string(), value.trim().parse::<f64>().ok()? as u64))
+            let (value, count) = rest.split_once("\"} ")?;
+            Some((value.to_string(), count.trim().parse::<f64>().ok()? as u64))
         })
         .collect()
+}
+
+/// `stackring_gossip_rejected_total` by reason, on one member.
+fn rejected(ns: &Netns) -> BTreeMap<String, u64> {
+    counter_by_label(ns, "stackring_gossip_rejected_total", "reason")
 }
 
 fn all_rejected(c: &Cluster) -> Vec<BTreeMap<String, u64>> {
@@ -971,15 +977,7 @@ fn rogue_daemons_with_the_cluster_name_and_a_members_id_are_never_listed() {
 
 /// `stackring_gossip_sealed_total` by format, on one member.
 fn sealed_by_format(ns: &Netns) -> BTreeMap<String, u64> {
-    let (code, body) = http_get(ns, "/metrics");
-    assert_eq!(code, 200, "{body}");
-    body.lines()
-        .filter_map(|l| l.strip_prefix("stackring_gossip_sealed_total{format=\""))
-        .filter_map(|rest| {
-            let (format, value) = rest.split_once("\"} ")?;
-            Some((format.to_string(), value.trim().parse::<f64>().ok()? as u64))
-        })
-        .collect()
+    counter_by_label(ns, "stackring_gossip_sealed_total", "format")
 }
 
 /// Mixed versions: two key holders on the attacker's host introduce themselves to node1 with the

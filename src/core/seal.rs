@@ -621,6 +621,24 @@ mod tests {
         assert_eq!(open(&ring, &mut guard, NOW, &d), Ok(msg));
     }
 
+    /// Each case refused with its reason, leaving no state; then `good` opens.
+    fn assert_refused_and_good_opens(
+        ring: &Keyring,
+        cases: Vec<(&str, Vec<u8>, Rejected)>,
+        good: &[u8],
+    ) {
+        for (what, datagram, want) in cases {
+            let mut guard = ReplayGuard::default();
+            assert_eq!(open(ring, &mut guard, NOW, &datagram), Err(want), "{what}");
+            assert!(
+                guard.sessions.is_empty(),
+                "{what}: a refused datagram left state"
+            );
+        }
+        let mut guard = ReplayGuard::default();
+        assert!(open(ring, &mut guard, NOW, good).is_ok());
+    }
+
     #[test]
     fn hostile_datagrams_are_refused_with_their_reason() {
         let ring = Keyring::new(key(1));
@@ -668,16 +686,7 @@ mod tests {
                 Rejected::UnknownKey,
             ),
         ];
-        for (what, datagram, want) in cases {
-            let mut guard = ReplayGuard::default();
-            assert_eq!(open(&ring, &mut guard, NOW, &datagram), Err(want), "{what}");
-            assert!(
-                guard.sessions.is_empty(),
-                "{what}: a refused datagram left state"
-            );
-        }
-        let mut guard = ReplayGuard::default();
-        assert!(open(&ring, &mut guard, NOW, &good).is_ok());
+        assert_refused_and_good_opens(&ring, cases, &good);
     }
 
     fn compact(sealer: &mut Sealer, k: &GossipKey, at: u64, msg: &[u8]) -> Vec<u8> {
@@ -797,16 +806,7 @@ mod tests {
                 Rejected::UnknownKey,
             ),
         ];
-        for (what, datagram, want) in cases {
-            let mut guard = ReplayGuard::default();
-            assert_eq!(open(&ring, &mut guard, NOW, &datagram), Err(want), "{what}");
-            assert!(
-                guard.sessions.is_empty(),
-                "{what}: a refused datagram left state"
-            );
-        }
-        let mut guard = ReplayGuard::default();
-        assert!(open(&ring, &mut guard, NOW, &good).is_ok());
+        assert_refused_and_good_opens(&ring, cases, &good);
     }
 
     /// The compact clock is whole seconds modulo 2^32, read back near the receiver's clock: the
