@@ -981,9 +981,12 @@ impl PkiFiles {
 
     /// The CA with its key (only on the node that made the cluster, or one given the key).
     pub(crate) fn save_ca(&self, ca: &ClusterCa) -> Result<(), PkiError> {
-        // Key first: a cert without its key is reported as a half pair, never silently used.
-        write(&self.ca_key_path(), &ca.key_pem())?;
-        write(&self.ca_cert_path(), &ca.cert_pem())
+        self.save_pair(
+            &self.ca_cert_path(),
+            &self.ca_key_path(),
+            &ca.cert_pem(),
+            &ca.key_pem(),
+        )
     }
 
     /// The CA certificate alone, as every member keeps it.
@@ -993,6 +996,7 @@ impl PkiFiles {
 
     /// `None` on a member that holds only the CA certificate (it cannot sign joiners).
     pub(crate) fn load_ca(&self) -> Result<Option<ClusterCa>, PkiError> {
+        self.settle_pair(&self.ca_cert_path(), &self.ca_key_path())?;
         if !self.ca_key_path().exists() {
             return Ok(None);
         }
@@ -1019,8 +1023,12 @@ impl PkiFiles {
     }
 
     pub(crate) fn save_node(&self, node: &NodeCredentials) -> Result<(), PkiError> {
-        write(&self.node_key_path(), &node.key.pem())?;
-        write(&self.node_cert_path(), &node.cert.pem())
+        self.save_pair(
+            &self.node_cert_path(),
+            &self.node_key_path(),
+            &node.cert.pem(),
+            &node.key.pem(),
+        )
     }
 
     pub(crate) fn load_node(&self) -> Result<Option<NodeCredentials>, PkiError> {
@@ -1034,8 +1042,12 @@ impl PkiFiles {
     }
 
     pub(crate) fn save_self_signed(&self, own: &SelfSigned) -> Result<(), PkiError> {
-        write(&self.self_key_path(), &own.0.key.pem())?;
-        write(&self.self_cert_path(), &own.0.cert.pem())
+        self.save_pair(
+            &self.self_cert_path(),
+            &self.self_key_path(),
+            &own.0.cert.pem(),
+            &own.0.key.pem(),
+        )
     }
 
     pub(crate) fn load_self_signed(&self) -> Result<Option<SelfSigned>, PkiError> {
@@ -1067,12 +1079,81 @@ impl PkiFiles {
         Ok(own)
     }
 
+    /// Every file `PkiFiles` writes, for the removal of a killed writer's temporaries.
+    pub(crate) fn paths(&self) -> Vec<PathBuf> {
+        let pairs = [
+            (self.ca_cert_path(), self.ca_key_path()),
+            (self.node_cert_path(), self.node_key_path()),
+            (self.self_cert_path(), self.self_key_path()),
+        ];
+        pairs
+            .into_iter()
+            .flat_map(|(cert, key)| [cert, pending_key_path(&key), key])
+            .collect()
+    }
+
+    /// Finishes or undoes every pair save a killed process left (`settle_pair`).
+    pub(crate) fn settle(&self) -> Result<(), PkiError> {
+        self.settle_pair(&self.ca_cert_path(), &self.ca_key_path())?;
+        self.settle_pair(&self.node_cert_path(), &self.node_key_path())?;
+        self.settle_pair(&self.self_cert_path(), &self.self_key_path())
+    }
+
+    /// Replaces a certificate and its key as one change, whatever moment a kill or power loss
+    /// strikes: the new key goes to `<key>.next`, then the certificate over the old one (the
+    /// commit point), then the key over the old key. `settle_pair` finishes or undoes an
+    /// interrupted save at the next load, so a new certificate never meets the old key.
+    fn save_pair(
+        &self,
+        cert_path: &Path,
+        key_path: &Path,
+        cert_pem: &str,
+        key_pem: &str,
+    ) -> Result<(), PkiError> {
+        let pending = pending_key_path(key_path);
+        write(&pending, key_pem)?;
+        write(cert_path, cert_pem)?;
+        commit_key(&pending, key_path)
+    }
+
+    /// Finishes a `save_pair` that was killed after its commit point (the pending key fits the
+    /// certificate: it becomes the key) or undoes one killed before it (the pending key is
+    /// removed; the old pair, or none, stays).
+    fn settle_pair(&self, cert_path: &Path, key_path: &Path) -> Result<(), PkiError> {
+        let pending = pending_key_path(key_path);
+        let Some(next_key) = read_key(&pending)? else {
+            return Ok(());
+        };
+        let committed = read_optional(cert_path)?
+            .is_some_and(|cert| key_fits_cert(&cert, &next_key).unwrap_or(false));
+        if committed {
+            commit_key(&pending, key_path)?;
+            log::warn!(
+                "finished replacing {} and {}, which a killed process left half done",
+                cert_path.display(),
+                key_path.display()
+            );
+        } else {
+            std::fs::remove_file(&pending).map_err(|error| PkiError::Write {
+                path: pending.clone(),
+                error,
+            })?;
+            log::warn!(
+                "removed {}: a killed process left it before it replaced {} (kept as it was)",
+                pending.display(),
+                cert_path.display()
+            );
+        }
+        Ok(())
+    }
+
     /// Both files or neither; the key's mode is checked before it is read.
     fn load_pair(
         &self,
         cert_path: &Path,
         key_path: &Path,
     ) -> Result<Option<(String, String)>, PkiError> {
+        self.settle_pair(cert_path, key_path)?;
         let key = read_key(key_path)?;
         let cert = read_optional(cert_path)?;
         match (cert, key) {
@@ -1118,6 +1199,36 @@ fn write(path: &Path, text: &str) -> Result<(), PkiError> {
         path: path.to_owned(),
         error,
     })
+}
+
+/// Where `save_pair` keeps a new key until its certificate is in place.
+fn pending_key_path(key_path: &Path) -> PathBuf {
+    let mut name = key_path.as_os_str().to_owned();
+    name.push(".next");
+    PathBuf::from(name)
+}
+
+/// Moves the pending key over the key, durably (the directory is synced).
+fn commit_key(pending: &Path, key_path: &Path) -> Result<(), PkiError> {
+    let failed = |error| PkiError::Write {
+        path: key_path.to_owned(),
+        error,
+    };
+    std::fs::rename(pending, key_path).map_err(failed)?;
+    let dir = key_path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(failed)
+}
+
+/// Whether `key_pem` is the private key of the (first) certificate in `cert_pem`.
+fn key_fits_cert(cert_pem: &str, key_pem: &str) -> Result<bool, PkiError> {
+    let cert = one_cert_from_pem(cert_pem, "the certificate")?;
+    let key = key_from_pem(key_pem, "the key")?;
+    Ok(pin_of_cert(&cert)? == SpkiPin::of_spki(&key.subject_public_key_info()))
 }
 
 fn read_optional(path: &Path) -> Result<Option<String>, PkiError> {
@@ -1769,6 +1880,117 @@ mod tests {
 
     fn mode(path: &Path) -> u32 {
         std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    /// The states a kill leaves at each step of `save_pair` (none, the pending key, the
+    /// certificate, all), replacing an old pair and making a first one: every start loads the
+    /// old pair or the new one whole, and leaves no pending key behind.
+    #[test]
+    fn a_pair_save_killed_at_any_step_loads_the_old_pair_or_the_new_one() {
+        let ca = new_ca("prod");
+        let (old, new) = (member(&ca, "node-a"), member(&ca, "node-a"));
+        let (cert, key, pending) = ("node.pem", "node.key", "node.key.next");
+        let cert_of = |c: &NodeCredentials| c.cert().pem();
+        let put = |dir: &Path, name: &str, text: String| {
+            write(&dir.join(name), &text).unwrap();
+        };
+        // (files as the kill left them, the pair that must load)
+        type Case<'a> = (&'a str, Vec<(&'a str, String)>, Option<&'a NodeCredentials>);
+        let cases: Vec<Case<'_>> = vec![
+            (
+                "replacing, killed before anything",
+                vec![(cert, old.cert().pem()), (key, old.key().pem())],
+                Some(&old),
+            ),
+            (
+                "replacing, killed after the pending key",
+                vec![
+                    (cert, old.cert().pem()),
+                    (key, old.key().pem()),
+                    (pending, new.key().pem()),
+                ],
+                Some(&old),
+            ),
+            (
+                "replacing, killed after the certificate (the commit point)",
+                vec![
+                    (cert, new.cert().pem()),
+                    (key, old.key().pem()),
+                    (pending, new.key().pem()),
+                ],
+                Some(&new),
+            ),
+            (
+                "first pair, killed after the pending key",
+                vec![(pending, new.key().pem())],
+                None,
+            ),
+            (
+                "first pair, killed after the certificate",
+                vec![(cert, new.cert().pem()), (pending, new.key().pem())],
+                Some(&new),
+            ),
+            (
+                "a pending key that is not a key: never committed",
+                vec![
+                    (cert, old.cert().pem()),
+                    (key, old.key().pem()),
+                    (pending, "-----BEGIN PRIVATE KEY-----\nAAAA".into()),
+                ],
+                Some(&old),
+            ),
+        ];
+        for (what, files_left, expected) in cases {
+            let dir = temp_dir("settle");
+            for (name, text) in files_left {
+                put(&dir, name, text);
+            }
+            let files = PkiFiles::new(&dir);
+            let loaded = files.load_node().unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(
+                loaded.as_ref().map(cert_of),
+                expected.map(cert_of),
+                "{what}"
+            );
+            assert!(!dir.join(pending).exists(), "{what}: pending key left");
+            // And again: the settled state loads the same.
+            let again = files.load_node().unwrap();
+            assert_eq!(again.as_ref().map(cert_of), expected.map(cert_of), "{what}");
+        }
+
+        // A save that completes leaves exactly the pair, whatever was pending before.
+        let dir = temp_dir("settle-save");
+        put(&dir, pending, old.key().pem());
+        let files = PkiFiles::new(&dir);
+        files.save_node(&new).unwrap();
+        assert_eq!(
+            files.load_node().unwrap().map(|c| cert_of(&c)),
+            Some(cert_of(&new))
+        );
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["node.key", "node.pem"]);
+
+        // A pending key others can read is refused like any key, naming it.
+        let dir = temp_dir("settle-mode");
+        put(&dir, pending, new.key().pem());
+        std::fs::set_permissions(dir.join(pending), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        let err = PkiFiles::new(&dir).load_node().unwrap_err().to_string();
+        assert!(err.contains("node.key.next"), "{err}");
+
+        // The CA's pair is saved and settled the same way.
+        let dir = temp_dir("settle-ca");
+        put(&dir, "ca.key.next", ca.key_pem());
+        assert!(PkiFiles::new(&dir).load_ca().unwrap().is_none());
+        assert!(!dir.join("ca.key.next").exists());
+        put(&dir, "ca.pem", ca.cert_pem());
+        put(&dir, "ca.key.next", ca.key_pem());
+        let loaded = PkiFiles::new(&dir).load_ca().unwrap().unwrap();
+        assert_eq!(loaded.pin(), ca.pin());
     }
 
     #[test]

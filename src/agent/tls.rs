@@ -119,9 +119,30 @@ impl NodeTls {
         })?;
         let files = PkiFiles::new(state_dir);
         let now = SystemTime::now();
-        let material = match (member_of_cluster, files.load_node()?, files.load_ca()?) {
-            (true, Some(node), Some(ca)) => member(node, Arc::new(ca))?,
-            _ => alone(files.self_signed(&node_id, ips, now)?)?,
+        // The cluster record is written after the certificates: without it, node and CA files are
+        // what a create or join left when it was killed before it was acknowledged. They are not
+        // read (so they cannot stop the start); the next create or join replaces them.
+        let material = if member_of_cluster {
+            match (files.load_node()?, files.load_ca()?) {
+                (Some(node), Some(ca)) => member(node, Arc::new(ca))?,
+                _ => alone(files.self_signed(&node_id, ips, now)?)?,
+            }
+        } else {
+            if let Err(e) = files.settle() {
+                log::warn!("not a member, so not needed: {e}");
+            }
+            let left: Vec<String> = [files.node_cert_path(), files.ca_cert_path()]
+                .iter()
+                .filter(|p| p.exists())
+                .map(|p| p.display().to_string())
+                .collect();
+            if !left.is_empty() {
+                log::warn!(
+                    "not a member (no cluster record), so {} (left by a create or join that did not finish) not used; the next create or join replaces them",
+                    left.join(" and ")
+                );
+            }
+            alone(files.self_signed(&node_id, ips, now)?)?
         };
         Ok(Arc::new(NodeTls {
             files,
@@ -334,4 +355,63 @@ fn client_alpn(config: Arc<ClientConfig>, alpn: &[u8]) -> Arc<ClientConfig> {
     let mut config = Arc::unwrap_or_clone(config);
     config.alpn_protocols = vec![alpn.to_vec()];
     Arc::new(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("stackring-tls-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// A create or join killed before its cluster record was written leaves node and CA files
+    /// (whole, half, or garbage): a node that is not a member starts with its self-signed
+    /// certificate whatever they hold; a member with such files is refused, naming them.
+    #[test]
+    fn a_node_that_is_not_a_member_starts_whatever_an_unfinished_create_left() {
+        let leftovers: [(&str, &[(&str, &str)]); 4] = [
+            (
+                "the CA key alone",
+                &[("ca.key", "-----BEGIN PRIVATE KEY-----\nAAAA")],
+            ),
+            (
+                "the CA certificate alone",
+                &[("ca.pem", "not a certificate")],
+            ),
+            ("the node key alone", &[("node.key", "half")]),
+            (
+                "garbage pairs",
+                &[
+                    ("ca.pem", "x"),
+                    ("ca.key", "y"),
+                    ("node.pem", "x"),
+                    ("node.key", "y"),
+                ],
+            ),
+        ];
+        for (what, files) in leftovers {
+            let dir = temp_dir("leftovers");
+            for (name, text) in files {
+                crate::agent::fsutil::write_atomic(&dir.join(name), text.as_bytes(), 0o600)
+                    .unwrap();
+            }
+            let tls = NodeTls::load(&dir, "node1", &[], false)
+                .unwrap_or_else(|e| panic!("{what}: not a member, yet refused: {e}"));
+            assert_eq!(tls.pin_of(), PIN_OF_SELF_SIGNED, "{what}");
+            assert!(tls.member_client(None).unwrap().is_none(), "{what}");
+            if what == "garbage pairs" {
+                let err = NodeTls::load(&dir, "node1", &[], true)
+                    .err()
+                    .map(|e| e.to_string());
+                assert!(
+                    err.as_deref().is_some_and(|e| e.contains("node.pem")),
+                    "a member's broken files are named: {err:?}"
+                );
+            }
+        }
+    }
 }

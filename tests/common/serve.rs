@@ -145,8 +145,13 @@ impl Daemon {
                     }
                 }
                 Err(_) => panic!(
-                    "no notification {needle:?} within {timeout:?}; seen: {:#?}",
-                    self.seen
+                    "no notification {needle:?} within {timeout:?}; seen: {:#?}; the daemon {}",
+                    self.seen,
+                    match self.child.try_wait() {
+                        Ok(Some(status)) => format!("exited ({status}): see its log above"),
+                        Ok(None) => "still runs".to_string(),
+                        Err(e) => format!("cannot be waited for: {e}"),
+                    }
                 ),
             }
         }

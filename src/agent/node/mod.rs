@@ -144,11 +144,18 @@ impl ClusterNode {
         network: GossipNetwork,
     ) -> anyhow::Result<Arc<ClusterNode>> {
         let state_dir = settings.state_dir.clone();
-        let stale = crate::agent::fsutil::remove_stale_temporaries(&state_dir.join(RECORD_FILE));
+        let written = [
+            state_dir.join(RECORD_FILE),
+            state_dir.join(tokens::TOKENS_FILE),
+        ]
+        .into_iter()
+        .chain(crate::agent::pki::PkiFiles::new(&state_dir).paths());
+        let stale: usize = written
+            .map(|path| crate::agent::fsutil::remove_stale_temporaries(&path))
+            .sum();
         if stale > 0 {
             log::warn!(
-                "removed {stale} unfinished {} write(s) left by a killed process in {}",
-                RECORD_FILE,
+                "removed {stale} unfinished file write(s) left by a killed process in {}",
                 state_dir.display()
             );
         }
